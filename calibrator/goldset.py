@@ -1,0 +1,261 @@
+"""Gold sets: human-labelled rows loaded from CSV or XLSX, validated row by row, split deterministically.
+
+The columns are the user-facing contract (see goldsets/README.md). Every problem in a file is
+collected before anything is reported, each with file, spreadsheet row and column, so a labeller
+fixes the sheet in one pass.
+"""
+
+import csv
+import hashlib
+import json
+from collections import defaultdict
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ValidationError, field_validator
+
+Split = Literal["train", "val", "test"]
+SPLITS: tuple[Split, ...] = ("train", "val", "test")
+SPLIT_FRACTIONS = {"train": 0.4, "val": 0.3, "test": 0.3}
+SPEAKERS = ("patient:", "pharmacist:")
+REQUIRED = ("context", "target_info", "candidate", "content_score")
+OPTIONAL = ("id", "format_score", "note")
+
+
+@dataclass(frozen=True)
+class Problem:
+    file: str
+    row: int | None
+    column: str | None
+    message: str
+
+    def __str__(self) -> str:
+        where = self.file + (f", row {self.row}" if self.row else "") + (f", column {self.column!r}" if self.column else "")
+        return f"{where}: {self.message}"
+
+
+class GoldSetError(Exception):
+    """Every problem found in a gold-set file, one per line."""
+
+    def __init__(self, problems: list[Problem]):
+        self.problems = problems
+        super().__init__("\n".join(str(p) for p in problems))
+
+
+def parse_label(value: Any) -> float:
+    """Accept ' 1 ', '0.50', '1.0', '0,5' and numbers; return 0.0, 0.5 or 1.0."""
+    if isinstance(value, bool):
+        raise ValueError(f"label must be 0, 0.5 or 1, got {value!r}")
+    text = str(value).strip().replace(",", ".")
+    try:
+        number = float(text)
+    except ValueError:
+        raise ValueError(f"label must be 0, 0.5 or 1, got {str(value)!r}") from None
+    for label in (0.0, 0.5, 1.0):
+        if abs(number - label) < 1e-9:
+            return label
+    raise ValueError(f"label must be 0, 0.5 or 1, got {str(value).strip()!r}")
+
+
+class GraderRow(BaseModel):
+    """One labelled grader example: would an expert say this candidate asks for the target info?"""
+
+    id: str
+    context: str
+    target_info: list[str]
+    candidate: str
+    content_score: float
+    format_score: float | None = None
+    note: str | None = None
+
+    @field_validator("context", mode="before")
+    @classmethod
+    def _context(cls, value: Any) -> str:
+        lines = [line.strip() for line in str(value or "").replace("\r\n", "\n").split("\n") if line.strip()]
+        if not lines:
+            raise ValueError("context is empty: give the dialogue so far, one `patient:` / `pharmacist:` turn per line")
+        for n, line in enumerate(lines, 1):
+            if not line.lower().startswith(SPEAKERS):
+                raise ValueError(f"context line {n} must start with `patient:` or `pharmacist:`, got {line[:40]!r}")
+        return "\n".join(lines)
+
+    @field_validator("target_info", mode="before")
+    @classmethod
+    def _target_info(cls, value: Any) -> list[str]:
+        items = [item.strip() for item in str(value or "").split(";") if item.strip()] if not isinstance(value, list) else value
+        if not items:
+            raise ValueError("target_info is empty: give at least one `field: value` item, separated by `;`")
+        out = []
+        for item in items:
+            name, sep, val = item.partition(":")
+            if not sep or not name.strip() or not val.strip():
+                raise ValueError(f"target_info item {item!r} is not `field: value`")
+            out.append(f"{name.strip()}: {val.strip()}")
+        return out
+
+    @field_validator("candidate", mode="before")
+    @classmethod
+    def _candidate(cls, value: Any) -> str:
+        text = str(value or "").strip()
+        if not text:
+            raise ValueError("candidate is empty: give the proposed pharmacist turn")
+        return text
+
+    @field_validator("content_score", mode="before")
+    @classmethod
+    def _content(cls, value: Any) -> float:
+        if value is None or str(value).strip() == "":
+            raise ValueError("content_score is empty: label it 0, 0.5 or 1")
+        return parse_label(value)
+
+    @field_validator("format_score", mode="before")
+    @classmethod
+    def _format(cls, value: Any) -> float | None:
+        return None if value is None or str(value).strip() == "" else parse_label(value)
+
+    @field_validator("note", mode="before")
+    @classmethod
+    def _note(cls, value: Any) -> str | None:
+        return str(value).strip() or None if value is not None else None
+
+    @property
+    def target_text(self) -> str:
+        return "; ".join(self.target_info)
+
+    @property
+    def label(self) -> float:
+        return self.content_score
+
+
+def stable_id(context: Any, target_info: Any, candidate: Any) -> str:
+    """An id from the content, so a row without one keeps the same id (and split) across edits of other rows."""
+    text = "\x1f".join(str(v or "").strip() for v in (context, target_info, candidate))
+    return "g-" + hashlib.sha256(text.encode()).hexdigest()[:12]
+
+
+def _hash_unit(text: str) -> int:
+    return int(hashlib.sha256(text.encode()).hexdigest()[:16], 16)
+
+
+def assign_splits(rows: list[GraderRow]) -> dict[str, Split]:
+    """Stratified by label: within each label, rows ordered by id hash fill train, val, test in proportion."""
+    by_label: dict[float, list[GraderRow]] = defaultdict(list)
+    for row in rows:
+        by_label[row.label].append(row)
+    splits: dict[str, Split] = {}
+    for group in by_label.values():
+        group.sort(key=lambda r: _hash_unit(r.id))
+        n = len(group)
+        n_train = round(n * SPLIT_FRACTIONS["train"])
+        n_val = round(n * (SPLIT_FRACTIONS["train"] + SPLIT_FRACTIONS["val"])) - n_train
+        for i, row in enumerate(group):
+            splits[row.id] = "train" if i < n_train else "val" if i < n_train + n_val else "test"
+    return splits
+
+
+@dataclass(frozen=True)
+class GoldSet:
+    path: Path
+    rows: list[GraderRow]
+    splits: dict[str, Split]
+
+    @property
+    def sha256(self) -> str:
+        """Version of the labels, independent of file format and row order."""
+        canonical = sorted((r.model_dump() for r in self.rows), key=lambda r: r["id"])
+        return hashlib.sha256(json.dumps(canonical, sort_keys=True).encode()).hexdigest()
+
+    def split(self, name: Split) -> list[GraderRow]:
+        return [r for r in self.rows if self.splits[r.id] == name]
+
+    def sizes(self) -> dict[str, int]:
+        return {s: len(self.split(s)) for s in SPLITS}
+
+
+@dataclass(frozen=True)
+class Formula:
+    """An XLSX formula cell: its value depends on the spreadsheet app, so a label must be pasted as a value."""
+
+    text: str
+
+
+def _read_csv(path: Path) -> Iterator[tuple[int, dict[str, Any]]]:
+    try:
+        text = path.read_bytes().decode("utf-8-sig")
+    except UnicodeDecodeError as e:
+        raise GoldSetError([Problem(str(path), None, None, f"not UTF-8 text (byte {e.start}); save it as CSV UTF-8")]) from None
+    reader = csv.DictReader(text.splitlines(keepends=True))
+    if not reader.fieldnames:
+        raise GoldSetError([Problem(str(path), None, None, "the file is empty: expected a header row")])
+    for record in reader:
+        yield reader.line_num, record
+
+
+def _read_xlsx(path: Path) -> Iterator[tuple[int, dict[str, Any]]]:
+    import openpyxl
+
+    try:
+        book = openpyxl.load_workbook(path, read_only=True, data_only=False)
+    except Exception as e:  # openpyxl raises many types for encrypted/corrupt files
+        raise GoldSetError([Problem(str(path), None, None, f"cannot open as XLSX ({type(e).__name__}): is it encrypted or damaged?")]) from None
+    sheet = book.worksheets[0]
+    rows = sheet.iter_rows(values_only=True)
+    header = [str(h).strip() if h is not None else "" for h in next(rows, ())]
+    for number, values in enumerate(rows, start=2):
+        yield number, {h: Formula(v) if isinstance(v, str) and v.startswith("=") else v for h, v in zip(header, values)}
+    book.close()
+
+
+def _records(path: Path) -> Iterator[tuple[int, dict[str, Any]]]:
+    if not path.is_file():
+        raise GoldSetError([Problem(str(path), None, None, "no such file")])
+    suffix = path.suffix.lower()
+    if suffix == ".csv":
+        return _read_csv(path)
+    if suffix in (".xlsx", ".xlsm"):
+        return _read_xlsx(path)
+    raise GoldSetError([Problem(str(path), None, None, f"unsupported file type {suffix!r}: use .csv or .xlsx")])
+
+
+def load_goldset(path: Path) -> GoldSet:
+    """Load and validate every row; raise GoldSetError listing all problems, or return the split gold set."""
+    problems: list[Problem] = []
+    rows: list[GraderRow] = []
+    seen: dict[str, int] = {}
+    file = str(path)
+    header_checked = False
+    for number, record in _records(path):
+        record = {str(k).strip().lower(): v for k, v in record.items() if k is not None}
+        if not header_checked:
+            missing = [c for c in REQUIRED if c not in record]
+            if missing:
+                raise GoldSetError([Problem(file, 1, c, "required column is missing") for c in missing])
+            header_checked = True
+        if all(v is None or str(v).strip() == "" for v in record.values()):
+            continue  # blank spreadsheet line
+        fields = {k: record.get(k) for k in REQUIRED + OPTIONAL}
+        formulas = [k for k, v in fields.items() if isinstance(v, Formula)]
+        if formulas:
+            problems += [Problem(file, number, k, "formula cell: paste its value instead") for k in formulas]
+            continue
+        raw_id = str(fields.get("id") or "").strip()
+        fields["id"] = raw_id or stable_id(fields["context"], fields["target_info"], fields["candidate"])
+        try:
+            row = GraderRow.model_validate(fields)
+        except ValidationError as e:
+            for err in e.errors():
+                column = str(err["loc"][0]) if err["loc"] else None
+                problems.append(Problem(file, number, column, str(err["msg"]).removeprefix("Value error, ")))
+            continue
+        if row.id in seen:
+            problems.append(Problem(file, number, "id", f"duplicate id {row.id!r} (first used on row {seen[row.id]})"))
+            continue
+        seen[row.id] = number
+        rows.append(row)
+    if not header_checked and not problems:
+        problems.append(Problem(file, None, None, "no rows: expected a header and at least one labelled row"))
+    if problems:
+        raise GoldSetError(problems)
+    return GoldSet(path=path, rows=rows, splits=assign_splits(rows))

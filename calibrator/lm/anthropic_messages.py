@@ -1,0 +1,42 @@
+"""Anthropic Messages API through the official SDK (also answered by llama.cpp's server at /v1/messages)."""
+
+from typing import Any
+
+import anthropic
+
+from calibrator.lm.wire import Answer
+
+DEFAULT_MAX_TOKENS = 1024
+
+
+class AnthropicWire:
+    # The Messages API has no JSON-schema decoding: answers are parsed, failures counted.
+    supports_response_schema = False
+
+    def __init__(self, model: str, *, base_url: str | None, api_key: str | None, timeout: float, max_retries: int):
+        self.model = model
+        self.client = anthropic.Anthropic(base_url=base_url, api_key=api_key, timeout=timeout, max_retries=max_retries)
+
+    def chat(self, messages: list[dict[str, str]], params: dict[str, Any]) -> Answer:
+        system = "\n\n".join(m["content"] for m in messages if m["role"] == "system")
+        turns = [m for m in messages if m["role"] != "system"]
+        kwargs: dict[str, Any] = {"max_tokens": params.get("max_tokens") or DEFAULT_MAX_TOKENS}
+        if system:
+            kwargs["system"] = system
+        for name in ("temperature", "top_p"):
+            if params.get(name) is not None:
+                kwargs[name] = min(params[name], 1.0) if name == "temperature" else params[name]
+        if params.get("stop"):
+            kwargs["stop_sequences"] = list(params["stop"])
+        r = self.client.messages.create(model=self.model, messages=turns, **kwargs)
+        text = "".join(block.text for block in r.content if getattr(block, "type", "") == "text")
+        return Answer(
+            text=text,
+            prompt_tokens=r.usage.input_tokens or 0,
+            completion_tokens=r.usage.output_tokens or 0,
+            cached_prompt_tokens=getattr(r.usage, "cache_read_input_tokens", None) or 0,
+            finish_reason="length" if r.stop_reason == "max_tokens" else "stop",
+        )
+
+    def close(self) -> None:
+        self.client.close()

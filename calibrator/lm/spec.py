@@ -1,0 +1,46 @@
+"""`--lm SPEC`: one string names a backend and a model."""
+
+from typing import Literal
+
+from pydantic import BaseModel
+
+Backend = Literal["local", "openai", "anthropic", "openai-compatible"]
+
+SPEC_HELP = (
+    "local (embedded SmolLM2-135M-Instruct, default) | openai:MODEL | anthropic:MODEL | "
+    "openai-compatible:MODEL@URL (vLLM, Ollama, llama.cpp server)"
+)
+
+
+class LMSpecError(ValueError):
+    """A `--lm` value that names no backend we know."""
+
+
+class LMSpec(BaseModel, frozen=True):
+    backend: Backend
+    model: str
+    base_url: str | None = None
+
+    @classmethod
+    def parse(cls, text: str) -> "LMSpec":
+        text = text.strip()
+        if text == "local":
+            return cls(backend="local", model="smollm2-135m-instruct-q4_1")
+        backend, sep, rest = text.partition(":")
+        if not sep or not rest:
+            raise LMSpecError(f"--lm {text!r}: expected {SPEC_HELP}")
+        if backend in ("openai", "anthropic"):
+            return cls(backend=backend, model=rest)
+        if backend == "openai-compatible":
+            model, at, url = rest.rpartition("@")
+            if not at or not model or not url.startswith(("http://", "https://")):
+                raise LMSpecError(f"--lm {text!r}: expected openai-compatible:MODEL@http://HOST:PORT/v1")
+            return cls(backend=backend, model=model, base_url=url.rstrip("/"))
+        raise LMSpecError(f"--lm {text!r}: unknown backend {backend!r}; expected {SPEC_HELP}")
+
+    def __str__(self) -> str:
+        if self.backend == "local":
+            return "local"
+        if self.base_url:
+            return f"{self.backend}:{self.model}@{self.base_url}"
+        return f"{self.backend}:{self.model}"

