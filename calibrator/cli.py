@@ -16,7 +16,7 @@ COMPONENTS = {
 EPILOG = """\
 examples:
   python -m calibrator run --component grader                       # offline, embedded SmolLM2, budget light
-  python -m calibrator run --component grader --lm openai:gpt-4o-mini --budget medium
+  python -m calibrator run --component grader --lm openai:gpt-4o-mini --optimizer mipro --budget medium
   python -m calibrator run --component grader --lm openai-compatible:qwen2.5-7b@http://127.0.0.1:8000/v1
   python -m calibrator eval --component grader --prompt prompts/grader.calibrated.yaml
 
@@ -53,6 +53,8 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--budget", choices=list(BUDGETS), default="light",
                      help="smoke: tiny, for tests; light: minutes on a laptop CPU (default); medium/heavy: more search")
     run.add_argument("--prompt", type=Path, help="baseline prompt (default: prompts/<component>.yaml)")
+    run.add_argument("--save-prompt", type=Path, metavar="PATH",
+                     help="where the calibrated prompt goes (default: prompts/<component>.calibrated.yaml; the baseline is never overwritten)")
 
     ev = commands.add_parser("eval", help="score one prompt on every gold row, no optimisation",
                              description="Score one prompt (the baseline by default) on every row of a gold set.",
@@ -73,6 +75,9 @@ def main(argv: list[str] | None = None) -> int:
     paths = COMPONENTS[args.component]
     goldset_path = args.goldset or paths["goldset"]
     prompt_path = args.prompt or paths["prompt"]
+    if args.command == "run" and (args.save_prompt or paths["calibrated"]).resolve() == prompt_path.resolve():
+        print("error: --save-prompt would overwrite the baseline prompt; choose another path", file=sys.stderr)
+        return 2
     try:
         goldset = load_goldset(goldset_path)
     except GoldSetError as e:
@@ -93,7 +98,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     request = RunRequest(
         kind=args.command, goldset_path=goldset_path, prompt_path=prompt_path,
-        calibrated_path=paths["calibrated"] if args.command == "run" else None,
+        calibrated_path=(args.save_prompt or paths["calibrated"]) if args.command == "run" else None,
         optimizer=getattr(args, "optimizer", "auto"), budget=getattr(args, "budget", "light"), seed=args.seed,
         out=args.out, command=command_line(), show_progress=not args.no_progress,
     )

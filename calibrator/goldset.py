@@ -7,6 +7,7 @@ fixes the sheet in one pass.
 
 import csv
 import hashlib
+import io
 import json
 from collections import defaultdict
 from collections.abc import Iterator
@@ -186,11 +187,15 @@ def _read_csv(path: Path) -> Iterator[tuple[int, dict[str, Any]]]:
         text = path.read_bytes().decode("utf-8-sig")
     except UnicodeDecodeError as e:
         raise GoldSetError([Problem(str(path), None, None, f"not UTF-8 text (byte {e.start}); save it as CSV UTF-8")]) from None
-    reader = csv.DictReader(text.splitlines(keepends=True))
-    if not reader.fieldnames:
+    # newline="": only \n, \r, \r\n end a record (str.splitlines would also split on U+2028 etc. inside cells).
+    reader = csv.reader(io.StringIO(text, newline=""))
+    header = next(reader, None)
+    if not header:
         raise GoldSetError([Problem(str(path), None, None, "the file is empty: expected a header row")])
-    for record in reader:
-        yield reader.line_num, record
+    # Rows are numbered by record, as a spreadsheet shows them (header = 1), not by physical line:
+    # a quoted multi-line cell is one row. Blank lines are rows too (empty, skipped by the loader).
+    for number, values in enumerate(reader, start=2):
+        yield number, {h: values[i] if i < len(values) else None for i, h in enumerate(header)}
 
 
 def _read_xlsx(path: Path) -> Iterator[tuple[int, dict[str, Any]]]:
@@ -254,7 +259,7 @@ def load_goldset(path: Path) -> GoldSet:
             continue
         seen[row.id] = number
         rows.append(row)
-    if not header_checked and not problems:
+    if not rows and not problems:
         problems.append(Problem(file, None, None, "no rows: expected a header and at least one labelled row"))
     if problems:
         raise GoldSetError(problems)

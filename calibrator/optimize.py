@@ -79,10 +79,10 @@ def _examples(rows: list[GraderRow], demo: bool = False) -> list[dspy.Example]:
     return [grader.to_example(r, demo=demo) for r in rows]
 
 
-def knn_prompt(base: PromptFile, train: list[GraderRow], k: int) -> PromptFile:
+def knn_prompt(base: PromptFile, train: list[GraderRow], k: int, keys: list[str] = list(grader.RETRIEVAL_KEYS)) -> PromptFile:
     pool = [grader.demo_record(e) for e in _examples(train, demo=True)]
     return PromptFile(component=base.component, instructions=base.instructions,
-                      retrieval=Retrieval(k=k, embedder=EMBEDDER_NAME, pool=pool))
+                      retrieval=Retrieval(k=k, keys=keys, embedder=EMBEDDER_NAME, pool=pool))
 
 
 def _prompt_of(base: PromptFile, program: dspy.Module) -> PromptFile:

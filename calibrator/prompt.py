@@ -18,6 +18,7 @@ class Retrieval(BaseModel):
     """Demonstrations chosen per input: the k pool examples nearest to it by embedding similarity."""
 
     k: int
+    keys: list[str]
     embedder: str
     pool: list[dict[str, Any]]
 
@@ -60,6 +61,9 @@ _BlockDumper.add_representer(str, _str)
 def write_atomic(path: Path, text: str) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes 0600; a saved prompt or report is an ordinary file
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as f:
             f.write(text)

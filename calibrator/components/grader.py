@@ -18,6 +18,7 @@ from calibrator.prompt import PromptFile
 Score = Literal[0.0, 0.5, 1.0]
 INPUTS = ("context", "target_info", "candidate")
 OUTPUTS = ("content_score", "format_score")
+RETRIEVAL_KEYS = ("target_info", "candidate")  # what makes two grading cases alike: the ask, not the backstory
 DEMO_CONTEXT_TURNS = 2  # demos keep the last turns only: enough to show the rubric, cheap for a small model
 
 
@@ -63,7 +64,7 @@ def build_program(prompt: PromptFile) -> dspy.Module:
     if prompt.retrieval is None:
         return program
     pool = [demo_example(d) for d in prompt.retrieval.pool]
-    return NearestDemos(program, pool, prompt.retrieval.k, embedder())
+    return NearestDemos(program, pool, prompt.retrieval.k, prompt.retrieval.keys, embedder())
 
 
 def instructions_of(program: dspy.Module) -> str:

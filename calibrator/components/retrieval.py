@@ -9,11 +9,17 @@ class NearestDemos(dspy.Module):
     """DSPy's KNN retriever in front of a predictor; the nearest demo goes last, where a small model
     leans on it most."""
 
-    def __init__(self, predictor: dspy.Predict, pool: list[dspy.Example], k: int, vectorizer: Any):
+    def __init__(self, predictor: dspy.Predict, pool: list[dspy.Example], k: int, keys: list[str], vectorizer: Any):
         super().__init__()
         self.predictor = predictor
-        self.knn = dspy.KNN(k=min(k, len(pool)), trainset=pool, vectorizer=vectorizer)
+        self.keys = keys
+        inputs = predictor.signature.input_fields
+        # KNN embeds an example's input fields; similarity is measured on `keys` only.
+        keyed = [example.with_inputs(*keys) for example in pool]
+        self.knn = dspy.KNN(k=min(k, len(pool)), trainset=keyed, vectorizer=vectorizer)
+        self._restore = list(inputs)
 
     def forward(self, **inputs: Any) -> dspy.Prediction:
-        demos = list(reversed(self.knn(**inputs)))
+        nearest = self.knn(**{k: inputs[k] for k in self.keys})
+        demos = [d.with_inputs(*self._restore) for d in reversed(nearest)]
         return self.predictor(demos=demos, **inputs)

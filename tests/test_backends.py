@@ -1,0 +1,131 @@
+"""The OpenAI-compatible and Anthropic paths, through the official SDKs, against a real server on 127.0.0.1
+(llama.cpp's, serving the embedded model), plus retries and recorded failures through a real flaky proxy."""
+
+import http.server
+import json
+import threading
+import urllib.request
+from pathlib import Path
+
+import dspy
+import pytest
+
+from calibrator.components import grader
+from calibrator.goldset import load_goldset
+from calibrator.lm import LMSpec, open_lm
+from calibrator.lm.local import LocalServer, embedded_gguf
+from calibrator.prompt import load_prompt
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="module")
+def server():
+    s = LocalServer(embedded_gguf(), n_ctx=4096)
+    yield s
+    s.close()
+
+
+@pytest.fixture(scope="module")
+def program():
+    return grader.build_program(load_prompt(ROOT / "prompts/grader.yaml"))
+
+
+@pytest.fixture(scope="module")
+def row():
+    return load_goldset(ROOT / "goldsets/grader.csv").rows[0]
+
+
+def test_openai_compatible_decodes_against_the_schema(server, program, row, tmp_path):
+    spec = LMSpec.parse(f"openai-compatible:smollm2@{server.base_url}/v1")
+    with open_lm(spec, cache_dir=tmp_path, max_retries=0) as lm, dspy.context(lm=lm.lm, adapter=dspy.JSONAdapter()):
+        first = grader.grade(program, row)
+        assert first.error is None and first.content_score in (0.0, 0.5, 1.0)
+        assert first.format_score in (0.0, 0.5, 1.0)
+        used = lm.usage()
+        assert used.lm_calls == 1 and used.prompt_tokens > 0 and used.completion_tokens > 0
+        again = grader.grade(program, row)
+        assert again == first
+        assert lm.usage().lm_calls == 1 and lm.usage().cache_hits == 1
+
+
+def test_anthropic_sdk_against_the_messages_endpoint(server, program, row, tmp_path, monkeypatch):
+    monkeypatch.setenv("ANTHROPIC_BASE_URL", server.base_url)
+    monkeypatch.setenv("ANTHROPIC_API_KEY", "sk-ant-test-not-a-real-key")
+    with open_lm(LMSpec.parse("anthropic:smollm2"), cache_dir=tmp_path, max_retries=0) as lm, \
+            dspy.context(lm=lm.lm, adapter=dspy.JSONAdapter()):
+        assert "response_format" not in lm.engine.supported_params
+        pred = grader.grade(program, row)
+        # No schema decoding on this API: a small model may not answer in JSON, which must be recorded, not raised.
+        assert (pred.error is None) == (pred.content_score is not None)
+        used = lm.usage()
+        assert used.lm_calls == 1 and used.prompt_tokens > 0 and used.failures == 0
+
+
+def test_missing_api_key_is_a_clear_error(tmp_path, monkeypatch):
+    monkeypatch.delenv("OPENAI_API_KEY", raising=False)
+    with pytest.raises(RuntimeError, match="OPENAI_API_KEY"):
+        with open_lm(LMSpec.parse("openai:gpt-4o-mini"), cache_dir=tmp_path):
+            pass
+
+
+class _FlakyProxy(http.server.BaseHTTPRequestHandler):
+    """Answers the first `failures` POSTs with 503, then forwards to the real server."""
+
+    upstream = ""
+    failures = 0
+    seen = 0
+
+    def do_POST(self):  # noqa: N802
+        body = self.rfile.read(int(self.headers["Content-Length"]))
+        type(self).seen += 1
+        if type(self).seen <= type(self).failures:
+            self.send_response(503)
+            self.send_header("Content-Type", "application/json")
+            self.end_headers()
+            self.wfile.write(json.dumps({"error": {"message": "busy"}}).encode())
+            return
+        req = urllib.request.Request(self.upstream + self.path, data=body, headers={"Content-Type": "application/json"})
+        with urllib.request.urlopen(req, timeout=120) as r:
+            payload = r.read()
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(payload)))
+        self.end_headers()
+        self.wfile.write(payload)
+
+    def log_message(self, *args):
+        pass
+
+
+def _proxy(upstream: str, failures: int):
+    handler = type("Proxy", (_FlakyProxy,), {"upstream": upstream, "failures": failures, "seen": 0})
+    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=httpd.serve_forever, daemon=True).start()
+    return httpd, handler
+
+
+def test_retries_with_backoff_on_503(server, program, row, tmp_path):
+    httpd, handler = _proxy(server.base_url, failures=2)
+    try:
+        spec = LMSpec.parse(f"openai-compatible:smollm2@http://127.0.0.1:{httpd.server_port}/v1")
+        with open_lm(spec, cache_dir=tmp_path, max_retries=3) as lm, dspy.context(lm=lm.lm, adapter=dspy.JSONAdapter()):
+            pred = grader.grade(program, row)
+            assert pred.error is None
+            assert handler.seen == 3
+            assert lm.usage().failures == 0
+    finally:
+        httpd.shutdown()
+
+
+def test_failure_after_retries_is_recorded_not_raised(server, program, row, tmp_path):
+    httpd, handler = _proxy(server.base_url, failures=100)
+    try:
+        spec = LMSpec.parse(f"openai-compatible:smollm2@http://127.0.0.1:{httpd.server_port}/v1")
+        with open_lm(spec, cache_dir=tmp_path, max_retries=1) as lm, dspy.context(lm=lm.lm, adapter=dspy.JSONAdapter()):
+            pred = grader.grade(program, row)
+            assert pred.content_score is None and pred.error
+            assert handler.seen == 2
+            assert lm.usage().failures == 1 and lm.usage().lm_calls == 0
+    finally:
+        httpd.shutdown()

@@ -1,0 +1,118 @@
+"""The CLI end to end on the embedded model: a smoke run, its cached re-run, a killed run resumed, eval."""
+
+import csv
+import json
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+pytestmark = pytest.mark.slow
+
+
+def calibrator(*args: str, tmp: Path) -> subprocess.CompletedProcess:
+    cmd = [sys.executable, "-m", "calibrator", *args, "--out", str(tmp / "reports"), "--cache-dir", str(tmp / "cache"), "--no-progress"]
+    return subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=1200)
+
+
+def runs(tmp: Path) -> list[Path]:
+    return sorted(p for p in (tmp / "reports").iterdir() if not p.name.startswith("."))
+
+
+def record(folder: Path) -> dict:
+    return json.loads((folder / "run.json").read_text())
+
+
+def run_args(tmp: Path) -> list[str]:
+    return ["run", "--component", "grader", "--budget", "smoke", "--save-prompt", str(tmp / "grader.calibrated.yaml")]
+
+
+def test_smoke_run_writes_artifacts_and_reruns_from_cache(tmp_path):
+    first = calibrator(*run_args(tmp_path), tmp=tmp_path)
+    assert first.returncode == 0, first.stderr
+    [folder] = runs(tmp_path)
+    rec = record(folder)
+    for key in ("run_id", "command", "component", "lm", "optimizer", "seed", "goldset", "baseline", "calibrated",
+                "verdict", "usage", "wall_seconds", "prompt"):
+        assert key in rec
+    assert rec["goldset"]["n"]["test"] > 0 and len(rec["goldset"]["sha256"]) == 64
+    for split in ("val", "test"):
+        for side in ("baseline", "calibrated"):
+            s = rec[side][split]
+            assert {"accuracy", "qwk", "mae", "parse_failure_rate", "qwk_ci", "confusion"} <= set(s)
+    assert rec["usage"]["lm_calls"] > 0
+    with open(folder / "predictions.csv", newline="") as f:
+        rows = list(csv.DictReader(f))
+    assert rows and {"id", "split", "gold", "baseline", "calibrated"} <= set(rows[0])
+    assert sum(sum(r) for r in rec["calibrated"]["test"]["confusion"]) == sum(
+        1 for r in rows if r["split"] == "test" and r["calibrated"] != "")
+    assert "<html" in (folder / "index.html").read_text()
+    saved = (tmp_path / "grader.calibrated.yaml").read_text()
+    assert "calibration:" in saved and rec["run_id"] in saved
+
+    again = calibrator(*run_args(tmp_path), tmp=tmp_path)
+    assert again.returncode == 0, again.stderr
+    rerun = record(runs(tmp_path)[-1])
+    assert rerun["usage"]["lm_calls"] == 0 and rerun["usage"]["cache_hits"] > 0
+    for side in ("baseline", "calibrated"):
+        assert rerun[side] == rec[side]
+    assert rerun["verdict"] == rec["verdict"]
+
+
+def _cached_calls(cache: Path) -> int:
+    try:
+        with sqlite3.connect(cache / "lm-calls.sqlite", timeout=5) as db:
+            return db.execute("SELECT count(*) FROM calls").fetchone()[0]
+    except sqlite3.Error:
+        return 0
+
+
+@pytest.mark.parametrize("sig", [signal.SIGKILL, signal.SIGINT])
+def test_killed_run_resumes_from_cache(tmp_path, sig):
+    cmd = [sys.executable, "-m", "calibrator", *run_args(tmp_path), "--out", str(tmp_path / "reports"),
+           "--cache-dir", str(tmp_path / "cache"), "--no-progress"]
+    proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 600
+    while _cached_calls(tmp_path / "cache") < 4 and time.time() < deadline and proc.poll() is None:
+        time.sleep(0.5)
+    assert proc.poll() is None, "the run finished before it could be interrupted"
+    os.kill(proc.pid, sig)
+    proc.communicate(timeout=120)
+    made = _cached_calls(tmp_path / "cache")
+    assert made >= 4
+    reports = tmp_path / "reports"
+    assert not any(p for p in reports.iterdir() if not p.name.startswith(".")), "no run folder may exist for a killed run"
+    assert not (tmp_path / "grader.calibrated.yaml").exists()
+    if sig == signal.SIGINT:
+        assert not any(reports.iterdir()), "an interrupted run cleans up its partial folder"
+
+    resumed = calibrator(*run_args(tmp_path), tmp=tmp_path)
+    assert resumed.returncode == 0, resumed.stderr
+    [folder] = runs(tmp_path)
+    usage = record(folder)["usage"]
+    assert usage["cache_hits"] >= made
+    assert not [p for p in reports.iterdir() if p.name.startswith(".partial")]
+
+
+def test_eval_scores_every_row_by_split(tmp_path):
+    gold = tmp_path / "small.csv"
+    with open(ROOT / "goldsets/grader.csv", newline="", encoding="utf-8") as f:
+        rows = list(csv.DictReader(f))
+    picked = [r for label in ("0", "0.5", "1") for r in [r for r in rows if r["content_score"] == label][:3]]
+    with open(gold, "w", newline="", encoding="utf-8") as f:
+        w = csv.DictWriter(f, fieldnames=list(rows[0]))
+        w.writeheader()
+        w.writerows(picked)
+    done = calibrator("eval", "--component", "grader", "--goldset", str(gold), tmp=tmp_path)
+    assert done.returncode == 0, done.stderr
+    [folder] = runs(tmp_path)
+    rec = record(folder)
+    assert rec["kind"] == "eval" and rec["calibrated"] is None
+    assert rec["baseline"]["all"]["n"] == 9
+    assert sum(rec["baseline"][s]["n"] for s in ("train", "val", "test") if s in rec["baseline"]) == 9
