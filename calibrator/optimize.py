@@ -2,6 +2,8 @@
 
 Each strategy turns the baseline prompt plus the train split into a candidate prompt:
 - knn: demonstrations retrieved per input by MiniLM similarity (DSPy's KNN retriever), nearest last;
+  which input fields to compare and how many neighbours to show are chosen without any LM call, by
+  leave-one-out agreement of the neighbours' labels within the train split;
 - mipro: DSPy MIPROv2, Optuna TPE over proposed instructions x labelled demo sets;
 - gepa: DSPy GEPA, reflective instruction evolution driven by ordinal feedback.
 `auto` runs the strategies the budget affords and keeps whichever (baseline included) scores best on val.
@@ -11,12 +13,14 @@ from collections.abc import Callable
 from typing import Any, Literal
 
 import dspy
+import numpy as np
 from pydantic import BaseModel
 
 from calibrator.components import grader
-from calibrator.embedder import EMBEDDER_NAME
+from calibrator.components.retrieval import retrieval_text
+from calibrator.embedder import EMBEDDER_NAME, encode
 from calibrator.goldset import GoldSet, GraderRow
-from calibrator.metrics import score_ordinal
+from calibrator.metrics import quadratic_weighted_kappa, score_ordinal
 from calibrator.prompt import PromptFile, Retrieval
 
 Strategy = Literal["knn", "mipro", "gepa"]
@@ -29,7 +33,7 @@ class Budget(BaseModel, frozen=True):
 
     auto: tuple[Strategy, ...]
     eval_rows: int | None  # rows per val/test split (stratified); None = all
-    knn_k: int
+    knn_ks: tuple[int, ...]
     mipro_candidates: int
     mipro_trials: int
     mipro_demos: int
@@ -37,22 +41,24 @@ class Budget(BaseModel, frozen=True):
 
 
 BUDGETS: dict[str, Budget] = {
-    "smoke": Budget(auto=("knn",), eval_rows=6, knn_k=2, mipro_candidates=2, mipro_trials=2, mipro_demos=2, gepa_metric_calls=12),
-    "light": Budget(auto=("knn",), eval_rows=None, knn_k=3, mipro_candidates=3, mipro_trials=4, mipro_demos=3, gepa_metric_calls=60),
-    "medium": Budget(auto=("knn", "mipro"), eval_rows=None, knn_k=4, mipro_candidates=6, mipro_trials=12, mipro_demos=4, gepa_metric_calls=200),
-    "heavy": Budget(auto=("knn", "mipro", "gepa"), eval_rows=None, knn_k=4, mipro_candidates=10, mipro_trials=30, mipro_demos=4, gepa_metric_calls=600),
+    "smoke": Budget(auto=("knn",), eval_rows=6, knn_ks=(2,), mipro_candidates=2, mipro_trials=2, mipro_demos=2, gepa_metric_calls=12),
+    "light": Budget(auto=("knn",), eval_rows=None, knn_ks=(2, 3), mipro_candidates=3, mipro_trials=4, mipro_demos=3, gepa_metric_calls=60),
+    "medium": Budget(auto=("knn", "mipro"), eval_rows=None, knn_ks=(2, 3, 4), mipro_candidates=6, mipro_trials=12, mipro_demos=4, gepa_metric_calls=200),
+    "heavy": Budget(auto=("knn", "mipro", "gepa"), eval_rows=None, knn_ks=(2, 3, 4), mipro_candidates=10, mipro_trials=30, mipro_demos=4, gepa_metric_calls=600),
 }
 
 
 class Trial(BaseModel):
-    """One candidate the search scored: DSPy's optimizers score by mean ordinal closeness on val
-    (minibatch or full); our own comparison of strategies is qwk on the full val split."""
+    """One candidate the search scored. DSPy's optimizers score by mean ordinal closeness on val
+    (minibatch or full); knn's settings by leave-one-out qwk on train; strategies are compared by qwk
+    on the full val split."""
 
     strategy: str
     trial: int
-    metric: Literal["closeness", "qwk"]
+    metric: Literal["closeness", "qwk", "loo_qwk"]
     score: float
-    kind: Literal["full", "minibatch"]
+    kind: Literal["full", "minibatch", "train-loo"]
+    detail: str = ""
 
 
 class Candidate(BaseModel):
@@ -79,10 +85,36 @@ def _examples(rows: list[GraderRow], demo: bool = False) -> list[dspy.Example]:
     return [grader.to_example(r, demo=demo) for r in rows]
 
 
-def knn_prompt(base: PromptFile, train: list[GraderRow], k: int, keys: list[str] = list(grader.RETRIEVAL_KEYS)) -> PromptFile:
+def knn_prompt(base: PromptFile, train: list[GraderRow], k: int, keys: list[str]) -> PromptFile:
     pool = [grader.demo_record(e) for e in _examples(train, demo=True)]
     return PromptFile(component=base.component, instructions=base.instructions,
                       retrieval=Retrieval(k=k, keys=keys, embedder=EMBEDDER_NAME, pool=pool))
+
+
+def choose_retrieval(train: list[GraderRow], ks: tuple[int, ...]) -> tuple[int, list[str], list[Trial]]:
+    """Pick fields and k whose similarity-weighted neighbour vote best reproduces each train label from
+    the other train rows. No LM call and no val/test row: a cheap, honest proxy for which neighbours
+    make useful demonstrations."""
+    gold = [r.content_score for r in train]
+    records = [grader.demo_record(e) for e in _examples(train, demo=True)]
+    trials, best = [], None
+    for keys in grader.RETRIEVAL_KEY_CHOICES:
+        vectors = encode([retrieval_text(r, keys) for r in records])
+        similarity = vectors @ vectors.T
+        np.fill_diagonal(similarity, -np.inf)
+        for k in ks:
+            votes = []
+            for i in range(len(train)):
+                weight: dict[float, float] = {}
+                for j in np.argsort(similarity[i])[-k:]:
+                    weight[gold[j]] = weight.get(gold[j], 0.0) + float(similarity[i, j])
+                votes.append(max(weight, key=weight.get))
+            score = quadratic_weighted_kappa(gold, votes)
+            trials.append(Trial(strategy="knn", trial=len(trials) + 1, metric="loo_qwk", score=score, kind="train-loo",
+                                detail=f"fields={'+'.join(keys)} k={k}"))
+            if best is None or score > best[0]:
+                best = (score, k, list(keys))
+    return best[1], best[2], trials
 
 
 def _prompt_of(base: PromptFile, program: dspy.Module) -> PromptFile:
@@ -141,7 +173,8 @@ def optimize(
     trials = [Trial(strategy="baseline", trial=0, metric="qwk", score=baseline_val.val_qwk, kind="full")]
     for strategy in strategies:
         if strategy == "knn":
-            prompt, found = knn_prompt(base, train, budget.knn_k), []
+            k, keys, found = choose_retrieval(train, budget.knn_ks)
+            prompt = knn_prompt(base, train, k, keys)
         elif strategy == "mipro":
             prompt, found = run_mipro(base, train, val, budget, seed)
         else:

@@ -24,6 +24,7 @@ from calibrator.components import grader
 from calibrator.evaluate import evaluator
 from calibrator.goldset import SPLITS, GoldSet, GraderRow
 from calibrator.lm import LMHandle, Usage
+from calibrator.lm.adapter import CompactJSONAdapter
 from calibrator.metrics import OrdinalScores, PairedComparison, describe, paired_bootstrap, score_ordinal
 from calibrator.optimize import BUDGETS, Candidate, Optimization, OptimizerName, optimize
 from calibrator.prompt import Calibration, PromptFile, save_prompt, write_atomic
@@ -132,17 +133,28 @@ def predictions_csv(rows: list[tuple[GraderRow, str]], columns: dict[str, dict[s
     return out.getvalue()
 
 
+def _alive(pid: str) -> bool:
+    if not pid.isdigit():
+        return False
+    try:
+        os.kill(int(pid), 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
 class RunDirectory:
     """reports/<run-id>/ written via a hidden partial folder renamed into place at the end."""
 
     def __init__(self, out: Path, run_id: str):
         self.final = out / run_id
-        self.partial = out / f".partial-{run_id}"
+        self.partial = out / f".partial-{os.getpid()}-{run_id}"
         out.mkdir(parents=True, exist_ok=True)
         for stale in out.glob(".partial-*"):
-            pid = stale.name.rsplit("-", 1)[-1]
-            if not pid.isdigit() or int(pid) != os.getpid() % 10000:
-                shutil.rmtree(stale, ignore_errors=True)
+            if not _alive(stale.name.split("-")[1]):
+                shutil.rmtree(stale, ignore_errors=True)  # left by a killed run; its LM answers are in the cache
         self.partial.mkdir()
 
     def write(self, name: str, text: str) -> None:
@@ -175,7 +187,7 @@ def execute(request: RunRequest, goldset: GoldSet, base: PromptFile, lm: LMHandl
     run_id = new_run_id(base.component, request.kind)
     folder = RunDirectory(request.out, run_id)
     try:
-        with dspy.context(lm=lm.lm, adapter=dspy.JSONAdapter()):
+        with dspy.context(lm=lm.lm, adapter=CompactJSONAdapter()):
             record, calibrated, predictions = _score(request, goldset, base, lm, run_id, started)
         folder.write("run.json", record.model_dump_json(indent=2))
         folder.write("predictions.csv", predictions)

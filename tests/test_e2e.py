@@ -116,3 +116,16 @@ def test_eval_scores_every_row_by_split(tmp_path):
     assert rec["kind"] == "eval" and rec["calibrated"] is None
     assert rec["baseline"]["all"]["n"] == 9
     assert sum(rec["baseline"][s]["n"] for s in ("train", "val", "test") if s in rec["baseline"]) == 9
+
+
+@pytest.mark.parametrize("optimizer", ["mipro", "gepa"])
+def test_dspy_optimizers_run_on_the_smoke_budget(tmp_path, optimizer):
+    done = calibrator("run", "--component", "grader", "--budget", "smoke", "--optimizer", optimizer,
+                      "--save-prompt", str(tmp_path / "p.yaml"), tmp=tmp_path)
+    assert done.returncode == 0, done.stderr
+    [folder] = runs(tmp_path)
+    rec = record(folder)
+    strategies = {c["strategy"] for c in rec["optimization"]["candidates"]}
+    assert strategies == {"baseline", optimizer}
+    assert any(t["strategy"] == optimizer for t in rec["optimization"]["trials"])
+    assert rec["optimization"]["winner"] in strategies

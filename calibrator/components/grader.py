@@ -18,7 +18,8 @@ from calibrator.prompt import PromptFile
 Score = Literal[0.0, 0.5, 1.0]
 INPUTS = ("context", "target_info", "candidate")
 OUTPUTS = ("content_score", "format_score")
-RETRIEVAL_KEYS = ("target_info", "candidate")  # what makes two grading cases alike: the ask, not the backstory
+# Which input fields make two grading cases alike; the knn strategy picks one on train.
+RETRIEVAL_KEY_CHOICES = (("candidate",), ("target_info", "candidate"), ("context", "target_info", "candidate"))
 DEMO_CONTEXT_TURNS = 2  # demos keep the last turns only: enough to show the rubric, cheap for a small model
 
 

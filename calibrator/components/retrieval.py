@@ -5,6 +5,11 @@ from typing import Any
 import dspy
 
 
+def retrieval_text(record: dict[str, Any], keys: list[str] | tuple[str, ...]) -> str:
+    """The text embedded for an example, as DSPy's KNN builds it."""
+    return " | ".join(f"{k}: {record[k]}" for k in keys)
+
+
 class NearestDemos(dspy.Module):
     """DSPy's KNN retriever in front of a predictor; the nearest demo goes last, where a small model
     leans on it most."""
