@@ -13,6 +13,7 @@ import pytest
 from calibrator.components import grader
 from calibrator.goldset import load_goldset
 from calibrator.lm import LMSpec, open_lm
+from calibrator.lm.adapter import CompactJSONAdapter
 from calibrator.lm.local import LocalServer, embedded_gguf
 from calibrator.prompt import load_prompt
 
@@ -38,7 +39,7 @@ def row():
 
 def test_openai_compatible_decodes_against_the_schema(server, program, row, tmp_path):
     spec = LMSpec.parse(f"openai-compatible:smollm2@{server.base_url}/v1")
-    with open_lm(spec, cache_dir=tmp_path, max_retries=0) as lm, dspy.context(lm=lm.lm, adapter=dspy.JSONAdapter()):
+    with open_lm(spec, cache_dir=tmp_path, max_retries=0) as lm, dspy.context(lm=lm.lm, adapter=CompactJSONAdapter()):
         first = grader.grade(program, row)
         assert first.error is None and first.content_score in (0.0, 0.5, 1.0)
         assert first.format_score in (0.0, 0.5, 1.0)
@@ -53,7 +54,7 @@ def test_anthropic_sdk_against_the_messages_endpoint(server, program, row, tmp_p
     monkeypatch.setenv("ANTHROPIC_BASE_URL", server.base_url)
     monkeypatch.setenv("ANTHROPIC_API_KEY", "sk-ant-test-not-a-real-key")
     with open_lm(LMSpec.parse("anthropic:smollm2"), cache_dir=tmp_path, max_retries=0) as lm, \
-            dspy.context(lm=lm.lm, adapter=dspy.JSONAdapter()):
+            dspy.context(lm=lm.lm, adapter=CompactJSONAdapter()):
         assert "response_format" not in lm.engine.supported_params
         pred = grader.grade(program, row)
         # No schema decoding on this API: a small model may not answer in JSON, which must be recorded, not raised.
@@ -105,27 +106,26 @@ def _proxy(upstream: str, failures: int):
     return httpd, handler
 
 
-def test_retries_with_backoff_on_503(server, program, row, tmp_path):
-    httpd, handler = _proxy(server.base_url, failures=2)
+def _grade_through_proxy(server, program, row, cache_dir, *, failures: int, max_retries: int):
+    httpd, handler = _proxy(server.base_url, failures=failures)
     try:
         spec = LMSpec.parse(f"openai-compatible:smollm2@http://127.0.0.1:{httpd.server_port}/v1")
-        with open_lm(spec, cache_dir=tmp_path, max_retries=3) as lm, dspy.context(lm=lm.lm, adapter=dspy.JSONAdapter()):
-            pred = grader.grade(program, row)
-            assert pred.error is None
-            assert handler.seen == 3
-            assert lm.usage().failures == 0
+        with open_lm(spec, cache_dir=cache_dir, max_retries=max_retries) as lm, \
+                dspy.context(lm=lm.lm, adapter=CompactJSONAdapter()):
+            return grader.grade(program, row), handler.seen, lm.usage()
     finally:
         httpd.shutdown()
+
+
+def test_retries_with_backoff_on_503(server, program, row, tmp_path):
+    pred, seen, usage = _grade_through_proxy(server, program, row, tmp_path, failures=2, max_retries=3)
+    assert pred.error is None
+    assert seen == 3
+    assert usage.failures == 0 and usage.lm_calls == 1
 
 
 def test_failure_after_retries_is_recorded_not_raised(server, program, row, tmp_path):
-    httpd, handler = _proxy(server.base_url, failures=100)
-    try:
-        spec = LMSpec.parse(f"openai-compatible:smollm2@http://127.0.0.1:{httpd.server_port}/v1")
-        with open_lm(spec, cache_dir=tmp_path, max_retries=1) as lm, dspy.context(lm=lm.lm, adapter=dspy.JSONAdapter()):
-            pred = grader.grade(program, row)
-            assert pred.content_score is None and pred.error
-            assert handler.seen == 2
-            assert lm.usage().failures == 1 and lm.usage().lm_calls == 0
-    finally:
-        httpd.shutdown()
+    pred, seen, usage = _grade_through_proxy(server, program, row, tmp_path, failures=100, max_retries=1)
+    assert pred.content_score is None and pred.error
+    assert seen == 2
+    assert usage.failures == 1 and usage.lm_calls == 0
