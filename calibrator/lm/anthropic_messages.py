@@ -23,9 +23,12 @@ class AnthropicWire:
         kwargs: dict[str, Any] = {"max_tokens": params.get("max_tokens") or DEFAULT_MAX_TOKENS}
         if system:
             kwargs["system"] = system
-        for name in ("temperature", "top_p"):
-            if params.get(name) is not None:
-                kwargs[name] = min(params[name], 1.0) if name == "temperature" else params[name]
+        # Recent SDKs no longer take sampling arguments; the Messages API (and llama.cpp's) still reads them.
+        sampling = {k: params[k] for k in ("temperature", "top_p") if params.get(k) is not None}
+        if "temperature" in sampling:
+            sampling["temperature"] = min(sampling["temperature"], 1.0)
+        if sampling:
+            kwargs["extra_body"] = sampling
         if params.get("stop"):
             kwargs["stop_sequences"] = list(params["stop"])
         r = self.client.messages.create(model=self.model, messages=turns, **kwargs)
