@@ -232,7 +232,7 @@ def _score(request: RunRequest, goldset: GoldSet, base: PromptFile, lm: LMHandle
 
     gold_test = [r.content_score for r in test]
     comparison = paired_bootstrap(gold_test, [p.content_score for p in base_test], [p.content_score for p in cal_test], metric="qwk", seed=seed)
-    winner_note = "no strategy beat the baseline on val" if search.winner == "baseline" else f"{search.winner} won on val"
+    winner_note = _winner_note(search)
     verdict = f"{describe(comparison)} ({winner_note})"
     baseline = {"val": base_val_scores, "test": split_scores(test, base_test, seed)}
     calibrated_scores = {"val": split_scores(val, cal_val, seed), "test": split_scores(test, cal_test, seed)}
@@ -260,6 +260,18 @@ def _score(request: RunRequest, goldset: GoldSet, base: PromptFile, lm: LMHandle
                      prompts={"baseline": prompt_info(base, request.prompt_path), "calibrated": prompt_info(best, request.calibrated_path)},
                      evaluated={"val": len(val), "test": len(test)})
     return record, calibrated, predictions
+
+
+def _winner_note(search: Optimization) -> str:
+    """Which strategy won on val and by how much over the next best (the baseline included)."""
+    ranked = sorted(search.candidates, key=lambda c: c.val_qwk, reverse=True)
+    best = search.best
+    others = [c for c in ranked if c.strategy != best.strategy]
+    if best.strategy == "baseline":
+        tried = ", ".join(f"{c.strategy} {c.val_qwk:.2f}" for c in others) or "nothing"
+        return f"no strategy beat the baseline on val: baseline qwk {best.val_qwk:.2f}, {tried}"
+    runner = others[0]
+    return f"{best.strategy} won on val: qwk {best.val_qwk:.2f} vs {runner.strategy} {runner.val_qwk:.2f}"
 
 
 def _by_id(rows: list[GraderRow], preds: list[grader.GraderPrediction]) -> dict[str, grader.GraderPrediction]:
