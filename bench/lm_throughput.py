@@ -2,8 +2,8 @@
 
     .venv/bin/python bench/lm_throughput.py [--n 12]
 
-Sends the same N real grader prompts (the baseline prompt, formatted by DSPy's JSONAdapter, over
-gold-set rows) three ways and prints calls/s and prompt tokens/s, each as a ratio to the uncached
+Sends the same N real grader prompts (the baseline prompt, formatted by the run's DSPy adapter, over
+gold-set rows, formatted exactly as a run formats them) three ways and prints calls/s and prompt tokens/s, each as a ratio to the uncached
 figure measured in the same run:
   no cache       llama.cpp told not to reuse its KV cache (`cache_prompt: false`)
   prefix reuse   the server keeps the previous prompt's KV cache, so the shared instructions are free
@@ -15,10 +15,9 @@ import tempfile
 import time
 from pathlib import Path
 
-import dspy
-
 from calibrator.components.grader import GradeTurn
 from calibrator.goldset import load_goldset
+from calibrator.lm.adapter import CompactJSONAdapter
 from calibrator.lm.cache import CallCache
 from calibrator.lm.engine import CachingEngine, openai_response_format
 from calibrator.lm.local import LocalServer, embedded_gguf, model_fingerprint
@@ -33,7 +32,7 @@ def requests(n: int) -> list[list[dict[str, str]]]:
     prompt = load_prompt(ROOT / "prompts/grader.yaml")
     signature = GradeTurn.with_instructions(prompt.instructions)
     rows = load_goldset(ROOT / "goldsets/grader.csv").rows[:n]
-    adapter = dspy.JSONAdapter()
+    adapter = CompactJSONAdapter()
     return [adapter.format(signature, [], {"context": r.context, "target_info": r.target_text, "candidate": r.candidate})
             for r in rows]
 
@@ -73,6 +72,7 @@ def main() -> None:
 
     base_seconds, _ = results["no cache"]
     print(f"{len(batch)} grader prompts per mode, SmolLM2-135M-Instruct Q4_1 via xllamacpp, {server.base_url}")
+    print("prompt tok/s counts every prompt token a call carried, reused or not")
     print(f"{'mode':<14}{'seconds':>9}{'calls/s':>10}{'prompt tok/s':>14}{'speed-up':>10}")
     for name, (seconds, tokens) in results.items():
         print(f"{name:<14}{seconds:>9.2f}{len(batch) / seconds:>10.2f}{tokens / seconds:>14.0f}{base_seconds / seconds:>9.1f}x")

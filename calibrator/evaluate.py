@@ -9,16 +9,21 @@ from calibrator.components import grader
 from calibrator.goldset import GraderRow
 from calibrator.prompt import PromptFile
 
+Evaluate = Callable[[PromptFile, list[GraderRow], str], list[grader.GraderPrediction]]
 
-def evaluator(show_progress: bool = True) -> Callable[[PromptFile, list[GraderRow], str], list[grader.GraderPrediction]]:
+
+def evaluator(show_progress: bool = True) -> Evaluate:
+    """An evaluate function that builds each prompt's program once and scores each (prompt, row) once per run."""
     programs: dict[str, dspy.Module] = {}
+    seen: dict[tuple[str, str], grader.GraderPrediction] = {}
 
     def evaluate(prompt: PromptFile, rows: list[GraderRow], label: str) -> list[grader.GraderPrediction]:
         key = prompt.model_dump_json()
         if key not in programs:
             programs[key] = grader.build_program(prompt)
-        program = programs[key]
-        bar = tqdm(rows, desc=label, unit="row", disable=not show_progress, leave=False, dynamic_ncols=True)
-        return [grader.grade(program, row) for row in bar]
+        todo = [r for r in rows if (key, r.id) not in seen]
+        for row in tqdm(todo, desc=label, unit="row", disable=not show_progress or not todo, leave=False, dynamic_ncols=True):
+            seen[key, row.id] = grader.grade(programs[key], row)
+        return [seen[key, r.id] for r in rows]
 
     return evaluate

@@ -9,7 +9,6 @@ Each strategy turns the baseline prompt plus the train split into a candidate pr
 `auto` runs the strategies the budget affords and keeps whichever (baseline included) scores best on val.
 """
 
-from collections.abc import Callable
 from typing import Any, Literal
 
 import dspy
@@ -19,6 +18,7 @@ from pydantic import BaseModel
 from calibrator.components import grader
 from calibrator.components.retrieval import retrieval_text
 from calibrator.embedder import EMBEDDER_NAME, encode
+from calibrator.evaluate import Evaluate
 from calibrator.goldset import GoldSet, GraderRow
 from calibrator.metrics import quadratic_weighted_kappa, score_ordinal
 from calibrator.prompt import PromptFile, Retrieval
@@ -76,9 +76,6 @@ class Optimization(BaseModel):
     @property
     def best(self) -> Candidate:
         return next(c for c in self.candidates if c.strategy == self.winner)
-
-
-Evaluate = Callable[[PromptFile, list[GraderRow], str], list[grader.GraderPrediction]]
 
 
 def _examples(rows: list[GraderRow], demo: bool = False) -> list[dspy.Example]:
