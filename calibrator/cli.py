@@ -4,6 +4,7 @@ import argparse
 import logging
 import sys
 import warnings
+from contextlib import ExitStack
 from pathlib import Path
 
 from calibrator.goldset import GoldSetError, load_goldset
@@ -53,6 +54,9 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--budget", choices=list(BUDGETS), default="light",
                      help="smoke: tiny, for tests; light: minutes on a laptop CPU (default); medium/heavy: more search")
     run.add_argument("--prompt", type=Path, help="baseline prompt (default: prompts/<component>.yaml)")
+    run.add_argument("--proposer-lm", metavar="SPEC",
+                     help="LM that writes instruction candidates (mipro) and reflections (gepa); a stronger model than "
+                          "the one being calibrated usually proposes better prompts (default: the --lm model)")
     run.add_argument("--save-prompt", type=Path, metavar="PATH",
                      help="where the calibrated prompt goes (default: prompts/<component>.calibrated.yaml; the baseline is never overwritten)")
 
@@ -92,6 +96,7 @@ def main(argv: list[str] | None = None) -> int:
     _quiet()
     try:
         spec = LMSpec.parse(args.lm)
+        proposer_spec = LMSpec.parse(args.proposer_lm) if getattr(args, "proposer_lm", None) else None
         base = load_prompt(prompt_path)
     except (LMSpecError, OSError, ValueError) as e:
         print(f"error: {e}", file=sys.stderr)
@@ -103,8 +108,10 @@ def main(argv: list[str] | None = None) -> int:
         out=args.out, command=command_line(), show_progress=not args.no_progress,
     )
     try:
-        with open_lm(spec, cache_dir=args.cache_dir, seed=args.seed) as lm:
-            record, folder = execute(request, goldset, base, lm)
+        with ExitStack() as stack:
+            lm = stack.enter_context(open_lm(spec, cache_dir=args.cache_dir, seed=args.seed))
+            proposer = stack.enter_context(open_lm(proposer_spec, cache_dir=args.cache_dir, seed=args.seed)) if proposer_spec else None
+            record, folder = execute(request, goldset, base, lm, proposer)
     except (ModelMissingError, RuntimeError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 1

@@ -118,8 +118,9 @@ def _prompt_of(base: PromptFile, program: dspy.Module) -> PromptFile:
     return PromptFile(component=base.component, instructions=grader.instructions_of(program), demos=grader.demos_of(program))
 
 
-def run_mipro(base: PromptFile, train: list[GraderRow], val: list[GraderRow], budget: Budget, seed: int) -> tuple[PromptFile, list[Trial]]:
-    optimizer = dspy.MIPROv2(metric=grader.metric, auto=None, num_candidates=budget.mipro_candidates,
+def run_mipro(base: PromptFile, train: list[GraderRow], val: list[GraderRow], budget: Budget, seed: int,
+              proposer: dspy.LM) -> tuple[PromptFile, list[Trial]]:
+    optimizer = dspy.MIPROv2(metric=grader.metric, prompt_model=proposer, auto=None, num_candidates=budget.mipro_candidates,
                              max_bootstrapped_demos=0, max_labeled_demos=budget.mipro_demos,
                              num_threads=1, seed=seed, verbose=False)
     program = optimizer.compile(
@@ -136,8 +137,9 @@ def run_mipro(base: PromptFile, train: list[GraderRow], val: list[GraderRow], bu
     return _prompt_of(base, program), trials
 
 
-def run_gepa(base: PromptFile, train: list[GraderRow], val: list[GraderRow], budget: Budget, seed: int, lm: dspy.LM) -> tuple[PromptFile, list[Trial]]:
-    optimizer = dspy.GEPA(metric=grader.feedback, max_metric_calls=budget.gepa_metric_calls, reflection_lm=lm,
+def run_gepa(base: PromptFile, train: list[GraderRow], val: list[GraderRow], budget: Budget, seed: int,
+             proposer: dspy.LM) -> tuple[PromptFile, list[Trial]]:
+    optimizer = dspy.GEPA(metric=grader.feedback, max_metric_calls=budget.gepa_metric_calls, reflection_lm=proposer,
                           reflection_minibatch_size=3, num_threads=1, track_stats=True, seed=seed, use_merge=False)
     program = optimizer.compile(grader.build_program(base), trainset=_examples(train), valset=_examples(val))
     results = getattr(program, "detailed_results", None)
@@ -158,12 +160,15 @@ def optimize(
     optimizer: OptimizerName,
     budget: Budget,
     seed: int,
-    lm: dspy.LM,
+    proposer: dspy.LM,
     evaluate: Evaluate,
     val: list[GraderRow],
     baseline_val: Candidate,
 ) -> Optimization:
-    """Run the chosen strategies on train, score each on val, keep the best (the baseline can win)."""
+    """Run the chosen strategies on train, score each on val, keep the best (the baseline can win).
+
+    `proposer` writes MIPROv2's instruction candidates and GEPA's reflections; the graded calls use the
+    LM in the active dspy context."""
     strategies: tuple[Strategy, ...] = budget.auto if optimizer == "auto" else (optimizer,)
     train = goldset.split("train")
     candidates = [baseline_val]
@@ -173,9 +178,9 @@ def optimize(
             k, keys, found = choose_retrieval(train, budget.knn_ks)
             prompt = knn_prompt(base, train, k, keys)
         elif strategy == "mipro":
-            prompt, found = run_mipro(base, train, val, budget, seed)
+            prompt, found = run_mipro(base, train, val, budget, seed, proposer)
         else:
-            prompt, found = run_gepa(base, train, val, budget, seed, lm)
+            prompt, found = run_gepa(base, train, val, budget, seed, proposer)
         candidate = val_candidate(strategy, prompt, val, evaluate)
         trials += found + [Trial(strategy=strategy, trial=len(found) + 1, metric="qwk", score=candidate.val_qwk, kind="full")]
         candidates.append(candidate)

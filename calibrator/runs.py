@@ -181,14 +181,16 @@ class RunRequest(BaseModel):
     show_progress: bool = True
 
 
-def execute(request: RunRequest, goldset: GoldSet, base: PromptFile, lm: LMHandle) -> tuple[RunRecord, Path]:
-    """Score, optimise (for `run`), compare on test and write the artifacts. Returns the record and its folder."""
+def execute(request: RunRequest, goldset: GoldSet, base: PromptFile, lm: LMHandle,
+            proposer: LMHandle | None = None) -> tuple[RunRecord, Path]:
+    """Score, optimise (for `run`), compare on test and write the artifacts. Returns the record and its folder.
+    `proposer` (default: `lm`) writes instruction candidates for mipro and reflections for gepa."""
     started = time.perf_counter()
     run_id = new_run_id(base.component, request.kind)
     folder = RunDirectory(request.out, run_id)
     try:
         with dspy.context(lm=lm.lm, adapter=CompactJSONAdapter()):
-            record, calibrated, predictions = _score(request, goldset, base, lm, run_id, started)
+            record, calibrated, predictions = _score(request, goldset, base, lm, proposer or lm, run_id, started)
         folder.write("run.json", record.model_dump_json(indent=2))
         folder.write("predictions.csv", predictions)
         if calibrated is not None:
@@ -203,7 +205,7 @@ def execute(request: RunRequest, goldset: GoldSet, base: PromptFile, lm: LMHandl
     return record, final
 
 
-def _score(request: RunRequest, goldset: GoldSet, base: PromptFile, lm: LMHandle, run_id: str,
+def _score(request: RunRequest, goldset: GoldSet, base: PromptFile, lm: LMHandle, proposer: LMHandle, run_id: str,
            started: float) -> tuple[RunRecord, PromptFile | None, str]:
     evaluate = evaluator(request.show_progress)
     seed = request.seed
@@ -224,7 +226,7 @@ def _score(request: RunRequest, goldset: GoldSet, base: PromptFile, lm: LMHandle
     base_val = evaluate(base, val, "baseline val")
     base_val_scores = split_scores(val, base_val, seed)
     baseline_candidate = Candidate(strategy="baseline", prompt=base, val_qwk=base_val_scores.qwk, val_accuracy=base_val_scores.accuracy)
-    search = optimize(goldset, base, request.optimizer, budget, seed, lm.lm, evaluate, val, baseline_candidate)
+    search = optimize(goldset, base, request.optimizer, budget, seed, proposer.lm, evaluate, val, baseline_candidate)
     best = search.best.prompt
     cal_val = base_val if search.winner == "baseline" else evaluate(best, val, f"{search.winner} val")
     base_test = evaluate(base, test, "baseline test")
@@ -255,6 +257,8 @@ def _score(request: RunRequest, goldset: GoldSet, base: PromptFile, lm: LMHandle
         "candidates": [{"strategy": c.strategy, "val_qwk": c.val_qwk, "val_accuracy": c.val_accuracy} for c in search.candidates],
         "trials": [t.model_dump() for t in search.trials],
     }
+    if proposer is not lm:
+        optimization |= {"proposer_lm": str(proposer.spec), "proposer_usage": proposer.usage().model_dump()}
     record = _record(request, goldset, run_id, lm, started, baseline=baseline, calibrated=calibrated_scores,
                      comparison=comparison, verdict=verdict, optimization=optimization,
                      prompts={"baseline": prompt_info(base, request.prompt_path), "calibrated": prompt_info(best, request.calibrated_path)},

@@ -118,14 +118,30 @@ def test_eval_scores_every_row_by_split(tmp_path):
     assert sum(rec["baseline"][s]["n"] for s in ("train", "val", "test") if s in rec["baseline"]) == 9
 
 
-@pytest.mark.parametrize("optimizer", ["mipro", "gepa"])
-def test_dspy_optimizers_run_on_the_smoke_budget(tmp_path, optimizer):
+@pytest.fixture(scope="module")
+def proposer_server():
+    from calibrator.lm.local import LocalServer, embedded_gguf
+
+    server = LocalServer(embedded_gguf(), n_ctx=8192)
+    yield server
+    server.close()
+
+
+@pytest.mark.parametrize("optimizer, separate_proposer", [("mipro", True), ("gepa", False)])
+def test_dspy_optimizers_run_on_the_smoke_budget(tmp_path, optimizer, separate_proposer, proposer_server):
+    extra = ["--proposer-lm", f"openai-compatible:smollm2@{proposer_server.base_url}/v1"] if separate_proposer else []
     done = calibrator("run", "--component", "grader", "--budget", "smoke", "--optimizer", optimizer,
-                      "--save-prompt", str(tmp_path / "p.yaml"), tmp=tmp_path)
+                      "--save-prompt", str(tmp_path / "p.yaml"), *extra, tmp=tmp_path)
     assert done.returncode == 0, done.stderr
     [folder] = runs(tmp_path)
     rec = record(folder)
-    strategies = {c["strategy"] for c in rec["optimization"]["candidates"]}
+    search = rec["optimization"]
+    strategies = {c["strategy"] for c in search["candidates"]}
     assert strategies == {"baseline", optimizer}
-    assert any(t["strategy"] == optimizer for t in rec["optimization"]["trials"])
-    assert rec["optimization"]["winner"] in strategies
+    assert any(t["strategy"] == optimizer for t in search["trials"])
+    assert search["winner"] in strategies
+    if separate_proposer:
+        assert search["proposer_lm"].startswith("openai-compatible:smollm2@")
+        assert search["proposer_usage"]["lm_calls"] > 0
+    else:
+        assert "proposer_lm" not in search
