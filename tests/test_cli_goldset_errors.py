@@ -4,7 +4,6 @@ None of these commands reach the language model: gold-set loading and --lm parsi
 `open_lm` in calibrator/cli.py.
 """
 
-import csv
 import hashlib
 import os
 import subprocess
@@ -13,10 +12,11 @@ from pathlib import Path
 
 import pytest
 
+from conftest import HEADER, write_csv
+
 ROOT = Path(__file__).resolve().parents[1]
 PROMPT = ROOT / "prompts" / "grader.yaml"
 CALIBRATED = ROOT / "prompts" / "grader.calibrated.yaml"
-HEADER = ["id", "context", "target_info", "candidate", "content_score", "format_score", "note"]
 GOOD = {
     "id": "r1",
     "context": "patient: I have a cough.\npharmacist: How long?\npatient: Three days.",
@@ -26,14 +26,6 @@ GOOD = {
     "format_score": "1",
     "note": "",
 }
-
-
-def write_csv(path: Path, rows: list[dict], header: list[str] = HEADER) -> Path:
-    with open(path, "w", newline="", encoding="utf-8") as f:
-        writer = csv.DictWriter(f, fieldnames=header, extrasaction="ignore")
-        writer.writeheader()
-        writer.writerows(rows)
-    return path
 
 
 def calibrator(tmp_path: Path, *args: str) -> subprocess.CompletedProcess:

@@ -12,9 +12,10 @@ from hypothesis import strategies as st
 
 from calibrator.goldset import SPLITS, GoldSetError, GraderRow, load_goldset, parse_label, stable_id
 
+from conftest import HEADER, write_csv
+
 ROOT = Path(__file__).resolve().parents[1]
 SHIPPED = ROOT / "goldsets" / "grader.csv"
-HEADER = ["id", "context", "target_info", "candidate", "content_score", "format_score", "note"]
 
 
 def good(**overrides) -> dict:
@@ -28,14 +29,6 @@ def good(**overrides) -> dict:
         "note": "asks age group",
     }
     return row | overrides
-
-
-def write_csv(path: Path, rows: list[dict], header: list[str] = HEADER) -> Path:
-    with open(path, "w", newline="", encoding="utf-8") as f:
-        writer = csv.DictWriter(f, fieldnames=header, extrasaction="ignore")
-        writer.writeheader()
-        writer.writerows(rows)
-    return path
 
 
 def write_xlsx(path: Path, rows: list[list], header: list[str] = HEADER) -> Path:
