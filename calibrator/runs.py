@@ -116,6 +116,11 @@ def prompt_info(prompt: PromptFile, path: Path | None) -> PromptInfo:
                       retrieval_k=r.k if r else None, retrieval_pool=len(r.pool) if r else None)
 
 
+def text_cell(text: str) -> str:
+    """Spreadsheet apps run a cell that starts with = + - @ as a formula; a leading quote keeps it text."""
+    return "'" + text if text[:1] in ("=", "+", "-", "@") else text
+
+
 def predictions_csv(rows: list[tuple[GraderRow, str]], columns: dict[str, dict[str, grader.GraderPrediction]]) -> str:
     """One line per scored row; an unparsed prediction is an empty cell, never a guess."""
     out = io.StringIO()
@@ -128,8 +133,9 @@ def predictions_csv(rows: list[tuple[GraderRow, str]], columns: dict[str, dict[s
 
     for row, split in rows:
         preds = [columns[n][row.id] for n in names]
-        writer.writerow([row.id, split, cell(row.content_score), *(cell(p.content_score) for p in preds),
-                         cell(row.format_score), *(cell(p.format_score) for p in preds), *(p.error or "" for p in preds)])
+        writer.writerow([text_cell(row.id), split, cell(row.content_score), *(cell(p.content_score) for p in preds),
+                         cell(row.format_score), *(cell(p.format_score) for p in preds),
+                         *(text_cell(p.error or "") for p in preds)])
     return out.getvalue()
 
 
