@@ -234,9 +234,9 @@ def _score(request: RunRequest, goldset: GoldSet, base: PromptFile, lm: LMHandle
     baseline_candidate = Candidate(strategy="baseline", prompt=base, val_qwk=base_val_scores.qwk, val_accuracy=base_val_scores.accuracy)
     search = optimize(goldset, base, request.optimizer, budget, seed, proposer.lm, evaluate, val, baseline_candidate)
     best = search.best.prompt
-    cal_val = base_val if search.winner == "baseline" else evaluate(best, val, f"{search.winner} val")
+    cal_val = evaluate(best, val, f"{search.winner} val")  # already scored during the search: no LM call
     base_test = evaluate(base, test, "baseline test")
-    cal_test = base_test if search.winner == "baseline" else evaluate(best, test, f"{search.winner} test")
+    cal_test = evaluate(best, test, f"{search.winner} test")  # the baseline's own answers if it won
 
     gold_test = [r.content_score for r in test]
     comparison = paired_bootstrap(gold_test, [p.content_score for p in base_test], [p.content_score for p in cal_test], metric="qwk", seed=seed)

@@ -18,13 +18,12 @@ class NearestDemos(dspy.Module):
         super().__init__()
         self.predictor = predictor
         self.keys = keys
-        inputs = predictor.signature.input_fields
+        self.inputs = list(predictor.signature.input_fields)
         # KNN embeds an example's input fields; similarity is measured on `keys` only.
         keyed = [example.with_inputs(*keys) for example in pool]
         self.knn = dspy.KNN(k=min(k, len(pool)), trainset=keyed, vectorizer=vectorizer)
-        self._restore = list(inputs)
 
     def forward(self, **inputs: Any) -> dspy.Prediction:
         nearest = self.knn(**{k: inputs[k] for k in self.keys})
-        demos = [d.with_inputs(*self._restore) for d in reversed(nearest)]
+        demos = [d.with_inputs(*self.inputs) for d in reversed(nearest)]
         return self.predictor(demos=demos, **inputs)
