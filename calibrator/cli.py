@@ -1,4 +1,5 @@
-"""`python -m calibrator`: calibrate a component's prompt against a gold set, or score a prompt as it is."""
+"""`python -m calibrator`: calibrate a component's prompt against a gold set, score a prompt as it is, or
+extract training targets from expert logs."""
 
 import argparse
 import logging
@@ -9,10 +10,13 @@ from pathlib import Path
 
 from calibrator.goldset import GoldSetError, load_goldset
 
-COMPONENTS = {
-    "grader": {"goldset": Path("goldsets/grader.csv"), "prompt": Path("prompts/grader.yaml"),
-               "calibrated": Path("prompts/grader.calibrated.yaml")},
-}
+COMPONENT_NAMES = ("extractor", "grader")
+
+
+def default_paths(component: str) -> dict[str, Path]:
+    return {"goldset": Path(f"goldsets/{component}.csv"), "prompt": Path(f"prompts/{component}.yaml"),
+            "calibrated": Path(f"prompts/{component}.calibrated.yaml")}
+
 
 EPILOG = """\
 examples:
@@ -20,6 +24,8 @@ examples:
   python -m calibrator run --component grader --lm openai:gpt-4o-mini --optimizer mipro --budget medium
   python -m calibrator run --component grader --lm openai-compatible:qwen2.5-7b@http://127.0.0.1:8000/v1
   python -m calibrator eval --component grader --prompt prompts/grader.calibrated.yaml
+  python -m calibrator run --component extractor                    # calibrate the extractor the same way
+  python -m calibrator extract --logs sessions.jsonl --out samples.jsonl
 
 Every LM answer is cached under --cache-dir: re-running a finished command makes no LM calls, and a
 command killed half-way resumes from its last answer. API keys are read from OPENAI_API_KEY /
@@ -33,16 +39,19 @@ def _parser() -> argparse.ArgumentParser:
 
     top = argparse.ArgumentParser(prog="python -m calibrator", description=__doc__, epilog=EPILOG,
                                   formatter_class=argparse.RawDescriptionHelpFormatter)
-    commands = top.add_subparsers(dest="command", required=True, metavar="{run,eval}")
+    commands = top.add_subparsers(dest="command", required=True, metavar="{run,eval,extract}")
 
-    def common(p: argparse.ArgumentParser) -> None:
-        p.add_argument("--component", choices=sorted(COMPONENTS), default="grader", help="which LLM component (default: grader)")
-        p.add_argument("--goldset", type=Path, help="gold set, .csv or .xlsx (default: goldsets/<component>.csv)")
+    def lm_flags(p: argparse.ArgumentParser) -> None:
         p.add_argument("--lm", default="local", metavar="SPEC", help=SPEC_HELP)
         p.add_argument("--seed", type=int, default=0, help="seed for splits' bootstrap, the optimizers and the LM sampler (default: 0)")
-        p.add_argument("--out", type=Path, default=Path("reports"), help="where run folders go (default: reports)")
         p.add_argument("--cache-dir", type=Path, default=Path(".cache"), help="LM call cache (default: .cache)")
         p.add_argument("--no-progress", action="store_true", help="no progress bars (for logs and CI)")
+
+    def common(p: argparse.ArgumentParser) -> None:
+        p.add_argument("--component", choices=COMPONENT_NAMES, default="grader", help="which LLM component (default: grader)")
+        p.add_argument("--goldset", type=Path, help="gold set, .csv or .xlsx (default: goldsets/<component>.csv)")
+        p.add_argument("--out", type=Path, default=Path("reports"), help="where run folders go (default: reports)")
+        lm_flags(p)
 
     run = commands.add_parser("run", help="calibrate: search prompts on train/val, judge on test, save the winner",
                               description="Calibrate a component's prompt: score the baseline, search on train/val, judge the winner on the held-out test split, save it under prompts/ and write reports/<run-id>/.",
@@ -65,7 +74,28 @@ def _parser() -> argparse.ArgumentParser:
                              epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
     common(ev)
     ev.add_argument("--prompt", type=Path, help="prompt to score (default: prompts/<component>.yaml)")
+
+    ex = commands.add_parser("extract", help="segment expert logs and extract a (micro-goal, stop) target for every pharmacist run",
+                             description="Cut every session of an expert log into Learn-to-Ask samples (one per pharmacist run "
+                                         "after the patient has spoken: full history as context, the run and the rest as future) "
+                                         "and run the extractor on each. Killed half-way and started again, it continues where it "
+                                         "stopped; the output file appears only when complete.",
+                             epilog=LOGS_EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ex.add_argument("--logs", type=Path, required=True, help="RealMedConv JSONL, or a transcript .jsonl/.csv (dialogue_id, turn, speaker, text)")
+    ex.add_argument("--out", type=Path, required=True, help="samples JSONL to write (id, session_id, context, future, target_info, decision)")
+    ex.add_argument("--prompt", type=Path, help="extractor prompt (default: prompts/extractor.calibrated.yaml if present, else prompts/extractor.yaml)")
+    lm_flags(ex)
     return top
+
+
+LOGS_EPILOG = """\
+log formats:
+  RealMedConv JSONL, one session per line:
+    {"session_id": "s1", "diagn": "...", "messages": [{"role": "user", "content": "..."}, {"role": "assistant", "content": "..."}]}
+  transcript JSONL or CSV, one message per line: dialogue_id, turn, speaker (patient/pharmacist/...), text
+
+A malformed session is reported with its line number and skipped; the others are processed.
+"""
 
 
 def _quiet() -> None:
@@ -76,14 +106,19 @@ def _quiet() -> None:
 
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
-    paths = COMPONENTS[args.component]
+    if args.command == "extract":
+        return _extract(args)
+    from calibrator.components import COMPONENTS
+
+    component = COMPONENTS[args.component]
+    paths = default_paths(args.component)
     goldset_path = args.goldset or paths["goldset"]
     prompt_path = args.prompt or paths["prompt"]
     if args.command == "run" and (args.save_prompt or paths["calibrated"]).resolve() == prompt_path.resolve():
         print("error: --save-prompt would overwrite the baseline prompt; choose another path", file=sys.stderr)
         return 2
     try:
-        goldset = load_goldset(goldset_path)
+        goldset = load_goldset(goldset_path, component.row_model)
     except GoldSetError as e:
         print(f"error: the gold set has {len(e.problems)} problem(s); nothing was run or written:\n{e}", file=sys.stderr)
         return 2
@@ -101,8 +136,11 @@ def main(argv: list[str] | None = None) -> int:
     except (LMSpecError, OSError, ValueError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
+    if base.component != component.name:
+        print(f"error: {prompt_path} is a {base.component} prompt, not a {component.name} prompt", file=sys.stderr)
+        return 2
     request = RunRequest(
-        kind=args.command, goldset_path=goldset_path, prompt_path=prompt_path,
+        kind=args.command, component=component.name, goldset_path=goldset_path, prompt_path=prompt_path,
         calibrated_path=(args.save_prompt or paths["calibrated"]) if args.command == "run" else None,
         optimizer=getattr(args, "optimizer", "auto"), budget=getattr(args, "budget", "light"), seed=args.seed,
         out=args.out, command=command_line(), show_progress=not args.no_progress,
@@ -111,7 +149,7 @@ def main(argv: list[str] | None = None) -> int:
         with ExitStack() as stack:
             lm = stack.enter_context(open_lm(spec, cache_dir=args.cache_dir, seed=args.seed))
             proposer = stack.enter_context(open_lm(proposer_spec, cache_dir=args.cache_dir, seed=args.seed)) if proposer_spec else None
-            record, folder = execute(request, goldset, base, lm, proposer)
+            record, folder = execute(request, component, goldset, base, lm, proposer)
     except (ModelMissingError, RuntimeError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 1
@@ -125,4 +163,48 @@ def main(argv: list[str] | None = None) -> int:
     print(f"report: {folder / 'index.html'}")
     if request.calibrated_path is not None:
         print(f"calibrated prompt: {request.calibrated_path}")
+    return 0
+
+
+def _extract(args: argparse.Namespace) -> int:
+    from calibrator.extract import extract_samples
+    from calibrator.lm import LMSpec, LMSpecError, open_lm
+    from calibrator.lm.adapter import CompactJSONAdapter
+    from calibrator.lm.local import ModelMissingError
+    from calibrator.logs import LogError, read_logs, segment_all
+    from calibrator.prompt import load_prompt
+
+    paths = default_paths("extractor")
+    prompt_path = args.prompt or (paths["calibrated"] if paths["calibrated"].is_file() else paths["prompt"])
+    try:
+        logs = read_logs(args.logs)
+        spec = LMSpec.parse(args.lm)
+        prompt = load_prompt(prompt_path)
+    except (LogError, LMSpecError, OSError, ValueError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    if prompt.component != "extractor":
+        print(f"error: {prompt_path} is a {prompt.component} prompt, not an extractor prompt", file=sys.stderr)
+        return 2
+    for problem in logs.problems:
+        print(f"skipped: {problem}", file=sys.stderr)
+    samples = segment_all(logs.sessions)
+    note = "" if prompt.calibration else " (not calibrated: run `python -m calibrator run --component extractor` first)"
+    print(f"{len(logs.sessions)} sessions read, {logs.skipped} skipped; {len(samples)} samples; prompt {prompt_path}{note}")
+    _quiet()
+    import dspy
+
+    try:
+        with open_lm(spec, cache_dir=args.cache_dir, seed=args.seed) as lm, dspy.context(lm=lm.lm, adapter=CompactJSONAdapter()):
+            summary = extract_samples(samples, prompt, args.out, show_progress=not args.no_progress)
+            usage = lm.usage()
+    except (ModelMissingError, RuntimeError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print(f"interrupted: finished samples are kept in {args.out}.partial; run the same command again to continue", file=sys.stderr)
+        return 130
+    print(f"wrote {summary.samples} samples to {args.out}: {summary.extracted} extracted now, {summary.reused} from an earlier run, "
+          f"{summary.stops} stop (no LM call), {summary.failed} failed (retried on the next run)")
+    print(f"{usage.lm_calls} LM calls, {usage.cache_hits} cache hits; {logs.skipped} session(s) skipped")
     return 0

@@ -13,16 +13,14 @@ from collections import defaultdict
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
-from pydantic import BaseModel, ValidationError, field_validator
+from pydantic import BaseModel, ValidationError, ValidationInfo, field_validator
 
 Split = Literal["train", "val", "test"]
 SPLITS: tuple[Split, ...] = ("train", "val", "test")
 SPLIT_FRACTIONS = {"train": 0.4, "val": 0.3, "test": 0.3}
 SPEAKERS = ("patient:", "pharmacist:")
-REQUIRED = ("context", "target_info", "candidate", "content_score")
-OPTIONAL = ("id", "format_score", "note")
 
 
 @dataclass(frozen=True)
@@ -60,41 +58,74 @@ def parse_label(value: Any) -> float:
     raise ValueError(f"label must be 0, 0.5 or 1, got {str(value).strip()!r}")
 
 
-class GraderRow(BaseModel):
-    """One labelled grader example: would an expert say this candidate asks for the target info?"""
+def dialogue_lines(value: Any, column: str) -> list[str]:
+    """One `patient:` / `pharmacist:` turn per non-blank line, stripped."""
+    lines = [line.strip() for line in str(value or "").replace("\r\n", "\n").split("\n") if line.strip()]
+    if not lines:
+        raise ValueError(f"{column} is empty: give the dialogue, one `patient:` / `pharmacist:` turn per line")
+    for n, line in enumerate(lines, 1):
+        if not line.lower().startswith(SPEAKERS):
+            raise ValueError(f"{column} line {n} must start with `patient:` or `pharmacist:`, got {line[:40]!r}")
+    return lines
+
+
+def target_items(value: Any) -> list[str]:
+    """`field: value` items separated by `;` (or already a list), normalised to `field: value`."""
+    items = value if isinstance(value, list) else [item.strip() for item in str(value or "").split(";") if item.strip()]
+    out = []
+    for item in items:
+        name, sep, val = str(item).partition(":")
+        if not sep or not name.strip() or not val.strip():
+            raise ValueError(f"target_info item {item!r} is not `field: value`")
+        out.append(f"{name.strip()}: {val.strip()}")
+    return out
+
+
+class GoldRow(BaseModel):
+    """What every gold row has: an id, a note, and a label the splits are stratified by."""
+
+    required: ClassVar[tuple[str, ...]]
+    optional: ClassVar[tuple[str, ...]]
+    id_fields: ClassVar[tuple[str, ...]]  # a row without an id gets one hashed from these
 
     id: str
+    note: str | None = None
+
+    @field_validator("note", mode="before")
+    @classmethod
+    def _note(cls, value: Any) -> str | None:
+        return str(value).strip() or None if value is not None else None
+
+    @property
+    def label(self) -> Any:
+        raise NotImplementedError
+
+
+class GraderRow(GoldRow):
+    """One labelled grader example: would an expert say this candidate asks for the target info?"""
+
+    required = ("context", "target_info", "candidate", "content_score")
+    optional = ("id", "format_score", "note")
+    id_fields = ("context", "target_info", "candidate")
+
     context: str
     target_info: list[str]
     candidate: str
     content_score: float
     format_score: float | None = None
-    note: str | None = None
 
     @field_validator("context", mode="before")
     @classmethod
     def _context(cls, value: Any) -> str:
-        lines = [line.strip() for line in str(value or "").replace("\r\n", "\n").split("\n") if line.strip()]
-        if not lines:
-            raise ValueError("context is empty: give the dialogue so far, one `patient:` / `pharmacist:` turn per line")
-        for n, line in enumerate(lines, 1):
-            if not line.lower().startswith(SPEAKERS):
-                raise ValueError(f"context line {n} must start with `patient:` or `pharmacist:`, got {line[:40]!r}")
-        return "\n".join(lines)
+        return "\n".join(dialogue_lines(value, "context"))
 
     @field_validator("target_info", mode="before")
     @classmethod
     def _target_info(cls, value: Any) -> list[str]:
-        items = [item.strip() for item in str(value or "").split(";") if item.strip()] if not isinstance(value, list) else value
+        items = target_items(value)
         if not items:
             raise ValueError("target_info is empty: give at least one `field: value` item, separated by `;`")
-        out = []
-        for item in items:
-            name, sep, val = item.partition(":")
-            if not sep or not name.strip() or not val.strip():
-                raise ValueError(f"target_info item {item!r} is not `field: value`")
-            out.append(f"{name.strip()}: {val.strip()}")
-        return out
+        return items
 
     @field_validator("candidate", mode="before")
     @classmethod
@@ -116,11 +147,6 @@ class GraderRow(BaseModel):
     def _format(cls, value: Any) -> float | None:
         return None if value is None or str(value).strip() == "" else parse_label(value)
 
-    @field_validator("note", mode="before")
-    @classmethod
-    def _note(cls, value: Any) -> str | None:
-        return str(value).strip() or None if value is not None else None
-
     @property
     def target_text(self) -> str:
         return "; ".join(self.target_info)
@@ -130,9 +156,75 @@ class GraderRow(BaseModel):
         return self.content_score
 
 
-def stable_id(context: Any, target_info: Any, candidate: Any) -> str:
+Decision = Literal["continue", "stop"]
+
+
+class ExtractorRow(GoldRow):
+    """One labelled extractor example: a dialogue cut before a pharmacist run, what that run asked, and
+    whether the pharmacist went on asking. The decision must agree with the future shown."""
+
+    required = ("context", "future", "target_info", "decision")
+    optional = ("id", "note")
+    id_fields = ("context", "future")
+
+    context: str
+    future: str
+    target_info: list[str]
+    decision: Decision
+
+    @field_validator("context", mode="before")
+    @classmethod
+    def _context(cls, value: Any) -> str:
+        lines = dialogue_lines(value, "context")
+        if not any(line.lower().startswith("patient:") for line in lines):
+            raise ValueError("context has no `patient:` line: a sample starts after the patient has spoken")
+        return "\n".join(lines)
+
+    @field_validator("future", mode="before")
+    @classmethod
+    def _future(cls, value: Any) -> str:
+        lines = dialogue_lines(value, "future")
+        if not lines[0].lower().startswith("pharmacist:"):
+            raise ValueError("future must start with the pharmacist's run (`pharmacist:` lines)")
+        return "\n".join(lines)
+
+    @field_validator("target_info", mode="before")
+    @classmethod
+    def _target_info(cls, value: Any) -> list[str]:
+        return target_items(value)
+
+    @field_validator("decision", mode="before")
+    @classmethod
+    def _decision(cls, value: Any, info: ValidationInfo) -> str:
+        decision = str(value or "").strip().lower()
+        if decision not in ("continue", "stop"):
+            raise ValueError(f"decision must be `continue` or `stop`, got {str(value or '').strip()!r}")
+        future, items = info.data.get("future"), info.data.get("target_info")
+        if future is not None:
+            answered = any(line.lower().startswith("patient:") for line in future.split("\n"))
+            if decision == "stop" and answered:
+                raise ValueError("decision is `stop` but the future has a `patient:` line after the run: that is `continue`")
+            if decision == "continue" and not answered:
+                raise ValueError("decision is `continue` but no `patient:` line follows the run in future: that is `stop`")
+        if items is not None:
+            if decision == "stop" and items:
+                raise ValueError("a `stop` sample has no target_info: the pharmacist stopped asking; leave it empty")
+            if decision == "continue" and not items:
+                raise ValueError("a `continue` sample needs at least one target_info item (`field: value`, separated by `;`)")
+        return decision
+
+    @property
+    def target_text(self) -> str:
+        return "; ".join(self.target_info)
+
+    @property
+    def label(self) -> str:
+        return self.decision
+
+
+def stable_id(*values: Any) -> str:
     """An id from the content, so a row without one keeps the same id (and split) across edits of other rows."""
-    text = "\x1f".join(str(v or "").strip() for v in (context, target_info, candidate))
+    text = "\x1f".join(str(v or "").strip() for v in values)
     return "g-" + hashlib.sha256(text.encode()).hexdigest()[:12]
 
 
@@ -140,9 +232,9 @@ def _hash_unit(text: str) -> int:
     return int(hashlib.sha256(text.encode()).hexdigest()[:16], 16)
 
 
-def assign_splits(rows: list[GraderRow]) -> dict[str, Split]:
+def assign_splits(rows: list[GoldRow]) -> dict[str, Split]:
     """Stratified by label: within each label, rows ordered by id hash fill train, val, test in proportion."""
-    by_label: dict[float, list[GraderRow]] = defaultdict(list)
+    by_label: dict[Any, list[GoldRow]] = defaultdict(list)
     for row in rows:
         by_label[row.label].append(row)
     splits: dict[str, Split] = {}
@@ -159,7 +251,7 @@ def assign_splits(rows: list[GraderRow]) -> dict[str, Split]:
 @dataclass(frozen=True)
 class GoldSet:
     path: Path
-    rows: list[GraderRow]
+    rows: list[GoldRow]
     splits: dict[str, Split]
 
     @property
@@ -168,7 +260,7 @@ class GoldSet:
         canonical = sorted((r.model_dump() for r in self.rows), key=lambda r: r["id"])
         return hashlib.sha256(json.dumps(canonical, sort_keys=True).encode()).hexdigest()
 
-    def split(self, name: Split) -> list[GraderRow]:
+    def split(self, name: Split) -> list[GoldRow]:
         return [r for r in self.rows if self.splits[r.id] == name]
 
     def sizes(self) -> dict[str, int]:
@@ -224,31 +316,31 @@ def _records(path: Path) -> Iterator[tuple[int, dict[str, Any]]]:
     raise GoldSetError([Problem(str(path), None, None, f"unsupported file type {suffix!r}: use .csv or .xlsx")])
 
 
-def load_goldset(path: Path) -> GoldSet:
+def load_goldset(path: Path, row_model: type[GoldRow] = GraderRow) -> GoldSet:
     """Load and validate every row; raise GoldSetError listing all problems, or return the split gold set."""
     problems: list[Problem] = []
-    rows: list[GraderRow] = []
+    rows: list[GoldRow] = []
     seen: dict[str, int] = {}
     file = str(path)
     header_checked = False
     for number, record in _records(path):
         record = {str(k).strip().lower(): v for k, v in record.items() if k is not None}
         if not header_checked:
-            missing = [c for c in REQUIRED if c not in record]
+            missing = [c for c in row_model.required if c not in record]
             if missing:
                 raise GoldSetError([Problem(file, 1, c, "required column is missing") for c in missing])
             header_checked = True
         if all(v is None or str(v).strip() == "" for v in record.values()):
             continue  # blank spreadsheet line
-        fields = {k: record.get(k) for k in REQUIRED + OPTIONAL}
+        fields = {k: record.get(k) for k in row_model.required + row_model.optional}
         formulas = [k for k, v in fields.items() if isinstance(v, Formula)]
         if formulas:
             problems += [Problem(file, number, k, "formula cell: paste its value instead") for k in formulas]
             continue
         raw_id = str(fields.get("id") or "").strip()
-        fields["id"] = raw_id or stable_id(fields["context"], fields["target_info"], fields["candidate"])
+        fields["id"] = raw_id or stable_id(*(fields[k] for k in row_model.id_fields))
         try:
-            row = GraderRow.model_validate(fields)
+            row = row_model.model_validate(fields)
         except ValidationError as e:
             for err in e.errors():
                 column = str(err["loc"][0]) if err["loc"] else None

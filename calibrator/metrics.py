@@ -186,7 +186,7 @@ def _resampled_counts(
     return [np.concatenate(tables) for tables in zip(*chunks)]
 
 
-def _interval(samples: np.ndarray, confidence: float) -> Interval:
+def percentile_interval(samples: np.ndarray, confidence: float) -> Interval:
     if not 0.0 < confidence < 1.0:
         raise ValueError(f"confidence must be in (0, 1), got {confidence}")
     alpha = (1.0 - confidence) / 2.0
@@ -265,14 +265,14 @@ def score_ordinal(
         qwk=float(point["qwk"][0]),
         mae=float(point["mae"][0]),
         parse_failure_rate=(n - n_parsed) / n,
-        accuracy_ci=_interval(boot["accuracy"], confidence),
-        qwk_ci=_interval(boot["qwk"], confidence),
-        mae_ci=_interval(boot["mae"], confidence),
+        accuracy_ci=percentile_interval(boot["accuracy"], confidence),
+        qwk_ci=percentile_interval(boot["qwk"], confidence),
+        mae_ci=percentile_interval(boot["mae"], confidence),
         confusion=table[0, :, :k].tolist(),
     )
 
 
-def _verdict(metric: str, n: int, ci: Interval, min_n: int) -> Verdict:
+def verdict_for(metric: str, n: int, ci: Interval, min_n: int) -> Verdict:
     if n < min_n:
         return "too few examples"
     sign = -1.0 if metric in LOWER_IS_BETTER else 1.0
@@ -310,7 +310,7 @@ def paired_bootstrap(
 
     base_boot, cal_boot = _resampled_counts([base_cells, cal_cells], k, n_boot, seed)
     deltas = _metrics(cal_boot, values)[metric] - _metrics(base_boot, values)[metric]
-    delta_ci = _interval(deltas, confidence)
+    delta_ci = percentile_interval(deltas, confidence)
 
     base = float(_metrics(_count(base_cells, k), values)[metric][0])
     cal = float(_metrics(_count(cal_cells, k), values)[metric][0])
@@ -322,7 +322,7 @@ def paired_bootstrap(
         calibrated=cal,
         delta=cal - base,
         delta_ci=delta_ci,
-        verdict=_verdict(metric, n, delta_ci, min_n),
+        verdict=verdict_for(metric, n, delta_ci, min_n),
         confidence=confidence,
     )
 

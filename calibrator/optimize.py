@@ -15,12 +15,11 @@ import dspy
 import numpy as np
 from pydantic import BaseModel
 
-from calibrator.components import grader
+from calibrator.components import Component
 from calibrator.components.retrieval import retrieval_text
 from calibrator.embedder import EMBEDDER_NAME, encode
 from calibrator.evaluate import Evaluate
-from calibrator.goldset import GoldSet, GraderRow
-from calibrator.metrics import quadratic_weighted_kappa, score_ordinal
+from calibrator.goldset import GoldRow, GoldSet
 from calibrator.prompt import PromptFile, Retrieval
 
 Strategy = Literal["knn", "mipro", "gepa"]
@@ -49,13 +48,13 @@ BUDGETS: dict[str, Budget] = {
 
 
 class Trial(BaseModel):
-    """One candidate the search scored. DSPy's optimizers score by mean ordinal closeness on val
-    (minibatch or full); knn's settings by leave-one-out qwk on train; strategies are compared by qwk
-    on the full val split."""
+    """One candidate the search scored. DSPy's optimizers score by the component's per-example metric
+    on val (minibatch or full); knn's settings by a leave-one-out proxy on train; strategies are
+    compared by the component's selection metric (qwk, item_f1) on the full val split."""
 
     strategy: str
     trial: int
-    metric: Literal["closeness", "qwk", "loo_qwk"]
+    metric: str  # "example_metric", "loo", or the selection metric's name
     score: float
     kind: Literal["full", "minibatch", "train-loo"]
     detail: str = ""
@@ -64,8 +63,9 @@ class Trial(BaseModel):
 class Candidate(BaseModel):
     strategy: str
     prompt: PromptFile
-    val_qwk: float
-    val_accuracy: float
+    metric: str
+    val_score: float
+    val_secondary: float
 
 
 class Optimization(BaseModel):
@@ -78,83 +78,78 @@ class Optimization(BaseModel):
         return next(c for c in self.candidates if c.strategy == self.winner)
 
 
-def _examples(rows: list[GraderRow], demo: bool = False) -> list[dspy.Example]:
-    return [grader.to_example(r, demo=demo) for r in rows]
+def knn_prompt(component: Component, base: PromptFile, train: list[GoldRow], k: int, keys: list[str]) -> PromptFile:
+    pool = [component.demo_record(component.to_example(r, demo=True)) for r in train]
+    return base.model_copy(update={"demos": [], "calibration": None,
+                                   "retrieval": Retrieval(k=k, keys=keys, embedder=EMBEDDER_NAME, pool=pool)})
 
 
-def knn_prompt(base: PromptFile, train: list[GraderRow], k: int, keys: list[str]) -> PromptFile:
-    pool = [grader.demo_record(e) for e in _examples(train, demo=True)]
-    return PromptFile(component=base.component, instructions=base.instructions,
-                      retrieval=Retrieval(k=k, keys=keys, embedder=EMBEDDER_NAME, pool=pool))
-
-
-def choose_retrieval(train: list[GraderRow], ks: tuple[int, ...]) -> tuple[int, list[str], list[Trial]]:
-    """Pick fields and k whose similarity-weighted neighbour vote best reproduces each train label from
-    the other train rows. No LM call and no val/test row: a cheap, honest proxy for which neighbours
-    make useful demonstrations."""
-    gold = [r.content_score for r in train]
-    records = [grader.demo_record(e) for e in _examples(train, demo=True)]
+def choose_retrieval(component: Component, train: list[GoldRow], ks: tuple[int, ...]) -> tuple[int, list[str], list[Trial]]:
+    """Pick fields and k whose nearest other train rows best reproduce each train row's label (the
+    component's leave-one-out proxy). No LM call and no val/test row: a cheap, honest proxy for which
+    neighbours make useful demonstrations."""
+    records = [component.demo_record(component.to_example(r, demo=True)) for r in train]
     trials, best = [], None
-    for keys in grader.RETRIEVAL_KEY_CHOICES:
+    for keys in component.retrieval_key_choices:
         vectors = encode([retrieval_text(r, keys) for r in records])
         similarity = vectors @ vectors.T
         np.fill_diagonal(similarity, -np.inf)
         for k in ks:
-            votes = []
-            for i in range(len(train)):
-                weight: dict[float, float] = {}
-                for j in np.argsort(similarity[i])[-k:]:
-                    weight[gold[j]] = weight.get(gold[j], 0.0) + float(similarity[i, j])
-                votes.append(max(weight, key=weight.get))
-            score = quadratic_weighted_kappa(gold, votes)
-            trials.append(Trial(strategy="knn", trial=len(trials) + 1, metric="loo_qwk", score=score, kind="train-loo",
+            neighbours = [[(int(j), float(similarity[i, j])) for j in np.argsort(similarity[i])[-k:]] for i in range(len(train))]
+            score = component.loo_score(train, neighbours)
+            trials.append(Trial(strategy="knn", trial=len(trials) + 1, metric="loo", score=score, kind="train-loo",
                                 detail=f"fields={'+'.join(keys)} k={k}"))
             if best is None or score > best[0]:
                 best = (score, k, list(keys))
     return best[1], best[2], trials
 
 
-def _prompt_of(base: PromptFile, program: dspy.Module) -> PromptFile:
-    return PromptFile(component=base.component, instructions=grader.instructions_of(program), demos=grader.demos_of(program))
+def _prompt_of(component: Component, base: PromptFile, program: dspy.Module) -> PromptFile:
+    predictor = program.predictors()[0]
+    return base.model_copy(update={"instructions": predictor.signature.instructions, "calibration": None, "retrieval": None,
+                                   "demos": [component.demo_record(d) for d in predictor.demos]})
 
 
-def run_mipro(base: PromptFile, train: list[GraderRow], val: list[GraderRow], budget: Budget, seed: int,
+def run_mipro(component: Component, base: PromptFile, train: list[GoldRow], val: list[GoldRow], budget: Budget, seed: int,
               proposer: dspy.LM) -> tuple[PromptFile, list[Trial]]:
-    optimizer = dspy.MIPROv2(metric=grader.metric, prompt_model=proposer, auto=None, num_candidates=budget.mipro_candidates,
+    optimizer = dspy.MIPROv2(metric=component.metric, prompt_model=proposer, auto=None, num_candidates=budget.mipro_candidates,
                              max_bootstrapped_demos=0, max_labeled_demos=budget.mipro_demos,
                              num_threads=1, seed=seed, verbose=False)
     program = optimizer.compile(
-        grader.build_program(base), trainset=_examples(train, demo=True), valset=_examples(val),
+        component.build_program(base), trainset=[component.to_example(r, demo=True) for r in train],
+        valset=[component.to_example(r) for r in val],
         num_trials=budget.mipro_trials, minibatch=len(val) > 35, seed=seed,
         program_aware_proposer=False, data_aware_proposer=False, fewshot_aware_proposer=True, tip_aware_proposer=True,
     )
     trials = []
     for number, log in sorted(getattr(program, "trial_logs", {}).items()):
         if "full_eval_score" in log:
-            trials.append(Trial(strategy="mipro", trial=number, metric="closeness", score=float(log["full_eval_score"]), kind="full"))
+            trials.append(Trial(strategy="mipro", trial=number, metric="example_metric", score=float(log["full_eval_score"]), kind="full"))
         elif "mb_score" in log:
-            trials.append(Trial(strategy="mipro", trial=number, metric="closeness", score=float(log["mb_score"]), kind="minibatch"))
-    return _prompt_of(base, program), trials
+            trials.append(Trial(strategy="mipro", trial=number, metric="example_metric", score=float(log["mb_score"]), kind="minibatch"))
+    return _prompt_of(component, base, program), trials
 
 
-def run_gepa(base: PromptFile, train: list[GraderRow], val: list[GraderRow], budget: Budget, seed: int,
+def run_gepa(component: Component, base: PromptFile, train: list[GoldRow], val: list[GoldRow], budget: Budget, seed: int,
              proposer: dspy.LM) -> tuple[PromptFile, list[Trial]]:
-    optimizer = dspy.GEPA(metric=grader.feedback, max_metric_calls=budget.gepa_metric_calls, reflection_lm=proposer,
+    optimizer = dspy.GEPA(metric=component.feedback, max_metric_calls=budget.gepa_metric_calls, reflection_lm=proposer,
                           reflection_minibatch_size=3, num_threads=1, track_stats=True, seed=seed, use_merge=False)
-    program = optimizer.compile(grader.build_program(base), trainset=_examples(train), valset=_examples(val))
+    program = optimizer.compile(component.build_program(base), trainset=[component.to_example(r) for r in train],
+                                valset=[component.to_example(r) for r in val])
     results = getattr(program, "detailed_results", None)
     scores = list(getattr(results, "val_aggregate_scores", []) or [])
-    trials = [Trial(strategy="gepa", trial=i + 1, metric="closeness", score=float(s), kind="full") for i, s in enumerate(scores)]
-    return _prompt_of(base, program), trials
+    trials = [Trial(strategy="gepa", trial=i + 1, metric="example_metric", score=float(s), kind="full") for i, s in enumerate(scores)]
+    return _prompt_of(component, base, program), trials
 
 
-def val_candidate(strategy: str, prompt: PromptFile, val: list[GraderRow], evaluate: Evaluate) -> Candidate:
-    preds = evaluate(prompt, val, f"{strategy} val")
-    scores = score_ordinal([r.content_score for r in val], [p.content_score for p in preds], n_boot=1)
-    return Candidate(strategy=strategy, prompt=prompt, val_qwk=scores.qwk, val_accuracy=scores.accuracy)
+def val_candidate(component: Component, strategy: str, prompt: PromptFile, val: list[GoldRow], evaluate: Evaluate) -> Candidate:
+    scores = component.score(val, evaluate(prompt, val, f"{strategy} val"), n_boot=1)
+    return Candidate(strategy=strategy, prompt=prompt, metric=component.selection_metric,
+                     val_score=getattr(scores, component.selection_metric), val_secondary=getattr(scores, component.secondary_metric))
 
 
 def optimize(
+    component: Component,
     goldset: GoldSet,
     base: PromptFile,
     optimizer: OptimizerName,
@@ -162,7 +157,7 @@ def optimize(
     seed: int,
     proposer: dspy.LM,
     evaluate: Evaluate,
-    val: list[GraderRow],
+    val: list[GoldRow],
     baseline_val: Candidate,
 ) -> Optimization:
     """Run the chosen strategies on train, score each on val, keep the best (the baseline can win).
@@ -172,17 +167,18 @@ def optimize(
     strategies: tuple[Strategy, ...] = budget.auto if optimizer == "auto" else (optimizer,)
     train = goldset.split("train")
     candidates = [baseline_val]
-    trials = [Trial(strategy="baseline", trial=0, metric="qwk", score=baseline_val.val_qwk, kind="full")]
+    metric = component.selection_metric
+    trials = [Trial(strategy="baseline", trial=0, metric=metric, score=baseline_val.val_score, kind="full")]
     for strategy in strategies:
         if strategy == "knn":
-            k, keys, found = choose_retrieval(train, budget.knn_ks)
-            prompt = knn_prompt(base, train, k, keys)
+            k, keys, found = choose_retrieval(component, train, budget.knn_ks)
+            prompt = knn_prompt(component, base, train, k, keys)
         elif strategy == "mipro":
-            prompt, found = run_mipro(base, train, val, budget, seed, proposer)
+            prompt, found = run_mipro(component, base, train, val, budget, seed, proposer)
         else:
-            prompt, found = run_gepa(base, train, val, budget, seed, proposer)
-        candidate = val_candidate(strategy, prompt, val, evaluate)
-        trials += found + [Trial(strategy=strategy, trial=len(found) + 1, metric="qwk", score=candidate.val_qwk, kind="full")]
+            prompt, found = run_gepa(component, base, train, val, budget, seed, proposer)
+        candidate = val_candidate(component, strategy, prompt, val, evaluate)
+        trials += found + [Trial(strategy=strategy, trial=len(found) + 1, metric=metric, score=candidate.val_score, kind="full")]
         candidates.append(candidate)
-    best = max(candidates, key=lambda c: (c.val_qwk, c.val_accuracy, -candidates.index(c)))
+    best = max(candidates, key=lambda c: (c.val_score, c.val_secondary, -candidates.index(c)))
     return Optimization(winner=best.strategy, candidates=candidates, trials=trials)

