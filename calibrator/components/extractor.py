@@ -9,9 +9,12 @@ The model sees the recent history only and the future up to the end of the patie
 later turns cannot change what this run asked, and every token costs a small CPU model time.
 """
 
+import re
 from typing import Any, Literal
 
 import dspy
+from pydantic import GetCoreSchemaHandler, GetJsonSchemaHandler
+from pydantic_core import core_schema
 
 from calibrator.components.base import Component, Neighbours, Prediction
 from calibrator.goldset import ExtractorRow
@@ -21,6 +24,8 @@ from calibrator.metrics import PairedComparison
 DEFAULT_FIELDS = ("symptom", "nature", "location", "severity", "trigger", "duration",
                   "allergies", "current medication", "pregnancy/breastfeeding", "age group", "chronic conditions",
                   "previous treatment")
+VALUE_CHARS = 60  # an answer in a few words; also stops a small model repeating itself inside one item
+MAX_ITEMS = 4  # a pharmacist turn asks one or two things; the cap stops a runaway list
 CONTEXT_LINES = 12  # the history the model reads: enough to tell a new question from one already answered
 DEMO_CONTEXT_LINES = 2
 
@@ -32,6 +37,25 @@ class ExtractTarget(dspy.Signature):
     future: str = dspy.InputField(desc="what happened next: the pharmacist's turn, then the patient's reply if there was one")
     decision: Literal["continue", "stop"] = dspy.OutputField(desc="stop when no patient line follows the pharmacist's turn, else continue")
     target_info: list[str] = dspy.OutputField(desc="each thing the pharmacist's turn asked for, as `field: value` with the patient's answer as value; [] when stop")
+
+
+def items_type(fields: list[str] | tuple[str, ...]) -> type[list]:
+    """list[str] whose JSON schema pins each item to `<known field>: <short value>`, so engines that decode
+    against the schema (llama.cpp, vLLM, OpenAI) can only name fields of the vocabulary. Parsing stays
+    lenient: an answer from an engine without schema decoding is scored, not rejected."""
+    alternatives = "|".join(re.escape(f).replace("\\ ", " ") for f in fields)
+    pattern = rf"^({alternatives}): [^;:|\[\]{{}}]{{1,{VALUE_CHARS}}}$"
+
+    class FieldItems(list):
+        @classmethod
+        def __get_pydantic_core_schema__(cls, source: Any, handler: GetCoreSchemaHandler) -> core_schema.CoreSchema:
+            return core_schema.list_schema(core_schema.str_schema())
+
+        @classmethod
+        def __get_pydantic_json_schema__(cls, schema: core_schema.CoreSchema, handler: GetJsonSchemaHandler) -> dict[str, Any]:
+            return {"type": "array", "items": {"type": "string", "pattern": pattern}, "maxItems": MAX_ITEMS}
+
+    return FieldItems
 
 
 class ExtractorPrediction(Prediction):
@@ -91,9 +115,10 @@ class Extractor(Component):
         return {"decision": row.decision, "target_info": list(row.target_info)}
 
     def signature_for(self, prompt: Any) -> type[dspy.Signature]:
-        fields = ", ".join(prompt.fields or DEFAULT_FIELDS)
+        fields = prompt.fields or DEFAULT_FIELDS
         described = self.signature.output_fields["target_info"].json_schema_extra["desc"]
-        return super().signature_for(prompt).with_updated_fields("target_info", desc=f"{described}; field is one of: {fields}")
+        return super().signature_for(prompt).with_updated_fields(
+            "target_info", type_=items_type(fields), desc=f"{described}; field is one of: {', '.join(fields)}")
 
     def parse(self, out: dspy.Prediction) -> ExtractorPrediction:
         decision = str(out.get("decision") or "").strip().lower()
