@@ -66,7 +66,8 @@ def _read_done(paths: Iterable[Path]) -> dict[str, TrainingSample]:
     return done
 
 
-def _extract_one(program: dspy.Module, sample: Sample) -> TrainingSample:
+def extract_one(program: dspy.Module, sample: Sample) -> TrainingSample:
+    """The sample with its extracted target; a failure is recorded on it, never raised."""
     fields = {"id": sample.id, "session_id": sample.session_id, "context": sample.context, "future": sample.future,
               "decision": sample.decision}
     if sample.decision == "stop":
@@ -91,7 +92,7 @@ def extract_samples(samples: list[Sample], prompt: PromptFile, out: Path, *, sho
     extracted = failed = 0
     with open(partial, "a", encoding="utf-8") as f:
         for sample in tqdm(todo, desc="extract", unit="sample", disable=not show_progress or not todo, dynamic_ncols=True):
-            record = records[sample.id] = _extract_one(program, sample)
+            record = records[sample.id] = extract_one(program, sample)
             extracted += sample.decision == "continue"
             failed += record.error is not None
             f.write(record.model_dump_json() + "\n")

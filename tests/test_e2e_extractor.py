@@ -1,0 +1,110 @@
+"""The extractor end to end on the embedded model: a smoke calibration run, and `extract` over a RealMedConv
+file with malformed lines, killed half-way and resumed."""
+
+import csv
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+pytestmark = pytest.mark.slow
+
+METRICS = ("item_precision", "item_recall", "item_f1", "decision_accuracy", "parse_failure_rate")
+
+
+def calibrator(*args: str, tmp: Path) -> subprocess.CompletedProcess:
+    cmd = [sys.executable, "-m", "calibrator", *args, "--cache-dir", str(tmp / "cache"), "--no-progress"]
+    return subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=1200)
+
+
+def test_smoke_run_writes_the_same_artifact_set_as_the_grader(tmp_path):
+    done = calibrator("run", "--component", "extractor", "--budget", "smoke", "--out", str(tmp_path / "reports"),
+                      "--save-prompt", str(tmp_path / "extractor.calibrated.yaml"), tmp=tmp_path)
+    assert done.returncode == 0, done.stderr
+    [folder] = sorted((tmp_path / "reports").iterdir())
+    assert {p.name for p in folder.iterdir()} == {"run.json", "predictions.csv", "index.html", "prompt.calibrated.yaml"}
+    rec = json.loads((folder / "run.json").read_text())
+    assert rec["component"] == "extractor" and rec["comparison"]["metric"] == "item_f1"
+    for side in ("baseline", "calibrated"):
+        for split in ("val", "test"):
+            scores = rec[side][split]
+            for name in METRICS:
+                assert name in scores and len(scores[f"{name}_ci"]) == 2
+    with open(folder / "predictions.csv", newline="") as f:
+        rows = list(csv.DictReader(f))
+    assert {"id", "split", "gold_decision", "baseline_decision", "calibrated_decision", "gold_items", "calibrated_items"} <= set(rows[0])
+    test_rows = [r for r in rows if r["split"] == "test"]
+    assert sum(map(sum, rec["calibrated"]["test"]["decision_confusion"])) == sum(r["calibrated_decision"] != "" for r in test_rows)
+    saved = (tmp_path / "extractor.calibrated.yaml").read_text()
+    assert "component: extractor" in saved and "item_f1" in saved and "fields:" in saved
+
+
+def session(sid: str, *turns: tuple[str, str]) -> str:
+    return json.dumps({"session_id": sid, "diagn": "cold", "messages": [{"role": r, "content": c} for r, c in turns]})
+
+
+def realmedconv(path: Path, n_long: int) -> Path:
+    lines = [
+        session("greet", ("assistant", "Hello, how can I help?"), ("user", "I have a sore throat"),
+                ("assistant", "How long have you had it?"), ("user", "Two days"),
+                ("assistant", "Any allergies?"), ("assistant", "To medicines, I mean."), ("user", "No"),
+                ("assistant", "<med_search>")),
+        "{not json",
+        session("badrole", ("doctor", "hi"), ("user", "hello")),
+        json.dumps({"session_id": "empty", "messages": []}),
+        session("pairs", ("user", "My son has a cough"), ("user", "He is 6"), ("assistant", "Is it dry or chesty?"),
+                ("user", "Dry"), ("assistant", "Try honey and lemon."), ("assistant", "See the GP if it lasts 3 weeks.")),
+    ]
+    for i in range(n_long):
+        turns = [("user", f"I've had heartburn for {i + 2} days")]
+        for question, answer in [("Does it come after meals?", "Yes, after dinner"), ("Are you taking anything else?", "No"),
+                                 ("Are you pregnant?", "No")]:
+            turns += [("assistant", question), ("user", answer)]
+        turns.append(("assistant", "<med_search>"))
+        lines.append(session(f"long{i}", *turns))
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+def test_extract_segments_reports_bad_lines_and_resumes_after_a_kill(tmp_path):
+    logs = realmedconv(tmp_path / "sessions.jsonl", n_long=4)
+    out = tmp_path / "samples.jsonl"
+    partial = tmp_path / "samples.jsonl.partial"
+    args = ["extract", "--logs", str(logs), "--out", str(out), "--prompt", str(ROOT / "prompts/extractor.yaml")]
+    cmd = [sys.executable, "-m", "calibrator", *args, "--cache-dir", str(tmp_path / "cache"), "--no-progress"]
+    proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 600
+    while time.time() < deadline and proc.poll() is None:
+        if partial.exists() and len(partial.read_text().splitlines()) >= 3:
+            break
+        time.sleep(0.2)
+    assert proc.poll() is None, "extract finished before it could be killed"
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.communicate(timeout=60)
+    assert not out.exists()
+    before = len(partial.read_text().splitlines())
+
+    done = calibrator(*args, tmp=tmp_path)
+    assert done.returncode == 0, done.stderr
+    for line in (2, 3, 4):
+        assert f"sessions.jsonl, line {line}:" in done.stderr
+    assert "3 skipped" in done.stdout
+    assert f"{before} from an earlier run" in done.stdout or f"{before - 1} from an earlier run" in done.stdout
+    records = [json.loads(line) for line in out.read_text().splitlines()]
+    ids = [r["id"] for r in records]
+    assert len(ids) == len(set(ids)) == 3 + 2 + 4 * 4  # greet: 3 runs after the greeting; pairs: 2; long: 4 each
+    greet = {r["id"]: r for r in records if r["session_id"] == "greet"}
+    assert [greet[f"greet_{k}"]["decision"] for k in range(3)] == ["continue", "continue", "stop"]
+    assert len(greet["greet_1"]["context"]) == 4  # the full history, greeting included
+    assert [m["content"] for m in greet["greet_1"]["future"][:2]] == ["Any allergies?", "To medicines, I mean."]
+    assert greet["greet_2"]["future"] == [{"role": "assistant", "content": "<med_search>"}] and greet["greet_2"]["target_info"] == []
+    pairs = {r["id"]: r for r in records if r["session_id"] == "pairs"}
+    assert [m["content"] for m in pairs["pairs_0"]["context"]] == ["My son has a cough", "He is 6"]
+    assert pairs["pairs_1"]["decision"] == "stop" and len(pairs["pairs_1"]["future"]) == 2
+    assert not partial.exists()

@@ -1,0 +1,225 @@
+"""The extractor's pure parts: gold rows, the item matcher and metrics, parsing, the optimizers' metric, and
+the resumable extract loop (driven by DSPy's DummyLM; the real-LM path is in test_e2e)."""
+
+import csv
+import json
+from pathlib import Path
+
+import dspy
+import numpy as np
+import pytest
+from dspy.utils.dummies import DummyLM
+from pydantic import TypeAdapter
+
+from calibrator.cli import main
+from calibrator.components.extractor import DEFAULT_FIELDS, EXTRACTOR, MAX_ITEMS, items_type, observed_future
+from calibrator.extract import extract_samples, partial_path
+from calibrator.goldset import ExtractorRow, GoldSetError, load_goldset
+from calibrator.items import match_items, normalise, paired_items, score_items, value_overlap
+from calibrator.logs import Message, Sample
+from calibrator.prompt import load_prompt
+
+ROOT = Path(__file__).resolve().parents[1]
+SHIPPED = ROOT / "goldsets" / "extractor.csv"
+HEADER = ["id", "context", "future", "target_info", "decision", "note"]
+
+
+def write(path: Path, rows: list[dict]) -> Path:
+    with open(path, "w", newline="", encoding="utf-8") as f:
+        writer = csv.DictWriter(f, fieldnames=HEADER, extrasaction="ignore")
+        writer.writeheader()
+        writer.writerows(rows)
+    return path
+
+
+def good(**changes: str) -> dict:
+    row = {"id": "x1", "context": "patient: I've got a cough", "future": "pharmacist: How long?\npatient: three days",
+           "target_info": "duration: three days", "decision": "continue"}
+    return row | changes
+
+
+# ---- gold set -------------------------------------------------------------------------------------------
+
+def test_shipped_goldset_has_both_decisions_in_every_split():
+    gold = load_goldset(SHIPPED, ExtractorRow)
+    assert len(gold.rows) >= 40
+    for split in ("train", "val", "test"):
+        assert {r.decision for r in gold.split(split)} == {"continue", "stop"}
+    assert all(r.target_info == [] for r in gold.rows if r.decision == "stop")
+
+
+@pytest.mark.parametrize("changes, column, words", [
+    ({"decision": "stop"}, "decision", "patient"),  # a patient line follows the run
+    ({"future": "pharmacist: Take this twice a day."}, "decision", "no `patient:` line"),
+    ({"future": "pharmacist: Take this.", "decision": "stop"}, "decision", "no target_info"),
+    ({"target_info": ""}, "decision", "at least one"),
+    ({"future": "patient: hello"}, "future", "start with the pharmacist"),
+    ({"context": "pharmacist: Hello, how can I help?"}, "context", "no `patient:` line"),
+    ({"decision": "maybe"}, "decision", "`continue` or `stop`"),
+    ({"target_info": "duration"}, "target_info", "not `field: value`"),
+])
+def test_bad_extractor_rows_name_row_and_column(tmp_path, changes, column, words):
+    path = write(tmp_path / "e.csv", [good(id="ok"), good(**changes)])
+    with pytest.raises(GoldSetError) as e:
+        load_goldset(path, ExtractorRow)
+    [problem] = e.value.problems
+    assert (problem.row, problem.column) == (3, column)
+    assert words in problem.message
+
+
+def test_cli_reports_extractor_goldset_problems_and_runs_nothing(tmp_path, capsys):
+    path = write(tmp_path / "e.csv", [good(decision="stop")])
+    assert main(["eval", "--component", "extractor", "--goldset", str(path), "--out", str(tmp_path / "r")]) == 2
+    assert "row 2, column 'decision'" in capsys.readouterr().err
+    assert not (tmp_path / "r").exists()
+
+
+def test_cli_refuses_a_prompt_of_the_other_component(tmp_path, capsys):
+    code = main(["eval", "--component", "extractor", "--prompt", str(ROOT / "prompts/grader.yaml"), "--out", str(tmp_path)])
+    assert code == 2 and "is a grader prompt" in capsys.readouterr().err
+
+
+# ---- matcher and metrics ------------------------------------------------------------------------------
+
+def test_matcher_normalises_and_needs_the_same_field():
+    assert normalise("  Duration:  About THREE days!! ") == "duration about three days"
+    assert value_overlap("about three days", "three days") == pytest.approx(0.8)
+    assert match_items(["Duration: about three days"], ["duration: three days."]) == [(0, 0)]
+    assert match_items(["duration: three days"], ["severity: three days"]) == []
+    assert match_items(["duration: three days"], ["duration: since monday"]) == []
+    # one-to-one: a repeated prediction earns one match, the best overlap wins
+    assert match_items(["allergies: none"], ["allergies: none at all", "allergies: none"]) == [(0, 1)]
+    assert match_items(["pregnancy/breastfeeding: breastfeeding"], ["pregnancy / breastfeeding: yes, breastfeeding"]) == [(0, 0)]
+
+
+def test_item_scores_by_hand():
+    gold = [(["duration: three days", "allergies: none"], "continue"), (["age group: child"], "continue"), ([], "stop"), ([], "stop")]
+    pred = [(["duration: since monday", "allergies: none"], "continue"),  # 1 of 2 match
+            (["age group: a child", "symptom: cough"], "continue"),  # 1 match, 1 invented
+            ([], "stop"),  # clean stop
+            (None, None)]  # parse failure: no items, wrong decision
+    s = score_items(gold, pred, seed=1)
+    assert (s.n, s.n_parsed, s.n_stop) == (4, 3, 2)
+    assert s.item_precision == pytest.approx(2 / 4) and s.item_recall == pytest.approx(2 / 3)
+    assert s.item_f1 == pytest.approx(2 * 0.5 * (2 / 3) / (0.5 + 2 / 3))
+    assert s.decision_accuracy == pytest.approx(3 / 4) and s.parse_failure_rate == pytest.approx(0.25)
+    assert s.no_invention_rate == pytest.approx(1.0)
+    assert s.decision_confusion == [[2, 0], [0, 1]]
+    assert s.per_field["duration"].gold == 1 and s.per_field["duration"].matched == 0
+    assert s.per_field["symptom"].predicted == 1 and s.per_field["symptom"].precision == 0
+    for name in ("item_precision", "item_recall", "item_f1", "decision_accuracy"):
+        low, high = getattr(s, f"{name}_ci")
+        assert low <= getattr(s, name) <= high
+
+
+def test_no_prediction_scores_zero_and_no_stop_samples_give_no_invention_rate():
+    s = score_items([(["duration: a week"], "continue")], [([], "continue")])
+    assert (s.item_precision, s.item_recall, s.item_f1) == (0.0, 0.0, 0.0)
+    assert s.no_invention_rate is None and s.no_invention_rate_ci is None
+
+
+def test_paired_items_verdict():
+    rng = np.random.default_rng(0)
+    gold = [([f"duration: {i} days"], "continue") for i in range(30)]
+    same = [([f"duration: {i} days"], "continue") if rng.random() < 0.5 else ([], "continue") for i in range(30)]
+    assert paired_items(gold, same, same).verdict == "no significant change"
+    perfect = [(items, d) for items, d in gold]
+    better = paired_items(gold, [([], "continue")] * 30, perfect)
+    assert better.verdict == "improved" and better.delta == pytest.approx(1.0)
+    assert paired_items(gold[:5], same[:5], perfect[:5]).verdict == "too few examples"
+
+
+# ---- component ------------------------------------------------------------------------------------------
+
+def test_observed_future_stops_after_the_patient_reply():
+    future = "pharmacist: How long?\npharmacist: And any fever?\npatient: a week\npatient: no fever\npharmacist: OK.\npatient: thanks"
+    assert observed_future(future) == "pharmacist: How long?\npharmacist: And any fever?\npatient: a week\npatient: no fever"
+    assert observed_future("pharmacist: Take two a day.") == "pharmacist: Take two a day."
+
+
+def test_items_schema_pins_the_vocabulary_but_parsing_stays_lenient():
+    adapter = TypeAdapter(items_type(DEFAULT_FIELDS))
+    schema = adapter.json_schema()
+    assert schema["maxItems"] == MAX_ITEMS and "current medication" in schema["items"]["pattern"]
+    assert adapter.validate_python(["anything at all"]) == ["anything at all"]
+
+
+def test_parse_metric_and_feedback():
+    assert EXTRACTOR.parse(dspy.Prediction(decision=" Stop ", target_info=[])).decision == "stop"
+    parsed = EXTRACTOR.parse(dspy.Prediction(decision="continue", target_info="duration: 3 days; allergies: none"))
+    assert parsed.target_info == ["duration: 3 days", "allergies: none"]
+    assert EXTRACTOR.parse(dspy.Prediction(decision="maybe", target_info=[])).error.startswith("parse:")
+    example = dspy.Example(decision="continue", target_info=["duration: three days"])
+    assert EXTRACTOR.metric(example, dspy.Prediction(decision="continue", target_info=["duration: three days"])) == 1.0
+    assert EXTRACTOR.metric(example, dspy.Prediction(decision="stop", target_info=[])) == 0.0
+    assert EXTRACTOR.metric(example, dspy.Prediction(decision="continue", target_info=["age group: adult"])) == 0.5
+    stop = dspy.Example(decision="stop", target_info=[])
+    assert EXTRACTOR.metric(stop, dspy.Prediction(decision="stop", target_info=[])) == 1.0
+    assert EXTRACTOR.metric(stop, dspy.Prediction(decision="stop", target_info=["allergies: none"])) == 0.5
+    text = EXTRACTOR.feedback(example, dspy.Prediction(decision="continue", target_info=["age group: adult"])).feedback
+    assert "missed: duration: three days" in text and "not asked by the pharmacist: age group: adult" in text
+
+
+def test_fields_come_from_the_prompt_file():
+    prompt = load_prompt(ROOT / "prompts/extractor.yaml").model_copy(update={"fields": ["sputum colour"]})
+    signature = EXTRACTOR.signature_for(prompt)
+    assert "sputum colour" in signature.output_fields["target_info"].json_schema_extra["desc"]
+    assert "allergies" not in signature.output_fields["target_info"].json_schema_extra["desc"]
+
+
+def test_loo_score_rewards_neighbours_with_the_same_fields_and_decision():
+    rows = load_goldset(SHIPPED, ExtractorRow).rows
+    same = [r for r in rows if r.decision == "stop"][:3]
+    neighbours = [[((i + 1) % 3, 0.9)] for i in range(3)]
+    assert EXTRACTOR.loo_score(same, neighbours) == 1.0
+
+
+# ---- extract: resumable, never truncated -----------------------------------------------------------------
+
+def samples(n: int) -> list[Sample]:
+    out = []
+    for i in range(n):
+        context = [Message(role="user", content=f"I have had a cough for {i} days")]
+        future = [Message(role="assistant", content="Any allergies?"), Message(role="user", content="none")]
+        out.append(Sample(id=f"s{i}_0", session_id=f"s{i}", context=context, future=future, decision="continue"))
+    out.append(Sample(id="s_stop_1", session_id="s_stop", context=out[0].context,
+                      future=[Message(role="assistant", content="<med_search>")], decision="stop"))
+    return out
+
+
+class Dies(DummyLM):
+    """Answers like an LM, then dies like a killed process after `calls` answers."""
+
+    def __init__(self, calls: int):
+        super().__init__([{"decision": "continue", "target_info": ["allergies: none"]}] * 50)
+        self.left = calls
+        self.made = 0
+
+    def forward(self, *args, **kwargs):
+        if self.left == 0:
+            raise KeyboardInterrupt
+        self.left -= 1
+        self.made += 1
+        return super().forward(*args, **kwargs)
+
+
+def test_extract_resumes_without_redoing_or_duplicating(tmp_path):
+    prompt = load_prompt(ROOT / "prompts/extractor.yaml")
+    out, todo = tmp_path / "samples.jsonl", samples(5)
+    with dspy.context(lm=Dies(3), adapter=dspy.ChatAdapter()), pytest.raises(KeyboardInterrupt):
+        extract_samples(todo, prompt, out, show_progress=False)
+    assert not out.exists() and len(partial_path(out).read_text().splitlines()) == 3
+    with open(partial_path(out), "a") as f:
+        f.write('{"id": "s3_0", "session_id": "s3", "conte')  # a line torn by the kill
+    second = Dies(100)
+    with dspy.context(lm=second, adapter=dspy.ChatAdapter()):
+        summary = extract_samples(todo, prompt, out, show_progress=False)
+    assert second.made == 2 and (summary.reused, summary.extracted, summary.stops) == (3, 2, 1)
+    records = [json.loads(line) for line in out.read_text().splitlines()]
+    assert [r["id"] for r in records] == [s.id for s in todo]
+    assert records[0]["target_info"] == ["allergies: none"] and records[0]["context"][0]["role"] == "user"
+    assert records[-1] == records[-1] | {"decision": "stop", "target_info": []}
+    assert not partial_path(out).exists()
+    third = Dies(0)
+    with dspy.context(lm=third, adapter=dspy.ChatAdapter()):
+        assert extract_samples(todo, prompt, out, show_progress=False).reused == len(todo)
