@@ -5,11 +5,12 @@ Each strategy turns the baseline prompt plus the train split into a candidate pr
   which input fields to compare and how many neighbours to show are chosen without any LM call, by
   leave-one-out agreement of the neighbours' labels within the train split;
 - mipro: DSPy MIPROv2, Optuna TPE over proposed instructions x labelled demo sets;
-- gepa: DSPy GEPA, reflective instruction evolution driven by ordinal feedback.
+- gepa: DSPy GEPA, reflective instruction evolution driven by the component's feedback (which way a score
+  was off; which items were missed or invented).
 `auto` runs the strategies the budget affords and keeps whichever (baseline included) scores best on val.
 """
 
-from typing import Any, Literal
+from typing import Literal
 
 import dspy
 import numpy as np

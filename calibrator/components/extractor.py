@@ -44,7 +44,7 @@ def items_type(fields: list[str] | tuple[str, ...]) -> type[list]:
     against the schema (llama.cpp, vLLM, OpenAI) can only name fields of the vocabulary. Parsing stays
     lenient: an answer from an engine without schema decoding is scored, not rejected."""
     alternatives = "|".join(re.escape(f).replace("\\ ", " ") for f in fields)
-    pattern = rf"^({alternatives}): [^;:|\[\]{{}}]{{1,{VALUE_CHARS}}}$"
+    pattern = rf"^({alternatives}): [^;:|]{{1,{VALUE_CHARS}}}$"
 
     class FieldItems(list):
         @classmethod
