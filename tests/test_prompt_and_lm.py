@@ -264,8 +264,8 @@ def test_predictions_csv_never_writes_a_live_formula():
     from calibrator.goldset import GraderRow
     from calibrator.runs import predictions_csv
 
-    row = GraderRow(id="=HYPERLINK(1)", context="patient: hi", target_info=["age: adult"], candidate="Who?", content_score=1)
+    row = GraderRow(id="=HYPERLINK(1)", context="patient: hi", target_info=["age: adult"], candidate="-1+1", content_score=1)
     text = predictions_csv(GRADER, [(row, "test")], {"baseline": {row.id: GraderPrediction(error="@SUM(A1)")}})
     line = text.splitlines()[1]
-    assert line.startswith("'=HYPERLINK(1),test,1,,")
+    assert line.startswith("'=HYPERLINK(1),test,patient: hi,age: adult,'-1+1,1,,")
     assert line.endswith("'@SUM(A1)")

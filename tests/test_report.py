@@ -1,0 +1,116 @@
+"""The HTML report and the review export, on run folders written by the real scoring and writing code
+(tests/synthetic_run.py) with made-up predictions; the browser test opens them in headless Chromium."""
+
+import csv
+import json
+import re
+from pathlib import Path
+
+import openpyxl
+import pytest
+from markupsafe import escape
+from browser import chromium_available, open_page
+from synthetic_run import make_run
+
+from calibrator.cli import main
+from calibrator.goldset import load_goldset
+from calibrator.report.view import get_path
+
+ATTACKS = ("<script>alert(1)</script>", '"><img src=x onerror=alert(1)>')
+NUMBER = re.compile(r'<span class="n" data-path="([^"]+)" data-value="([^"]*)">([^<]*)</span>')
+CELL = re.compile(r'<td data-side="(\w+)" data-gold="([^"]+)" data-pred="([^"]+)" data-count="(\d+)"')
+
+
+@pytest.mark.parametrize("component", ["grader", "extractor"])
+@pytest.mark.parametrize("attack", ATTACKS)
+def test_user_text_appears_only_escaped(tmp_path, component, attack):
+    folder = make_run(tmp_path, component=component, text=attack)
+    for page in (folder / "index.html", tmp_path / "index.html"):
+        text = page.read_text()
+        assert attack not in text and "<img src=x" not in text and "<script>alert" not in text
+    assert str(escape(attack)) in (folder / "index.html").read_text()
+    assert (folder / "index.html").read_text().count("<script>") == 1  # only the report's own sorting script
+
+
+@pytest.mark.parametrize("component", ["grader", "extractor"])
+def test_every_number_equals_run_json(tmp_path, component):
+    folder = make_run(tmp_path, component=component, seed=3)
+    record = json.loads((folder / "run.json").read_text())
+    found = NUMBER.findall((folder / "index.html").read_text())
+    paths = {p for p, _, _ in found}
+    main_metric = "qwk" if component == "grader" else "item_f1"
+    assert {f"calibrated.test.{main_metric}", f"baseline.val.{main_metric}_ci.0", "usage.lm_calls", "wall_seconds"} <= paths
+    for path, value, shown in found:
+        expected = get_path(record, path)
+        assert float(value) == pytest.approx(expected, abs=1e-12), path
+        digits = len(shown.split(".")[1]) if "." in shown else 0
+        assert shown == f"{expected:.{digits}f}", path
+
+
+@pytest.mark.parametrize("component", ["grader", "extractor"])
+def test_confusion_counts_equal_predictions_csv(tmp_path, component):
+    folder = make_run(tmp_path, component=component, seed=5, n_test=40)
+    with open(folder / "predictions.csv", newline="") as f:
+        test_rows = [r for r in csv.DictReader(f) if r["split"] == "test"]
+    record = json.loads((folder / "run.json").read_text())
+    labels = ["0", "0.5", "1"] if component == "grader" else ["continue", "stop"]
+    cells = CELL.findall((folder / "index.html").read_text())
+    assert len(cells) == 2 * len(labels) * (len(labels) + 1)
+    for side, gold, pred, count in cells:
+        gold_col, pred_col = ("gold", side) if component == "grader" else ("gold_decision", f"{side}_decision")
+        norm = (lambda v: f"{float(v):g}" if v else "unparsed") if component == "grader" else (lambda v: v or "unparsed")
+        expected = sum(1 for r in test_rows if norm(r[gold_col]) == gold and norm(r[pred_col]) == pred)
+        assert int(count) == expected, (side, gold, pred)
+        if pred != "unparsed":
+            table = record[side]["test"]["confusion" if component == "grader" else "decision_confusion"]
+            assert table[labels.index(gold)][labels.index(pred)] == expected
+
+
+def test_banners_for_a_small_test_split_and_parse_failures(tmp_path):
+    small = make_run(tmp_path, n_test=6, seed=7)
+    text = (small / "index.html").read_text()
+    assert "too few for any verdict" in text
+    assert 'role="alert"' in text
+
+
+def test_index_lists_every_run_with_a_trend_per_component(tmp_path):
+    make_run(tmp_path, component="grader", seed=1, run_id="20261124-000001-grader-run-0001")
+    make_run(tmp_path, component="grader", seed=2, run_id="20261124-000002-grader-run-0002")
+    make_run(tmp_path, component="extractor", seed=3, run_id="20261124-000003-extractor-run-0003")
+    text = (tmp_path / "index.html").read_text()
+    for run_id in ("0001", "0002", "0003"):
+        assert f'href="20261124-00000{run_id[-1]}-' in text
+    assert text.count("<svg") == 2 and "grader: held-out qwk per run" in text and "extractor: held-out item_f1 per run" in text
+
+
+@pytest.mark.parametrize("component", ["grader", "extractor"])
+def test_review_export_is_text_only_and_loads_back_as_gold_rows(tmp_path, component):
+    folder = make_run(tmp_path, component=component, text="=1+1 ", seed=2)
+    out = tmp_path / "review.xlsx"
+    assert main(["review", str(folder), "-o", str(out)]) == 0
+    sheet = openpyxl.load_workbook(out).active
+    header = [c.value for c in sheet[1]]
+    assert header[-2:] == ["adjudicated_label", "adjudication_note"]
+    rows = list(sheet.iter_rows(min_row=2))
+    assert rows and all(c.data_type != "f" for row in rows for c in row)
+    assert rows[0][0].value.startswith("=1+1")  # the literal text, kept as text
+    if component == "grader":
+        gold = load_goldset(out)  # the gold-set loader reads the export as gold rows (formula-looking text is text)
+        assert len(gold.rows) == len(rows)
+
+
+def test_review_refuses_a_folder_that_is_not_a_run(tmp_path, capsys):
+    assert main(["review", str(tmp_path), "-o", str(tmp_path / "r.xlsx")]) == 2
+    assert "not a run folder" in capsys.readouterr().err
+
+
+@pytest.mark.skipif(not chromium_available(), reason="Debian's chromium is not installed (.ci/run installs it)")
+@pytest.mark.parametrize("component", ["grader", "extractor"])
+def test_report_opens_in_headless_chromium_without_errors_or_network(tmp_path, component):
+    folder = make_run(tmp_path, component=component, text=ATTACKS[1])
+    for page in (folder / "index.html", tmp_path / "index.html"):
+        shot = page.with_suffix(".png")
+        report = open_page(page, shot)
+        assert report.console_errors == [] and report.page_errors == [], report
+        assert report.external_requests == []
+        assert shot.stat().st_size > 10_000
