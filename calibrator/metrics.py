@@ -332,6 +332,6 @@ def describe(c: PairedComparison) -> str:
     examples = "example" if c.n == 1 else "examples"
     low, high = c.delta_ci
     return (
-        f"{c.metric} {c.baseline:.2f} -> {c.calibrated:.2f} on {c.n} held-out {examples}, "
+        f"{c.metric} {c.baseline:.2f} → {c.calibrated:.2f} on {c.n} held-out {examples}, "
         f"{c.delta:+.2f}, {c.confidence * 100:g}% CI [{low:+.2f}, {high:+.2f}]: {c.verdict}"
     )

@@ -17,10 +17,12 @@ from calibrator.report.render import write_index, write_report
 FIELDS = ("duration", "allergies", "age group", "severity")
 
 
-def _rows(component: str, n: int, text: str, rng: random.Random) -> list:
+def _rows(component: str, n: int, text: str, rng: random.Random, turns: int) -> list:
     rows = []
     for i in range(n):
-        context = f"patient: {text} my cough {i}\npharmacist: {text} how long?\npatient: {text} days"
+        lines = [f"patient: {text} I have had a dry tickly cough for a while now, it is worse at night {i}",
+                 f"pharmacist: {text} I'm sorry to hear that. How long has it been going on for, roughly?"]
+        context = "\n".join(lines[j % 2] for j in range(turns - 1)) + f"\npatient: {text} about {i} days"
         if component == "grader":
             rows.append(GraderRow(id=f"{text}r{i}", context=context, target_info=[f"duration: {text} {i} days"],
                                   candidate=f"{text} How long has it lasted?", content_score=rng.choice((0.0, 0.5, 1.0)),
@@ -46,11 +48,11 @@ def _predict(component: str, row, rng: random.Random, skill: float, text: str):
 
 
 def make_run(parent: Path, *, component: str = "grader", n_val: int = 12, n_test: int = 20, text: str = "",
-             seed: int = 0, run_id: str | None = None) -> Path:
+             seed: int = 0, run_id: str | None = None, turns: int = 3) -> Path:
     """A finished run folder under `parent` (run.json, predictions.csv, index.html) and parent/index.html."""
     rng = random.Random(seed)
     c = COMPONENTS[component]
-    val, test = _rows(component, n_val, text, rng), _rows(component, n_test, text + "t", rng)
+    val, test = _rows(component, n_val, text, rng, turns), _rows(component, n_test, text + "t", rng, turns)
     preds = {side: {r.id: _predict(component, r, rng, skill, text) for r in val + test}
              for side, skill in (("baseline", 0.4), ("calibrated", 0.7))}
     scores = {side: {name: c.score(rows, [preds[side][r.id] for r in rows], seed=seed) for name, rows in (("val", val), ("test", test))}

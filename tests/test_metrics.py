@@ -328,7 +328,7 @@ def test_describe_improvement():
         verdict="improved",
     )
     assert describe(c) == (
-        "qwk 0.41 -> 0.63 on 20 held-out examples, +0.22, 95% CI [+0.08, +0.35]: improved"
+        "qwk 0.41 → 0.63 on 20 held-out examples, +0.22, 95% CI [+0.08, +0.35]: improved"
     )
 
 
@@ -344,7 +344,7 @@ def test_describe_negative_delta_and_confidence():
         confidence=0.9,
     )
     assert describe(c) == (
-        "mae 0.30 -> 0.10 on 1 held-out example, -0.20, 90% CI [-0.30, +0.05]: too few examples"
+        "mae 0.30 → 0.10 on 1 held-out example, -0.20, 90% CI [-0.30, +0.05]: too few examples"
     )
 
 

@@ -114,3 +114,15 @@ def test_report_opens_in_headless_chromium_without_errors_or_network(tmp_path, c
         assert report.console_errors == [] and report.page_errors == [], report
         assert report.external_requests == []
         assert shot.stat().st_size > 10_000
+
+
+def test_human_ceiling_is_shown_when_annotators_agree_or_not(tmp_path):
+    from calibrator.report.render import write_report
+
+    folder = make_run(tmp_path, seed=4)
+    record = json.loads((folder / "run.json").read_text())
+    record["goldset"] |= {"annotators": ["alice", "bob"], "human_qwk": 0.71, "human_n": 30}
+    (folder / "run.json").write_text(json.dumps(record))
+    text = write_report(folder).read_text()
+    assert "human ceiling" in text and "alice, bob" in text
+    assert ("goldset.human_qwk", "0.71", "0.71") in NUMBER.findall(text)
