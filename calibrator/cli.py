@@ -39,7 +39,7 @@ def _parser() -> argparse.ArgumentParser:
 
     top = argparse.ArgumentParser(prog="python -m calibrator", description=__doc__, epilog=EPILOG,
                                   formatter_class=argparse.RawDescriptionHelpFormatter)
-    commands = top.add_subparsers(dest="command", required=True, metavar="{run,eval,extract,review}")
+    commands = top.add_subparsers(dest="command", required=True, metavar="{run,eval,extract,review,goldset}")
 
     def lm_flags(p: argparse.ArgumentParser) -> None:
         p.add_argument("--lm", default="local", metavar="SPEC", help=SPEC_HELP)
@@ -94,6 +94,40 @@ def _parser() -> argparse.ArgumentParser:
                                          "gold-set column contract, ready to be filled and fed back as gold rows.")
     rv.add_argument("run_dir", type=Path, metavar="RUN_DIR", help="a run folder, e.g. reports/<run-id>")
     rv.add_argument("-o", "--output", type=Path, default=Path("review.xlsx"), help="review.xlsx (default) or a .csv")
+
+    gs = commands.add_parser("goldset", help="make, add to, check and describe gold sets as spreadsheets",
+                             description="Gold sets are spreadsheets people fill in: get a template, add the filled file, "
+                                         "check a file, describe the gold set, or list labels worth a second look.")
+    tasks = gs.add_subparsers(dest="task", required=True, metavar="{template,add,validate,stats,audit}")
+    component = {"choices": COMPONENT_NAMES, "default": "grader", "help": "which component's gold set (default: grader)"}
+    t = tasks.add_parser("template", help="write an .xlsx template: data sheet with dropdowns, instructions sheet with the rubric")
+    t.add_argument("--component", **component)
+    t.add_argument("-o", "--output", type=Path, required=True, help="the .xlsx to write")
+    a = tasks.add_parser("add", help="validate a filled spreadsheet and merge it into goldsets/<component>.csv",
+                         description="Validate every row of FILE (.xlsx: every sheet with the contract's header, or --sheet; or .csv). "
+                                     "If any row is bad, nothing is written and every problem is listed. Otherwise new rows are "
+                                     "appended, rows with a known id and changed labels are updated (this is how an adjudicated "
+                                     "review.xlsx comes back), rows already present are skipped, and the previous file is kept "
+                                     "as <name>.csv.bak.")
+    a.add_argument("file", type=Path, metavar="FILE")
+    a.add_argument("--component", **component)
+    a.add_argument("--sheet", help="read only this sheet of an .xlsx")
+    a.add_argument("--goldset", type=Path, help="the gold set to add to (default: goldsets/<component>.csv)")
+    a.add_argument("--dry-run", action="store_true", help="report what would change, write nothing")
+    v = tasks.add_parser("validate", help="check a file against the contract and describe it, write nothing")
+    v.add_argument("file", type=Path, metavar="FILE")
+    v.add_argument("--component", **component)
+    v.add_argument("--sheet", help="read only this sheet of an .xlsx")
+    st = tasks.add_parser("stats", help="labels, splits, duplicates, annotator agreement of a gold set")
+    st.add_argument("--component", **component)
+    st.add_argument("--goldset", type=Path, help="default: goldsets/<component>.csv")
+    au = tasks.add_parser("audit", help="gold rows that baseline and calibrated prompts both contradict, across runs",
+                          description="List gold rows where both the baseline and the calibrated prompt disagree with the gold "
+                                      "label, ranked by in how many of the given runs (e.g. several seeds) that happens and by how "
+                                      "much. Nothing is changed: these are candidates for a human to re-check.")
+    au.add_argument("--component", **component)
+    au.add_argument("--run", type=Path, action="append", required=True, metavar="RUN_DIR", help="a run folder; repeat for several seeds")
+    au.add_argument("--top", type=int, default=20, help="how many to list (default: 20)")
     return top
 
 
@@ -119,6 +153,8 @@ def main(argv: list[str] | None = None) -> int:
         return _extract(args)
     if args.command == "review":
         return _review(args)
+    if args.command == "goldset":
+        return _goldset(args)
     from calibrator.components import COMPONENTS
 
     component = COMPONENTS[args.component]
@@ -234,4 +270,57 @@ def _review(args: argparse.Namespace) -> int:
         return 2
     count = write_review(args.run_dir, args.output)
     print(f"wrote {count} disagreement(s) to {args.output}: fill adjudicated_label (and a note), then add them to the gold set")
+    return 0
+
+
+def _problems(e: GoldSetError, file: Path) -> None:
+    print(f"error: {file} has {len(e.problems)} problem(s); nothing was written:", file=sys.stderr)
+    print(e, file=sys.stderr)
+
+
+def _goldset(args: argparse.Namespace) -> int:
+    from calibrator import curation
+    from calibrator.components import COMPONENTS
+
+    row_model = COMPONENTS[args.component].row_model
+    store = getattr(args, "goldset", None) or default_paths(args.component)["goldset"]
+    try:
+        if args.task == "template":
+            from calibrator.template import write_template
+
+            write_template(args.component, args.output)
+            print(f"wrote {args.output}: fill the `data` sheet (see `instructions`), then "
+                  f"python -m calibrator goldset add {args.output} --component {args.component}")
+        elif args.task == "add":
+            result = curation.add_rows(store, args.file, row_model, sheet=args.sheet, dry_run=args.dry_run)
+            for change in result.updated:
+                print(f"updated {change.id}: {change.before} → {change.after}")
+            verb = "would be" if args.dry_run else "were"
+            print(f"added {len(result.added)}, updated {len(result.updated)}, unchanged {result.unchanged}, rejected 0"
+                  + (f"; {store} {'written' if result.written else 'not changed'}" if not args.dry_run else f" (dry run: nothing {verb} written)")
+                  + (f", previous version in {result.backup}" if result.backup else ""))
+        elif args.task == "validate":
+            goldset = load_goldset(args.file, row_model, sheet=args.sheet)
+            print(f"{args.file}: valid {args.component} gold set")
+            print(curation.describe_stats(curation.stats(goldset)))
+        elif args.task == "stats":
+            goldset = load_goldset(store, row_model)
+            print(f"{store} ({args.component}), sha256 {goldset.sha256[:12]}")
+            print(curation.describe_stats(curation.stats(goldset)))
+        else:
+            suspects = curation.audit(args.component, args.run)
+            print(f"{len(suspects)} gold row(s) that baseline and calibrated both contradict in at least one of {len(args.run)} run(s); "
+                  "re-check them by hand (nothing is changed):")
+            for s in suspects[: args.top]:
+                print(f"  {s.id}: gold {s.gold}; both wrong in {s.both_wrong}/{s.runs} run(s), mean |error| {s.mean_error:.2f}; "
+                      f"baseline/calibrated: {', '.join(s.predictions)}")
+    except GoldSetError as e:
+        _problems(e, getattr(args, "file", store))
+        rejected = getattr(e, "rejected", None)
+        if rejected is not None:
+            print(f"added 0, updated 0, unchanged 0, rejected {rejected}", file=sys.stderr)
+        return 2
+    except (OSError, ValueError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
     return 0

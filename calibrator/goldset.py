@@ -6,6 +6,7 @@ fixes the sheet in one pass.
 """
 
 import csv
+import datetime
 import hashlib
 import io
 import json
@@ -29,9 +30,11 @@ class Problem:
     row: int | None
     column: str | None
     message: str
+    sheet: str | None = None
 
     def __str__(self) -> str:
-        where = self.file + (f", row {self.row}" if self.row else "") + (f", column {self.column!r}" if self.column else "")
+        where = (self.file + (f", sheet {self.sheet!r}" if self.sheet else "") + (f", row {self.row}" if self.row else "")
+                 + (f", column {self.column!r}" if self.column else ""))
         return f"{where}: {self.message}"
 
 
@@ -89,12 +92,20 @@ class GoldRow(BaseModel):
     id_fields: ClassVar[tuple[str, ...]]  # a row without an id gets one hashed from these
     annotator_prefix: ClassVar[str | None] = None  # columns `<prefix><name>` hold one annotator's label each
 
+    adjudicated: ClassVar[str]  # the column a review sheet's `adjudicated_label` replaces
+
     id: str
     note: str | None = None
+    annotator: str | None = None  # who labelled the row
+    labelled_at: str | None = None
 
-    @field_validator("note", mode="before")
+    @field_validator("note", "annotator", "labelled_at", mode="before")
     @classmethod
-    def _note(cls, value: Any) -> str | None:
+    def _text(cls, value: Any) -> str | None:
+        if isinstance(value, datetime.datetime) and value.time() == datetime.time():
+            value = value.date()  # a date typed in a spreadsheet comes back as midnight
+        if isinstance(value, datetime.date):
+            return value.isoformat()
         return str(value).strip() or None if value is not None else None
 
     @property
@@ -106,8 +117,9 @@ class GraderRow(GoldRow):
     """One labelled grader example: would an expert say this candidate asks for the target info?"""
 
     required = ("context", "target_info", "candidate", "content_score")
-    optional = ("id", "format_score", "note")
+    optional = ("id", "format_score", "note", "annotator", "labelled_at")
     id_fields = ("context", "target_info", "candidate")
+    adjudicated = "content_score"
     annotator_prefix = "content_score_"
 
     context: str
@@ -172,8 +184,9 @@ class ExtractorRow(GoldRow):
     whether the pharmacist went on asking. The decision must agree with the future shown."""
 
     required = ("context", "future", "target_info", "decision")
-    optional = ("id", "note")
+    optional = ("id", "note", "annotator", "labelled_at")
     id_fields = ("context", "future")
+    adjudicated = "target_info"
 
     context: str
     future: str
@@ -264,6 +277,21 @@ def assign_splits(rows: list[GoldRow]) -> dict[str, Split]:
     return splits
 
 
+OPTIONAL_METADATA = ("annotations", "annotator", "labelled_at")
+
+
+def canonical_row(row: GoldRow) -> dict[str, Any]:
+    """The row as hashed: metadata a row does not carry is left out, so adding such columns to the
+    format did not change the version of gold sets that never used them."""
+    return row.model_dump(exclude={k for k in OPTIONAL_METADATA if not getattr(row, k, None)})
+
+
+def content_hash(row: GoldRow) -> str:
+    """Identity of a row's content and labels, whatever its id: how `goldset add` spots a row it already has."""
+    data = {k: v for k, v in canonical_row(row).items() if k not in ("id", "note", "annotator", "labelled_at")}
+    return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()
+
+
 @dataclass(frozen=True)
 class GoldSet:
     path: Path
@@ -273,8 +301,7 @@ class GoldSet:
     @property
     def sha256(self) -> str:
         """Version of the labels, independent of file format and row order."""
-        canonical = sorted((r.model_dump(exclude={"annotations"} if not getattr(r, "annotations", None) else None)
-                            for r in self.rows), key=lambda r: r["id"])
+        canonical = sorted((canonical_row(r) for r in self.rows), key=lambda r: r["id"])
         return hashlib.sha256(json.dumps(canonical, sort_keys=True).encode()).hexdigest()
 
     def human_agreement(self) -> tuple[float, int, list[str]] | None:
@@ -308,7 +335,28 @@ class Formula:
     text: str
 
 
-def _read_csv(path: Path) -> Iterator[tuple[int, dict[str, Any]]]:
+@dataclass(frozen=True)
+class ErrorCell:
+    """An XLSX error value such as #REF! or #N/A: what the cell meant is lost."""
+
+    text: str
+
+
+Records = Iterator[tuple[str | None, int, dict[str, Any]]]  # (sheet, spreadsheet row, column -> value)
+FORMULA_START = ("=", "+", "-", "@")
+
+
+def text_cell(text: str) -> str:
+    """Spreadsheet apps run a cell that starts with = + - @ as a formula; a leading quote keeps it text."""
+    return "'" + text if text[:1] in FORMULA_START else text
+
+
+def uncell(text: str) -> str:
+    """Undo the leading quote our CSV writers put before a cell that would start a formula."""
+    return text[1:] if text[:1] == "'" and text[1:2] in FORMULA_START else text
+
+
+def _read_csv(path: Path) -> Records:
     try:
         text = path.read_bytes().decode("utf-8-sig")
     except UnicodeDecodeError as e:
@@ -321,60 +369,92 @@ def _read_csv(path: Path) -> Iterator[tuple[int, dict[str, Any]]]:
     # Rows are numbered by record, as a spreadsheet shows them (header = 1), not by physical line:
     # a quoted multi-line cell is one row. Blank lines are rows too (empty, skipped by the loader).
     for number, values in enumerate(reader, start=2):
-        yield number, {h: values[i] if i < len(values) else None for i, h in enumerate(header)}
+        yield None, number, {h: uncell(values[i]) if i < len(values) else None for i, h in enumerate(header)}
 
 
-def _read_xlsx(path: Path) -> Iterator[tuple[int, dict[str, Any]]]:
+def _header(cells: Any) -> list[str]:
+    return [str(c.value).strip().lower() if c.value is not None else "" for c in cells]
+
+
+def _read_xlsx(path: Path, required: tuple[str, ...], sheet: str | None) -> Records:
+    """Every sheet whose first row has the contract's columns (or just `sheet`)."""
     import openpyxl
 
     try:
         book = openpyxl.load_workbook(path, read_only=True, data_only=False)
     except Exception as e:  # openpyxl raises many types for encrypted/corrupt files
         raise GoldSetError([Problem(str(path), None, None, f"cannot open as XLSX ({type(e).__name__}): is it encrypted or damaged?")]) from None
-    sheet = book.worksheets[0]
-    rows = sheet.iter_rows()
-    header = [str(c.value).strip() if c.value is not None else "" for c in next(rows, ())]
-    for number, cells in enumerate(rows, start=2):
-        # A formula's value depends on the app; a text cell that merely starts with `=` is just text.
-        yield number, {h: Formula(c.value) if c.data_type == "f" else c.value for h, c in zip(header, cells)}
-    book.close()
+    try:
+        if sheet is not None and sheet not in book.sheetnames:
+            raise GoldSetError([Problem(str(path), None, None, f"no sheet {sheet!r}; sheets: {', '.join(book.sheetnames)}")])
+        sheets = [book[sheet]] if sheet is not None else book.worksheets
+        matching = []
+        for ws in sheets:
+            header = _header(next(ws.iter_rows(max_row=1), ()))
+            if sheet is not None or all(c in header for c in required):
+                matching.append((ws, header))
+        if not matching:
+            raise GoldSetError([Problem(str(path), 1, c, f"required column is missing (no sheet of {', '.join(book.sheetnames)} has it)")
+                                for c in required])
+        for ws, header in matching:
+            for number, cells in enumerate(ws.iter_rows(min_row=2), start=2):
+                # A formula's value depends on the app; a text cell that merely starts with `=` is just text.
+                yield ws.title, number, {h: Formula(c.value) if c.data_type == "f" else ErrorCell(str(c.value)) if c.data_type == "e" else c.value
+                                         for h, c in zip(header, cells)}
+    finally:
+        book.close()
 
 
-def _records(path: Path) -> Iterator[tuple[int, dict[str, Any]]]:
+def _records(path: Path, required: tuple[str, ...], sheet: str | None = None) -> Records:
     if not path.is_file():
         raise GoldSetError([Problem(str(path), None, None, "no such file")])
     suffix = path.suffix.lower()
     if suffix == ".csv":
         return _read_csv(path)
     if suffix in (".xlsx", ".xlsm"):
-        return _read_xlsx(path)
+        return _read_xlsx(path, required, sheet)
     raise GoldSetError([Problem(str(path), None, None, f"unsupported file type {suffix!r}: use .csv or .xlsx")])
 
 
-def load_goldset(path: Path, row_model: type[GoldRow] = GraderRow) -> GoldSet:
-    """Load and validate every row; raise GoldSetError listing all problems, or return the split gold set."""
+@dataclass(frozen=True)
+class Origin:
+    sheet: str | None
+    row: int
+
+
+def read_rows(path: Path, row_model: type[GoldRow] = GraderRow, *, sheet: str | None = None) -> list[tuple[GoldRow, Origin]]:
+    """Validate every row of a file; raise GoldSetError listing all problems. A review sheet's filled-in
+    `adjudicated_label` replaces the label it adjudicates (its note is kept beside the old one)."""
     problems: list[Problem] = []
-    rows: list[GoldRow] = []
-    seen: dict[str, int] = {}
+    rows: list[tuple[GoldRow, Origin]] = []
+    seen: dict[str, Origin] = {}
     file = str(path)
-    header_checked = False
-    for number, record in _records(path):
+    checked: set[str | None] = set()
+    for sheet_name, number, record in _records(path, row_model.required, sheet):
         record = {str(k).strip().lower(): v for k, v in record.items() if k is not None}
-        if not header_checked:
+        if sheet_name not in checked:
             missing = [c for c in row_model.required if c not in record]
             if missing:
-                raise GoldSetError([Problem(file, 1, c, "required column is missing") for c in missing])
-            header_checked = True
+                raise GoldSetError([Problem(file, 1, c, "required column is missing", sheet_name) for c in missing])
+            checked.add(sheet_name)
         if all(v is None or str(v).strip() == "" for v in record.values()):
             continue  # blank spreadsheet line
+        adjudicated = record.get("adjudicated_label")
+        if adjudicated is not None and str(adjudicated).strip() != "":
+            record[row_model.adjudicated] = adjudicated
+            note = str(record.get("adjudication_note") or "").strip()
+            if note:
+                record["note"] = note
         fields = {k: record.get(k) for k in row_model.required + row_model.optional}
         prefix = row_model.annotator_prefix
         if prefix:
             fields["annotations"] = {k.removeprefix(prefix): v for k, v in record.items()
                                      if k.startswith(prefix) and k != prefix and v is not None and str(v).strip() != ""}
-        formulas = [k for k, v in fields.items() if isinstance(v, Formula)]
-        if formulas:
-            problems += [Problem(file, number, k, "formula cell: paste its value instead") for k in formulas]
+        flat = {k: v for k, v in fields.items() if k != "annotations"} | {prefix + k: v for k, v in fields.get("annotations", {}).items()}
+        bad = [(k, v) for k, v in flat.items() if isinstance(v, (Formula, ErrorCell))]
+        if bad:
+            problems += [Problem(file, number, k, "formula cell: paste its value instead" if isinstance(v, Formula)
+                                 else f"spreadsheet error {v.text}: fix or clear the cell", sheet_name) for k, v in bad]
             continue
         raw_id = str(fields.get("id") or "").strip()
         fields["id"] = raw_id or stable_id(*(fields[k] for k in row_model.id_fields))
@@ -384,17 +464,25 @@ def load_goldset(path: Path, row_model: type[GoldRow] = GraderRow) -> GoldSet:
             for err in e.errors():
                 column = str(err["loc"][0]) if err["loc"] else None
                 if column == "annotations" and prefix:
-                    bad = [k for k, v in fields["annotations"].items() if not _is_label(v)]
-                    column = ", ".join(prefix + k for k in bad) or column
-                problems.append(Problem(file, number, column, str(err["msg"]).removeprefix("Value error, ")))
+                    wrong = [k for k, v in fields["annotations"].items() if not _is_label(v)]
+                    column = ", ".join(prefix + k for k in wrong) or column
+                problems.append(Problem(file, number, column, str(err["msg"]).removeprefix("Value error, "), sheet_name))
             continue
         if row.id in seen:
-            problems.append(Problem(file, number, "id", f"duplicate id {row.id!r} (first used on row {seen[row.id]})"))
+            first = seen[row.id]
+            where = (f"sheet {first.sheet!r} " if first.sheet and first.sheet != sheet_name else "") + f"row {first.row}"
+            problems.append(Problem(file, number, "id", f"duplicate id {row.id!r} (first used on {where})", sheet_name))
             continue
-        seen[row.id] = number
-        rows.append(row)
-    if not rows and not problems:
-        problems.append(Problem(file, None, None, "no rows: expected a header and at least one labelled row"))
+        seen[row.id] = Origin(sheet_name, number)
+        rows.append((row, Origin(sheet_name, number)))
     if problems:
         raise GoldSetError(problems)
+    return rows
+
+
+def load_goldset(path: Path, row_model: type[GoldRow] = GraderRow, *, sheet: str | None = None) -> GoldSet:
+    """Load and validate every row; raise GoldSetError listing all problems, or return the split gold set."""
+    rows = [row for row, _ in read_rows(path, row_model, sheet=sheet)]
+    if not rows:
+        raise GoldSetError([Problem(str(path), None, None, "no rows: expected a header and at least one labelled row")])
     return GoldSet(path=path, rows=rows, splits=assign_splits(rows))

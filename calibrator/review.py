@@ -47,7 +47,7 @@ def write_review(run_dir: Path, out: Path) -> int:
         import csv
         import io
 
-        from calibrator.runs import text_cell
+        from calibrator.goldset import text_cell
 
         buffer = io.StringIO()
         writer = csv.writer(buffer)

@@ -23,7 +23,7 @@ from pydantic import BaseModel
 from calibrator.components import Component, Prediction
 from calibrator.components.grader import GraderScores
 from calibrator.evaluate import evaluator
-from calibrator.goldset import SPLITS, GoldRow, GoldSet
+from calibrator.goldset import SPLITS, GoldRow, GoldSet, text_cell
 from calibrator.items import ItemScores
 from calibrator.lm import LMHandle, Usage
 from calibrator.lm.adapter import CompactJSONAdapter
@@ -113,11 +113,6 @@ def prompt_info(prompt: PromptFile, path: Path | None) -> PromptInfo:
     r = prompt.retrieval
     return PromptInfo(path=str(path) if path else None, instructions=prompt.instructions, demos=prompt.demos,
                       retrieval_k=r.k if r else None, retrieval_pool=len(r.pool) if r else None)
-
-
-def text_cell(text: str) -> str:
-    """Spreadsheet apps run a cell that starts with = + - @ as a formula; a leading quote keeps it text."""
-    return "'" + text if text[:1] in ("=", "+", "-", "@") else text
 
 
 def predictions_csv(component: Component, rows: list[tuple[GoldRow, str]], columns: dict[str, dict[str, Prediction]]) -> str:

@@ -113,10 +113,12 @@ def focus_rows(record: dict[str, Any], rows: list[dict[str, str]]) -> list[dict[
     return rows if split == "all" else [r for r in rows if r["split"] == split]
 
 
-def disagreements(record: dict[str, Any], rows: list[dict[str, str]]) -> list[Disagreement]:
-    component, side = record["component"], predicted_side(record)
+def disagreements(record: dict[str, Any], rows: list[dict[str, str]], side: str | None = None,
+                  held_out_only: bool = True) -> list[Disagreement]:
+    """Rows where `side` (default: the judged prompt) differs from gold, largest error first."""
+    component, side = record["component"], side or predicted_side(record)
     out = []
-    for row in focus_rows(record, rows):
+    for row in focus_rows(record, rows) if held_out_only else rows:
         error = row.get(f"{side}_error", "")
         if component == "grader":
             gold, pred = row["gold"], row[side]
