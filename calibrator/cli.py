@@ -26,6 +26,9 @@ examples:
   python -m calibrator eval --component grader --prompt prompts/grader.calibrated.yaml
   python -m calibrator run --component extractor                    # calibrate the extractor the same way
   python -m calibrator extract --logs sessions.jsonl --out samples.jsonl
+  python -m calibrator review reports/<run-id> -o review.xlsx        # disagreements, to adjudicate
+  python -m calibrator goldset template --component grader -o new.xlsx
+  python -m calibrator goldset add new.xlsx --component grader      # also takes an adjudicated review.xlsx
 
 Every LM answer is cached under --cache-dir: re-running a finished command makes no LM calls, and a
 command killed half-way resumes from its last answer. API keys are read from OPENAI_API_KEY /
