@@ -22,7 +22,7 @@ def calibrator(*args: str, tmp: Path) -> subprocess.CompletedProcess:
 
 
 def runs(tmp: Path) -> list[Path]:
-    return sorted(p for p in (tmp / "reports").iterdir() if not p.name.startswith("."))
+    return sorted(p for p in (tmp / "reports").iterdir() if p.is_dir() and not p.name.startswith("."))
 
 
 def record(folder: Path) -> dict:
@@ -52,7 +52,7 @@ def test_smoke_run_writes_artifacts_and_reruns_from_cache(tmp_path):
     assert rows and {"id", "split", "gold", "baseline", "calibrated"} <= set(rows[0])
     assert sum(sum(r) for r in rec["calibrated"]["test"]["confusion"]) == sum(
         1 for r in rows if r["split"] == "test" and r["calibrated"] != "")
-    assert "<html" in (folder / "index.html").read_text()
+    assert "<html" in (folder / "index.html").read_text() and folder.name in (tmp_path / "reports" / "index.html").read_text()
     saved = (tmp_path / "grader.calibrated.yaml").read_text()
     assert "calibration:" in saved and rec["run_id"] in saved
 
@@ -87,7 +87,8 @@ def test_killed_run_resumes_from_cache(tmp_path, sig):
     made = _cached_calls(tmp_path / "cache")
     assert made >= 4
     reports = tmp_path / "reports"
-    assert not any(p for p in reports.iterdir() if not p.name.startswith(".")), "no run folder may exist for a killed run"
+    assert not any(p for p in reports.iterdir() if not p.name.startswith(".")), \
+        "no run folder (and no index) may exist for a killed run"
     assert not (tmp_path / "grader.calibrated.yaml").exists()
     if sig == signal.SIGINT:
         assert not any(reports.iterdir()), "an interrupted run cleans up its partial folder"

@@ -27,7 +27,8 @@ def test_smoke_run_writes_the_same_artifact_set_as_the_grader(tmp_path):
     done = calibrator("run", "--component", "extractor", "--budget", "smoke", "--out", str(tmp_path / "reports"),
                       "--save-prompt", str(tmp_path / "extractor.calibrated.yaml"), tmp=tmp_path)
     assert done.returncode == 0, done.stderr
-    [folder] = sorted((tmp_path / "reports").iterdir())
+    [folder] = sorted(p for p in (tmp_path / "reports").iterdir() if p.is_dir())
+    assert folder.name in (tmp_path / "reports" / "index.html").read_text()
     assert {p.name for p in folder.iterdir()} == {"run.json", "predictions.csv", "index.html", "prompt.calibrated.yaml"}
     rec = json.loads((folder / "run.json").read_text())
     assert rec["component"] == "extractor" and rec["comparison"]["metric"] == "item_f1"

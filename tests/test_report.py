@@ -126,3 +126,17 @@ def test_human_ceiling_is_shown_when_annotators_agree_or_not(tmp_path):
     text = write_report(folder).read_text()
     assert "human ceiling" in text and "alice, bob" in text
     assert ("goldset.human_qwk", "0.71", "0.71") in NUMBER.findall(text)
+
+
+def test_an_eval_folder_renders_and_is_listed(tmp_path):
+    from calibrator.report.render import write_index, write_report
+
+    folder = make_run(tmp_path, seed=6)
+    record = json.loads((folder / "run.json").read_text())
+    record |= {"kind": "eval", "calibrated": None, "comparison": None, "optimization": None, "optimizer": None, "budget": None}
+    record["baseline"]["all"] = record["baseline"]["test"]
+    record["prompt"].pop("calibrated")
+    (folder / "run.json").write_text(json.dumps(record))
+    text = write_report(folder).read_text()
+    assert "Disagreements on all rows" in text
+    assert "eval (no verdict)" in write_index(tmp_path).read_text()
