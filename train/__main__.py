@@ -1,3 +1,140 @@
-import sys
+"""`python -m train run|eval`: GRPO on the Learn-to-Ask reward with the calibrated grader, then base vs trained."""
 
-sys.exit("python -m train: the GRPO trainer is not built yet (see the trainer issue); calibrate first with `python -m calibrator run`.")
+import argparse
+import json
+import os
+import sys
+from pathlib import Path
+
+from train.config import CONFIGS, load_config
+
+EPILOG = """\
+examples:
+  python -m train run                                   # train/configs/cpu-smoke.yaml: a few steps on this CPU
+  python -m train eval --model runs/grpo                # base vs trained on the held-out samples
+  python -m train run --samples samples.jsonl --grader-lm openai:gpt-4o-mini --fusion sum --max-steps 200 --out runs/x
+  accelerate launch --config_file zero2.yaml -m train run --config train/configs/multi-gpu.yaml
+"""
+
+
+def _parser() -> argparse.ArgumentParser:
+    top = argparse.ArgumentParser(prog="python -m train", description=__doc__, epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
+    commands = top.add_subparsers(dest="command", required=True, metavar="{run,eval}")
+    run = commands.add_parser("run", help="train a policy with GRPO (resumes from the last checkpoint in --out)", epilog=EPILOG,
+                              formatter_class=argparse.RawDescriptionHelpFormatter)
+    run.add_argument("--config", type=Path, default=CONFIGS / "cpu-smoke.yaml", help="YAML config (default: train/configs/cpu-smoke.yaml)")
+    run.add_argument("--model", help="Hugging Face model folder (default: the embedded SmolLM2, converted once)")
+    source = run.add_mutually_exclusive_group()
+    source.add_argument("--samples", type=Path, help="samples.jsonl from `python -m calibrator extract`")
+    source.add_argument("--logs", type=Path, help="expert logs, extracted on the fly with the calibrated extractor")
+    run.add_argument("--grader-lm", metavar="SPEC", help="LM behind the grader (default: local)")
+    run.add_argument("--fusion", choices=("default", "sum", "content", "stop"), help="how reward terms combine (default: default)")
+    run.add_argument("--max-steps", type=int, help="GRPO steps")
+    run.add_argument("--out", type=Path, help="checkpoints, metrics.jsonl, run.json (default: runs/grpo)")
+    run.add_argument("--allow-uncalibrated", action="store_true", default=None,
+                     help="train even if the grader prompt has no calibration record or is below the gate (recorded)")
+    ev = commands.add_parser("eval", help="base vs trained policy on the held-out samples")
+    ev.add_argument("--model", type=Path, required=True, metavar="DIR", help="the --out of `train run`")
+    ev.add_argument("--samples", type=Path, help="samples to evaluate (default: DIR/heldout.jsonl)")
+    ev.add_argument("--out", type=Path, help="JSON to write (default: DIR/eval.json, with eval.html beside it)")
+    ev.add_argument("--max-new-tokens", type=int, default=32)
+    return top
+
+
+def main(argv: list[str] | None = None) -> int:
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    args = _parser().parse_args(argv)
+    return _run(args) if args.command == "run" else _eval(args)
+
+
+def _grader(config, stack):
+    import dspy
+
+    from calibrator.components.grader import GRADER
+    from calibrator.lm import LMSpec, open_lm
+    from calibrator.lm.adapter import CompactJSONAdapter
+    from calibrator.prompt import load_prompt
+    from train.rewards import grader_call
+
+    handle = stack.enter_context(open_lm(LMSpec.parse(config.grader_lm), cache_dir=config.cache_dir, seed=config.seed))
+    stack.enter_context(dspy.context(lm=handle.lm, adapter=CompactJSONAdapter()))
+    return handle, grader_call(GRADER.build_program(load_prompt(config.grader_prompt)), GRADER.predict)
+
+
+def _run(args: argparse.Namespace) -> int:
+    from contextlib import ExitStack
+
+    from calibrator.prompt import load_prompt, write_atomic
+    from train import data, trainer
+    from train.model import ensure_model
+    from train.rewards import CalibratedReward
+
+    grpo_overrides = {"max_steps": args.max_steps} if args.max_steps else {}
+    config = load_config(args.config, model=args.model, samples=args.samples, logs=args.logs, grader_lm=args.grader_lm,
+                         fusion=args.fusion, out=args.out, allow_uncalibrated=args.allow_uncalibrated)
+    config.grpo |= grpo_overrides
+    try:
+        gate_record = trainer.gate(config)
+    except trainer.GateError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    if gate_record.get("allowed_uncalibrated"):
+        print(f"warning: training below the grader gate ({gate_record}); the run's record says so", file=sys.stderr)
+    config.out.mkdir(parents=True, exist_ok=True)
+    write_atomic(config.out / "config.json", config.model_dump_json(indent=2))
+    samples = data.read_samples(config.samples) if config.samples else data.extract_from_logs(
+        config.logs, config.out / "samples.jsonl", config.extractor_prompt, config.lm, config.cache_dir, config.seed)
+    train_samples, heldout = data.split(samples, config.eval_fraction, config.seed)
+    write_atomic(config.out / "heldout.jsonl", "".join(s.model_dump_json() + "\n" for s in heldout))
+    print(f"{len(samples)} samples: {len(train_samples)} train, {len(heldout)} held out; model {config.model}")
+    model_dir = ensure_model(config.model, config.cache_dir)
+    instructions = load_prompt(config.policy_prompt).instructions
+    with ExitStack() as stack:
+        handle, grade = _grader(config, stack)
+        reward = CalibratedReward(grade, config.fusion, config.grader_threads)
+        summary = trainer.train(config, gate_record, data.to_rows(train_samples, instructions), model_dir, reward)
+        usage = handle.usage().model_dump()
+    record = {"gate": gate_record, "model": str(model_dir), "samples": {"train": len(train_samples), "heldout": len(heldout)},
+              **summary, "grader_usage": usage}
+    write_atomic(config.out / "run.json", json.dumps(record, indent=2))
+    print(f"trained {summary['steps']} steps; {summary['grader_failures']} grader failures; model in {config.out / 'final'}; "
+          f"metrics in {config.out / 'metrics.jsonl'}")
+    return 0
+
+
+def _eval(args: argparse.Namespace) -> int:
+    from contextlib import ExitStack
+
+    from calibrator.prompt import load_prompt, write_atomic
+    from train import data
+    from train.config import TrainConfig
+    from train.evaluate import generate, metrics, report_html
+    from train.model import ensure_model
+
+    config_path = args.model / "config.json"
+    if not config_path.is_file() or not (args.model / "final").is_dir():
+        print(f"error: {args.model} is not a finished `train run` folder (needs config.json and final/)", file=sys.stderr)
+        return 2
+    config = TrainConfig.model_validate_json(config_path.read_text())
+    samples = data.read_samples(args.samples or args.model / "heldout.jsonl")
+    instructions = load_prompt(config.policy_prompt).instructions
+    result = {}
+    with ExitStack() as stack:
+        _, grade = _grader(config, stack)
+        for side, model_dir in (("base", ensure_model(config.model, config.cache_dir)), ("trained", args.model / "final")):
+            completions = generate(model_dir, samples, instructions, args.max_new_tokens)
+            result[side] = metrics(samples, completions, grade, config.fusion)
+    result["note"] = f"{len(samples)} held-out samples; greedy decoding; reward fusion {config.fusion}; grader {config.grader_prompt} on {config.grader_lm}"
+    out = args.out or args.model / "eval.json"
+    write_atomic(out, json.dumps(result, indent=2))
+    write_atomic(out.with_suffix(".html"), report_html(result))
+    for name in ("good_question_rate", "termination_accuracy", "decision_accuracy", "mean_reward"):
+        b, t = result["base"][name], result["trained"][name]
+        print(f"{name}: base {b if b is None else round(b, 3)} → trained {t if t is None else round(t, 3)}")
+    print(f"wrote {out} and {out.with_suffix('.html')}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

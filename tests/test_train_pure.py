@@ -1,0 +1,140 @@
+"""The trainer's pure parts: every reward term and fusion mode, the gate, the data split, configs."""
+
+from pathlib import Path
+
+import pytest
+import yaml
+
+from calibrator.components.grader import GraderPrediction
+from calibrator.extract import TrainingSample
+from calibrator.logs import Message
+from calibrator.prompt import Calibration, load_prompt, save_prompt
+from train import data
+from train.config import CONFIGS, TrainConfig, load_config
+from train.rewards import STOP_TAG, CalibratedReward, Terms, decision_of, fuse, score_terms
+from train.trainer import GateError, gate
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def grader(content: float | None = 1.0, fmt: float | None = 1.0, error: str | None = None):
+    calls = []
+
+    def grade(context: str, target: str, candidate: str) -> GraderPrediction:
+        calls.append((context, target, candidate))
+        return GraderPrediction(content_score=content, format_score=fmt, error=error)
+    return grade, calls
+
+
+def test_wrong_decision_scores_zero_on_every_term_without_asking_the_grader():
+    grade, calls = grader()
+    assert score_terms(STOP_TAG, "continue", "patient: hi", "duration: 2 days", grade) == Terms(stop=0, content=0, format=0)
+    assert score_terms("How long?", "stop", "patient: hi", "", grade) == Terms(stop=0, content=0, format=0)
+    assert calls == []
+
+
+def test_correct_stop_gets_content_one_and_format_only_for_the_exact_tag():
+    grade, calls = grader()
+    assert score_terms(" <stop /> ", "stop", "c", "", grade) == Terms(stop=1, content=1, format=1)
+    assert score_terms("OK then <stop />", "stop", "c", "", grade) == Terms(stop=1, content=1, format=0)
+    assert calls == []
+
+
+def test_correct_continue_is_scored_by_the_grader_against_the_target():
+    grade, calls = grader(content=0.5, fmt=1.0)
+    assert score_terms("How long has it lasted?", "continue", "patient: cough", "duration: 3 days", grade) == Terms(stop=1, content=0.5, format=1)
+    assert calls == [("patient: cough", "duration: 3 days", "How long has it lasted?")]
+
+
+def test_grader_failure_scores_zero_and_is_flagged():
+    grade, _ = grader(content=None, error="TimeoutError: x")
+    t = score_terms("How long?", "continue", "c", "duration: x", grade)
+    assert t.grader_failed and fuse(t, "default") == 0.0
+
+
+@pytest.mark.parametrize("mode, expected", [("default", 1 * (1 + 2 * 0.5) + 1), ("sum", 1 + 0.5 + 1), ("content", 2 * 0.5 + 1), ("stop", 3 * 1 + 1)])
+def test_fusion_modes(mode, expected):
+    assert fuse(Terms(stop=1, content=0.5, format=1), mode) == expected
+
+
+def test_default_fusion_spans_zero_to_four():
+    assert fuse(Terms(stop=0, content=0, format=0), "default") == 0 and fuse(Terms(stop=1, content=1, format=1), "default") == 4
+
+
+def test_reward_function_shape_and_terms_logged():
+    grade, _ = grader(content=1.0, fmt=0.5)
+    reward = CalibratedReward(grade, "default", threads=3)
+    logged = {}
+    out = reward(prompts=[[]] * 3, completions=[[{"role": "assistant", "content": "How long?"}], [{"role": "assistant", "content": "<stop />"}], "Hmm"],
+                 context=["patient: a"] * 3, target_info=["duration: 2 days", "", "age group: adult"], decision=["continue", "stop", "stop"],
+                 log_metric=lambda k, v: logged.__setitem__(k, v))
+    assert out == [1 * (1 + 2) + 0.5, 4.0, 0.0]
+    assert logged["reward_terms/stop"] == pytest.approx(2 / 3) and logged["reward_terms/grader_failures"] == 0
+    assert decision_of("I'll <STOP />") == "stop"
+
+
+def calibrated_prompt(tmp_path: Path, qwk: float | None) -> Path:
+    prompt = load_prompt(ROOT / "prompts/grader.yaml")
+    if qwk is not None:
+        prompt = prompt.model_copy(update={"calibration": Calibration(
+            run_id="r", created="2026-11-24T00:00:00Z", optimizer="auto:knn", lm="local", seed=0, goldset_path="g", goldset_sha256="x",
+            val={"qwk": qwk}, test={"qwk": qwk, "n": 21}, verdict="improved")})
+    path = tmp_path / "grader.yaml"
+    save_prompt(prompt, path)
+    return path
+
+
+def test_gate_refuses_an_uncalibrated_grader_and_says_how_to_fix_it(tmp_path):
+    with pytest.raises(GateError, match="no calibration record.*python -m calibrator run --component grader.*--allow-uncalibrated"):
+        gate(TrainConfig(grader_prompt=calibrated_prompt(tmp_path, None)))
+    with pytest.raises(GateError, match="qwk 0.2 .* below the gate's 0.4"):
+        gate(TrainConfig(grader_prompt=calibrated_prompt(tmp_path, 0.2)))
+    assert gate(TrainConfig(grader_prompt=calibrated_prompt(tmp_path, 0.5)))["test_qwk"] == 0.5
+    record = gate(TrainConfig(grader_prompt=calibrated_prompt(tmp_path, None), allow_uncalibrated=True))
+    assert record["allowed_uncalibrated"] is True and record["calibrated"] is False
+
+
+def sample(sid: str, k: int, decision: str, items: list[str]) -> TrainingSample:
+    return TrainingSample(id=f"{sid}_{k}", session_id=sid, context=[Message(role="user", content="hi")],
+                          future=[Message(role="assistant", content="?")], target_info=items, decision=decision)
+
+
+def test_split_keeps_sessions_whole_is_deterministic_and_drops_unusable_samples():
+    samples = [sample(f"s{i}", k, "continue" if k else "stop", ["duration: x"] if k else []) for i in range(40) for k in range(3)]
+    samples.append(sample("bad", 0, "continue", []))  # a continue sample the extractor found nothing in
+    train, test = data.split(samples, 0.25, seed=0)
+    assert {s.session_id for s in train}.isdisjoint({s.session_id for s in test})
+    assert 0 < len(test) < len(train) and all(s.session_id != "bad" for s in train + test)
+    assert data.split(samples, 0.25, seed=0) == (train, test)
+
+
+def test_policy_prompt_is_the_instructions_then_the_dialogue():
+    rows = data.to_rows([sample("s", 1, "continue", ["duration: x", "allergies: none"])], "Ask one question.")
+    assert rows[0]["prompt"] == [{"role": "system", "content": "Ask one question."}, {"role": "user", "content": "hi"}]
+    assert rows[0]["target_info"] == "duration: x; allergies: none" and rows[0]["context"] == "patient: hi"
+
+
+@pytest.mark.parametrize("name", ["cpu-smoke.yaml", "multi-gpu.yaml"])
+def test_example_configs_validate_and_build_a_grpo_config(name):
+    from trl import GRPOConfig
+
+    config = load_config(CONFIGS / name)
+    grpo = dict(config.grpo)
+    if grpo.get("use_vllm"):  # validated here, not run: no GPU or vLLM on this machine
+        grpo = {k: v for k, v in grpo.items() if not k.startswith("vllm") and k not in ("use_vllm", "bf16", "activation_checkpointing")}
+        grpo |= {"use_cpu": True, "bf16": False}
+    GRPOConfig(output_dir="/tmp/x", **grpo)
+    assert yaml.safe_load((CONFIGS / name).read_text())
+
+
+def test_multi_gpu_config_says_how_it_is_launched():
+    config = load_config(CONFIGS / "multi-gpu.yaml")
+    assert config.launcher["accelerate_config"]["deepspeed_config"]["zero_stage"] == 2
+    assert config.grpo["use_vllm"] and config.grader_lm.startswith("openai-compatible:")
+
+
+def test_unknown_config_keys_are_refused(tmp_path):
+    path = tmp_path / "c.yaml"
+    path.write_text("modle: x\n")
+    with pytest.raises(ValueError, match="modle"):
+        load_config(path)

@@ -1,0 +1,56 @@
+"""Training samples: read samples.jsonl, or extract them from logs with the calibrated extractor (resumable),
+then split whole sessions into train and held-out eval deterministically, and shape them as policy prompts."""
+
+import hashlib
+from pathlib import Path
+
+from calibrator.extract import TrainingSample
+from calibrator.logs import Message, render
+
+
+def read_samples(path: Path) -> list[TrainingSample]:
+    lines = path.read_text(encoding="utf-8").splitlines()
+    return [TrainingSample.model_validate_json(line) for line in lines if line.strip()]
+
+
+def extract_from_logs(logs: Path, out: Path, extractor_prompt: Path | None, lm: str, cache_dir: Path, seed: int) -> list[TrainingSample]:
+    """The `calibrator extract` step, run in-process into `out` (resumable like the command)."""
+    import dspy
+
+    from calibrator.extract import extract_samples
+    from calibrator.lm import LMSpec, open_lm
+    from calibrator.lm.adapter import CompactJSONAdapter
+    from calibrator.logs import LogError, read_logs, segment_all
+    from calibrator.prompt import load_prompt
+
+    calibrated = Path("prompts/extractor.calibrated.yaml")
+    prompt = load_prompt(extractor_prompt or (calibrated if calibrated.is_file() else Path("prompts/extractor.yaml")))
+    read = read_logs(logs)
+    if not read.sessions:
+        raise LogError(f"{logs}: no usable session ({read.skipped} skipped)")
+    with open_lm(LMSpec.parse(lm), cache_dir=cache_dir, seed=seed) as handle, dspy.context(lm=handle.lm, adapter=CompactJSONAdapter()):
+        extract_samples(segment_all(read.sessions), prompt, out, show_progress=True)
+    return read_samples(out)
+
+
+def held_out(session_id: str, fraction: float, seed: int) -> bool:
+    digest = hashlib.sha256(f"{seed}:{session_id}".encode()).hexdigest()
+    return int(digest[:8], 16) / 0xFFFFFFFF < fraction
+
+
+def split(samples: list[TrainingSample], fraction: float, seed: int) -> tuple[list[TrainingSample], list[TrainingSample]]:
+    """Whole sessions go to one side, so no held-out dialogue was seen in training."""
+    usable = [s for s in samples if s.error is None and (s.decision == "stop" or s.target_info)]
+    train = [s for s in usable if not held_out(s.session_id, fraction, seed)]
+    test = [s for s in usable if held_out(s.session_id, fraction, seed)]
+    return train, test
+
+
+def policy_messages(context: list[Message], instructions: str) -> list[dict[str, str]]:
+    """The chat the policy continues: its instructions, then the dialogue so far (patient = user)."""
+    return [{"role": "system", "content": instructions.strip()}, *({"role": m.role, "content": m.content} for m in context)]
+
+
+def to_rows(samples: list[TrainingSample], instructions: str) -> list[dict]:
+    return [{"prompt": policy_messages(s.context, instructions), "context": render(s.context),
+             "target_info": "; ".join(s.target_info), "decision": s.decision, "id": s.id} for s in samples]

@@ -1,0 +1,101 @@
+"""Learn-to-Ask's reward, with the calibrated grader as the judge of content and format.
+
+Per completion: a wrong stop/continue decision scores 0 on every term. A correct stop scores content 1,
+and format 1 only for exactly `<stop />`. A correct continue is scored by the grader against the
+sample's target info. The terms are fused by one of four modes (default: R_stop * (1 + 2 R_content) +
+R_format, range 0-4). Grader calls of a step run concurrently and go through the LM cache; a grader
+failure scores that completion 0, is counted, and never stops the step.
+"""
+
+import contextvars
+import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from types import SimpleNamespace
+from typing import Any
+
+from pydantic import BaseModel
+
+from calibrator.components.grader import GraderPrediction
+
+STOP_TAG = "<stop />"
+Grade = Callable[[str, str, str], GraderPrediction]  # (context, target info, candidate) -> scores
+
+
+class Terms(BaseModel):
+    stop: float
+    content: float
+    format: float
+    grader_failed: bool = False
+
+
+def decision_of(completion: str) -> str:
+    return "stop" if "<stop" in completion.lower() else "continue"
+
+
+def score_terms(completion: str, decision: str, context: str, target_info: str, grade: Grade) -> Terms:
+    if decision_of(completion) != decision:
+        return Terms(stop=0.0, content=0.0, format=0.0)
+    if decision == "stop":
+        return Terms(stop=1.0, content=1.0, format=1.0 if completion.strip() == STOP_TAG else 0.0)
+    graded = grade(context, target_info, completion.strip())
+    if graded.error is not None or graded.content_score is None:
+        return Terms(stop=0.0, content=0.0, format=0.0, grader_failed=True)
+    return Terms(stop=1.0, content=graded.content_score, format=graded.format_score or 0.0)
+
+
+def fuse(t: Terms, mode: str) -> float:
+    if t.grader_failed:
+        return 0.0
+    if mode == "default":
+        return t.stop * (1 + 2 * t.content) + t.format
+    if mode == "sum":
+        return t.stop + t.content + t.format
+    if mode == "content":
+        return 2 * t.content + t.format
+    if mode == "stop":
+        return 3 * t.stop + t.format
+    raise ValueError(f"unknown fusion mode {mode!r}")
+
+
+def completion_text(completion: Any) -> str:
+    """TRL passes conversational completions as message lists, plain ones as strings."""
+    if isinstance(completion, list):
+        return "".join(m.get("content", "") for m in completion if isinstance(m, dict))
+    return str(completion)
+
+
+def grader_call(program: Any, predict: Callable[[Any, Any], GraderPrediction]) -> Grade:
+    def grade(context: str, target_info: str, candidate: str) -> GraderPrediction:
+        return predict(program, SimpleNamespace(context=context, target_text=target_info, candidate=candidate))
+    return grade
+
+
+class CalibratedReward:
+    """TRL reward function: (prompts, completions, **dataset columns) -> one float per completion."""
+
+    __name__ = "learn_to_ask"
+
+    def __init__(self, grade: Grade, fusion: str, threads: int = 4):
+        self.grade, self.fusion, self.threads = grade, fusion, threads
+        self.seconds = 0.0  # spent in this function, for the step-time split
+        self.failures = 0
+        self.last: list[Terms] = []
+
+    def __call__(self, prompts: list, completions: list, context: list[str], target_info: list[str], decision: list[str],
+                 log_metric: Callable[[str, float], None] | None = None, **_: Any) -> list[float]:
+        started = time.perf_counter()
+        texts = [completion_text(c) for c in completions]
+        jobs = list(zip(texts, decision, context, target_info))
+        # one copy of the caller's context per job, so the active dspy LM and adapter carry into the threads
+        contexts = [contextvars.copy_context() for _ in jobs]
+        with ThreadPoolExecutor(max_workers=self.threads) as pool:
+            terms = list(pool.map(lambda cj: cj[0].run(score_terms, *cj[1], self.grade), zip(contexts, jobs)))
+        self.last = terms
+        self.failures += sum(t.grader_failed for t in terms)
+        if log_metric is not None:
+            for name in ("stop", "content", "format"):
+                log_metric(f"reward_terms/{name}", sum(getattr(t, name) for t in terms) / len(terms))
+            log_metric("reward_terms/grader_failures", float(sum(t.grader_failed for t in terms)))
+        self.seconds += time.perf_counter() - started
+        return [fuse(t, self.fusion) for t in terms]
