@@ -33,17 +33,13 @@ def extract_from_logs(logs: Path, out: Path, extractor_prompt: Path | None, lm: 
     return read_samples(out)
 
 
-def held_out(session_id: str, fraction: float, seed: int) -> bool:
-    digest = hashlib.sha256(f"{seed}:{session_id}".encode()).hexdigest()
-    return int(digest[:8], 16) / 0xFFFFFFFF < fraction
-
-
 def split(samples: list[TrainingSample], fraction: float, seed: int) -> tuple[list[TrainingSample], list[TrainingSample]]:
-    """Whole sessions go to one side, so no held-out dialogue was seen in training."""
+    """Whole sessions go to one side, so no held-out dialogue was seen in training: sessions ranked by a hash
+    of (seed, id), the first round(fraction * sessions) held out. Continue samples with no target are dropped."""
     usable = [s for s in samples if s.error is None and (s.decision == "stop" or s.target_info)]
-    train = [s for s in usable if not held_out(s.session_id, fraction, seed)]
-    test = [s for s in usable if held_out(s.session_id, fraction, seed)]
-    return train, test
+    sessions = sorted({s.session_id for s in usable}, key=lambda sid: hashlib.sha256(f"{seed}:{sid}".encode()).hexdigest())
+    held = set(sessions[: round(fraction * len(sessions))])
+    return [s for s in usable if s.session_id not in held], [s for s in usable if s.session_id in held]
 
 
 def policy_messages(context: list[Message], instructions: str) -> list[dict[str, str]]:

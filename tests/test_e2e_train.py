@@ -1,0 +1,77 @@
+"""`python -m train` end to end on this CPU: the gate refuses an uncalibrated grader, a run killed after its
+first checkpoint resumes from it, and eval writes base vs trained."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from calibrator.extract import TrainingSample
+from calibrator.logs import Message
+
+ROOT = Path(__file__).resolve().parents[1]
+pytestmark = pytest.mark.slow
+
+
+def train(*args: str, timeout: int = 1800) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "train", *args], cwd=ROOT, capture_output=True, text=True, timeout=timeout)
+
+
+def small_samples(path: Path) -> Path:
+    turns = [("user", "Hi, I need something for a dry cough."), ("assistant", "Who is it for?"), ("user", "Me, I'm 40."),
+             ("assistant", "How long have you had it?"), ("user", "About a week."), ("assistant", "Any other medicines?"),
+             ("user", "No, nothing."), ("assistant", "<med_search>")]
+    samples = []
+    for sid in ("a", "b", "c", "d", "e", "f"):
+        messages = [Message(role=r, content=c) for r, c in turns]
+        targets = [["age group: adult, 40"], ["duration: about a week"], ["current medication: none"], []]
+        for k, cut in enumerate((1, 3, 5, 7)):
+            samples.append(TrainingSample(id=f"{sid}_{k}", session_id=sid, context=messages[:cut], future=messages[cut:],
+                                          target_info=targets[k], decision="stop" if k == 3 else "continue"))
+    path.write_text("".join(s.model_dump_json() + "\n" for s in samples))
+    return path
+
+
+def test_gate_refuses_a_grader_without_calibration(tmp_path):
+    config = tmp_path / "c.yaml"
+    config.write_text(f"grader_prompt: {ROOT / 'prompts/grader.yaml'}\nout: {tmp_path / 'out'}\n")
+    done = train("run", "--config", str(config))
+    assert done.returncode == 2
+    assert "no calibration record" in done.stderr and "--allow-uncalibrated" in done.stderr
+    assert not (tmp_path / "out").exists()
+
+
+def test_killed_run_resumes_from_its_checkpoint_then_eval(tmp_path):
+    samples, out = small_samples(tmp_path / "samples.jsonl"), tmp_path / "run"
+    args = ["run", "--samples", str(samples), "--max-steps", "3", "--out", str(out)]
+    proc = subprocess.Popen([sys.executable, "-m", "train", *args], cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 1200
+    while time.time() < deadline and proc.poll() is None and not (out / "checkpoint-2").is_dir():
+        time.sleep(1)
+    assert proc.poll() is None, proc.communicate()[1][-2000:]
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.communicate(timeout=60)
+    assert not (out / "final").exists()
+
+    done = train(*args)
+    assert done.returncode == 0, done.stderr[-3000:]
+    record = json.loads((out / "run.json").read_text())
+    assert record["resumed_from"].endswith("checkpoint-2") and record["steps"] == 3
+    assert record["gate"]["allowed_uncalibrated"] is True
+    steps = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    assert [s["step"] for s in steps] == [1, 2, 3]
+    for s in steps:
+        assert {"reward", "reward_std", "generation_seconds", "reward_seconds", "update_seconds"} <= set(s)
+
+    done = train("eval", "--model", str(out))
+    assert done.returncode == 0, done.stderr[-3000:]
+    result = json.loads((out / "eval.json").read_text())
+    for side in ("base", "trained"):
+        assert {"good_question_rate", "mean_content", "termination_accuracy", "continue_accuracy", "decision_accuracy",
+                "mean_format", "mean_reward", "n"} <= set(result[side])
+    assert (out / "eval.html").read_text().startswith("<!doctype html>")
