@@ -51,7 +51,7 @@ def test_killed_run_resumes_from_its_checkpoint_then_eval(tmp_path):
     args = ["run", "--samples", str(samples), "--max-steps", "3", "--out", str(out)]
     proc = subprocess.Popen([sys.executable, "-m", "train", *args], cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     deadline = time.time() + 1200
-    while time.time() < deadline and proc.poll() is None and not (out / "checkpoint-2").is_dir():
+    while time.time() < deadline and proc.poll() is None and not (out / "checkpoint-2" / "trainer_state.json").is_file():
         time.sleep(1)
     assert proc.poll() is None, proc.communicate()[1][-2000:]
     os.kill(proc.pid, signal.SIGKILL)

@@ -138,3 +138,15 @@ def test_unknown_config_keys_are_refused(tmp_path):
     path.write_text("modle: x\n")
     with pytest.raises(ValueError, match="modle"):
         load_config(path)
+
+
+def test_resume_skips_a_checkpoint_cut_short_by_a_kill(tmp_path):
+    from train.trainer import last_checkpoint
+
+    assert last_checkpoint(tmp_path) is None
+    for step in (2, 4):
+        (tmp_path / f"checkpoint-{step}").mkdir()
+        (tmp_path / f"checkpoint-{step}" / "trainer_state.json").write_text("{}")
+    (tmp_path / "checkpoint-6").mkdir()  # the kill came while this one was being written
+    assert last_checkpoint(tmp_path) == tmp_path / "checkpoint-4"
+    assert not (tmp_path / "checkpoint-6").exists()

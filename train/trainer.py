@@ -11,8 +11,9 @@ import time
 from pathlib import Path
 from typing import Any
 
+import shutil
+
 from transformers import TrainerCallback
-from transformers.trainer_utils import get_last_checkpoint
 from trl import GRPOConfig, GRPOTrainer
 
 from calibrator.prompt import PromptFile, load_prompt, write_atomic
@@ -88,21 +89,32 @@ class StepLog(TrainerCallback):
             f.write(json.dumps(line) + "\n")
 
 
+def last_checkpoint(out: Path) -> Path | None:
+    """The newest checkpoint that was completely written. One cut short by a kill (no trainer_state.json)
+    is removed, so training resumes from the one before it and later saves are not confused by it."""
+    found = sorted((p for p in out.glob("checkpoint-*") if p.name.split("-")[-1].isdigit()), key=lambda p: int(p.name.split("-")[-1]))
+    for candidate in reversed(found):
+        if (candidate / "trainer_state.json").is_file():
+            return candidate
+        shutil.rmtree(candidate, ignore_errors=True)
+    return None
+
+
 def train(config: TrainConfig, gate_record: dict[str, Any], rows: list[dict], model_dir: Path, reward: CalibratedReward) -> dict[str, Any]:
     from datasets import Dataset
     from transformers import AutoTokenizer
 
     out = config.out
-    last = get_last_checkpoint(str(out)) if out.is_dir() else None
-    resumed_step = int(last.rsplit("-", 1)[1]) if last else 0
+    last = last_checkpoint(out) if out.is_dir() else None
+    resumed_step = int(last.name.split("-")[-1]) if last else 0
     args = GRPOConfig(output_dir=str(out), seed=config.seed, **config.grpo)
     log = StepLog(out / "metrics.jsonl", reward, resumed_step)
     trainer = TimedGRPOTrainer(model=str(model_dir), reward_funcs=[reward], args=args, train_dataset=Dataset.from_list(rows),
                                processing_class=AutoTokenizer.from_pretrained(model_dir), callbacks=[log])
     log.trainer = trainer
-    trainer.train(resume_from_checkpoint=last)
+    trainer.train(resume_from_checkpoint=str(last) if last else None)
     trainer.save_model(str(out / "final"))
-    return {"resumed_from": last, "steps": trainer.state.global_step, "grader_failures": reward.failures}
+    return {"resumed_from": str(last) if last else None, "steps": trainer.state.global_step, "grader_failures": reward.failures}
 
 
 def policy_prompt(config: TrainConfig) -> PromptFile:
