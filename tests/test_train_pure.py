@@ -89,6 +89,9 @@ def test_gate_refuses_an_uncalibrated_grader_and_says_how_to_fix_it(tmp_path):
         gate(TrainConfig(grader_prompt=calibrated_prompt(tmp_path, None)))
     with pytest.raises(GateError, match="qwk 0.2 .* below the gate's 0.4"):
         gate(TrainConfig(grader_prompt=calibrated_prompt(tmp_path, 0.2)))
+    assert gate(TrainConfig(grader_prompt=calibrated_prompt(tmp_path, 0.2), allow_below_gate=True))["allowed_below_gate"]
+    with pytest.raises(GateError, match="no calibration record"):  # allowing a weak grader is not allowing none
+        gate(TrainConfig(grader_prompt=calibrated_prompt(tmp_path, None), allow_below_gate=True))
     assert gate(TrainConfig(grader_prompt=calibrated_prompt(tmp_path, 0.5)))["test_qwk"] == 0.5
     record = gate(TrainConfig(grader_prompt=calibrated_prompt(tmp_path, None), allow_uncalibrated=True))
     assert record["allowed_uncalibrated"] is True and record["calibrated"] is False

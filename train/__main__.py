@@ -79,7 +79,7 @@ def _run(args: argparse.Namespace) -> int:
     except trainer.GateError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
-    if gate_record.get("allowed_uncalibrated"):
+    if gate_record.get("allowed_uncalibrated") or gate_record.get("allowed_below_gate"):
         print(f"warning: training below the grader gate ({gate_record}); the run's record says so", file=sys.stderr)
     config.out.mkdir(parents=True, exist_ok=True)
     write_atomic(config.out / "config.json", config.model_dump_json(indent=2))

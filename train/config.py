@@ -24,7 +24,8 @@ class TrainConfig(BaseModel):
     grader_lm: str = "local"
     fusion: Fusion = "default"
     min_grader_qwk: float = 0.4  # the gate: a grader that agrees less with humans on test may not drive RL
-    allow_uncalibrated: bool = False
+    allow_below_gate: bool = False  # a calibrated grader under min_grader_qwk may drive RL (recorded)
+    allow_uncalibrated: bool = False  # also a grader with no calibration record at all (recorded)
     eval_fraction: float = 0.2  # sessions held out for `train eval`
     grader_threads: int = 4
     seed: int = 0

@@ -38,10 +38,10 @@ def gate(config: TrainConfig) -> dict[str, Any]:
     record = {"grader_prompt": str(config.grader_prompt), "calibrated": True, "test_qwk": qwk,
               "threshold": config.min_grader_qwk, "calibration_run": prompt.calibration.run_id}
     if qwk is None or qwk < config.min_grader_qwk:
-        if not config.allow_uncalibrated:
+        if not (config.allow_uncalibrated or config.allow_below_gate):
             raise GateError(f"the grader prompt {config.grader_prompt} agrees with humans at qwk {qwk} on held-out data, "
-                            f"below the gate's {config.min_grader_qwk}: {how} (or lower min_grader_qwk in the config)")
-        record["allowed_uncalibrated"] = True
+                            f"below the gate's {config.min_grader_qwk}: {how} (or set allow_below_gate in the config)")
+        record["allowed_below_gate"] = True
     return record
 
 
