@@ -24,7 +24,7 @@ sys.path.insert(0, str(ROOT / "bench"))
 from primock57_data import DEFAULT_ROOT, Consultation, Fact, load_consultations  # noqa: E402
 
 from calibrator.components.extractor import EXTRACTOR  # noqa: E402
-from calibrator.extract import extract_one  # noqa: E402
+from calibrator.extract import default_prompt, extract_one  # noqa: E402
 from calibrator.items import VALUE_OVERLAP, normalise, split_item, value_overlap  # noqa: E402
 from calibrator.lm import LMSpec, open_lm  # noqa: E402
 from calibrator.lm.adapter import CompactJSONAdapter  # noqa: E402
@@ -56,8 +56,7 @@ def main() -> int:
     parser.add_argument("--cache-dir", type=Path, default=ROOT / ".cache")
     args = parser.parse_args()
 
-    calibrated = ROOT / "prompts/extractor.calibrated.yaml"
-    prompt_path = args.prompt or (calibrated if calibrated.is_file() else ROOT / "prompts/extractor.yaml")
+    prompt_path = args.prompt or default_prompt(ROOT)
     consultations, _ = load_consultations(args.root)
     consultations = [c for c in consultations if c.facts]
     consultations = consultations[: args.limit or None]

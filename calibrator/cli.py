@@ -219,15 +219,14 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _extract(args: argparse.Namespace) -> int:
-    from calibrator.extract import extract_samples
+    from calibrator.extract import default_prompt, extract_samples
     from calibrator.lm import LMSpec, LMSpecError, open_lm
     from calibrator.lm.adapter import CompactJSONAdapter
     from calibrator.lm.local import ModelMissingError
     from calibrator.logs import LogError, read_logs, segment_all
     from calibrator.prompt import load_prompt
 
-    paths = default_paths("extractor")
-    prompt_path = args.prompt or (paths["calibrated"] if paths["calibrated"].is_file() else paths["prompt"])
+    prompt_path = args.prompt or default_prompt()
     try:
         logs = read_logs(args.logs)
         spec = LMSpec.parse(args.lm)

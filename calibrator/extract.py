@@ -46,6 +46,12 @@ class _RenderedSample(BaseModel):
     future: str
 
 
+def default_prompt(root: Path = Path(".")) -> Path:
+    """The calibrated extractor prompt when one exists, else the baseline: what `extract` and the trainer use."""
+    calibrated = root / "prompts" / "extractor.calibrated.yaml"
+    return calibrated if calibrated.is_file() else root / "prompts" / "extractor.yaml"
+
+
 def partial_path(out: Path) -> Path:
     return out.with_name(out.name + ".partial")
 

@@ -59,6 +59,17 @@ def match_items(gold: Sequence[str], predicted: Sequence[str], threshold: float 
     return sorted(matched)
 
 
+def item_f1(gold: list[str], predicted: list[str]) -> float:
+    """Per-sample F1 under the matcher; a stop sample scores 1 only when nothing was invented."""
+    if not gold and not predicted:
+        return 1.0
+    matched = len(match_items(gold, predicted))
+    if not matched:
+        return 0.0
+    precision, recall = matched / len(predicted), matched / len(gold)
+    return 2 * precision * recall / (precision + recall)
+
+
 class FieldCounts(BaseModel):
     gold: int = 0
     predicted: int = 0

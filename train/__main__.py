@@ -93,7 +93,7 @@ def _run(args: argparse.Namespace) -> int:
     with ExitStack() as stack:
         handle, grade = _grader(config, stack)
         reward = CalibratedReward(grade, config.fusion, config.grader_threads)
-        summary = trainer.train(config, gate_record, data.to_rows(train_samples, instructions), model_dir, reward)
+        summary = trainer.train(config, data.to_rows(train_samples, instructions), model_dir, reward)
         usage = handle.usage().model_dump()
     record = {"gate": gate_record, "model": str(model_dir), "samples": {"train": len(train_samples), "heldout": len(heldout)},
               **summary, "grader_usage": usage}

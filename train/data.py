@@ -17,14 +17,13 @@ def extract_from_logs(logs: Path, out: Path, extractor_prompt: Path | None, lm: 
     """The `calibrator extract` step, run in-process into `out` (resumable like the command)."""
     import dspy
 
-    from calibrator.extract import extract_samples
+    from calibrator.extract import default_prompt, extract_samples
     from calibrator.lm import LMSpec, open_lm
     from calibrator.lm.adapter import CompactJSONAdapter
     from calibrator.logs import LogError, read_logs, segment_all
     from calibrator.prompt import load_prompt
 
-    calibrated = Path("prompts/extractor.calibrated.yaml")
-    prompt = load_prompt(extractor_prompt or (calibrated if calibrated.is_file() else Path("prompts/extractor.yaml")))
+    prompt = load_prompt(extractor_prompt or default_prompt())
     read = read_logs(logs)
     if not read.sessions:
         raise LogError(f"{logs}: no usable session ({read.skipped} skipped)")

@@ -16,7 +16,7 @@ import shutil
 from transformers import TrainerCallback
 from trl import GRPOConfig, GRPOTrainer
 
-from calibrator.prompt import PromptFile, load_prompt, write_atomic
+from calibrator.prompt import load_prompt, write_atomic
 from train.config import TrainConfig
 from train.rewards import CalibratedReward
 
@@ -100,7 +100,7 @@ def last_checkpoint(out: Path) -> Path | None:
     return None
 
 
-def train(config: TrainConfig, gate_record: dict[str, Any], rows: list[dict], model_dir: Path, reward: CalibratedReward) -> dict[str, Any]:
+def train(config: TrainConfig, rows: list[dict], model_dir: Path, reward: CalibratedReward) -> dict[str, Any]:
     from datasets import Dataset
     from transformers import AutoTokenizer
 
@@ -115,7 +115,3 @@ def train(config: TrainConfig, gate_record: dict[str, Any], rows: list[dict], mo
     trainer.train(resume_from_checkpoint=str(last) if last else None)
     trainer.save_model(str(out / "final"))
     return {"resumed_from": str(last) if last else None, "steps": trainer.state.global_step, "grader_failures": reward.failures}
-
-
-def policy_prompt(config: TrainConfig) -> PromptFile:
-    return load_prompt(config.policy_prompt)

@@ -18,7 +18,7 @@ from pydantic_core import core_schema
 
 from calibrator.components.base import Component, Neighbours, Prediction
 from calibrator.goldset import ExtractorRow
-from calibrator.items import ItemScores, match_items, paired_items, score_items, split_item
+from calibrator.items import ItemScores, item_f1, match_items, paired_items, score_items, split_item
 from calibrator.metrics import PairedComparison
 
 DEFAULT_FIELDS = ("symptom", "nature", "location", "severity", "trigger", "duration",
@@ -81,17 +81,6 @@ def _items(value: Any) -> list[str]:
     return [" ".join(str(item).split()) for item in raw if str(item).strip()]
 
 
-def _item_f1(gold: list[str], predicted: list[str]) -> float:
-    """Per-sample F1 under the matcher; a stop sample scores 1 only when nothing was invented."""
-    if not gold and not predicted:
-        return 1.0
-    matched = len(match_items(gold, predicted))
-    if not matched:
-        return 0.0
-    precision, recall = matched / len(predicted), matched / len(gold)
-    return 2 * precision * recall / (precision + recall)
-
-
 def _field_f1(gold: set[str], predicted: set[str]) -> float:
     if not gold and not predicted:
         return 1.0
@@ -137,7 +126,7 @@ class Extractor(Component):
         if parsed.decision is None:
             return 0.0
         decision = 1.0 if parsed.decision == example.decision else 0.0
-        return 0.5 * decision + 0.5 * _item_f1(list(example.target_info), parsed.target_info or [])
+        return 0.5 * decision + 0.5 * item_f1(list(example.target_info), parsed.target_info or [])
 
     def feedback(self, example: dspy.Example, pred: dspy.Prediction, trace: Any = None, *_: Any) -> dspy.Prediction:
         parsed = self.parse(pred) if pred is not None else self.failed("no answer")

@@ -13,7 +13,7 @@ from typing import Any
 
 from pydantic import BaseModel
 
-from calibrator.items import match_items
+from calibrator.items import item_f1
 
 GRADER_LABELS = ("0", "0.5", "1")
 DECISIONS = ("continue", "stop")
@@ -133,11 +133,9 @@ def disagreements(record: dict[str, Any], rows: list[dict[str, str]], side: str 
             gold_items = [i for i in row["gold_items"].split("; ") if i]
             pred_items = [i for i in row[f"{side}_items"].split("; ") if i]
             decision_ok = row[f"{side}_decision"] == row["gold_decision"]
-            matched = len(match_items(gold_items, pred_items))
-            items_ok = matched == len(gold_items) == len(pred_items)
-            if decision_ok and items_ok:
+            f1 = item_f1(gold_items, pred_items)
+            if decision_ok and f1 == 1.0:
                 continue
-            f1 = 2 * matched / (len(gold_items) + len(pred_items)) if gold_items or pred_items else 1.0
             size = 1.0 - (0.5 * decision_ok + 0.5 * f1)
             shown = {"future": row.get("future", ""), "gold items": row["gold_items"] or "(none)",
                      "predicted items": row[f"{side}_items"] or "(none)"}
