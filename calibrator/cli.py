@@ -26,7 +26,7 @@ examples:
   python -m calibrator eval --component grader --prompt prompts/grader.calibrated.yaml
   python -m calibrator run --component extractor                    # calibrate the extractor the same way
   python -m calibrator extract --logs sessions.jsonl --out samples.jsonl
-  python -m calibrator review reports/<run-id> -o review.xlsx        # disagreements, to adjudicate
+  python -m calibrator review reports/<run-id> -o review.xlsx        # disagreements + agreements, shuffled, to adjudicate blind
   python -m calibrator goldset template --component grader -o new.xlsx
   python -m calibrator goldset add new.xlsx --component grader      # also takes an adjudicated review.xlsx
 
@@ -72,7 +72,8 @@ def _parser() -> argparse.ArgumentParser:
                      help="LM that writes instruction candidates (mipro) and reflections (gepa); a stronger model than "
                           "the one being calibrated usually proposes better prompts (default: the --lm model)")
     run.add_argument("--save-prompt", type=Path, metavar="PATH",
-                     help="where the calibrated prompt goes (default: prompts/<component>.calibrated.yaml; the baseline is never overwritten)")
+                     help="where the calibrated prompt goes (default: prompts/<component>.calibrated.yaml, except after a "
+                          "--budget smoke run or a `worse` verdict; naming a PATH saves it even then; the baseline is never overwritten)")
 
     ev = commands.add_parser("eval", help="score one prompt on every gold row, no optimisation",
                              description="Score one prompt (the baseline by default) on every row of a gold set.",
@@ -91,12 +92,23 @@ def _parser() -> argparse.ArgumentParser:
     ex.add_argument("--prompt", type=Path, help="extractor prompt (default: prompts/extractor.calibrated.yaml if present, else prompts/extractor.yaml)")
     lm_flags(ex)
 
-    rv = commands.add_parser("review", help="export a run's disagreements to a spreadsheet for adjudication",
-                             description="Write every held-out example where the run's prediction differs from gold to a "
-                                         "spreadsheet with empty adjudicated_label / adjudication_note columns, in the "
-                                         "gold-set column contract, ready to be filled and fed back as gold rows.")
+    rv = commands.add_parser("review", help="export a run's disagreements and a sample of its agreements, shuffled, to adjudicate blind",
+                             description="Write every row of the run's predictions.csv (every split) where the prediction differs "
+                                         "from gold, plus a random sample of rows where it agrees (drawn from every split), "
+                                         "shuffled together, to a spreadsheet in the gold-set column contract with empty "
+                                         "adjudicated_label / adjudication_note columns. The run's columns (split, prediction, "
+                                         "error) come last: in an XLSX a column group collapsed by default, so the reviewer "
+                                         "labels blind; in a CSV plain last columns to hide. Rows keep their ids (so their "
+                                         "splits): fill in the wrong labels, leave the right ones empty, and bring the file "
+                                         "back with `goldset add`; an untouched row comes back unchanged.")
     rv.add_argument("run_dir", type=Path, metavar="RUN_DIR", help="a run folder, e.g. reports/<run-id>")
     rv.add_argument("-o", "--output", type=Path, default=Path("review.xlsx"), help="review.xlsx (default) or a .csv")
+    rv.add_argument("--agreements", type=int, metavar="N",
+                    help="how many agreeing rows to mix in (default: as many as the disagreements; 0: disagreements only)")
+    rv.add_argument("--seed", type=int, default=0, help="seed of the agreement sample and the shuffle (default: 0)")
+    rv.add_argument("--goldset", type=Path, metavar="PATH",
+                    help="the gold set the rows are read from, so notes and annotator columns round-trip "
+                         "(default: the gold set recorded in the run's run.json)")
 
     gs = commands.add_parser("goldset", help="make, add to, check and describe gold sets as spreadsheets",
                              description="Gold sets are spreadsheets people fill in: get a template, add the filled file, "
@@ -177,7 +189,7 @@ def main(argv: list[str] | None = None) -> int:
     from calibrator.lm.local import ModelMissingError
     from calibrator.lm.prices import load_prices
     from calibrator.prompt import load_prompt
-    from calibrator.runs import RunRequest, command_line, execute
+    from calibrator.runs import HeldOutLeakError, RunRequest, command_line, execute, unsaved_reason
 
     _quiet()
     try:
@@ -194,6 +206,7 @@ def main(argv: list[str] | None = None) -> int:
     request = RunRequest(
         kind=args.command, component=component.name, goldset_path=goldset_path, prompt_path=prompt_path,
         calibrated_path=(args.save_prompt or paths["calibrated"]) if args.command == "run" else None,
+        save_explicit=bool(getattr(args, "save_prompt", None)),
         optimizer=getattr(args, "optimizer", "auto"), budget=getattr(args, "budget", "light"), seed=args.seed,
         out=args.out, command=command_line(), show_progress=not args.no_progress, prices=args.prices,
     )
@@ -202,6 +215,9 @@ def main(argv: list[str] | None = None) -> int:
             lm = stack.enter_context(open_lm(spec, cache_dir=args.cache_dir, seed=args.seed))
             proposer = stack.enter_context(open_lm(proposer_spec, cache_dir=args.cache_dir, seed=args.seed)) if proposer_spec else None
             record, folder = execute(request, component, goldset, base, lm, proposer)
+    except HeldOutLeakError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
     except (ModelMissingError, RuntimeError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 1
@@ -210,11 +226,16 @@ def main(argv: list[str] | None = None) -> int:
         return 130
     u = record.usage
     print(record.verdict)
+    for warning in record.warnings:
+        print(f"warning: {warning}")
     print(f"{u.lm_calls} LM calls, {u.cache_hits} cache hits, {u.prompt_tokens} prompt + {u.completion_tokens} completion tokens, "
           f"{record.wall_seconds:.1f} s")
     print(f"report: {folder / 'index.html'}")
-    if request.calibrated_path is not None:
-        print(f"calibrated prompt: {request.calibrated_path}")
+    if record.saved_prompt is not None:
+        print(f"calibrated prompt: {record.saved_prompt}")
+    elif request.calibrated_path is not None:
+        print(f"calibrated prompt not saved to {request.calibrated_path}: {unsaved_reason(request, record)} "
+              f"(it is in {folder / 'prompt.calibrated.yaml'}; --save-prompt PATH keeps it anyway)")
     return 0
 
 
@@ -241,13 +262,14 @@ def _extract(args: argparse.Namespace) -> int:
         print(f"skipped: {problem}", file=sys.stderr)
     samples = segment_all(logs.sessions)
     note = "" if prompt.calibration else " (not calibrated: run `python -m calibrator run --component extractor` first)"
-    print(f"{len(logs.sessions)} sessions read, {logs.skipped} skipped; {len(samples)} samples; prompt {prompt_path}{note}")
+    print(f"{len(logs.sessions)} sessions read, {logs.skipped} skipped; {len(samples)} samples; LM {spec}; "
+          f"prompt {prompt_path} (content sha256 {prompt.content_sha256()[:12]}){note}")
     _quiet()
     import dspy
 
     try:
         with open_lm(spec, cache_dir=args.cache_dir, seed=args.seed) as lm, dspy.context(lm=lm.lm, adapter=CompactJSONAdapter()):
-            summary = extract_samples(samples, prompt, args.out, show_progress=not args.no_progress)
+            summary = extract_samples(samples, prompt, spec, args.out, show_progress=not args.no_progress)
             usage = lm.usage()
     except (ModelMissingError, RuntimeError) as e:
         print(f"error: {e}", file=sys.stderr)
@@ -255,14 +277,15 @@ def _extract(args: argparse.Namespace) -> int:
     except KeyboardInterrupt:
         print(f"interrupted: finished samples are kept in {args.out}.partial; run the same command again to continue", file=sys.stderr)
         return 130
-    print(f"wrote {summary.samples} samples to {args.out}: {summary.extracted} extracted now, {summary.reused} from an earlier run, "
+    print(f"wrote {summary.samples} samples to {args.out}: {summary.extracted} extracted now "
+          f"({summary.reextracted} re-extracted: made by another prompt or LM), {summary.reused} from an earlier run, "
           f"{summary.stops} stop (no LM call), {summary.failed} failed (retried on the next run)")
     print(f"{usage.lm_calls} LM calls, {usage.cache_hits} cache hits; {logs.skipped} session(s) skipped")
     return 0
 
 
 def _review(args: argparse.Namespace) -> int:
-    from calibrator.review import write_review
+    from calibrator.review import build_review, hidden_columns, write_review
 
     if not (args.run_dir / "run.json").is_file() or not (args.run_dir / "predictions.csv").is_file():
         print(f"error: {args.run_dir} is not a run folder (no run.json and predictions.csv)", file=sys.stderr)
@@ -270,8 +293,35 @@ def _review(args: argparse.Namespace) -> int:
     if args.output.suffix.lower() not in (".xlsx", ".csv"):
         print("error: --output must end in .xlsx or .csv", file=sys.stderr)
         return 2
-    count = write_review(args.run_dir, args.output)
-    print(f"wrote {count} disagreement(s) to {args.output}: fill adjudicated_label (and a note), then add them to the gold set")
+    if args.agreements is not None and args.agreements < 0:
+        print(f"error: --agreements must be 0 or more, got {args.agreements}", file=sys.stderr)
+        return 2
+    if args.goldset is not None and not args.goldset.is_file():
+        print(f"error: --goldset {args.goldset}: no such file", file=sys.stderr)
+        return 2
+    try:
+        review = build_review(args.run_dir, agreements=args.agreements, seed=args.seed, goldset=args.goldset)
+    except GoldSetError as e:
+        _problems(e, Path(e.problems[0].file))
+        return 2
+    write_review(review, args.output)
+    wanted = review.disagreements if args.agreements is None else args.agreements
+    short = f" (only {review.agreements_available} exist)" if review.agreements < wanted else ""
+    where = (f"are grouped and hidden in columns {hidden_columns(review)}: expand them only after labelling"
+             if args.output.suffix.lower() == ".xlsx" else f"are the last {len(review.hidden)} columns: hide them before labelling")
+    print(f"wrote {len(review.rows)} rows to {args.output}: {review.disagreements} disagreements and {review.agreements} agreements{short}, "
+          f"shuffled ({', '.join(f'{s} {n}' for s, n in review.splits.items())}); the run's columns ({', '.join(review.hidden)}) {where}")
+    if not review.goldset_found:
+        print(f"warning: gold set not found at {review.goldset}: rows were taken from predictions.csv "
+              "without their note and annotator columns, so a row whose note this drops comes back as an update; "
+              "pass --goldset PATH", file=sys.stderr)
+    if review.relabelled:
+        print(f"note: {len(review.relabelled)} row(s) were relabelled since this run and are exported as they are now: "
+              f"{', '.join(review.relabelled[:10])}{' …' if len(review.relabelled) > 10 else ''}")
+    if review.dropped:
+        print(f"note: {len(review.dropped)} row(s) of this run are no longer in {review.goldset} and were left out")
+    print(f"fill adjudicated_label (and adjudication_note) where the gold label is wrong, leave both empty where it is right, then: "
+          f"python -m calibrator goldset add {args.output} --component {review.component}")
     return 0
 
 

@@ -21,6 +21,7 @@ from calibrator.goldset import (SPLITS, GoldRow, GoldSet, GoldSetError, GraderRo
 from calibrator.items import normalise
 from calibrator.prompt import write_atomic
 from calibrator.report import view
+from calibrator.splits import SplitBalance
 
 
 class Change(BaseModel):
@@ -107,6 +108,7 @@ class Stats(BaseModel):
     rows: int
     labels: dict[str, int]
     splits: dict[str, int]
+    balance: SplitBalance
     duplicates: list[list[str]]  # same content and labels under different ids
     near_duplicates: list[list[str]]  # same case (grader: candidate + target; extractor: context + future), any labels
     annotator_disagreements: list[str]
@@ -131,6 +133,7 @@ def stats(goldset: GoldSet) -> Stats:
     human = goldset.human_agreement()
     return Stats(
         rows=len(goldset.rows), labels=dict(sorted(Counter(_cell(r.label) for r in goldset.rows).items())), splits=goldset.sizes(),
+        balance=goldset.balance(),
         duplicates=[ids for ids in by_hash.values() if len(ids) > 1], near_duplicates=[ids for ids in by_case.values() if len(ids) > 1],
         annotator_disagreements=disagree, annotators=human[2] if human else [], human_qwk=human[0] if human else None,
         human_n=human[1] if human else None)
@@ -138,7 +141,9 @@ def stats(goldset: GoldSet) -> Stats:
 
 def describe_stats(s: Stats) -> str:
     lines = [f"{s.rows} rows; labels: " + ", ".join(f"{k}: {v}" for k, v in s.labels.items()),
-             "splits: " + ", ".join(f"{k} {s.splits[k]}" for k in SPLITS)]
+             "splits (by a hash of each id, so a row never moves): " + ", ".join(f"{k} {s.splits[k]}" for k in SPLITS)]
+    lines += [f"  label {b.label}: " + ", ".join(f"{k} {b.counts[k]}" for k in SPLITS) for b in s.balance.labels]
+    lines += [f"warning: {w}" for w in s.balance.warnings]
     lines.append(f"exact duplicates: {len(s.duplicates)}" + "".join(f"\n  {' = '.join(ids)}" for ids in s.duplicates))
     lines.append(f"near-duplicates (same case, maybe different labels): {len(s.near_duplicates)}"
                  + "".join(f"\n  {' ~ '.join(ids)}" for ids in s.near_duplicates))

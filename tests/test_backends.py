@@ -38,29 +38,61 @@ def row():
 
 
 def test_openai_compatible_decodes_against_the_schema(server, program, row, tmp_path):
-    spec = LMSpec.parse(f"openai-compatible:smollm2@{server.base_url}/v1")
-    with open_lm(spec, cache_dir=tmp_path, max_retries=0) as lm, dspy.context(lm=lm.lm, adapter=CompactJSONAdapter()):
-        first = GRADER.predict(program, row)
-        assert first.error is None and first.content_score in (0.0, 0.5, 1.0)
-        assert first.format_score in (0.0, 0.5, 1.0)
-        used = lm.usage()
-        assert used.lm_calls == 1 and used.prompt_tokens > 0 and used.completion_tokens > 0
-        again = GRADER.predict(program, row)
-        assert again == first
-        assert lm.usage().lm_calls == 1 and lm.usage().cache_hits == 1
+    """The request carries the grader's JSON schema, so the raw answer is strict JSON with a valid label
+    (no repair by the parser), and the meter counts exactly the tokens the server reported."""
+    httpd, handler = _proxy(server.base_url, failures=0)
+    try:
+        spec = LMSpec.parse(f"openai-compatible:smollm2@http://127.0.0.1:{httpd.server_port}/v1")
+        with open_lm(spec, cache_dir=tmp_path, max_retries=0) as lm, dspy.context(lm=lm.lm, adapter=CompactJSONAdapter()):
+            first = GRADER.predict(program, row)
+            used = lm.usage()
+            again = GRADER.predict(program, row)
+            assert again == first
+            assert lm.usage().lm_calls == 1 and lm.usage().cache_hits == 1
+    finally:
+        httpd.shutdown()
+    [(path, request, response)] = handler.exchanges
+    assert path == "/v1/chat/completions"
+    assert request["response_format"]["type"] == "json_schema"
+    properties = request["response_format"]["json_schema"]["schema"]["properties"]
+    assert properties["content_score"]["enum"] == properties["format_score"]["enum"] == [0.0, 0.5, 1.0]
+    answer = json.loads(response["choices"][0]["message"]["content"])
+    assert answer["content_score"] in (0.0, 0.5, 1.0) and answer["format_score"] in (0.0, 0.5, 1.0)
+    assert first.error is None and (first.content_score, first.format_score) == (answer["content_score"], answer["format_score"])
+    assert (used.prompt_tokens, used.completion_tokens) == (response["usage"]["prompt_tokens"], response["usage"]["completion_tokens"])
+    assert used.prompt_tokens > 0 and used.completion_tokens > 0
 
 
-def test_anthropic_sdk_against_the_messages_endpoint(server, program, row, tmp_path, monkeypatch):
-    monkeypatch.setenv("ANTHROPIC_BASE_URL", server.base_url)
+def test_anthropic_sdk_against_the_messages_endpoint(server, row, tmp_path, monkeypatch):
+    """No schema decoding on this API, so the prompt carries one demonstration per label (which the embedded
+    model follows; with none it writes Python): the system text, the alternating demo turns and the answer
+    all cross the Messages wire, the answer parses to a label, and every input token is counted."""
+    train = [r for r in load_goldset(ROOT / "goldsets/grader.csv").split("train") if r.id != row.id]
+    demos = [next(r for r in train if r.content_score == label) for label in (1.0, 0.0, 0.5)]
+    prompt = load_prompt(ROOT / "prompts/grader.yaml")
+    prompt = prompt.model_copy(update={"demos": [GRADER.demo_record(GRADER.to_example(r, demo=True)) for r in demos]})
+    httpd, handler = _proxy(server.base_url, failures=0)
+    monkeypatch.setenv("ANTHROPIC_BASE_URL", f"http://127.0.0.1:{httpd.server_port}")
     monkeypatch.setenv("ANTHROPIC_API_KEY", "sk-ant-test-not-a-real-key")
-    with open_lm(LMSpec.parse("anthropic:smollm2"), cache_dir=tmp_path, max_retries=0) as lm, \
-            dspy.context(lm=lm.lm, adapter=CompactJSONAdapter()):
-        assert "response_format" not in lm.engine.supported_params
-        pred = GRADER.predict(program, row)
-        # No schema decoding on this API: a small model may not answer in JSON, which must be recorded, not raised.
-        assert (pred.error is None) == (pred.content_score is not None)
-        used = lm.usage()
-        assert used.lm_calls == 1 and used.prompt_tokens > 0 and used.failures == 0
+    try:
+        with open_lm(LMSpec.parse("anthropic:smollm2"), cache_dir=tmp_path, max_retries=0) as lm, \
+                dspy.context(lm=lm.lm, adapter=CompactJSONAdapter()):
+            assert "response_format" not in lm.engine.supported_params
+            pred = GRADER.predict(GRADER.build_program(prompt), row)
+            used = lm.usage()
+    finally:
+        httpd.shutdown()
+    [(path, request, response)] = handler.exchanges
+    assert path == "/v1/messages"
+    assert prompt.instructions.strip().splitlines()[0] in request["system"] and "response_format" not in request
+    assert [m["role"] for m in request["messages"]] == ["user", "assistant"] * len(demos) + ["user"]
+    text = "".join(block["text"] for block in response["content"] if block["type"] == "text")
+    assert text.strip()
+    assert pred.error is None and pred.content_score in (0.0, 0.5, 1.0)
+    usage = response["usage"]
+    assert used.lm_calls == 1 and used.failures == 0 and used.completion_tokens == usage["output_tokens"] > 0
+    assert used.prompt_tokens == usage["input_tokens"] + usage.get("cache_read_input_tokens", 0) + usage.get("cache_creation_input_tokens", 0)
+    assert used.cached_prompt_tokens == usage.get("cache_read_input_tokens", 0)
 
 
 def test_missing_api_key_is_a_clear_error(tmp_path, monkeypatch):
@@ -71,11 +103,13 @@ def test_missing_api_key_is_a_clear_error(tmp_path, monkeypatch):
 
 
 class _FlakyProxy(http.server.BaseHTTPRequestHandler):
-    """Answers the first `failures` POSTs with 503, then forwards to the real server."""
+    """Answers the first `failures` POSTs with 503, then forwards to the real server and records each
+    forwarded (path, request, response) as JSON: what actually crossed the wire."""
 
     upstream = ""
     failures = 0
     seen = 0
+    exchanges: list[tuple[str, dict, dict]] = []
 
     def do_POST(self):  # noqa: N802
         body = self.rfile.read(int(self.headers["Content-Length"]))
@@ -89,6 +123,7 @@ class _FlakyProxy(http.server.BaseHTTPRequestHandler):
         req = urllib.request.Request(self.upstream + self.path, data=body, headers={"Content-Type": "application/json"})
         with urllib.request.urlopen(req, timeout=120) as r:
             payload = r.read()
+        type(self).exchanges.append((self.path, json.loads(body), json.loads(payload)))
         self.send_response(200)
         self.send_header("Content-Type", "application/json")
         self.send_header("Content-Length", str(len(payload)))
@@ -100,7 +135,7 @@ class _FlakyProxy(http.server.BaseHTTPRequestHandler):
 
 
 def _proxy(upstream: str, failures: int):
-    handler = type("Proxy", (_FlakyProxy,), {"upstream": upstream, "failures": failures, "seen": 0})
+    handler = type("Proxy", (_FlakyProxy,), {"upstream": upstream, "failures": failures, "seen": 0, "exchanges": []})
     httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
     threading.Thread(target=httpd.serve_forever, daemon=True).start()
     return httpd, handler

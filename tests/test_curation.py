@@ -7,7 +7,6 @@ import shutil
 from pathlib import Path
 
 import openpyxl
-import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from synthetic_run import make_run
@@ -17,7 +16,7 @@ from calibrator.curation import goldset_csv
 from calibrator.goldset import ExtractorRow, GoldSetError, GraderRow, load_goldset, read_rows
 
 ROOT = Path(__file__).resolve().parents[1]
-PRIMOCK = ROOT.parent / "shared" / "data" / "primock57" / "consultation_checklists"
+FIXTURES = Path(__file__).resolve().parent / "fixtures"
 
 
 def digest(path: Path) -> str:
@@ -75,7 +74,7 @@ def test_template_fill_add_stats_readd_and_adjudicated_review(tmp_path, capsys):
     assert "added 0, updated 0, unchanged 3" in out and digest(store) == before
 
     # an adjudicated review comes back: exactly the filled rows change
-    folder = make_run(tmp_path / "reports", seed=9)
+    folder = make_run(tmp_path / "reports", seed=9, goldset=tmp_path / "run-gold.csv")
     review = tmp_path / "review.xlsx"
     assert main(["review", str(folder), "-o", str(review)]) == 0
     code, out, err = run(capsys, "add", str(review), "--goldset", str(store))
@@ -163,13 +162,18 @@ def test_bad_files_give_one_line_per_problem_and_never_touch_the_gold_set(tmp_pa
     assert not (tmp_path / "gold.csv.bak").exists()
 
 
-@pytest.mark.skipif(not PRIMOCK.exists(), reason="../shared/data/primock57 is not here")
-def test_primock57_checklist_with_ref_cells_is_refused_clearly(tmp_path, capsys):
-    checklist = sorted(PRIMOCK.glob("Clinician_1/*.xlsx"))[0]
+def test_a_clinical_checklist_with_ref_cells_is_refused_clearly(tmp_path, capsys):
+    """A workbook shaped like a consultation checklist (invented rows): a `Checklist` sheet and a `Note 1` sheet
+    of cross-sheet formulas, some `=#REF!`, one #REF! error cell; no sheet has the contract's header."""
+    checklist = FIXTURES / "checklist-with-ref-cells.xlsx"
     store = tmp_path / "gold.csv"
     shutil.copy(ROOT / "goldsets" / "grader.csv", store)
+    before = digest(store)
     code, _, err = run(capsys, "add", str(checklist), "--goldset", str(store))
-    assert code == 2 and "required column is missing" in err and "Traceback" not in err
+    assert code == 2
+    assert "required column is missing (no sheet of Checklist, Note 1 has it)" in err
+    assert "Traceback" not in err and "nothing was written" in err
+    assert digest(store) == before and not (tmp_path / "gold.csv.bak").exists()
 
 
 def test_ten_thousand_rows_load(tmp_path, capsys):
@@ -193,7 +197,8 @@ def test_written_gold_sets_never_hold_a_live_formula(tmp_path):
 def test_extractor_add_and_stats(tmp_path, capsys):
     store = tmp_path / "e.csv"
     code, out, err = run(capsys, "add", str(ROOT / "goldsets/extractor.csv"), "--component", "extractor", "--goldset", str(store))
-    assert code == 0, err and "added 45" in out
+    assert code == 0, err
+    assert "added 45, updated 0, unchanged 0, rejected 0" in out
     code, out, _ = run(capsys, "stats", "--component", "extractor", "--goldset", str(store))
     assert "45 rows; labels: continue: 30, stop: 15" in out
     assert load_goldset(store, ExtractorRow).sha256 == load_goldset(ROOT / "goldsets/extractor.csv", ExtractorRow).sha256

@@ -12,6 +12,9 @@ from pathlib import Path
 
 import pytest
 
+from calibrator.components.grader import GRADER
+from calibrator.optimize import BUDGETS
+
 ROOT = Path(__file__).resolve().parents[1]
 pytestmark = pytest.mark.slow
 
@@ -47,6 +50,8 @@ def test_smoke_run_writes_artifacts_and_reruns_from_cache(tmp_path):
             s = rec[side][split]
             assert {"accuracy", "qwk", "mae", "parse_failure_rate", "qwk_ci", "confusion"} <= set(s)
     assert rec["usage"]["lm_calls"] > 0
+    loo = [t for t in rec["optimization"]["trials"] if t["strategy"] == "knn" and t["kind"] == "train-loo"]
+    assert len(loo) == len(GRADER.retrieval_key_choices) * len(BUDGETS["smoke"].knn_ks)  # every fields x k setting knn tried
     with open(folder / "predictions.csv", newline="") as f:
         rows = list(csv.DictReader(f))
     assert rows and {"id", "split", "gold", "baseline", "calibrated"} <= set(rows[0])
@@ -139,7 +144,12 @@ def test_dspy_optimizers_run_on_the_smoke_budget(tmp_path, optimizer, separate_p
     search = rec["optimization"]
     strategies = {c["strategy"] for c in search["candidates"]}
     assert strategies == {"baseline", optimizer}
-    assert any(t["strategy"] == optimizer for t in search["trials"])
+    # the optimizer's own log (MIPROv2's trial_logs, GEPA's detailed_results), scored by the per-example metric;
+    # the engine appends one val trial per strategy on top, scored by the selection metric
+    own = [t for t in search["trials"] if t["strategy"] == optimizer and t["metric"] == "example_metric"]
+    assert own and all(t["kind"] in ("full", "minibatch") and 0 <= t["score"] <= 1 for t in own)
+    [appended] = [t for t in search["trials"] if t["strategy"] == optimizer and t["metric"] != "example_metric"]
+    assert appended["metric"] == "qwk" and appended["score"] == next(c["val_score"] for c in search["candidates"] if c["strategy"] == optimizer)
     assert search["winner"] in strategies
     if separate_proposer:
         assert search["proposer_lm"].startswith("openai-compatible:smollm2@")

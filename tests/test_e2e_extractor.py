@@ -1,9 +1,10 @@
 """The extractor end to end on the embedded model: a smoke calibration run, and `extract` over a RealMedConv
-file with malformed lines, killed half-way and resumed."""
+file with malformed lines, killed half-way and resumed, then extracted again with another prompt."""
 
 import csv
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -109,3 +110,33 @@ def test_extract_segments_reports_bad_lines_and_resumes_after_a_kill(tmp_path):
     assert [m["content"] for m in pairs["pairs_0"]["context"]] == ["My son has a cough", "He is 6"]
     assert pairs["pairs_1"]["decision"] == "stop" and len(pairs["pairs_1"]["future"]) == 2
     assert not partial.exists()
+
+
+def test_extract_with_another_prompt_re_extracts_every_continue_sample(tmp_path):
+    from calibrator.prompt import load_prompt, save_prompt
+
+    logs = realmedconv(tmp_path / "sessions.jsonl", n_long=0)  # greet: 2 continue + 1 stop; pairs: 1 continue + 1 stop
+    out = tmp_path / "samples.jsonl"
+    prompt_a = ROOT / "prompts/extractor.yaml"
+    base = load_prompt(prompt_a)
+    sentence = "Only list what the pharmacist asked, never what the patient said unasked."
+    assert sentence in base.instructions
+    prompt_b = tmp_path / "extractor.b.yaml"
+    save_prompt(base.model_copy(update={"instructions": base.instructions.replace(sentence, "List only what the pharmacist asked.")}), prompt_b)
+
+    first = calibrator("extract", "--logs", str(logs), "--out", str(out), "--prompt", str(prompt_a), tmp=tmp_path)
+    assert first.returncode == 0, first.stderr
+    continues = [r for r in map(json.loads, out.read_text().splitlines()) if r["decision"] == "continue"]
+    finished = sum(r["error"] is None for r in continues)
+    assert len(continues) == 3 and finished > 0
+
+    second = calibrator("extract", "--logs", str(logs), "--out", str(out), "--prompt", str(prompt_b), tmp=tmp_path)
+    assert second.returncode == 0, second.stderr
+    assert f": 3 extracted now ({finished} re-extracted: made by another prompt or LM), 0 from an earlier run," in second.stdout
+    calls = re.search(r"^(\d+) LM calls, (\d+) cache hits", second.stdout, re.MULTILINE)
+    assert calls is not None
+    assert int(calls[1]) >= 3  # the new instructions are in every request: no answer comes from prompt A's cache
+    records = [json.loads(line) for line in out.read_text().splitlines()]
+    assert len(records) == 5
+    assert {(r["prompt_sha256"], r["lm"]) for r in records} == {(load_prompt(prompt_b).content_sha256(), "local")}
+    assert load_prompt(prompt_b).content_sha256() != base.content_sha256()

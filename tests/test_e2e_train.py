@@ -11,8 +11,10 @@ from pathlib import Path
 
 import pytest
 
+from calibrator.components.grader import choose_format_source
 from calibrator.extract import TrainingSample
 from calibrator.logs import Message
+from calibrator.prompt import load_prompt
 
 ROOT = Path(__file__).resolve().parents[1]
 pytestmark = pytest.mark.slow
@@ -63,7 +65,11 @@ def test_killed_run_resumes_from_its_checkpoint_then_eval(tmp_path):
     assert done.returncode == 0, done.stderr[-3000:]
     record = json.loads((out / "run.json").read_text())
     assert record["resumed_from"].endswith("checkpoint-2") and record["steps"] == 3
-    assert record["gate"]["allowed_below_gate"] is True and record["gate"]["test_qwk"] < 0.4
+    gate_checks = {c["check"]: c for c in record["gate"]["checks"]}  # cpu-smoke waives quality, never gold set or LM
+    assert record["gate"]["overrides"] == ["allow_below_gate"] and gate_checks["heldout_qwk_ci_low"]["figure"] < 0.4
+    assert gate_checks["goldset_version"]["passed"] and gate_checks["grader_lm"]["passed"]
+    grader = load_prompt(ROOT / json.loads((out / "config.json").read_text())["grader_prompt"])
+    assert record["format"] == choose_format_source(grader.calibration.val).model_dump()  # chosen on val, recorded
     steps = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
     assert [s["step"] for s in steps] == [1, 2, 3]
     for s in steps:
@@ -76,3 +82,4 @@ def test_killed_run_resumes_from_its_checkpoint_then_eval(tmp_path):
         assert {"good_question_rate", "mean_content", "termination_accuracy", "continue_accuracy", "decision_accuracy",
                 "mean_format", "mean_reward", "n"} <= set(result[side])
     assert (out / "eval.html").read_text().startswith("<!doctype html>")
+    assert result["format"]["source"] == record["format"]["source"]  # eval scores with the reward it trained on

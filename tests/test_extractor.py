@@ -13,13 +13,16 @@ from pydantic import TypeAdapter
 
 from calibrator.cli import main
 from calibrator.components.extractor import DEFAULT_FIELDS, EXTRACTOR, MAX_ITEMS, items_type, observed_future
-from calibrator.extract import extract_samples, partial_path
+from calibrator.extract import MadeBy, TrainingSample, extract_samples, partial_path, reusable
 from calibrator.goldset import ExtractorRow, GoldSetError, load_goldset
 from calibrator.items import match_items, normalise, paired_items, score_items, value_overlap
+from calibrator.lm.spec import LMSpec
 from calibrator.logs import Message, Sample
 from calibrator.prompt import load_prompt
+from train.data import read_samples
 
 ROOT = Path(__file__).resolve().parents[1]
+LOCAL = LMSpec.parse("local")
 SHIPPED = ROOT / "goldsets" / "extractor.csv"
 HEADER = ["id", "context", "future", "target_info", "decision", "note"]
 
@@ -110,6 +113,25 @@ def test_item_scores_by_hand():
     for name in ("item_precision", "item_recall", "item_f1", "decision_accuracy"):
         low, high = getattr(s, f"{name}_ci")
         assert low <= getattr(s, name) <= high
+
+
+def test_no_invention_rate_counts_parsed_answers_only():
+    """An unparsed answer on a stop sample predicts no items, yet it did not refrain from inventing one."""
+    gold = [([], "stop"), ([], "stop"), ([], "stop"), (["duration: a week"], "continue")]
+    pred = [([], "stop"),  # refrained
+            (["symptom: cough"], "continue"),  # invented
+            (None, None),  # did not parse: neither
+            (["duration: a week"], "continue")]
+    s = score_items(gold, pred, seed=1)
+    assert s.no_invention_rate == pytest.approx(1 / 2)
+    assert s.n_stop == 3 and s.parse_failure_rate == pytest.approx(1 / 4)
+    unparsed = score_items([([], "stop"), (["duration: a week"], "continue")], [(None, None), (["duration: a week"], "continue")])
+    assert unparsed.no_invention_rate is None and unparsed.no_invention_rate_ci is None
+
+
+def test_a_parse_failure_rate_of_one_in_twenty_is_exactly_five_percent():
+    gold = [(["duration: a week"], "continue")] * 20
+    assert score_items(gold, [(None, None)] + gold[1:], n_boot=10).parse_failure_rate == 0.05
 
 
 def test_no_prediction_scores_zero_and_no_stop_samples_give_no_invention_rate():
@@ -207,14 +229,14 @@ def test_extract_resumes_without_redoing_or_duplicating(tmp_path):
     prompt = load_prompt(ROOT / "prompts/extractor.yaml")
     out, todo = tmp_path / "samples.jsonl", samples(5)
     with dspy.context(lm=Dies(3), adapter=dspy.ChatAdapter()), pytest.raises(KeyboardInterrupt):
-        extract_samples(todo, prompt, out, show_progress=False)
+        extract_samples(todo, prompt, LOCAL, out, show_progress=False)
     assert not out.exists() and len(partial_path(out).read_text().splitlines()) == 3
     with open(partial_path(out), "a") as f:
         f.write('{"id": "s3_0", "session_id": "s3", "conte')  # a line torn by the kill
     second = Dies(100)
     with dspy.context(lm=second, adapter=dspy.ChatAdapter()):
-        summary = extract_samples(todo, prompt, out, show_progress=False)
-    assert second.made == 2 and (summary.reused, summary.extracted, summary.stops) == (3, 2, 1)
+        summary = extract_samples(todo, prompt, LOCAL, out, show_progress=False)
+    assert second.made == 2 and (summary.reused, summary.extracted, summary.reextracted, summary.stops) == (3, 2, 0, 1)
     records = [json.loads(line) for line in out.read_text().splitlines()]
     assert [r["id"] for r in records] == [s.id for s in todo]
     assert records[0]["target_info"] == ["allergies: none"] and records[0]["context"][0]["role"] == "user"
@@ -222,4 +244,71 @@ def test_extract_resumes_without_redoing_or_duplicating(tmp_path):
     assert not partial_path(out).exists()
     third = Dies(0)
     with dspy.context(lm=third, adapter=dspy.ChatAdapter()):
-        assert extract_samples(todo, prompt, out, show_progress=False).reused == len(todo)
+        assert extract_samples(todo, prompt, LOCAL, out, show_progress=False).reused == len(todo)
+
+
+# ---- extract: a record is reused only by the prompt and LM that made it ------------------------------------
+
+def stamps(out: Path) -> set[tuple[str | None, str | None]]:
+    return {(r.get("prompt_sha256"), r.get("lm")) for r in map(json.loads, out.read_text().splitlines())}
+
+
+def drop_stamps(out: Path) -> None:
+    """Rewrite `out` as it was before records were stamped: no prompt_sha256, no lm."""
+    records = [json.loads(line) for line in out.read_text().splitlines()]
+    out.write_text("".join(json.dumps({k: v for k, v in r.items() if k not in ("prompt_sha256", "lm")}) + "\n" for r in records))
+
+
+def extracted_once(tmp_path: Path):
+    prompt, out, todo = load_prompt(ROOT / "prompts/extractor.yaml"), tmp_path / "samples.jsonl", samples(3)
+    with dspy.context(lm=Dies(100), adapter=dspy.ChatAdapter()):
+        extract_samples(todo, prompt, LOCAL, out, show_progress=False)
+    return prompt, out, todo
+
+
+def test_extract_stamps_every_record_and_reuses_them_for_the_same_prompt_and_lm(tmp_path):
+    prompt, out, todo = extracted_once(tmp_path)
+    assert stamps(out) == {(prompt.content_sha256(), "local")}  # the stop sample too, though it made no LM call
+    again = Dies(100)
+    with dspy.context(lm=again, adapter=dspy.ChatAdapter()):
+        summary = extract_samples(todo, load_prompt(ROOT / "prompts/extractor.yaml"), LMSpec.parse("local"), out, show_progress=False)
+    assert again.made == 0 and (summary.reused, summary.extracted, summary.reextracted) == (4, 0, 0)
+
+
+@pytest.mark.parametrize("change", ["other prompt", "other lm", "no stamp"])
+def test_extract_re_extracts_records_made_by_another_prompt_or_lm(tmp_path, change):
+    prompt, out, todo = extracted_once(tmp_path)
+    lm = LOCAL
+    if change == "other prompt":
+        prompt = prompt.model_copy(update={"instructions": prompt.instructions + "\nName only what the pharmacist asked."})
+    elif change == "other lm":
+        lm = LMSpec.parse("openai:gpt-4o-mini")
+    else:
+        drop_stamps(out)
+    second = Dies(100)
+    with dspy.context(lm=second, adapter=dspy.ChatAdapter()):
+        summary = extract_samples(todo, prompt, lm, out, show_progress=False)
+    assert second.made == 3 and (summary.reused, summary.extracted, summary.reextracted, summary.stops) == (0, 3, 3, 1)
+    assert stamps(out) == {(prompt.content_sha256(), str(lm))}
+
+
+def test_read_samples_reads_records_from_before_stamping(tmp_path):
+    _, out, todo = extracted_once(tmp_path)
+    drop_stamps(out)
+    records = read_samples(out)
+    assert [r.id for r in records] == [s.id for s in todo]
+    assert {(r.prompt_sha256, r.lm) for r in records} == {(None, None)}
+
+
+def test_a_record_by_this_prompt_and_lm_wins_over_a_stale_one_for_the_same_sample():
+    [sample] = samples(1)[:1]
+    made_by = MadeBy(prompt_sha256="a" * 64, lm="local")
+    base = TrainingSample(id=sample.id, session_id=sample.session_id, context=sample.context, future=sample.future,
+                          target_info=["allergies: none"], decision="continue")
+    fresh = base.model_copy(update=made_by.model_dump())
+    stale = base.model_copy(update={"prompt_sha256": "b" * 64, "lm": "local"})
+    assert reusable([stale, fresh], [sample], made_by) == ({sample.id: fresh}, set())
+    assert reusable([fresh, stale], [sample], made_by) == ({sample.id: fresh}, set())
+    assert reusable([stale], [sample], made_by) == ({}, {sample.id})
+    other_future = fresh.model_copy(update={"future": sample.future[:1]})
+    assert reusable([other_future], [sample], made_by) == ({}, set())

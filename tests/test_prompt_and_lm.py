@@ -67,6 +67,26 @@ def test_atomic_write_leaves_no_temp_files(tmp_path):
     assert load_prompt(path).instructions == "again\nand again"
 
 
+def test_content_sha256_ignores_the_calibration_record_and_survives_a_round_trip(tmp_path):
+    prompt = full_prompt()
+    path = tmp_path / "p.yaml"
+    save_prompt(prompt.model_copy(update={"calibration": None}), path)
+    assert load_prompt(path).content_sha256() == prompt.content_sha256()
+    assert len(prompt.content_sha256()) == 64
+
+
+@pytest.mark.parametrize("change", [
+    {"component": "extractor"},
+    {"instructions": "Judge the turn strictly."},
+    {"fields": ["symptom"]},
+    {"demos": []},
+    {"retrieval": None},
+])
+def test_content_sha256_changes_with_what_shapes_the_answers(change):
+    prompt = full_prompt()
+    assert prompt.model_copy(update=change).content_sha256() != prompt.content_sha256()
+
+
 def test_shipped_prompt_loads():
     prompt = load_prompt(ROOT / "prompts" / "grader.yaml")
     assert prompt.component == "grader"

@@ -40,6 +40,11 @@ def test_every_number_equals_run_json(tmp_path, component):
     paths = {p for p, _, _ in found}
     main_metric = "qwk" if component == "grader" else "item_f1"
     assert {f"calibrated.test.{main_metric}", f"baseline.val.{main_metric}_ci.0", "usage.lm_calls", "wall_seconds"} <= paths
+    if component == "grader":  # format agreement of the LM and of the rule, with CIs and the rows they are over
+        assert {f"{side}.{split}.{key}" for side in ("baseline", "calibrated") for split in ("val", "test")
+                for key in ("format_n", "format_accuracy", "format_accuracy_ci.0", "format_rule_accuracy",
+                            "format_rule_accuracy_ci.1")} <= paths
+        assert {"calibrated.val.format_accuracy", "calibrated.val.format_rule_accuracy"} <= paths  # the trainer's choice
     for path, value, shown in found:
         expected = get_path(record, path)
         assert float(value) == pytest.approx(expected, abs=1e-12), path
@@ -66,11 +71,25 @@ def test_confusion_counts_equal_predictions_csv(tmp_path, component):
             assert table[labels.index(gold)][labels.index(pred)] == expected
 
 
-def test_banners_for_a_small_test_split_and_parse_failures(tmp_path):
-    small = make_run(tmp_path, n_test=6, seed=7)
+@pytest.mark.parametrize("component", ["grader", "extractor"])
+def test_banners_for_a_small_test_split_and_parse_failures(tmp_path, component):
+    small = make_run(tmp_path / "small", component=component, n_test=6, seed=7)
     text = (small / "index.html").read_text()
-    assert "too few for any verdict" in text
-    assert 'role="alert"' in text
+    assert re.search(r'role="alert">Only 6 held-out examples: too few for any verdict', text)
+
+    over = make_run(tmp_path / "over", component=component, n_val=20, n_test=20, unparsed=2, seed=7)  # 10% on every split
+    record = json.loads((over / "run.json").read_text())
+    assert {record[side][split]["parse_failure_rate"] for side in ("baseline", "calibrated") for split in ("val", "test")} == {0.1}
+    text = (over / "index.html").read_text()
+    for side in ("baseline", "calibrated"):
+        for split in ("val", "test"):
+            assert re.search(rf'role="alert">{side} · {split}: 10% of answers did not parse \(over 5%\)', text), (side, split)
+    assert "too few for any verdict" not in text
+
+    at_limit = make_run(tmp_path / "at-limit", component=component, n_val=20, n_test=20, unparsed=1, seed=7)  # exactly 5%
+    record = json.loads((at_limit / "run.json").read_text())
+    assert record["calibrated"]["test"]["parse_failure_rate"] == 0.05
+    assert "did not parse" not in (at_limit / "index.html").read_text()
 
 
 def test_index_lists_every_run_with_a_trend_per_component(tmp_path):
@@ -90,7 +109,7 @@ def test_review_export_is_text_only_and_loads_back_as_gold_rows(tmp_path, compon
     assert main(["review", str(folder), "-o", str(out)]) == 0
     sheet = openpyxl.load_workbook(out).active
     header = [c.value for c in sheet[1]]
-    assert header[-2:] == ["adjudicated_label", "adjudication_note"]
+    assert {"adjudicated_label", "adjudication_note"} <= set(header) and header[-1] == "error"  # the run's columns last
     rows = list(sheet.iter_rows(min_row=2))
     assert rows and all(c.data_type != "f" for row in rows for c in row)
     assert rows[0][0].value.startswith("=1+1")  # the literal text, kept as text
@@ -134,9 +153,29 @@ def test_an_eval_folder_renders_and_is_listed(tmp_path):
     folder = make_run(tmp_path, seed=6)
     record = json.loads((folder / "run.json").read_text())
     record |= {"kind": "eval", "calibrated": None, "comparison": None, "optimization": None, "optimizer": None, "budget": None}
-    record["baseline"]["all"] = record["baseline"]["test"]
     record["prompt"].pop("calibrated")
+    record["excluded"] = ["demo-row-1"]
     (folder / "run.json").write_text(json.dumps(record))
     text = write_report(folder).read_text()
-    assert "Disagreements on all rows" in text
+    assert "Disagreements on the test split" in text  # an eval is judged on test, never on all rows
+    assert "all rows" not in text
+    assert "demo-row-1" in text  # rows the prompt carries are named
     assert "eval (no verdict)" in write_index(tmp_path).read_text()
+
+
+def test_format_agreement_and_the_trainers_format_source_are_shown(tmp_path):
+    folder = make_run(tmp_path, seed=3)
+    record = json.loads((folder / "run.json").read_text())
+    text = (folder / "index.html").read_text()
+    test = record["calibrated"]["test"]
+    assert 0 < test["format_n"] < test["n"]  # every fifth synthetic row has no gold format_score
+    assert test["format_rule_accuracy"] > test["format_accuracy"]  # synthetic humans follow the question count
+    val = record["calibrated"]["val"]
+    assert val["format_accuracy"] == val["format_rule_accuracy"] == 1.0  # a tie on val goes to the rule
+    assert "format term from the <strong>question-count rule</strong>" in text
+
+    from calibrator.report.render import write_report
+
+    record["calibrated"]["val"] |= {"format_rule_accuracy": 0.8}  # the LM better on val, the rule still better on test
+    (folder / "run.json").write_text(json.dumps(record))
+    assert "format term from the <strong>LM</strong>" in write_report(folder).read_text()

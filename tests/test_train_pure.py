@@ -1,6 +1,4 @@
-"""The trainer's pure parts: every reward term and fusion mode, the gate, the data split, configs."""
-
-from pathlib import Path
+"""The trainer's pure parts: every reward term and fusion mode, the data split, configs (the gate: test_gate.py)."""
 
 import pytest
 import yaml
@@ -8,13 +6,9 @@ import yaml
 from calibrator.components.grader import GraderPrediction
 from calibrator.extract import TrainingSample
 from calibrator.logs import Message
-from calibrator.prompt import Calibration, load_prompt, save_prompt
 from train import data
-from train.config import CONFIGS, TrainConfig, load_config
+from train.config import CONFIGS, load_config
 from train.rewards import STOP_TAG, CalibratedReward, Terms, decision_of, fuse, score_terms
-from train.trainer import GateError, gate
-
-ROOT = Path(__file__).resolve().parents[1]
 
 
 def grader(content: float | None = 1.0, fmt: float | None = 1.0, error: str | None = None):
@@ -28,27 +22,27 @@ def grader(content: float | None = 1.0, fmt: float | None = 1.0, error: str | No
 
 def test_wrong_decision_scores_zero_on_every_term_without_asking_the_grader():
     grade, calls = grader()
-    assert score_terms(STOP_TAG, "continue", "patient: hi", "duration: 2 days", grade) == Terms(stop=0, content=0, format=0)
-    assert score_terms("How long?", "stop", "patient: hi", "", grade) == Terms(stop=0, content=0, format=0)
+    assert score_terms(STOP_TAG, "continue", "patient: hi", "duration: 2 days", grade, "rule") == Terms(stop=0, content=0, format=0)
+    assert score_terms("How long?", "stop", "patient: hi", "", grade, "rule") == Terms(stop=0, content=0, format=0)
     assert calls == []
 
 
 def test_correct_stop_gets_content_one_and_format_only_for_the_exact_tag():
     grade, calls = grader()
-    assert score_terms(" <stop /> ", "stop", "c", "", grade) == Terms(stop=1, content=1, format=1)
-    assert score_terms("OK then <stop />", "stop", "c", "", grade) == Terms(stop=1, content=1, format=0)
+    assert score_terms(" <stop /> ", "stop", "c", "", grade, "rule") == Terms(stop=1, content=1, format=1)
+    assert score_terms("OK then <stop />", "stop", "c", "", grade, "rule") == Terms(stop=1, content=1, format=0)
     assert calls == []
 
 
 def test_correct_continue_is_scored_by_the_grader_against_the_target():
     grade, calls = grader(content=0.5, fmt=1.0)
-    assert score_terms("How long has it lasted?", "continue", "patient: cough", "duration: 3 days", grade) == Terms(stop=1, content=0.5, format=1)
+    assert score_terms("How long has it lasted?", "continue", "patient: cough", "duration: 3 days", grade, "lm") == Terms(stop=1, content=0.5, format=1)
     assert calls == [("patient: cough", "duration: 3 days", "How long has it lasted?")]
 
 
 def test_grader_failure_scores_zero_and_is_flagged():
     grade, _ = grader(content=None, error="TimeoutError: x")
-    t = score_terms("How long?", "continue", "c", "duration: x", grade)
+    t = score_terms("How long?", "continue", "c", "duration: x", grade, "rule")
     assert t.grader_failed and fuse(t, "default") == 0.0
 
 
@@ -63,7 +57,7 @@ def test_default_fusion_spans_zero_to_four():
 
 def test_reward_function_shape_and_terms_logged():
     grade, _ = grader(content=1.0, fmt=0.5)
-    reward = CalibratedReward(grade, "default", threads=3)
+    reward = CalibratedReward(grade, "default", "lm", threads=3)
     logged = {}
     out = reward(prompts=[[]] * 3, completions=[[{"role": "assistant", "content": "How long?"}], [{"role": "assistant", "content": "<stop />"}], "Hmm"],
                  context=["patient: a"] * 3, target_info=["duration: 2 days", "", "age group: adult"], decision=["continue", "stop", "stop"],
@@ -71,30 +65,6 @@ def test_reward_function_shape_and_terms_logged():
     assert out == [1 * (1 + 2) + 0.5, 4.0, 0.0]
     assert logged["reward_terms/stop"] == pytest.approx(2 / 3) and logged["reward_terms/grader_failures"] == 0
     assert decision_of("I'll <STOP />") == "stop"
-
-
-def calibrated_prompt(tmp_path: Path, qwk: float | None) -> Path:
-    prompt = load_prompt(ROOT / "prompts/grader.yaml")
-    if qwk is not None:
-        prompt = prompt.model_copy(update={"calibration": Calibration(
-            run_id="r", created="2026-11-24T00:00:00Z", optimizer="auto:knn", lm="local", seed=0, goldset_path="g", goldset_sha256="x",
-            val={"qwk": qwk}, test={"qwk": qwk, "n": 21}, verdict="improved")})
-    path = tmp_path / "grader.yaml"
-    save_prompt(prompt, path)
-    return path
-
-
-def test_gate_refuses_an_uncalibrated_grader_and_says_how_to_fix_it(tmp_path):
-    with pytest.raises(GateError, match="no calibration record.*python -m calibrator run --component grader.*--allow-uncalibrated"):
-        gate(TrainConfig(grader_prompt=calibrated_prompt(tmp_path, None)))
-    with pytest.raises(GateError, match="qwk 0.2 .* below the gate's 0.4"):
-        gate(TrainConfig(grader_prompt=calibrated_prompt(tmp_path, 0.2)))
-    assert gate(TrainConfig(grader_prompt=calibrated_prompt(tmp_path, 0.2), allow_below_gate=True))["allowed_below_gate"]
-    with pytest.raises(GateError, match="no calibration record"):  # allowing a weak grader is not allowing none
-        gate(TrainConfig(grader_prompt=calibrated_prompt(tmp_path, None), allow_below_gate=True))
-    assert gate(TrainConfig(grader_prompt=calibrated_prompt(tmp_path, 0.5)))["test_qwk"] == 0.5
-    record = gate(TrainConfig(grader_prompt=calibrated_prompt(tmp_path, None), allow_uncalibrated=True))
-    assert record["allowed_uncalibrated"] is True and record["calibrated"] is False
 
 
 def sample(sid: str, k: int, decision: str, items: list[str]) -> TrainingSample:

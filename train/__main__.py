@@ -31,8 +31,10 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--fusion", choices=("default", "sum", "content", "stop"), help="how reward terms combine (default: default)")
     run.add_argument("--max-steps", type=int, help="GRPO steps")
     run.add_argument("--out", type=Path, help="checkpoints, metrics.jsonl, run.json (default: runs/grpo)")
+    run.add_argument("--accept-newer-goldset", action="store_true", default=None,
+                     help="accept a grader calibrated on an earlier version of its gold set (recorded)")
     run.add_argument("--allow-uncalibrated", action="store_true", default=None,
-                     help="train even if the grader prompt has no calibration record or is below the gate (recorded)")
+                     help="train even if the grader prompt has no calibration record or fails any check of the gate (recorded)")
     ev = commands.add_parser("eval", help="base vs trained policy on the held-out samples")
     ev.add_argument("--model", type=Path, required=True, metavar="DIR", help="the --out of `train run`")
     ev.add_argument("--samples", type=Path, help="samples to evaluate (default: DIR/heldout.jsonl)")
@@ -62,42 +64,56 @@ def _grader(config, stack):
     return handle, grader_call(GRADER.build_program(load_prompt(config.grader_prompt)), GRADER.predict)
 
 
+def _format_source(config):
+    """Where the reward's format term comes from: chosen on the grader prompt's val agreement (see the grader)."""
+    from calibrator.components.grader import choose_format_source
+    from calibrator.prompt import load_prompt
+
+    calibration = load_prompt(config.grader_prompt).calibration
+    return choose_format_source(calibration.val if calibration else None)
+
+
 def _run(args: argparse.Namespace) -> int:
     from contextlib import ExitStack
 
-    from calibrator.prompt import load_prompt, write_atomic
+    from calibrator.prompt import load_prompt
     from train import data, trainer
     from train.model import ensure_model
     from train.rewards import CalibratedReward
 
     grpo_overrides = {"max_steps": args.max_steps} if args.max_steps else {}
     config = load_config(args.config, model=args.model, samples=args.samples, logs=args.logs, grader_lm=args.grader_lm,
-                         fusion=args.fusion, out=args.out, allow_uncalibrated=args.allow_uncalibrated)
+                         fusion=args.fusion, out=args.out, allow_uncalibrated=args.allow_uncalibrated,
+                         accept_newer_goldset=args.accept_newer_goldset)
     config.grpo |= grpo_overrides
     try:
         gate_record = trainer.gate(config)
     except trainer.GateError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
-    if gate_record.get("allowed_uncalibrated") or gate_record.get("allowed_below_gate"):
-        print(f"warning: training below the grader gate ({gate_record}); the run's record says so", file=sys.stderr)
+    if gate_record["overrides"]:
+        waived = "; ".join(f"{c['check']} {c['figure']} vs {c['threshold']} waived by {c['overridden_by']}"
+                           for c in gate_record["checks"] if c["overridden_by"]) or "no calibration record, allowed by allow_uncalibrated"
+        print(f"warning: the grader does not pass the gate ({waived}); the run's record says so", file=sys.stderr)
     config.out.mkdir(parents=True, exist_ok=True)
-    write_atomic(config.out / "config.json", config.model_dump_json(indent=2))
+    trainer.write_from_main(config.out / "config.json", config.model_dump_json(indent=2))
     samples = data.read_samples(config.samples) if config.samples else data.extract_from_logs(
         config.logs, config.out / "samples.jsonl", config.extractor_prompt, config.lm, config.cache_dir, config.seed)
     train_samples, heldout = data.split(samples, config.eval_fraction, config.seed)
-    write_atomic(config.out / "heldout.jsonl", "".join(s.model_dump_json() + "\n" for s in heldout))
+    trainer.write_from_main(config.out / "heldout.jsonl", "".join(s.model_dump_json() + "\n" for s in heldout))
     print(f"{len(samples)} samples: {len(train_samples)} train, {len(heldout)} held out; model {config.model}")
     model_dir = ensure_model(config.model, config.cache_dir)
     instructions = load_prompt(config.policy_prompt).instructions
     with ExitStack() as stack:
         handle, grade = _grader(config, stack)
-        reward = CalibratedReward(grade, config.fusion, config.grader_threads)
+        format_source = _format_source(config)
+        print(f"format term: {format_source.source} ({format_source.reason})")
+        reward = CalibratedReward(grade, config.fusion, format_source.source, config.grader_threads)
         summary = trainer.train(config, data.to_rows(train_samples, instructions), model_dir, reward)
         usage = handle.usage().model_dump()
     record = {"gate": gate_record, "model": str(model_dir), "samples": {"train": len(train_samples), "heldout": len(heldout)},
-              **summary, "grader_usage": usage}
-    write_atomic(config.out / "run.json", json.dumps(record, indent=2))
+              "format": format_source.model_dump(), **summary, "grader_usage": usage}
+    trainer.write_from_main(config.out / "run.json", json.dumps(record, indent=2))
     print(f"trained {summary['steps']} steps; {summary['grader_failures']} grader failures; model in {config.out / 'final'}; "
           f"metrics in {config.out / 'metrics.jsonl'}")
     return 0
@@ -122,10 +138,13 @@ def _eval(args: argparse.Namespace) -> int:
     result = {}
     with ExitStack() as stack:
         _, grade = _grader(config, stack)
+        format_source = _format_source(config)
         for side, model_dir in (("base", ensure_model(config.model, config.cache_dir)), ("trained", args.model / "final")):
             completions = generate(model_dir, samples, instructions, args.max_new_tokens)
-            result[side] = metrics(samples, completions, grade, config.fusion)
-    result["note"] = f"{len(samples)} held-out samples; greedy decoding; reward fusion {config.fusion}; grader {config.grader_prompt} on {config.grader_lm}"
+            result[side] = metrics(samples, completions, grade, config.fusion, format_source.source)
+    result["format"] = format_source.model_dump()
+    result["note"] = (f"{len(samples)} held-out samples; greedy decoding; reward fusion {config.fusion}; grader {config.grader_prompt} "
+                      f"on {config.grader_lm}; format term from the {format_source.source}")
     out = args.out or args.model / "eval.json"
     write_atomic(out, json.dumps(result, indent=2))
     write_atomic(out.with_suffix(".html"), report_html(result))

@@ -23,9 +23,11 @@ class TrainConfig(BaseModel):
     lm: str = "local"  # the extractor's LM
     grader_lm: str = "local"
     fusion: Fusion = "default"
-    min_grader_qwk: float = 0.4  # the gate: a grader that agrees less with humans on test may not drive RL
-    allow_below_gate: bool = False  # a calibrated grader under min_grader_qwk may drive RL (recorded)
-    allow_uncalibrated: bool = False  # also a grader with no calibration record at all (recorded)
+    min_grader_qwk: float = 0.4  # the gate: the lower end of the grader's held-out qwk CI must reach this
+    min_grader_heldout: int = 20  # ... measured on at least this many held-out gold rows
+    allow_below_gate: bool = False  # relaxes those two quality checks, never the gold-set and LM checks (recorded)
+    accept_newer_goldset: bool = False  # a gold set changed since the calibration is acceptable (recorded)
+    allow_uncalibrated: bool = False  # overrides every check, even a missing calibration record (recorded)
     eval_fraction: float = 0.2  # sessions held out for `train eval`
     grader_threads: int = 4
     seed: int = 0

@@ -14,7 +14,8 @@ def read_samples(path: Path) -> list[TrainingSample]:
 
 
 def extract_from_logs(logs: Path, out: Path, extractor_prompt: Path | None, lm: str, cache_dir: Path, seed: int) -> list[TrainingSample]:
-    """The `calibrator extract` step, run in-process into `out` (resumable like the command)."""
+    """The `calibrator extract` step, run in-process into `out` (resumable like the command: a record made by
+    another extractor prompt or LM is re-extracted)."""
     import dspy
 
     from calibrator.extract import default_prompt, extract_samples
@@ -27,8 +28,11 @@ def extract_from_logs(logs: Path, out: Path, extractor_prompt: Path | None, lm: 
     read = read_logs(logs)
     if not read.sessions:
         raise LogError(f"{logs}: no usable session ({read.skipped} skipped)")
-    with open_lm(LMSpec.parse(lm), cache_dir=cache_dir, seed=seed) as handle, dspy.context(lm=handle.lm, adapter=CompactJSONAdapter()):
-        extract_samples(segment_all(read.sessions), prompt, out, show_progress=True)
+    spec = LMSpec.parse(lm)
+    with open_lm(spec, cache_dir=cache_dir, seed=seed) as handle, dspy.context(lm=handle.lm, adapter=CompactJSONAdapter()):
+        summary = extract_samples(segment_all(read.sessions), prompt, spec, out, show_progress=True)
+    print(f"extracted {summary.samples} samples into {out}: {summary.extracted} extracted now "
+          f"({summary.reextracted} re-extracted: made by another prompt or LM), {summary.reused} from an earlier run")
     return read_samples(out)
 
 

@@ -12,6 +12,7 @@ from typing import Any
 from calibrator.extract import TrainingSample
 from calibrator.logs import render
 from train.data import policy_messages
+from calibrator.components.grader import FormatSourceName
 from train.rewards import Grade, Terms, decision_of, fuse, score_terms
 
 
@@ -31,8 +32,9 @@ def generate(model_dir: Path, samples: list[TrainingSample], instructions: str, 
     return texts
 
 
-def metrics(samples: list[TrainingSample], completions: list[str], grade: Grade, fusion: str) -> dict[str, Any]:
-    terms: list[Terms] = [score_terms(c, s.decision, render(s.context), "; ".join(s.target_info), grade)
+def metrics(samples: list[TrainingSample], completions: list[str], grade: Grade, fusion: str,
+            format_source: FormatSourceName) -> dict[str, Any]:
+    terms: list[Terms] = [score_terms(c, s.decision, render(s.context), "; ".join(s.target_info), grade, format_source)
                           for s, c in zip(samples, completions)]
     cont = [(s, c, t) for s, c, t in zip(samples, completions, terms) if s.decision == "continue"]
     stop = [(s, c, t) for s, c, t in zip(samples, completions, terms) if s.decision == "stop"]

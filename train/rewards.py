@@ -1,8 +1,10 @@
-"""Learn-to-Ask's reward, with the calibrated grader as the judge of content and format.
+"""Learn-to-Ask's reward, with the calibrated grader as the judge of content (and of format when it beats the rule).
 
 Per completion: a wrong stop/continue decision scores 0 on every term. A correct stop scores content 1,
 and format 1 only for exactly `<stop />`. A correct continue is scored by the grader against the
-sample's target info. The terms are fused by one of four modes (default: R_stop * (1 + 2 R_content) +
+sample's target info; its format term comes from the source chosen on the grader's val agreement
+(`choose_format_source`): the question-count rule (the LM's format answer is then ignored) or the LM.
+The terms are fused by one of four modes (default: R_stop * (1 + 2 R_content) +
 R_format, range 0-4). Grader calls of a step run concurrently and go through the LM cache; a grader
 failure scores that completion 0, is counted, and never stops the step.
 """
@@ -16,7 +18,7 @@ from typing import Any
 
 from pydantic import BaseModel
 
-from calibrator.components.grader import GraderPrediction
+from calibrator.components.grader import FormatSourceName, GraderPrediction, format_by_rule
 
 STOP_TAG = "<stop />"
 Grade = Callable[[str, str, str], GraderPrediction]  # (context, target info, candidate) -> scores
@@ -33,15 +35,18 @@ def decision_of(completion: str) -> str:
     return "stop" if "<stop" in completion.lower() else "continue"
 
 
-def score_terms(completion: str, decision: str, context: str, target_info: str, grade: Grade) -> Terms:
+def score_terms(completion: str, decision: str, context: str, target_info: str, grade: Grade,
+                format_source: FormatSourceName) -> Terms:
     if decision_of(completion) != decision:
         return Terms(stop=0.0, content=0.0, format=0.0)
     if decision == "stop":
         return Terms(stop=1.0, content=1.0, format=1.0 if completion.strip() == STOP_TAG else 0.0)
-    graded = grade(context, target_info, completion.strip())
+    candidate = completion.strip()
+    graded = grade(context, target_info, candidate)
     if graded.error is not None or graded.content_score is None:
         return Terms(stop=0.0, content=0.0, format=0.0, grader_failed=True)
-    return Terms(stop=1.0, content=graded.content_score, format=graded.format_score or 0.0)
+    fmt = format_by_rule(candidate) if format_source == "rule" else graded.format_score or 0.0
+    return Terms(stop=1.0, content=graded.content_score, format=fmt)
 
 
 def fuse(t: Terms, mode: str) -> float:
@@ -76,8 +81,8 @@ class CalibratedReward:
 
     __name__ = "learn_to_ask"
 
-    def __init__(self, grade: Grade, fusion: str, threads: int = 4):
-        self.grade, self.fusion, self.threads = grade, fusion, threads
+    def __init__(self, grade: Grade, fusion: str, format_source: FormatSourceName, threads: int = 4):
+        self.grade, self.fusion, self.format_source, self.threads = grade, fusion, format_source, threads
         self.seconds = 0.0  # spent in this function, for the step-time split
         self.failures = 0
         self.last: list[Terms] = []
@@ -90,7 +95,7 @@ class CalibratedReward:
         # one copy of the caller's context per job, so the active dspy LM and adapter carry into the threads
         contexts = [contextvars.copy_context() for _ in jobs]
         with ThreadPoolExecutor(max_workers=self.threads) as pool:
-            terms = list(pool.map(lambda cj: cj[0].run(score_terms, *cj[1], self.grade), zip(contexts, jobs)))
+            terms = list(pool.map(lambda cj: cj[0].run(score_terms, *cj[1], self.grade, self.format_source), zip(contexts, jobs)))
         self.last = terms
         self.failures += sum(t.grader_failed for t in terms)
         if log_metric is not None:

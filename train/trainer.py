@@ -2,20 +2,23 @@
 
 Resumable: checkpoints go to --out every `save_steps`; started again with the same --out, training
 continues from the last one (metrics.jsonl keeps the steps up to it). The run refuses a grader
-prompt without a calibration record, or one whose held-out agreement is under the gate, unless told
-otherwise, and records which it was.
+prompt without a calibration record, or one whose record does not pass the gate (see `gate`), unless told
+otherwise, and records which it was. Under accelerate/torchrun every process runs this code; only the
+main one writes the run's files.
 """
 
 import json
+import os
+import shutil
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
-import shutil
-
+from pydantic import BaseModel
 from transformers import TrainerCallback
 from trl import GRPOConfig, GRPOTrainer
 
+from calibrator.lm.spec import LMSpec, LMSpecError
 from calibrator.prompt import load_prompt, write_atomic
 from train.config import TrainConfig
 from train.rewards import CalibratedReward
@@ -25,24 +28,106 @@ class GateError(Exception):
     pass
 
 
+class GateCheck(BaseModel):
+    """One condition of the gate as run.json records it: the calibration's figure against what the gate requires."""
+
+    check: Literal["heldout_qwk_ci_low", "heldout_rows", "goldset_version", "grader_lm"]
+    figure: float | int | str | None
+    threshold: float | int | str
+    passed: bool
+    overridden_by: Literal["allow_below_gate", "accept_newer_goldset", "allow_uncalibrated"] | None = None
+
+
+class GateRecord(BaseModel):
+    """What the gate saw and let through; a refusal raises GateError instead."""
+
+    grader_prompt: str
+    calibrated: bool
+    calibration_run: str | None = None
+    checks: list[GateCheck] = []
+    overrides: list[str] = []  # the config switches that let a failed check through
+
+
+def _figure(value: Any) -> str:
+    return "none recorded" if value is None else f"{value:.2f}"
+
+
+def _goldset_sha256(path: Path) -> tuple[str | None, str | None]:
+    """The sha256 of the gold set on disk now, or why it cannot be read."""
+    from calibrator.goldset import GoldSetError, GraderRow, load_goldset
+
+    try:
+        return load_goldset(path, GraderRow).sha256, None
+    except GoldSetError as e:
+        extra = f" (and {len(e.problems) - 1} more problems)" if len(e.problems) > 1 else ""
+        return None, f"{e.problems[0]}{extra}"
+
+
 def gate(config: TrainConfig) -> dict[str, Any]:
-    """Whether the grader may drive RL: its calibration record and held-out qwk against the threshold."""
+    """Whether the grader may drive RL. Its calibration record must show held-out agreement whose CI clears
+    min_grader_qwk on enough rows, measured on the gold set that is on disk now and with the LM the trainer will
+    grade with: a figure measured on other labels or another LM says nothing about the reward this run gets."""
+    try:
+        grader_lm = str(LMSpec.parse(config.grader_lm))
+    except LMSpecError as e:
+        raise GateError(f"grader_lm: {e}") from None
     prompt = load_prompt(config.grader_prompt)
-    how = (f"calibrate it with `python -m calibrator run --component grader` (ideally with a stronger --lm), "
-           f"or pass --allow-uncalibrated to train with it anyway")
-    if prompt.calibration is None:
+    recalibrate = f"`python -m calibrator run --component grader --lm {grader_lm}`"
+    calibration = prompt.calibration
+    if calibration is None:
         if not config.allow_uncalibrated:
-            raise GateError(f"the grader prompt {config.grader_prompt} has no calibration record: {how}")
-        return {"grader_prompt": str(config.grader_prompt), "calibrated": False, "allowed_uncalibrated": True}
-    qwk = prompt.calibration.test.get("qwk")
-    record = {"grader_prompt": str(config.grader_prompt), "calibrated": True, "test_qwk": qwk,
-              "threshold": config.min_grader_qwk, "calibration_run": prompt.calibration.run_id}
-    if qwk is None or qwk < config.min_grader_qwk:
-        if not (config.allow_uncalibrated or config.allow_below_gate):
-            raise GateError(f"the grader prompt {config.grader_prompt} agrees with humans at qwk {qwk} on held-out data, "
-                            f"below the gate's {config.min_grader_qwk}: {how} (or set allow_below_gate in the config)")
-        record["allowed_below_gate"] = True
-    return record
+            raise GateError(f"the grader prompt {config.grader_prompt} has no calibration record: calibrate it with {recalibrate}, "
+                            f"or pass --allow-uncalibrated to train with it anyway (recorded)")
+        return GateRecord(grader_prompt=str(config.grader_prompt), calibrated=False,
+                          overrides=["allow_uncalibrated"]).model_dump()
+
+    test = calibration.test
+    qwk, ci, n = test.get("qwk"), test.get("qwk_ci") or [None, None], test.get("n")
+    ci_low, rows = ci[0], "an unrecorded number of" if n is None else n
+    disk_sha, unreadable = _goldset_sha256(Path(calibration.goldset_path))
+    checks = [
+        GateCheck(check="heldout_qwk_ci_low", figure=ci_low, threshold=config.min_grader_qwk,
+                  passed=ci_low is not None and ci_low >= config.min_grader_qwk),
+        GateCheck(check="heldout_rows", figure=n, threshold=config.min_grader_heldout, passed=n is not None and n >= config.min_grader_heldout),
+        GateCheck(check="goldset_version", figure=disk_sha, threshold=calibration.goldset_sha256, passed=disk_sha == calibration.goldset_sha256),
+        GateCheck(check="grader_lm", figure=calibration.lm, threshold=grader_lm, passed=calibration.lm == grader_lm),
+    ]
+    relaxed_by = {"heldout_qwk_ci_low": "allow_below_gate" if config.allow_below_gate else None,
+                  "heldout_rows": "allow_below_gate" if config.allow_below_gate else None,
+                  "goldset_version": "accept_newer_goldset" if config.accept_newer_goldset and disk_sha else None,
+                  "grader_lm": None}
+    reasons = {
+        "heldout_qwk_ci_low": (
+            f"held-out qwk 95% CI lower bound {_figure(ci_low)} is under min_grader_qwk {config.min_grader_qwk} "
+            f"(qwk {_figure(qwk)}, CI [{_figure(ci[0])}, {_figure(ci[1])}] on {rows} rows): re-calibrate with {recalibrate} and a "
+            f"larger --budget, or on a stronger --lm and train with that --grader-lm, or add gold rows to narrow the CI; or set "
+            f"allow_below_gate in the config to train with it anyway (recorded)"),
+        "heldout_rows": (
+            f"the calibration was judged on {rows} held-out rows, fewer than min_grader_heldout {config.min_grader_heldout}: add gold "
+            f"rows (`python -m calibrator goldset add FILE --component grader`) and re-calibrate with {recalibrate}, or set "
+            f"allow_below_gate in the config to train with it anyway (recorded)"),
+        "goldset_version": (
+            f"the gold set {calibration.goldset_path} cannot be read ({unreadable}): restore it, or re-calibrate with {recalibrate}"
+            if unreadable else
+            f"the gold set {calibration.goldset_path} changed since the calibration (sha256 {disk_sha[:12]} on disk, "
+            f"{calibration.goldset_sha256[:12]} recorded): re-calibrate with {recalibrate}, or pass --accept-newer-goldset to "
+            f"train with this calibration anyway (recorded)"),
+        "grader_lm": (
+            f"the prompt was calibrated on LM {calibration.lm} but the trainer grades with {grader_lm}: re-calibrate with "
+            f"{recalibrate}, or train with --grader-lm {calibration.lm}"),
+    }
+    failed = []
+    for check in checks:
+        if check.passed:
+            continue
+        check.overridden_by = relaxed_by[check.check] or ("allow_uncalibrated" if config.allow_uncalibrated else None)
+        if check.overridden_by is None:
+            failed.append(reasons[check.check])
+    if failed:
+        raise GateError(f"the grader prompt {config.grader_prompt} does not pass the gate:\n" + "\n".join(f"- {r}" for r in failed))
+    overrides = sorted({c.overridden_by for c in checks if c.overridden_by})
+    return GateRecord(grader_prompt=str(config.grader_prompt), calibrated=True, calibration_run=calibration.run_id,
+                      checks=checks, overrides=overrides).model_dump()
 
 
 class TimedGRPOTrainer(GRPOTrainer):
@@ -58,17 +143,32 @@ class TimedGRPOTrainer(GRPOTrainer):
             self.generation_seconds += time.perf_counter() - started
 
 
+def is_main_process() -> bool:
+    """accelerate and torchrun start one process per device, each running `python -m train run` with its RANK;
+    only rank 0 writes the run's files, so they are neither duplicated nor torn by concurrent writers."""
+    return int(os.environ.get("RANK", "0")) == 0
+
+
+def write_from_main(path: Path, text: str) -> None:
+    """write_atomic in the main process; nothing elsewhere."""
+    if is_main_process():
+        write_atomic(path, text)
+
+
 class StepLog(TrainerCallback):
-    """One JSON line per logged step: TRL's reward statistics and terms, plus generation / reward / update seconds."""
+    """One JSON line per logged step: TRL's reward statistics and terms, plus generation / reward / update seconds.
+    Only the world's process zero touches the file."""
 
     def __init__(self, path: Path, reward: CalibratedReward, resumed_step: int):
-        self.path, self.reward = path, reward
+        self.path, self.reward, self.resumed_step = path, reward, resumed_step
         self.trainer: TimedGRPOTrainer | None = None
-        if path.exists():  # keep what the checkpoint we resume from had already seen
-            kept = [line for line in path.read_text().splitlines() if line and json.loads(line)["step"] <= resumed_step]
-            write_atomic(path, "".join(line + "\n" for line in kept))
         self._start = self._gen = self._reward = 0.0
         self.last_split: dict[str, float] = {}
+
+    def on_train_begin(self, args, state, control, **kwargs):
+        if state.is_world_process_zero and self.path.exists():  # keep what the checkpoint we resume from had already seen
+            kept = [line for line in self.path.read_text().splitlines() if line and json.loads(line)["step"] <= self.resumed_step]
+            write_atomic(self.path, "".join(line + "\n" for line in kept))
 
     def on_step_begin(self, args, state, control, **kwargs):
         self._start, self._gen, self._reward = time.perf_counter(), self.trainer.generation_seconds, self.reward.seconds
@@ -81,7 +181,7 @@ class StepLog(TrainerCallback):
                            "reward_seconds": round(reward, 3), "update_seconds": round(max(0.0, total - generation - reward), 3)}
 
     def on_log(self, args, state, control, logs=None, **kwargs):
-        if not logs or "reward" not in logs:
+        if not state.is_world_process_zero or not logs or "reward" not in logs:
             return
         line = {"step": state.global_step, **{k: v for k, v in logs.items() if isinstance(v, (int, float))}, **self.last_split,
                 "grader_failures_total": self.reward.failures}

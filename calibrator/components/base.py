@@ -52,7 +52,27 @@ class Component(ABC):
         return dspy.Example(**self.inputs_of(row, demo=demo), **self.gold_of(row), id=row.id).with_inputs(*self.inputs)
 
     def demo_record(self, example: dspy.Example) -> dict[str, Any]:
-        return {k: example[k] for k in (*self.inputs, *self.outputs) if k in example}
+        """A demonstration as the prompt file stores it; the gold row's id rides along (the LM never sees it) so a
+        run can tell which rows a prompt was built from."""
+        keys = ("id", *self.inputs, *self.outputs)
+        return {k: example[k] for k in keys if k in example and (k != "id" or example[k] is not None)}
+
+    def rows_in_prompt(self, prompt: PromptFile, rows: list[GoldRow]) -> list[str]:
+        """Ids of `rows` that `prompt` carries as demonstrations or in its retrieval pool: by the id a record
+        keeps, or by the same inputs (full or trimmed as a demo), so a relabelled row or a record written
+        before ids were kept is still found."""
+        records = list(prompt.demos) + (list(prompt.retrieval.pool) if prompt.retrieval else [])
+        ids = {str(r["id"]) for r in records if r.get("id") is not None}
+        shown = {self._inputs_key(r) for r in records}
+        found = []
+        for row in rows:
+            keys = {self._inputs_key(self.inputs_of(row)), self._inputs_key(self.inputs_of(row, demo=True))}
+            if row.id in ids or keys & shown:
+                found.append(row.id)
+        return found
+
+    def _inputs_key(self, record: dict[str, Any]) -> tuple[str, ...]:
+        return tuple(" ".join(str(record.get(k, "")).split()) for k in self.inputs)
 
     def demo_example(self, record: dict[str, Any]) -> dspy.Example:
         return dspy.Example(**record).with_inputs(*self.inputs)

@@ -33,11 +33,15 @@ class AnthropicWire:
             kwargs["stop_sequences"] = list(params["stop"])
         r = self.client.messages.create(model=self.model, messages=turns, **kwargs)
         text = "".join(block.text for block in r.content if getattr(block, "type", "") == "text")
+        # The Messages API's input_tokens leaves out the prompt tokens read from or written to its cache;
+        # Answer.prompt_tokens is the whole prompt, as on the OpenAI wire.
+        cache_read = getattr(r.usage, "cache_read_input_tokens", None) or 0
+        cache_written = getattr(r.usage, "cache_creation_input_tokens", None) or 0
         return Answer(
             text=text,
-            prompt_tokens=r.usage.input_tokens or 0,
+            prompt_tokens=(r.usage.input_tokens or 0) + cache_read + cache_written,
             completion_tokens=r.usage.output_tokens or 0,
-            cached_prompt_tokens=getattr(r.usage, "cache_read_input_tokens", None) or 0,
+            cached_prompt_tokens=cache_read,
             finish_reason="length" if r.stop_reason == "max_tokens" else "stop",
         )
 

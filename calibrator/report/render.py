@@ -23,6 +23,7 @@ def render_run(record: dict[str, Any], rows: list[dict[str, str]]) -> str:
     metric_rows = [(s, split, view.numbers(record, s, split, component)) for s in sides for split in record[s]]
     pf = {f"{s}.{split}": view.Number(path=f"{s}.{split}.parse_failure_rate", value=record[s][split]["parse_failure_rate"])
           for s in sides for split in record[s]}
+    counts = {f"{s}.{split}": view.counts(record, s, split, component) for s in sides for split in record[s]}
     split = view.focus_split(record)
     verdict = (record.get("comparison") or {}).get("verdict", "")
     prompts = record["prompt"]
@@ -31,8 +32,9 @@ def render_run(record: dict[str, Any], rows: list[dict[str, str]]) -> str:
         r=record, goldset_name=Path(record["goldset"]["path"]).name, banners=view.banners(record),
         verdict_class={"worse": "worse", "improved": ""}.get(verdict, "flat" if record["kind"] == "run" else ""),
         metric_titles=[t for _, t in view.METRICS[component]], metric_rows=metric_rows, pf=pf,
+        count_titles=[t for _, t in view.COUNTS[component]], counts=counts, format_choice=view.format_choice(record),
         human=view.Number(path="goldset.human_qwk", value=record["goldset"].get("human_qwk")),
-        focus="the test split" if split == "test" else "all rows",
+        focus="the test split",
         confusions=[(s, *view.confusion(focus, component, s)) for s in sides],
         per_field=[(s, record[s][split]["per_field"]) for s in sides if "per_field" in record[s].get(split, {})],
         charts=view.trajectory(record), diff=diff, side=side,
@@ -55,7 +57,9 @@ def write_report(run_dir: Path) -> Path:
 def headline(record: dict[str, Any]) -> dict[str, Any]:
     """The figure a run is remembered by: the judged prompt's main metric on the held-out split."""
     metric = view.MAIN_METRIC[record["component"]]
-    scores = record[view.predicted_side(record)][view.focus_split(record)]
+    scores = record[view.predicted_side(record)].get(view.focus_split(record))
+    if scores is None:
+        return {"metric": metric, "value": None, "ci": [None, None], "n": 0}
     return {"metric": metric, "value": scores[metric], "ci": scores[f"{metric}_ci"], "n": scores["n"]}
 
 
@@ -73,7 +77,7 @@ def write_index(out: Path) -> Path:
     runs.sort(key=lambda run: run["r"]["created"])
     trends = []
     for component in sorted({run["r"]["component"] for run in runs}):
-        mine = [run for run in runs if run["r"]["component"] == component]
+        mine = [run for run in runs if run["r"]["component"] == component and run["h"]["value"] is not None]
         values = [run["h"]["value"] for run in mine]
         trends.append({"component": component, "metric": view.MAIN_METRIC[component], "runs": mine,
                        "svg": view.svg_series(values, values)})

@@ -18,10 +18,12 @@ from calibrator.items import item_f1
 GRADER_LABELS = ("0", "0.5", "1")
 DECISIONS = ("continue", "stop")
 METRICS = {
-    "grader": [("accuracy", "accuracy"), ("qwk", "qwk"), ("mae", "MAE")],
+    "grader": [("accuracy", "accuracy"), ("qwk", "qwk"), ("mae", "MAE"), ("format_accuracy", "format, LM"),
+               ("format_rule_accuracy", "format, rule")],
     "extractor": [("item_precision", "item precision"), ("item_recall", "item recall"), ("item_f1", "item F1"),
                   ("decision_accuracy", "decision accuracy")],
 }
+COUNTS = {"grader": [("format_n", "format rows")], "extractor": []}  # beside n: rows a metric is computed over
 MAIN_METRIC = {"grader": "qwk", "extractor": "item_f1"}
 MIN_TEST = 10
 MAX_PARSE_FAILURES = 0.05
@@ -63,15 +65,33 @@ def numbers(record: dict[str, Any], side: str, split: str, component: str) -> li
     scores = record[side][split]
     out = []
     for key, title in METRICS[component]:
-        base = f"{side}.{split}.{key}"
-        out.append((title, Number(path=base, value=scores[key]), Number(path=f"{base}_ci.0", value=scores[f"{key}_ci"][0]),
-                    Number(path=f"{base}_ci.1", value=scores[f"{key}_ci"][1])))
+        base, ci = f"{side}.{split}.{key}", scores[f"{key}_ci"] or (None, None)  # no CI: nothing to score (no gold format_score)
+        out.append((title, Number(path=base, value=scores[key]), Number(path=f"{base}_ci.0", value=ci[0]),
+                    Number(path=f"{base}_ci.1", value=ci[1])))
     return out
 
 
+def counts(record: dict[str, Any], side: str, split: str, component: str) -> list[Number]:
+    return [Number(path=f"{side}.{split}.{key}", value=record[side][split][key]) for key, _ in COUNTS[component]]
+
+
+def format_choice(record: dict[str, Any]) -> dict[str, Any] | None:
+    """For a grader run with a calibrated prompt: where the trainer will take its format term from, decided by
+    the same function on the same val figures the calibration record keeps."""
+    if record["component"] != "grader" or not (record.get("calibrated") or {}).get("val"):
+        return None
+    from calibrator.components.grader import choose_format_source
+
+    choice = choose_format_source(record["calibrated"]["val"])
+    if choice.lm_val_accuracy is None or choice.rule_val_accuracy is None:
+        return {"source": choice.source, "lm": None, "rule": None}  # no gold format_score on val
+    return {"source": choice.source, "lm": Number(path="calibrated.val.format_accuracy", value=choice.lm_val_accuracy),
+            "rule": Number(path="calibrated.val.format_rule_accuracy", value=choice.rule_val_accuracy)}
+
+
 def focus_split(record: dict[str, Any]) -> str:
-    """The held-out split a run is judged on; an eval has no optimisation, so it is judged on all rows."""
-    return "test" if record["kind"] == "run" else "all"
+    """The held-out split a run or an eval is judged on: test, never all rows (train and val shaped the prompt)."""
+    return "test"
 
 
 def predicted_side(record: dict[str, Any]) -> str:
@@ -84,6 +104,7 @@ def banners(record: dict[str, Any]) -> list[str]:
     n = record["baseline"].get(split, {}).get("n", 0)
     if n < MIN_TEST:
         out.append(f"Only {n} held-out examples: too few for any verdict. Add gold rows before trusting this run.")
+    out += record.get("warnings", [])
     for side in ("baseline", "calibrated"):
         for name, scores in (record.get(side) or {}).items():
             if scores["parse_failure_rate"] > MAX_PARSE_FAILURES:
@@ -109,8 +130,7 @@ def _label(value: str, component: str) -> str:
 
 
 def focus_rows(record: dict[str, Any], rows: list[dict[str, str]]) -> list[dict[str, str]]:
-    split = focus_split(record)
-    return rows if split == "all" else [r for r in rows if r["split"] == split]
+    return [r for r in rows if r["split"] == focus_split(record)]
 
 
 def disagreements(record: dict[str, Any], rows: list[dict[str, str]], side: str | None = None,

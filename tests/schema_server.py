@@ -1,0 +1,80 @@
+"""A fast OpenAI-compatible server on 127.0.0.1 that answers every chat request with a valid instance of the
+JSON schema it was sent (labels picked by a hash of the messages, so different rows get different answers),
+and a fenced instruction when no schema was sent (GEPA's reflection). It exercises the real client, cache,
+DSPy adapters and optimizers at full budget sizes in seconds; the embedded model proves the answers themselves."""
+
+import hashlib
+import http.server
+import json
+import threading
+from typing import Any
+
+
+def instance(schema: dict[str, Any], defs: dict[str, Any], seed: int) -> Any:
+    """A small valid value for `schema`; `seed` picks among enum values."""
+    if "$ref" in schema:
+        return instance(defs[schema["$ref"].split("/")[-1]], defs, seed)
+    for key in ("anyOf", "oneOf", "allOf"):
+        if key in schema:
+            return instance(schema[key][0], defs, seed)
+    if "enum" in schema:
+        return schema["enum"][seed % len(schema["enum"])]
+    if "const" in schema:
+        return schema["const"]
+    kind = schema.get("type")
+    if kind == "object":
+        return {name: instance(sub, defs, seed // 3 + i) for i, (name, sub) in enumerate(schema.get("properties", {}).items())}
+    if kind == "array":
+        return [instance(schema.get("items", {}), defs, seed)] if seed % 2 and schema.get("items") else []
+    if kind in ("number", "integer"):
+        return 0
+    if kind == "boolean":
+        return False
+    pattern = schema.get("pattern", "")
+    if pattern.startswith("^(") and "|" in pattern:
+        return pattern[2:].split("|")[0] + ": something"  # the first alternative of a `^(a|b|…): …` item pattern
+    return "Judge each example by the rubric and answer with one label."
+
+
+class SchemaServer:
+    """`with SchemaServer() as server:` then `--lm openai-compatible:stub@{server.url}`; counts requests."""
+
+    def __init__(self) -> None:
+        self.requests = 0
+        owner = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def log_message(self, *_: Any) -> None:
+                pass
+
+            def do_POST(self) -> None:
+                body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+                owner.requests += 1
+                seed = int(hashlib.sha256(json.dumps(body["messages"]).encode()).hexdigest()[:8], 16)
+                fmt = (body.get("response_format") or {}).get("json_schema")
+                if fmt:
+                    schema = fmt["schema"]
+                    text = json.dumps(instance(schema, schema.get("$defs", {}), seed))
+                else:
+                    text = "```\nRead the target and the candidate, then answer with the label the rubric gives.\n```"
+                reply = {"id": "stub", "object": "chat.completion", "created": 0, "model": body.get("model", "stub"),
+                         "choices": [{"index": 0, "finish_reason": "stop", "message": {"role": "assistant", "content": text}}],
+                         "usage": {"prompt_tokens": 10, "completion_tokens": 5, "total_tokens": 15}}
+                data = json.dumps(reply).encode()
+                self.send_response(200)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
+
+        self.httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}/v1"
+        self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
+
+    def __enter__(self) -> "SchemaServer":
+        self.thread.start()
+        return self
+
+    def __exit__(self, *_: Any) -> None:
+        self.httpd.shutdown()
+        self.httpd.server_close()
