@@ -130,12 +130,12 @@ def run_mipro(component: Component, base: PromptFile, fit: list[GoldRow], dev: l
         num_trials=budget.mipro_trials, minibatch=len(dev) > 35, seed=seed,
         program_aware_proposer=False, data_aware_proposer=False, fewshot_aware_proposer=True, tip_aware_proposer=True,
     )
-    trials = []
+    trials = []  # DSPy's Evaluate reports percentages; trials keep the metric's own 0-1 scale
     for number, log in sorted(program.trial_logs.items()):
         if "full_eval_score" in log:
-            trials.append(Trial(strategy="mipro", trial=number, metric="example_metric", score=float(log["full_eval_score"]), kind="full"))
+            trials.append(Trial(strategy="mipro", trial=number, metric="example_metric", score=float(log["full_eval_score"]) / 100, kind="full"))
         elif "mb_score" in log:
-            trials.append(Trial(strategy="mipro", trial=number, metric="example_metric", score=float(log["mb_score"]), kind="minibatch"))
+            trials.append(Trial(strategy="mipro", trial=number, metric="example_metric", score=float(log["mb_score"]) / 100, kind="minibatch"))
     return _prompt_of(component, base, program), trials
 
 

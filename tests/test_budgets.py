@@ -57,6 +57,7 @@ def test_every_budget_optimizer_and_component_finishes(tmp_path, server, budget,
     for strategy in strategies:
         mine = [t for t in record["optimization"]["trials"] if t["strategy"] == strategy and t["metric"] != record["optimization"]["metric"]]
         assert mine and all(t["kind"] in own[strategy] for t in mine), strategy
+        assert all(0.0 <= t["score"] <= 1.0 for t in mine if t["metric"] == "example_metric")  # the metric's own 0-1 scale
 
     gold = load_goldset(goldset, COMPONENTS[component].row_model)
     splits = record["goldset"]["splits"]
