@@ -278,3 +278,10 @@ def test_train_run_writes_its_files_from_rank_zero_only(tmp_path, monkeypatch, r
                      "--config", str(CONFIGS / "cpu-smoke.yaml")])
     assert code == 0
     assert {p.name for p in out.iterdir()} == written
+
+
+def test_a_grader_exactly_at_both_thresholds_is_accepted(tmp_path, goldset):
+    path = grader_prompt(tmp_path, goldset, test={"qwk": 0.6, "qwk_ci": [0.4, 0.8], "accuracy": 0.7, "n": 20})
+    found = checks(gate(TrainConfig(grader_prompt=path)))
+    assert found["heldout_qwk_ci_low"] == (0.4, 0.4, True, None)
+    assert found["heldout_rows"] == (20, 20, True, None)

@@ -12,7 +12,7 @@ import pytest
 
 from calibrator.cli import main
 from calibrator.components import COMPONENTS
-from calibrator.goldset import changed_rows, load_goldset, row_versions
+from calibrator.goldset import load_goldset, row_versions
 from calibrator.lm import Usage
 from calibrator.prompt import Calibration, load_prompt, save_prompt
 from calibrator.runs import _cost, unsaved_reason
@@ -107,7 +107,6 @@ def test_eval_flags_a_prompt_calibrated_on_another_goldset_version(project, serv
     assert record["goldset_changes"] == {"added": ["brand-new"], "removed": [removed], "changed": [relabelled]}
     assert "calibrated on another version of the gold set" in out
     assert f"1 changed ({relabelled})" in out
-    assert changed_rows(row_versions(load_goldset(path).rows), load_goldset(path).rows).describe().startswith("no row differs")
 
 
 def test_a_smoke_run_does_not_replace_the_calibrated_prompt_unless_asked(project, server, capsys):

@@ -218,3 +218,15 @@ def test_a_gold_set_without_the_runs_rows_is_refused_and_a_missing_one_warned(tm
     printed = capsys.readouterr()
     assert f"warning: gold set not found at {tmp_path / 'moved.csv'}" in printed.err and "pass --goldset PATH" in printed.err
     assert len(sheet_rows(tmp_path / "r.xlsx")[1]) > 0
+
+
+def test_with_every_row_exported_only_the_seed_decides_the_order(tmp_path, capsys):
+    """All agreements exported, so both seeds hold the same rows: the order is the shuffle's, not by id or split."""
+    folder = make_run(tmp_path / "reports", seed=2, n_test=30, goldset=tmp_path / "gold.csv")
+    _, first, _ = review(capsys, folder, tmp_path / "a.xlsx", "--agreements", "500")
+    _, other, _ = review(capsys, folder, tmp_path / "b.xlsx", "--agreements", "500", "--seed", "1")
+    ids, other_ids = [r["id"] for r in first], [r["id"] for r in other]
+    assert sorted(ids) == sorted(other_ids) and ids != other_ids
+    assert ids != sorted(ids) and ids != sorted(ids, reverse=True)
+    splits = [r["split"] for r in first]
+    assert splits != sorted(splits) and splits != sorted(splits, reverse=True)
