@@ -17,7 +17,7 @@ from typing import Any
 from pydantic import BaseModel
 
 from calibrator.goldset import (SPLITS, GoldRow, GoldSet, GoldSetError, GraderRow, content_hash,
-                                read_rows, text_cell)
+                                cell_value, read_rows, text_cell)
 from calibrator.items import normalise
 from calibrator.prompt import write_atomic
 from calibrator.report import view
@@ -45,16 +45,6 @@ def labels_of(row: GoldRow) -> str:
     return f"decision {row.decision}, target_info [{'; '.join(row.target_info)}]"
 
 
-def _cell(value: Any) -> str:
-    if value is None:
-        return ""
-    if isinstance(value, list):
-        return "; ".join(value)
-    if isinstance(value, float):
-        return f"{value:g}"
-    return str(value)
-
-
 def goldset_csv(rows: list[GoldRow], row_model: type[GoldRow]) -> str:
     """The canonical CSV of a gold set: contract columns, then annotator columns; never a live formula."""
     annotators = sorted({n for r in rows for n in getattr(r, "annotations", {})})
@@ -63,7 +53,7 @@ def goldset_csv(rows: list[GoldRow], row_model: type[GoldRow]) -> str:
     writer = csv.writer(out)
     writer.writerow(columns + [f"{row_model.annotator_prefix}{n}" for n in annotators])
     for row in rows:
-        values = [_cell(getattr(row, c)) for c in columns] + [_cell(row.annotations.get(n)) for n in annotators]
+        values = [cell_value(getattr(row, c)) for c in columns] + [cell_value(row.annotations.get(n)) for n in annotators]
         writer.writerow([text_cell(v) for v in values])
     return out.getvalue()
 
@@ -132,7 +122,7 @@ def stats(goldset: GoldSet) -> Stats:
     disagree = [r.id for r in goldset.rows if len({*getattr(r, "annotations", {}).values()}) > 1]
     human = goldset.human_agreement()
     return Stats(
-        rows=len(goldset.rows), labels=dict(sorted(Counter(_cell(r.label) for r in goldset.rows).items())), splits=goldset.sizes(),
+        rows=len(goldset.rows), labels=dict(sorted(Counter(cell_value(r.label) for r in goldset.rows).items())), splits=goldset.sizes(),
         balance=goldset.balance(),
         duplicates=[ids for ids in by_hash.values() if len(ids) > 1], near_duplicates=[ids for ids in by_case.values() if len(ids) > 1],
         annotator_disagreements=disagree, annotators=human[2] if human else [], human_qwk=human[0] if human else None,

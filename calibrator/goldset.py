@@ -365,6 +365,17 @@ Records = Iterator[tuple[str | None, int, dict[str, Any]]]  # (sheet, spreadshee
 FORMULA_START = ("=", "+", "-", "@")
 
 
+def cell_value(value: Any) -> str:
+    """A gold row's value as a spreadsheet cell shows it: `; `-joined items, `0.5` not `0.50`, empty for none."""
+    if value is None:
+        return ""
+    if isinstance(value, list):
+        return "; ".join(value)
+    if isinstance(value, float):
+        return f"{value:g}"
+    return str(value)
+
+
 def text_cell(text: str) -> str:
     """Spreadsheet apps run a cell that starts with = + - @ as a formula; a leading quote keeps it text."""
     return "'" + text if text[:1] in FORMULA_START else text

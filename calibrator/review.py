@@ -19,7 +19,6 @@ import json
 import random
 from collections import Counter
 from pathlib import Path
-from typing import Any
 
 from openpyxl import Workbook
 from openpyxl.styles import Font
@@ -29,7 +28,7 @@ from openpyxl.worksheet.properties import Outline
 from pydantic import BaseModel
 
 from calibrator.components import COMPONENTS
-from calibrator.goldset import GoldRow, GoldSetError, Problem, read_rows, text_cell
+from calibrator.goldset import GoldRow, GoldSetError, Problem, cell_value, read_rows, text_cell
 from calibrator.prompt import write_atomic
 from calibrator.report import view
 
@@ -56,16 +55,6 @@ class Review(BaseModel):
 
 def _column(prefix: str, suffix: str) -> str:
     return f"{prefix}_{suffix}" if suffix else prefix
-
-
-def _text(value: Any) -> str:
-    if value is None:
-        return ""
-    if isinstance(value, list):
-        return "; ".join(value)
-    if isinstance(value, float):
-        return f"{value:g}"
-    return str(value)
 
 
 def sample_by_split(pool: list[dict[str, str]], n: int, rng: random.Random) -> list[dict[str, str]]:
@@ -113,13 +102,13 @@ def build_review(run_dir: Path, *, agreements: int | None = None, seed: int = 0,
                                                    **{c: r[_column("gold", s)] for c, s in labels.items()}})
 
     gold = {r["id"]: gold_row(r) for r in picked}
-    relabelled = [r["id"] for r in picked if any(_text(getattr(gold[r["id"]], c)) != r[_column("gold", s)] for c, s in labels.items())]
+    relabelled = [r["id"] for r in picked if any(cell_value(getattr(gold[r["id"]], c)) != r[_column("gold", s)] for c, s in labels.items())]
     model = component.row_model
     prefix = model.annotator_prefix
     annotators = sorted({n for row in gold.values() for n in getattr(row, "annotations", {})})
     visible = ["id", *model.required, *(c for c in model.optional if c != "id")]
     hidden = ["split", *(f"{side}_{c}" for c in labels), "error"]
-    rows = [[*(_text(getattr(gold[r["id"]], c)) for c in visible), *(_text(gold[r["id"]].annotations.get(n)) for n in annotators),
+    rows = [[*(cell_value(getattr(gold[r["id"]], c)) for c in visible), *(cell_value(gold[r["id"]].annotations.get(n)) for n in annotators),
              "", "", r["split"], *(r[_column(side, s)] for s in labels.values()), f"{errors.get(r['id'], 0.0):g}"]
             for r in picked]
     return Review(header=[*visible, *(f"{prefix}{n}" for n in annotators), *ADJUDICATION, *hidden], hidden=hidden, rows=rows,
