@@ -14,7 +14,7 @@ import pytest
 from calibrator.components.grader import choose_format_source
 from calibrator.extract import TrainingSample
 from calibrator.logs import Message
-from calibrator.prompt import load_prompt
+from calibrator.prompt import load_prompt, save_prompt
 
 ROOT = Path(__file__).resolve().parents[1]
 pytestmark = pytest.mark.slow
@@ -49,9 +49,22 @@ def test_gate_refuses_a_grader_without_calibration(tmp_path):
     assert not (tmp_path / "out").exists()
 
 
+def lm_formats_better_on_val(tmp_path: Path) -> Path:
+    """The shipped calibrated grader, but its record says the LM's format answers beat the rule on val: the run
+    and its eval must then take R_format from the LM (the gate reads only the test figures)."""
+    shipped = load_prompt(ROOT / "prompts/grader.calibrated.yaml")
+    val = shipped.calibration.val | {"format_n": 24, "format_accuracy": 1.0, "format_accuracy_ci": [0.9, 1.0],
+                                     "format_rule_accuracy": 0.5, "format_rule_accuracy_ci": [0.3, 0.7]}
+    path = tmp_path / "grader.yaml"
+    save_prompt(shipped.model_copy(update={"calibration": shipped.calibration.model_copy(update={"val": val})}), path)
+    config = tmp_path / "config.yaml"
+    config.write_text((ROOT / "train/configs/cpu-smoke.yaml").read_text() + f"grader_prompt: {path}\n")
+    return config
+
+
 def test_killed_run_resumes_from_its_checkpoint_then_eval(tmp_path):
     samples, out = small_samples(tmp_path / "samples.jsonl"), tmp_path / "run"
-    args = ["run", "--samples", str(samples), "--max-steps", "3", "--out", str(out)]
+    args = ["run", "--config", str(lm_formats_better_on_val(tmp_path)), "--samples", str(samples), "--max-steps", "3", "--out", str(out)]
     proc = subprocess.Popen([sys.executable, "-m", "train", *args], cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     deadline = time.time() + 1200
     while time.time() < deadline and proc.poll() is None and not (out / "checkpoint-2" / "trainer_state.json").is_file():
@@ -70,6 +83,7 @@ def test_killed_run_resumes_from_its_checkpoint_then_eval(tmp_path):
     assert gate_checks["goldset_version"]["passed"] and gate_checks["grader_lm"]["passed"]
     grader = load_prompt(ROOT / json.loads((out / "config.json").read_text())["grader_prompt"])
     assert record["format"] == choose_format_source(grader.calibration.val).model_dump()  # chosen on val, recorded
+    assert record["format"]["source"] == "lm"
     steps = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
     assert [s["step"] for s in steps] == [1, 2, 3]
     for s in steps:
@@ -82,4 +96,4 @@ def test_killed_run_resumes_from_its_checkpoint_then_eval(tmp_path):
         assert {"good_question_rate", "mean_content", "termination_accuracy", "continue_accuracy", "decision_accuracy",
                 "mean_format", "mean_reward", "n"} <= set(result[side])
     assert (out / "eval.html").read_text().startswith("<!doctype html>")
-    assert result["format"]["source"] == record["format"]["source"]  # eval scores with the reward it trained on
+    assert result["format"]["source"] == record["format"]["source"] == "lm"  # eval scores with the reward it trained on
