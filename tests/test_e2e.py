@@ -106,7 +106,7 @@ def test_killed_run_resumes_from_cache(tmp_path, sig):
     assert not [p for p in reports.iterdir() if p.name.startswith(".partial")]
 
 
-def test_eval_scores_every_row_by_split(tmp_path):
+def test_eval_scores_every_row_by_split_and_judges_on_test(tmp_path):
     gold = tmp_path / "small.csv"
     with open(ROOT / "goldsets/grader.csv", newline="", encoding="utf-8") as f:
         rows = list(csv.DictReader(f))
@@ -120,8 +120,10 @@ def test_eval_scores_every_row_by_split(tmp_path):
     [folder] = runs(tmp_path)
     rec = record(folder)
     assert rec["kind"] == "eval" and rec["calibrated"] is None
-    assert rec["baseline"]["all"]["n"] == 9
+    assert "all" not in rec["baseline"] and rec["excluded"] == []  # the baseline carries no demos: every row is scored
     assert sum(rec["baseline"][s]["n"] for s in ("train", "val", "test") if s in rec["baseline"]) == 9
+    test = rec["baseline"].get("test")
+    assert (f"on {test['n']} held-out test rows" if test else "no test rows to judge on") in rec["verdict"]
 
 
 @pytest.fixture(scope="module")
