@@ -307,7 +307,8 @@ def _eval(request: RunRequest, component: Component, goldset: GoldSet, base: Pro
     evaluate = evaluator(component, request.show_progress)
     metric = component.selection_metric
     excluded = component.rows_in_prompt(base, goldset.rows)
-    rows = [(r, goldset.splits[r.id]) for r in goldset.rows if r.id not in set(excluded)]
+    left_out = set(excluded)
+    rows = [(r, goldset.splits[r.id]) for r in goldset.rows if r.id not in left_out]
     preds = dict(zip((r.id for r, _ in rows), evaluate(base, [r for r, _ in rows], "eval")))
     groups = {s: [r for r, split in rows if split == s] for s in SPLITS}
     baseline = {s: component.score(g, [preds[r.id] for r in g], seed=request.seed) for s, g in groups.items() if g}

@@ -13,6 +13,7 @@ from typing import Any
 
 from pydantic import BaseModel
 
+from calibrator.components.grader import choose_format_source
 from calibrator.items import item_f1
 
 GRADER_LABELS = ("0", "0.5", "1")
@@ -80,8 +81,6 @@ def format_choice(record: dict[str, Any]) -> dict[str, Any] | None:
     the same function on the same val figures the calibration record keeps."""
     if record["component"] != "grader" or not (record.get("calibrated") or {}).get("val"):
         return None
-    from calibrator.components.grader import choose_format_source
-
     choice = choose_format_source(record["calibrated"]["val"])
     if choice.lm_val_accuracy is None or choice.rule_val_accuracy is None:
         return {"source": choice.source, "lm": None, "rule": None}  # no gold format_score on val
