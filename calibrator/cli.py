@@ -75,8 +75,11 @@ def _parser() -> argparse.ArgumentParser:
                      help="where the calibrated prompt goes (default: prompts/<component>.calibrated.yaml, except after a "
                           "--budget smoke run or a `worse` verdict; naming a PATH saves it even then; the baseline is never overwritten)")
 
-    ev = commands.add_parser("eval", help="score one prompt on every gold row, no optimisation",
-                             description="Score one prompt (the baseline by default) on every row of a gold set.",
+    ev = commands.add_parser("eval", help="score one prompt on the gold rows it was not built from, no optimisation",
+                             description="Score one prompt (the baseline by default) on every row of a gold set except the rows "
+                                         "it carries as demonstrations or retrieval pool (counted and named). The headline is "
+                                         "the test split; a prompt calibrated on another version of the gold set is flagged "
+                                         "with the rows that changed since.",
                              epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
     common(ev)
     ev.add_argument("--prompt", type=Path, help="prompt to score (default: prompts/<component>.yaml)")
