@@ -15,6 +15,8 @@ from typing import Any
 import yaml
 from pydantic import BaseModel
 
+from calibrator.decision import DecisionRule
+
 
 class Retrieval(BaseModel):
     """Demonstrations chosen per input: the k pool examples nearest to it by embedding similarity."""
@@ -47,11 +49,15 @@ class PromptFile(BaseModel):
     fields: list[str] | None = None  # the extractor's field vocabulary; None for components without one
     demos: list[dict[str, Any]] = []
     retrieval: Retrieval | None = None
+    # The judge's label written as one token per label ({"0": 0.0, "1": 0.5, "2": 1.0}) and read as a distribution
+    # from token log-probabilities; `decision` turns it into a label (see calibrator/decision.py).
+    label_tokens: dict[str, float] | None = None
+    decision: DecisionRule | None = None
     calibration: Calibration | None = None
 
     def content_sha256(self) -> str:
-        """The sha256 of what shapes the LM's answers (component, instructions, fields, demos, retrieval), not the
-        calibration record: re-saving the same prompt with a new record leaves derived data valid."""
+        """The sha256 of what shapes the component's answers (component, instructions, fields, demos, retrieval, label
+        tokens, decision rule), not the calibration record: re-saving the same prompt with a new record leaves derived data valid."""
         content = self.model_dump(mode="json", exclude={"calibration"}, exclude_none=True)
         canonical = json.dumps(content, sort_keys=True, ensure_ascii=False, separators=(",", ":"))
         return hashlib.sha256(canonical.encode("utf-8")).hexdigest()

@@ -7,12 +7,14 @@ rests on. The engine (evaluate, optimize, runs) only talks to this interface.
 """
 
 from abc import ABC, abstractmethod
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Literal
 
 import dspy
 from pydantic import BaseModel
 
+from calibrator.components.label_read import LabelReader
 from calibrator.components.retrieval import NearestDemos
+from calibrator.decision import TOP_LOGPROBS
 from calibrator.goldset import GoldRow
 from calibrator.metrics import PairedComparison
 from calibrator.prompt import PromptFile
@@ -22,6 +24,7 @@ Neighbours = list[list[tuple[int, float]]]  # per train row: (other row index, c
 
 class Prediction(BaseModel):
     error: str | None = None
+    label_probs: list[float] | None = None  # the ordinal label's distribution, when the prompt reads one
 
 
 class Component(ABC):
@@ -31,6 +34,17 @@ class Component(ABC):
     selection_metric: ClassVar[str]  # compared on val to pick a winner, and paired on test for the verdict
     secondary_metric: ClassVar[str]  # breaks ties on val
     retrieval_key_choices: ClassVar[tuple[tuple[str, ...], ...]]  # which inputs make two cases alike (knn)
+    # An ordinal output whose label can be read as a distribution and decided by a fitted rule (the threshold
+    # strategy); None for a component without one.
+    ordinal_field: ClassVar[str | None] = None
+    ordinal_labels: ClassVar[tuple[float, ...]] = ()
+
+    def label_tokens(self) -> dict[str, float]:
+        """One digit per label, in label order: a digit is one token in every tokenizer we know, and JSON writes it
+        bare, so each label is one distinct token at the answer position."""
+        if self.ordinal_field is None or not 2 <= len(self.ordinal_labels) <= 10:
+            raise ValueError(f"the {self.name} has no ordinal label to read as probabilities")
+        return {str(i): float(v) for i, v in enumerate(self.ordinal_labels)}
 
     @property
     def inputs(self) -> tuple[str, ...]:
@@ -74,34 +88,55 @@ class Component(ABC):
     def _inputs_key(self, record: dict[str, Any]) -> tuple[str, ...]:
         return tuple(" ".join(str(record.get(k, "")).split()) for k in self.inputs)
 
-    def demo_example(self, record: dict[str, Any]) -> dspy.Example:
+    def demo_example(self, record: dict[str, Any], prompt: PromptFile | None = None) -> dspy.Example:
+        """A stored demonstration as the program shows it: with label tokens, its label written as its token."""
+        if prompt is not None and prompt.label_tokens and record.get(self.ordinal_field) is not None:
+            token = {v: int(t) for t, v in prompt.label_tokens.items()}.get(float(record[self.ordinal_field]))
+            record = record | {self.ordinal_field: token}
         return dspy.Example(**record).with_inputs(*self.inputs)
 
     def signature_for(self, prompt: PromptFile) -> type[dspy.Signature]:
-        return self.signature.with_instructions(prompt.instructions.strip())
+        signature = self.signature.with_instructions(prompt.instructions.strip())
+        if not prompt.label_tokens:
+            return signature
+        tokens = prompt.label_tokens
+        mapping = ", ".join(f"{t} for {v:g}" for t, v in sorted(tokens.items(), key=lambda tv: tv[1]))
+        field = self.ordinal_field
+        described = signature.output_fields[field].json_schema_extra["desc"]
+        return signature.with_instructions(
+            f"{signature.instructions}\n\nWrite {field} as its label token: {mapping}.").with_updated_fields(
+            field, type_=Literal[tuple(int(t) for t in tokens)], desc=f"{described}; written as its label token: {mapping}")
 
     def build_program(self, prompt: PromptFile, embed: Any = None) -> dspy.Module:
-        """The DSPy program that runs this prompt: fixed demos, or demos retrieved per input.
-        `embed` (default: the bundled MiniLM) is only loaded when the prompt retrieves."""
-        program = dspy.Predict(self.signature_for(prompt))
-        program.demos = [self.demo_example(d) for d in prompt.demos]
-        if prompt.retrieval is None:
-            return program
-        if embed is None:
-            from calibrator.embedder import embedder
-            embed = embedder()
-        pool = [self.demo_example(d) for d in prompt.retrieval.pool]
-        return NearestDemos(program, pool, prompt.retrieval.k, prompt.retrieval.keys, embed)
+        """The DSPy program that runs this prompt: fixed demos, or demos retrieved per input; with label tokens, wrapped
+        to read the label's distribution. `embed` (default: the bundled MiniLM) is only loaded when the prompt retrieves."""
+        config = {"logprobs": True, "top_logprobs": TOP_LOGPROBS} if prompt.label_tokens else {}
+        program: dspy.Module = dspy.Predict(self.signature_for(prompt), **config)
+        program.demos = [self.demo_example(d, prompt) for d in prompt.demos]
+        if prompt.retrieval is not None:
+            if embed is None:
+                from calibrator.embedder import embedder
+                embed = embedder()
+            pool = [self.demo_example(d, prompt) for d in prompt.retrieval.pool]
+            program = NearestDemos(program, pool, prompt.retrieval.k, prompt.retrieval.keys, embed)
+        if prompt.label_tokens:
+            program = LabelReader(program, self.ordinal_field, prompt.label_tokens, prompt.decision)
+        return program
 
     def predict(self, program: dspy.Module, row: GoldRow) -> Prediction:
-        """One prediction; a parse or LM failure is recorded on the prediction, never raised."""
+        """One prediction; a parse or LM failure is recorded on the prediction, never raised. A retrieving program never
+        shows the row itself as a demonstration."""
+        inputs = self.inputs_of(row)
+        if isinstance(program, (NearestDemos, LabelReader)):
+            inputs["exclude_id"] = getattr(row, "id", None)
         try:
-            out = program(**self.inputs_of(row))
+            out = program(**inputs)
         except dspy.utils.exceptions.AdapterParseError as e:
             return self.failed(f"parse: {str(e)[:200]}")
         except Exception as e:  # LM failures after retries: recorded per example, the run goes on
             return self.failed(f"{type(e).__name__}: {str(e)[:200]}")
-        return self.parse(out)
+        parsed = self.parse(out)
+        return parsed.model_copy(update={"label_probs": out.get("label_probs")}) if out.get("label_probs") else parsed
 
     @abstractmethod
     def parse(self, out: dspy.Prediction) -> Prediction: ...

@@ -127,6 +127,8 @@ class Grader(Component):
     selection_metric = "qwk"
     secondary_metric = "accuracy"
     retrieval_key_choices = (("candidate",), ("target_info", "candidate"), ("context", "target_info", "candidate"))
+    ordinal_field = "content_score"
+    ordinal_labels = (0.0, 0.5, 1.0)
 
     def inputs_of(self, row: GraderRow, *, demo: bool = False) -> dict[str, Any]:
         context = "\n".join(row.context.split("\n")[-DEMO_CONTEXT_TURNS:]) if demo else row.context

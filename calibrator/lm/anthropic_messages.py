@@ -12,6 +12,7 @@ DEFAULT_MAX_TOKENS = 1024
 class AnthropicWire:
     # The Messages API has no JSON-schema decoding: answers are parsed, failures counted.
     supports_response_schema = False
+    supports_logprobs = False  # the Messages API reports no token log-probabilities
 
     def __init__(self, model: str, *, base_url: str | None, api_key: str | None, timeout: float, max_retries: int):
         self.model = model

@@ -8,7 +8,7 @@ backend identity that belongs in the key and can count hits and tokens for the u
 import time
 from typing import Any
 
-from dspy.lm15 import Message, Request, Response, TextPart, Usage
+from dspy.lm15 import Message, Request, Response, TextPart, TokenLogprob, TopLogprob, Usage
 
 from calibrator.lm.cache import CallCache, cache_key
 from calibrator.lm.usage import UsageMeter
@@ -37,7 +37,10 @@ def openai_response_format(fmt: dict[str, Any] | None) -> dict[str, Any] | None:
     return {"type": "json_schema", "json_schema": inner}
 
 
-def request_params(request: Request, *, schema: bool) -> dict[str, Any]:
+def request_params(request: Request, *, schema: bool, logprobs: bool = False) -> dict[str, Any]:
+    """The wire's sampling parameters. Token log-probabilities are asked for only when the request wants them
+    (DSPy's `top_logprobs=N` arrives as `config.logprobs = N`) and the wire can answer; otherwise the request is
+    the plain one, so it shares the plain call's cache entry."""
     c = request.config
     params: dict[str, Any] = {
         "temperature": c.temperature,
@@ -47,7 +50,16 @@ def request_params(request: Request, *, schema: bool) -> dict[str, Any]:
         "stop": list(c.stop) or None,
         "response_format": openai_response_format(c.response_format) if schema else None,
     }
+    if logprobs and c.logprobs is not None:
+        params |= {"logprobs": True, "top_logprobs": c.logprobs}
     return {k: v for k, v in params.items() if v is not None}
+
+
+def lm15_logprobs(answer: Answer) -> tuple[TokenLogprob, ...] | None:
+    if answer.logprobs is None:
+        return None
+    return tuple(TokenLogprob(token=t.token, logprob=t.logprob, top=tuple(TopLogprob(token=a, logprob=p) for a, p in t.top))
+                 for t in answer.logprobs)
 
 
 class CachingEngine:
@@ -62,7 +74,9 @@ class CachingEngine:
         self.cache = cache
         self.meter = meter
         self.supports_response_schema = wire.supports_response_schema
-        base = {"temperature", "max_tokens", "top_p", "stop", "seed"}
+        self.supports_logprobs = getattr(wire, "supports_logprobs", False)
+        # logprobs are accepted from every caller; a wire without them answers the plain request instead
+        base = {"temperature", "max_tokens", "top_p", "stop", "seed", "logprobs", "top_logprobs"}
         self.supported_params = base | ({"response_format"} if wire.supports_response_schema else set())
 
     def chat(self, messages: list[dict[str, str]], params: dict[str, Any]) -> Answer:
@@ -81,13 +95,15 @@ class CachingEngine:
         return answer
 
     def complete(self, request: Request) -> Response:
-        answer = self.chat(request_messages(request), request_params(request, schema=self.supports_response_schema))
+        params = request_params(request, schema=self.supports_response_schema, logprobs=self.supports_logprobs)
+        answer = self.chat(request_messages(request), params)
         return Response(
             id=None,
             model=self.identity["model"],
             message=Message.assistant([TextPart(answer.text)]),
             finish_reason=answer.finish_reason,
             usage=Usage(input_tokens=answer.prompt_tokens, output_tokens=answer.completion_tokens),
+            logprobs=lm15_logprobs(answer),
         )
 
     def close(self) -> None:

@@ -1,0 +1,189 @@
+"""From a judge's label distribution to its label: read the distribution off token log-probabilities, then
+decide with a rule fitted on train.
+
+The sampled label throws away what the model knew: a judge that gives 0.45 to "1" and 0.55 to "0" answers 0
+either way. Where the backend reports token log-probabilities (llama.cpp, vLLM, OpenAI), the label is written as
+one distinct token per label (`label_tokens` in the prompt file: SmolLM2's tokenizer splits `0.5` into three
+tokens, so 0 and 0.5 would share their first one), and the distribution over those tokens at the label's
+position is the judgement. Three rules turn it into a label, and which one is kept is decided by
+cross-validation inside the fitting rows:
+
+- argmax: the most probable label (nothing fitted);
+- prior: batch calibration, each label's probability divided by its mean over the fitting rows, then argmax;
+- cuts: cut points on the expected score (sum of p(label) x label) that maximise qwk.
+
+If no rule agrees with the gold labels out of fold (cross-validated qwk <= 0), the model has no usable signal
+and the rule says so.
+"""
+
+import itertools
+import math
+import re
+from collections.abc import Mapping, Sequence
+from typing import Any, Literal
+
+import numpy as np
+import pandas as pd
+from pydantic import BaseModel
+
+from calibrator.metrics import quadratic_weighted_kappa
+
+TOP_LOGPROBS = 20  # OpenAI's cap; llama.cpp and vLLM take it too
+MAX_CUT_CANDIDATES = 40  # distinct cut positions tried per cut; more observed values are thinned to quantiles
+FOLDS = 5
+RuleKind = Literal["argmax", "prior", "cuts"]
+SIMPLEST_FIRST: tuple[RuleKind, ...] = ("argmax", "prior", "cuts")  # ties go to the rule with fewer parameters
+
+
+def label_order(tokens: Mapping[str, float]) -> list[str]:
+    """Label tokens by ascending label value."""
+    return sorted(tokens, key=lambda t: tokens[t])
+
+
+def _get(item: Any, key: str) -> Any:
+    return item.get(key) if isinstance(item, Mapping) else getattr(item, key, None)
+
+
+def label_distribution(logprobs: Any, field: str, tokens: Mapping[str, float]) -> list[float] | None:
+    """p(label) in ascending label order, read at the position where `field`'s value starts in the generated JSON
+    (DSPy's adapters write field markers first, so the label is not the first token). Alternatives whose text,
+    stripped of spaces and quotes, is a label token are summed; a label missing from the top list gets the
+    smallest listed probability, an upper bound on its true value. None when there are no log-probabilities or the
+    field is not in the answer."""
+    content = _get(logprobs, "content") if logprobs is not None else None
+    if not content:
+        return None
+    pieces = [str(_get(t, "token") or "") for t in content]
+    text = "".join(pieces)
+    found = re.search(rf'"{re.escape(field)}"\s*:\s*"?', text)
+    if found is None:
+        return None
+    offset, start = found.end(), 0
+    for piece, token in zip(pieces, content):
+        if start <= offset < start + len(piece) and piece[offset - start:].strip(' "'):
+            return _renormalise(token, tokens)
+        start += len(piece)
+    return None
+
+
+def _renormalise(token: Any, tokens: Mapping[str, float]) -> list[float] | None:
+    top = _get(token, "top") or _get(token, "top_logprobs") or []
+    pairs = [(str(_get(a, "token")) if not isinstance(a, (tuple, list)) else str(a[0]),
+              float(_get(a, "logprob")) if not isinstance(a, (tuple, list)) else float(a[1])) for a in top]
+    if not pairs:
+        return None
+    mass = {t: 0.0 for t in tokens}
+    for text, logprob in pairs:
+        key = text.strip().strip('"')
+        if key in mass:
+            mass[key] += math.exp(logprob)
+    floor = math.exp(min(lp for _, lp in pairs))
+    probs = [mass[t] or floor for t in label_order(tokens)]
+    total = sum(probs)
+    return [p / total for p in probs]
+
+
+def expected_score(probs: Sequence[float], labels: Sequence[float]) -> float:
+    return float(sum(p * v for p, v in zip(probs, labels)))
+
+
+def label_by_cuts(score: float, cuts: Sequence[float], labels: Sequence[float]) -> float:
+    """The label whose interval holds `score`: one step up for every cut the score is above."""
+    return labels[sum(score > c for c in cuts)]
+
+
+def fit_cuts(scores: Sequence[float], gold: Sequence[float], labels: Sequence[float]) -> list[float]:
+    """len(labels) - 1 ascending cut points on `scores` that maximise qwk against `gold`. Any cut between two
+    neighbouring observed scores makes the same decisions, so the candidates are the midpoints of those gaps (thinned
+    to MAX_CUT_CANDIDATES quantiles), plus one below and one above every score (a label never given)."""
+    values = np.unique(np.asarray(scores, dtype=float))
+    middles = (values[1:] + values[:-1]) / 2
+    if middles.size > MAX_CUT_CANDIDATES:
+        middles = np.unique(np.quantile(middles, np.linspace(0, 1, MAX_CUT_CANDIDATES)))
+    span = max(labels) - min(labels)
+    candidates = [float(values[0]) - span, *map(float, middles), float(values[-1]) + span]
+    best, best_qwk = None, -math.inf
+    for cuts in itertools.combinations_with_replacement(candidates, len(labels) - 1):
+        predicted = [label_by_cuts(s, cuts, labels) for s in scores]
+        qwk = quadratic_weighted_kappa(gold, predicted, labels)
+        if qwk > best_qwk + 1e-12:
+            best, best_qwk = list(cuts), qwk
+    return best
+
+
+def batch_prior(probs: Sequence[Sequence[float]]) -> list[float]:
+    """The model's mean label distribution over the fitting rows: what it leans to whatever the input."""
+    return np.asarray(probs, dtype=float).mean(axis=0).tolist()
+
+
+class DecisionRule(BaseModel):
+    """How a label distribution becomes a label, with the evidence it was chosen on (all from the fitting rows)."""
+
+    kind: RuleKind
+    labels: list[float]
+    prior: list[float] | None = None  # kind prior: the mean distribution divided out
+    cuts: list[float] | None = None  # kind cuts: ascending cut points on the expected score
+    fitted_on: int  # rows the rule was fitted and cross-validated on: train rows the prompt does not show as demos
+    cv_qwk: dict[str, float]  # out-of-fold qwk of each rule inside those rows
+    rank_correlation: float | None  # Spearman correlation of the expected score with the gold label on those rows
+    signal: bool  # the chosen rule agrees with gold out of fold (cv qwk > 0)
+
+    def apply(self, probs: Sequence[float]) -> float:
+        if self.kind == "cuts":
+            return label_by_cuts(expected_score(probs, self.labels), self.cuts or [], self.labels)
+        weights = np.asarray(probs, dtype=float)
+        if self.kind == "prior":
+            weights = weights / np.maximum(np.asarray(self.prior, dtype=float), 1e-12)
+        return self.labels[int(np.argmax(weights))]
+
+    def describe(self) -> str:
+        how = {"argmax": "the most probable label",
+               "prior": "the most probable label after dividing out the model's mean distribution (batch calibration)",
+               "cuts": f"cut points {', '.join(f'{c:.3f}' for c in self.cuts or [])} on the expected score"}[self.kind]
+        cv = ", ".join(f"{k} {v:.2f}" for k, v in self.cv_qwk.items())
+        rho = "–" if self.rank_correlation is None else f"{self.rank_correlation:+.2f}"
+        verdict = "" if self.signal else "; no rule agrees with gold out of fold: the model's label probabilities carry no signal"
+        return f"{how} (chosen by {FOLDS}-fold cross-validation inside {self.fitted_on} train rows, qwk {cv}; rank correlation {rho}){verdict}"
+
+
+def _rule(kind: RuleKind, probs: list[list[float]], gold: list[float], labels: list[float]) -> DecisionRule:
+    """A rule of `kind` fitted on these rows (the evidence fields are filled in by `fit_rule`)."""
+    blank = {"fitted_on": len(gold), "cv_qwk": {}, "rank_correlation": None, "signal": False}
+    if kind == "prior":
+        return DecisionRule(kind=kind, labels=labels, prior=batch_prior(probs), **blank)
+    if kind == "cuts":
+        return DecisionRule(kind=kind, labels=labels, cuts=fit_cuts([expected_score(p, labels) for p in probs], gold, labels), **blank)
+    return DecisionRule(kind=kind, labels=labels, **blank)
+
+
+def rank_correlation(x: Sequence[float], y: Sequence[float]) -> float | None:
+    rx, ry = pd.Series(x).rank().to_numpy(), pd.Series(y).rank().to_numpy()
+    if rx.std() == 0 or ry.std() == 0:
+        return None
+    return float(np.corrcoef(rx, ry)[0, 1])
+
+
+def fit_rule(probs: Sequence[Sequence[float]], gold: Sequence[float], labels: Sequence[float], *, seed: int = 0) -> DecisionRule:
+    """Score each rule out of fold (FOLDS folds, at most one per row), keep the best (ties: fewer parameters), and refit
+    it on all rows."""
+    probs, gold, labels = [list(map(float, p)) for p in probs], [float(g) for g in gold], [float(v) for v in labels]
+    n = len(gold)
+    if n < 2:
+        raise ValueError(f"need at least 2 rows with label probabilities to fit a decision rule, got {n}")
+    folds = min(FOLDS, n)
+    order = np.random.default_rng(seed).permutation(n)
+    fold_of = np.empty(n, dtype=int)
+    fold_of[order] = np.arange(n) % folds
+    cv: dict[str, float] = {}
+    for kind in SIMPLEST_FIRST:
+        predicted = [0.0] * n
+        for f in range(folds):
+            inside = [i for i in range(n) if fold_of[i] != f]
+            rule = _rule(kind, [probs[i] for i in inside], [gold[i] for i in inside], labels)
+            for i in range(n):
+                if fold_of[i] == f:
+                    predicted[i] = rule.apply(probs[i])
+        cv[kind] = quadratic_weighted_kappa(gold, predicted, labels)
+    best = max(SIMPLEST_FIRST, key=lambda k: (cv[k], -SIMPLEST_FIRST.index(k)))
+    rho = rank_correlation([expected_score(p, labels) for p in probs], gold)
+    return _rule(best, probs, gold, labels).model_copy(update={"cv_qwk": cv, "rank_correlation": rho, "signal": cv[best] > 0})
