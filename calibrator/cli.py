@@ -62,9 +62,12 @@ def _parser() -> argparse.ArgumentParser:
                               description="Calibrate a component's prompt: score the baseline, search on train/val, judge the winner on the held-out test split, save it under prompts/ and write reports/<run-id>/.",
                               epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
     common(run)
-    run.add_argument("--optimizer", choices=("auto", "mipro", "gepa", "knn"), default="auto",
-                     help="auto: the strategies the budget affords, best on val wins (default); mipro: DSPy MIPROv2; "
-                          "gepa: DSPy GEPA with ordinal feedback; knn: demonstrations retrieved per input")
+    run.add_argument("--optimizer", choices=("auto", "mipro", "gepa", "knn", "threshold"), default="auto",
+                     help="auto: the strategies the budget affords, best on val wins (default; from --budget light on, "
+                          "also each strategy + threshold where the component has an ordinal label); mipro: DSPy MIPROv2; "
+                          "gepa: DSPy GEPA with ordinal feedback; knn: demonstrations retrieved per input; threshold: read the "
+                          "label's probabilities from token log-probabilities and fit the rule that decides it (argmax, prior "
+                          "correction or cut points, chosen by cross-validation on train)")
     run.add_argument("--budget", choices=list(BUDGETS), default="light",
                      help="smoke: tiny, for tests; light: minutes on a laptop CPU (default); medium/heavy: more search")
     run.add_argument("--prompt", type=Path, help="baseline prompt (default: prompts/<component>.yaml)")
@@ -206,6 +209,10 @@ def main(argv: list[str] | None = None) -> int:
     if base.component != component.name:
         print(f"error: {prompt_path} is a {base.component} prompt, not a {component.name} prompt", file=sys.stderr)
         return 2
+    if getattr(args, "optimizer", None) == "threshold" and component.ordinal_field is None:
+        print(f"error: --optimizer threshold reads an ordinal label's probabilities; the {component.name} has no ordinal label",
+              file=sys.stderr)
+        return 2
     request = RunRequest(
         kind=args.command, component=component.name, goldset_path=goldset_path, prompt_path=prompt_path,
         calibrated_path=(args.save_prompt or paths["calibrated"]) if args.command == "run" else None,
@@ -229,6 +236,11 @@ def main(argv: list[str] | None = None) -> int:
         return 130
     u = record.usage
     print(record.verdict)
+    for note in (record.optimization or {}).get("notes", []):
+        print(f"decision rule: {note}")
+    if record.floor is not None:
+        floor = record.floors[record.floor]
+        print(f"model-free floor: {record.floor}, {floor.description}; fitted on {len(floor.fitted_on)} train rows, no LM call")
     for warning in record.warnings:
         print(f"warning: {warning}")
     print(f"{u.lm_calls} LM calls, {u.cache_hits} cache hits, {u.prompt_tokens} prompt + {u.completion_tokens} completion tokens, "

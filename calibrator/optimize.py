@@ -6,7 +6,11 @@ Each strategy turns the baseline prompt plus the train split into a candidate pr
   leave-one-out agreement of the neighbours' labels within the train split;
 - mipro: DSPy MIPROv2, Optuna TPE over proposed instructions x demo sets;
 - gepa: DSPy GEPA, reflective instruction evolution driven by the component's feedback (which way a score
-  was off; which items were missed or invented).
+  was off; which items were missed or invented);
+- threshold: for a component with an ordinal label, read the label as a distribution from token log-probabilities
+  and fit the rule that turns it into a label (argmax, prior correction or cut points; see calibrator/decision.py)
+  on train rows the prompt does not show as demonstrations. It composes: `auto` fits one on the baseline and on
+  each other strategy's prompt ("knn+threshold").
 MIPROv2 and GEPA learn from train minus its dev slice and select their own candidates on the dev slice,
 never on val. `auto` runs the strategies the budget affords and keeps whichever (baseline included)
 scores best on val; test is left to the verdict.
@@ -20,13 +24,15 @@ from pydantic import BaseModel
 
 from calibrator.components import Component
 from calibrator.components.retrieval import retrieval_text
+from calibrator.decision import fit_rule
 from calibrator.embedder import EMBEDDER_NAME, encode
 from calibrator.evaluate import Evaluate
 from calibrator.goldset import GoldRow, GoldSet
 from calibrator.prompt import PromptFile, Retrieval
+from calibrator.splits import sample_rows
 
 Strategy = Literal["knn", "mipro", "gepa"]
-OptimizerName = Literal["auto", "knn", "mipro", "gepa"]
+OptimizerName = Literal["auto", "knn", "mipro", "gepa", "threshold"]
 BudgetName = Literal["smoke", "light", "medium", "heavy"]
 MIPRO_BOOTSTRAPPED_DEMOS = 1
 
@@ -41,13 +47,19 @@ class Budget(BaseModel, frozen=True):
     mipro_trials: int
     mipro_demos: int
     gepa_metric_calls: int
+    threshold: bool  # auto fits a decision rule on every candidate prompt (when the component has an ordinal label)
+    threshold_rows: int | None  # train rows read for the fit (stratified); None = all
 
 
 BUDGETS: dict[str, Budget] = {
-    "smoke": Budget(auto=("knn",), eval_rows=6, knn_ks=(2,), mipro_candidates=2, mipro_trials=2, mipro_demos=2, gepa_metric_calls=12),
-    "light": Budget(auto=("knn",), eval_rows=None, knn_ks=(2, 3), mipro_candidates=3, mipro_trials=4, mipro_demos=3, gepa_metric_calls=60),
-    "medium": Budget(auto=("knn", "mipro"), eval_rows=None, knn_ks=(2, 3, 4), mipro_candidates=6, mipro_trials=12, mipro_demos=4, gepa_metric_calls=200),
-    "heavy": Budget(auto=("knn", "mipro", "gepa"), eval_rows=None, knn_ks=(2, 3, 4), mipro_candidates=10, mipro_trials=30, mipro_demos=4, gepa_metric_calls=600),
+    "smoke": Budget(auto=("knn",), eval_rows=6, knn_ks=(2,), mipro_candidates=2, mipro_trials=2, mipro_demos=2, gepa_metric_calls=12,
+                    threshold=False, threshold_rows=12),
+    "light": Budget(auto=("knn",), eval_rows=None, knn_ks=(2, 3), mipro_candidates=3, mipro_trials=4, mipro_demos=3, gepa_metric_calls=60,
+                    threshold=True, threshold_rows=None),
+    "medium": Budget(auto=("knn", "mipro"), eval_rows=None, knn_ks=(2, 3, 4), mipro_candidates=6, mipro_trials=12, mipro_demos=4,
+                     gepa_metric_calls=200, threshold=True, threshold_rows=None),
+    "heavy": Budget(auto=("knn", "mipro", "gepa"), eval_rows=None, knn_ks=(2, 3, 4), mipro_candidates=10, mipro_trials=30, mipro_demos=4,
+                    gepa_metric_calls=600, threshold=True, threshold_rows=None),
 }
 
 
@@ -58,9 +70,9 @@ class Trial(BaseModel):
 
     strategy: str
     trial: int
-    metric: str  # "example_metric", "loo", or the selection metric's name
+    metric: str  # "example_metric", "loo", "cv_qwk" (a decision rule, out of fold on train), or the selection metric's name
     score: float
-    kind: Literal["full", "minibatch", "train-loo"]
+    kind: Literal["full", "minibatch", "train-loo", "train-cv"]
     detail: str = ""
 
 
@@ -76,6 +88,7 @@ class Optimization(BaseModel):
     winner: str
     candidates: list[Candidate]
     trials: list[Trial]
+    notes: list[str] = []  # what a strategy found or could not do (e.g. no log-probabilities from the backend)
 
     @property
     def best(self) -> Candidate:
@@ -151,6 +164,35 @@ def run_gepa(component: Component, base: PromptFile, fit: list[GoldRow], dev: li
     return _prompt_of(component, base, program), trials
 
 
+class ThresholdFit(BaseModel):
+    """A decision rule fitted on one prompt's label distributions over train rows, and the ids it was fitted on."""
+
+    prompt: PromptFile | None  # None: the backend gave no log-probabilities
+    fitted_ids: list[str]
+    trials: list[Trial]
+    note: str
+
+
+def fit_threshold(component: Component, prompt: PromptFile, train: list[GoldRow], evaluate: Evaluate, *, name: str,
+                  rows: int | None, seed: int) -> ThresholdFit:
+    """Read `prompt`'s labels as distributions on the train rows it does not show as fixed demonstrations (a retrieving
+    prompt never shows a row itself) and fit the decision rule on them, never on val or test."""
+    reading = prompt.model_copy(update={"label_tokens": component.label_tokens(), "decision": None, "calibration": None})
+    shown = set(component.rows_in_prompt(prompt.model_copy(update={"retrieval": None}), train))
+    fit_rows = sample_rows([r for r in train if r.id not in shown], rows)
+    preds = evaluate(reading, fit_rows, f"{name} train")
+    read = [(p.label_probs, r.label) for r, p in zip(fit_rows, preds) if p.label_probs is not None]
+    ids = [r.id for r in fit_rows]
+    if len(read) < 2:
+        return ThresholdFit(prompt=None, fitted_ids=ids, trials=[], note=f"{name}: the LM gave no token log-probabilities "
+                            f"({len(read)} of {len(fit_rows)} train rows), so no decision rule could be fitted")
+    rule = fit_rule([p for p, _ in read], [g for _, g in read], component.ordinal_labels, seed=seed)
+    trials = [Trial(strategy=name, trial=i + 1, metric="cv_qwk", score=score, kind="train-cv", detail=kind)
+              for i, (kind, score) in enumerate(rule.cv_qwk.items())]
+    return ThresholdFit(prompt=reading.model_copy(update={"decision": rule}), fitted_ids=ids, trials=trials,
+                        note=f"{name}: {rule.describe()}")
+
+
 def val_candidate(component: Component, strategy: str, prompt: PromptFile, val: list[GoldRow], evaluate: Evaluate) -> Candidate:
     scores = component.score(val, evaluate(prompt, val, f"{strategy} val"), n_boot=1)
     return Candidate(strategy=strategy, prompt=prompt, metric=component.selection_metric,
@@ -173,12 +215,17 @@ def optimize(
 
     `proposer` writes MIPROv2's instruction candidates and GEPA's reflections; the graded calls use the
     LM in the active dspy context."""
-    strategies: tuple[Strategy, ...] = budget.auto if optimizer == "auto" else (optimizer,)
+    strategies: tuple[Strategy, ...] = budget.auto if optimizer == "auto" else () if optimizer == "threshold" else (optimizer,)
+    ordinal = component.ordinal_field is not None
+    thresholds = ordinal and (optimizer == "threshold" or (optimizer == "auto" and budget.threshold))
+    if optimizer == "threshold" and not ordinal:
+        raise ValueError(f"--optimizer threshold needs an ordinal label to read as probabilities; the {component.name} has none")
     train = goldset.split("train")
     fit, dev = goldset.fit_and_dev()
     candidates = [baseline_val]
     metric = component.selection_metric
     trials = [Trial(strategy="baseline", trial=0, metric=metric, score=baseline_val.val_score, kind="full")]
+    notes: list[str] = []
     for strategy in strategies:
         if strategy == "knn":
             k, keys, found = choose_retrieval(component, train, budget.knn_ks)
@@ -190,5 +237,15 @@ def optimize(
         candidate = val_candidate(component, strategy, prompt, val, evaluate)
         trials += found + [Trial(strategy=strategy, trial=len(found) + 1, metric=metric, score=candidate.val_score, kind="full")]
         candidates.append(candidate)
+    if thresholds:
+        for base_candidate in list(candidates):
+            name = "threshold" if base_candidate.strategy == "baseline" else f"{base_candidate.strategy}+threshold"
+            fitted = fit_threshold(component, base_candidate.prompt, train, evaluate, name=name, rows=budget.threshold_rows, seed=seed)
+            notes.append(fitted.note)
+            if fitted.prompt is None:
+                continue
+            candidate = val_candidate(component, name, fitted.prompt, val, evaluate)
+            trials += fitted.trials + [Trial(strategy=name, trial=len(fitted.trials) + 1, metric=metric, score=candidate.val_score, kind="full")]
+            candidates.append(candidate)
     best = max(candidates, key=lambda c: (c.val_score, c.val_secondary, -candidates.index(c)))
-    return Optimization(winner=best.strategy, candidates=candidates, trials=trials)
+    return Optimization(winner=best.strategy, candidates=candidates, trials=trials, notes=notes)

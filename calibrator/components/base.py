@@ -7,7 +7,7 @@ rests on. The engine (evaluate, optimize, runs) only talks to this interface.
 """
 
 from abc import ABC, abstractmethod
-from typing import Any, ClassVar, Literal
+from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
 import dspy
 from pydantic import BaseModel
@@ -18,6 +18,9 @@ from calibrator.decision import TOP_LOGPROBS
 from calibrator.goldset import GoldRow
 from calibrator.metrics import PairedComparison
 from calibrator.prompt import PromptFile
+
+if TYPE_CHECKING:
+    from calibrator.components.floors import Floor
 
 Neighbours = list[list[tuple[int, float]]]  # per train row: (other row index, cosine similarity), nearest last
 
@@ -168,6 +171,10 @@ class Component(ABC):
     @abstractmethod
     def csv_values(self, item: GoldRow | Prediction) -> dict[str, str]:
         """predictions.csv cells for a gold row or a prediction, keyed by column suffix ('' = main label)."""
+
+    @abstractmethod
+    def floors(self) -> list["Floor"]:
+        """Fresh, unfitted model-free reference predictors for this component (no LM call): the floor every report shows."""
 
     def summary(self, scores: BaseModel, n: int) -> dict[str, Any]:
         """What a calibrated prompt records about itself (the trainer's gate reads this)."""

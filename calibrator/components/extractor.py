@@ -17,6 +17,7 @@ from pydantic import GetCoreSchemaHandler, GetJsonSchemaHandler
 from pydantic_core import core_schema
 
 from calibrator.components.base import Component, Neighbours, Prediction
+from calibrator.components.floors import Floor, LexicalFields
 from calibrator.goldset import ExtractorRow
 from calibrator.items import ItemScores, item_f1, match_items, paired_items, score_items, split_item
 from calibrator.metrics import PairedComparison
@@ -170,6 +171,9 @@ class Extractor(Component):
 
     def csv_values(self, item: ExtractorRow | ExtractorPrediction) -> dict[str, str]:
         return {"decision": item.decision or "", "items": "; ".join(item.target_info or [])}
+
+    def floors(self) -> list[Floor]:
+        return [LexicalFields(lambda row, decision, items: ExtractorPrediction(decision=decision, target_info=items))]
 
 
 EXTRACTOR = Extractor()

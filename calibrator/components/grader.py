@@ -17,6 +17,7 @@ import dspy
 from pydantic import BaseModel
 
 from calibrator.components.base import Component, Neighbours, Prediction
+from calibrator.components.floors import Floor, NeighbourVote, SimilarityCuts
 from calibrator.goldset import GraderRow
 from calibrator.metrics import Interval, OrdinalScores, PairedComparison, paired_bootstrap, quadratic_weighted_kappa, score_ordinal
 
@@ -120,6 +121,10 @@ def _cell(value: float | None) -> str:
     return "" if value is None else f"{value:g}"
 
 
+def _floor_prediction(row: GraderRow, content: float) -> GraderPrediction:
+    return GraderPrediction(content_score=content, format_score=format_by_rule(row.candidate))
+
+
 class Grader(Component):
     name = "grader"
     row_model = GraderRow
@@ -197,6 +202,9 @@ class Grader(Component):
 
     def csv_values(self, item: GraderRow | GraderPrediction) -> dict[str, str]:
         return {"": _cell(item.content_score), "format": _cell(item.format_score)}
+
+    def floors(self) -> list[Floor]:
+        return [SimilarityCuts(_floor_prediction, self.ordinal_labels), NeighbourVote(_floor_prediction, self.ordinal_labels)]
 
     def summary(self, scores: GraderScores, n: int) -> dict[str, Any]:
         """Also both format agreements, so the trainer can choose its format source on val."""
