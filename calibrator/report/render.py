@@ -20,10 +20,11 @@ def render_run(record: dict[str, Any], rows: list[dict[str, str]]) -> str:
     component, side = record["component"], view.predicted_side(record)
     sides = [s for s in ("baseline", "calibrated") if record.get(s)]
     focus = view.focus_rows(record, rows)
-    metric_rows = [(s, split, view.numbers(record, s, split, component)) for s in sides for split in record[s]]
-    pf = {f"{s}.{split}": view.Number(path=f"{s}.{split}.parse_failure_rate", value=record[s][split]["parse_failure_rate"])
-          for s in sides for split in record[s]}
-    counts = {f"{s}.{split}": view.counts(record, s, split, component) for s in sides for split in record[s]}
+    score_rows = view.score_rows(record)
+    metric_rows = [(row, view.numbers(row, component)) for row in score_rows]
+    pf = {row.path: view.Number(path=f"{row.path}.parse_failure_rate", value=row.scores["parse_failure_rate"]) for row in score_rows}
+    counts = {row.path: view.counts(row, component) for row in score_rows}
+    floor_label = f"floor: {record['floor']}" if record.get("floor") else "floor"
     split = view.focus_split(record)
     verdict = (record.get("comparison") or {}).get("verdict", "")
     prompts = record["prompt"]
@@ -35,7 +36,7 @@ def render_run(record: dict[str, Any], rows: list[dict[str, str]]) -> str:
         count_titles=[t for _, t in view.COUNTS[component]], counts=counts, format_choice=view.format_choice(record),
         human=view.Number(path="goldset.human_qwk", value=record["goldset"].get("human_qwk")),
         focus="the test split",
-        confusions=[(s, *view.confusion(focus, component, s)) for s in sides],
+        confusions=[(floor_label if s == "floor" else s, *view.confusion(focus, component, s)) for s in view.prediction_sides(record, rows)],
         per_field=[(s, record[s][split]["per_field"]) for s in sides if "per_field" in record[s].get(split, {})],
         charts=view.trajectory(record), diff=diff, side=side,
         disagreements=view.disagreements(record, rows),
@@ -55,12 +56,16 @@ def write_report(run_dir: Path) -> Path:
 
 
 def headline(record: dict[str, Any]) -> dict[str, Any]:
-    """The figure a run is remembered by: the judged prompt's main metric on the held-out split."""
+    """The figure a run is remembered by: the judged prompt's main metric on the held-out split, and the model-free
+    floor's beside it."""
     metric = view.MAIN_METRIC[record["component"]]
-    scores = record[view.predicted_side(record)].get(view.focus_split(record))
+    split = view.focus_split(record)
+    scores = record[view.predicted_side(record)].get(split)
+    floor = ((record.get("floors") or {}).get(record.get("floor") or "") or {}).get("scores", {}).get(split)
+    floor_value = floor[metric] if floor else None
     if scores is None:
-        return {"metric": metric, "value": None, "ci": [None, None], "n": 0}
-    return {"metric": metric, "value": scores[metric], "ci": scores[f"{metric}_ci"], "n": scores["n"]}
+        return {"metric": metric, "value": None, "ci": [None, None], "n": 0, "floor": floor_value}
+    return {"metric": metric, "value": scores[metric], "ci": scores[f"{metric}_ci"], "n": scores["n"], "floor": floor_value}
 
 
 def write_index(out: Path) -> Path:
@@ -79,8 +84,13 @@ def write_index(out: Path) -> Path:
     for component in sorted({run["r"]["component"] for run in runs}):
         mine = [run for run in runs if run["r"]["component"] == component and run["h"]["value"] is not None]
         values = [run["h"]["value"] for run in mine]
-        trends.append({"component": component, "metric": view.MAIN_METRIC[component], "runs": mine,
-                       "svg": view.svg_series(values, values)})
+        floors = [run["h"]["floor"] for run in mine]
+        known = [v for v in values + floors if v is not None]
+        low, high = min([0.0, *known]), max([1.0, *known])  # one y range for the prompt and the floor
+        svg = view.svg_series(values, values, low=low, high=high)
+        floor_dots = view.svg_series([float("nan") if f is None else f for f in floors], values, low=low, high=high)["dots"]
+        svg["floor"] = [dot for dot in floor_dots if dot[2] == dot[2]]  # runs without a floor (older records) have none
+        trends.append({"component": component, "metric": view.MAIN_METRIC[component], "runs": mine, "svg": svg})
     target = out / "index.html"
     write_atomic(target, _env.get_template("index.html").render(runs=list(reversed(runs)), trends=trends))
     return target

@@ -62,18 +62,45 @@ def get_path(data: Any, path: str) -> Any:
     return data
 
 
-def numbers(record: dict[str, Any], side: str, split: str, component: str) -> list[tuple[str, Number, Number, Number]]:
-    scores = record[side][split]
+class ScoreRow(BaseModel):
+    """One row of the metrics table: a prompt (or a floor) on one split, and where its scores sit in run.json."""
+
+    label: str
+    path: str
+    scores: dict[str, Any]
+
+
+def score_rows(record: dict[str, Any]) -> list[ScoreRow]:
+    """Baseline and calibrated per split, then every model-free floor per split (the chosen one marked)."""
+    rows = [ScoreRow(label=f"{side} · {split}", path=f"{side}.{split}", scores=scores)
+            for side in ("baseline", "calibrated") for split, scores in (record.get(side) or {}).items()]
+    for name, floor in (record.get("floors") or {}).items():
+        chosen = " (chosen on val)" if name == record.get("floor") else ""
+        rows += [ScoreRow(label=f"floor: {name}{chosen} · {split}", path=f"floors.{name}.scores.{split}", scores=scores)
+                 for split, scores in floor["scores"].items()]
+    return rows
+
+
+def numbers(row: ScoreRow, component: str) -> list[tuple[str, Number, Number, Number]]:
     out = []
     for key, title in METRICS[component]:
-        base, ci = f"{side}.{split}.{key}", scores[f"{key}_ci"] or (None, None)  # no CI: nothing to score (no gold format_score)
-        out.append((title, Number(path=base, value=scores[key]), Number(path=f"{base}_ci.0", value=ci[0]),
+        base, ci = f"{row.path}.{key}", row.scores[f"{key}_ci"] or (None, None)  # no CI: nothing to score (no gold format_score)
+        out.append((title, Number(path=base, value=row.scores[key]), Number(path=f"{base}_ci.0", value=ci[0]),
                     Number(path=f"{base}_ci.1", value=ci[1])))
     return out
 
 
-def counts(record: dict[str, Any], side: str, split: str, component: str) -> list[Number]:
-    return [Number(path=f"{side}.{split}.{key}", value=record[side][split][key]) for key, _ in COUNTS[component]]
+def counts(row: ScoreRow, component: str) -> list[Number]:
+    return [Number(path=f"{row.path}.{key}", value=row.scores[key]) for key, _ in COUNTS[component]]
+
+
+def floor_banner(record: dict[str, Any]) -> str | None:
+    """When the judged prompt does no better than the model-free floor on test: say so, and what to do."""
+    comparison = record.get("floor_comparison")
+    if not comparison or comparison["verdict"] == "too few examples" or comparison["delta"] >= 0 and comparison["verdict"] != "worse":
+        return None
+    return (f"The LM does no better than a predictor with no LM at all: {record['floor_sentence']}. A better prompt cannot fix a "
+            f"model below this floor.")
 
 
 def format_choice(record: dict[str, Any]) -> dict[str, Any] | None:
@@ -103,6 +130,9 @@ def banners(record: dict[str, Any]) -> list[str]:
     n = record["baseline"].get(split, {}).get("n", 0)
     if n < MIN_TEST:
         out.append(f"Only {n} held-out examples: too few for any verdict. Add gold rows before trusting this run.")
+    floor = floor_banner(record)
+    if floor:
+        out.append(floor)
     out += record.get("warnings", [])
     for side in ("baseline", "calibrated"):
         for name, scores in (record.get(side) or {}).items():
@@ -110,6 +140,12 @@ def banners(record: dict[str, Any]) -> list[str]:
                 out.append(f"{side} · {name}: {scores['parse_failure_rate']:.0%} of answers did not parse (over 5%): "
                            f"the scores measure the format as much as the judgement.")
     return out
+
+
+def prediction_sides(record: dict[str, Any], rows: list[dict[str, str]]) -> list[str]:
+    """The prediction column sets of predictions.csv: baseline, calibrated, and the chosen floor's when it is there."""
+    sides = [s for s in ("baseline", "calibrated") if record.get(s)]
+    return sides + (["floor"] if rows and "floor_error" in rows[0] else [])
 
 
 def confusion(rows: list[dict[str, str]], component: str, side: str) -> tuple[tuple[str, ...], list[list[int]]]:
@@ -193,9 +229,12 @@ def trajectory(record: dict[str, Any]) -> list[dict[str, Any]]:
     return charts
 
 
-def svg_series(points: list[float], best: list[float], width: int = 520, height: int = 160) -> dict[str, Any]:
-    """Coordinates for an inline SVG: dots for each score, a stepped best-so-far line."""
-    low, high = min([0.0, *points]), max([1.0, *points])
+def svg_series(points: list[float], best: list[float], width: int = 520, height: int = 160, *, low: float | None = None,
+               high: float | None = None) -> dict[str, Any]:
+    """Coordinates for an inline SVG: dots for each score, a stepped best-so-far line (`low`/`high`: a shared y range)."""
+    finite = [p for p in points if p == p]
+    low = min([0.0, *finite]) if low is None else low
+    high = max([1.0, *finite]) if high is None else high
     pad = 28
 
     def x(i: int) -> float:
