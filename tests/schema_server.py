@@ -59,7 +59,8 @@ def token_logprobs(text: str, seed: int, top: int) -> dict[str, Any]:
 class SchemaServer:
     """`with SchemaServer() as server:` then `--lm openai-compatible:stub@{server.url}`; counts requests."""
 
-    def __init__(self) -> None:
+    def __init__(self, *, logprobs: bool = True) -> None:
+        self.logprobs = logprobs  # False: ignore `logprobs` like a server that cannot give them
         self.requests = 0
         self.logprob_requests = 0
         owner = self
@@ -79,7 +80,7 @@ class SchemaServer:
                 else:
                     text = "```\nRead the target and the candidate, then answer with the label the rubric gives.\n```"
                 choice = {"index": 0, "finish_reason": "stop", "message": {"role": "assistant", "content": text}}
-                if body.get("logprobs"):
+                if body.get("logprobs") and owner.logprobs:
                     owner.logprob_requests += 1
                     choice["logprobs"] = token_logprobs(text, seed, body.get("top_logprobs") or 0)
                 reply = {"id": "stub", "object": "chat.completion", "created": 0, "model": body.get("model", "stub"),
