@@ -94,21 +94,32 @@ def label_by_cuts(score: float, cuts: Sequence[float], labels: Sequence[float]) 
 
 def fit_cuts(scores: Sequence[float], gold: Sequence[float], labels: Sequence[float]) -> list[float]:
     """len(labels) - 1 ascending cut points on `scores` that maximise qwk against `gold`. Any cut between two
-    neighbouring observed scores makes the same decisions, so the candidates are the midpoints of those gaps (thinned
-    to MAX_CUT_CANDIDATES quantiles), plus one below and one above every score (a label never given)."""
-    values = np.unique(np.asarray(scores, dtype=float))
-    middles = (values[1:] + values[:-1]) / 2
-    if middles.size > MAX_CUT_CANDIDATES:
-        middles = np.unique(np.quantile(middles, np.linspace(0, 1, MAX_CUT_CANDIDATES)))
+    neighbouring observed scores makes the same decisions, so the candidates are the midpoints of those gaps, plus one
+    below and one above every score (a label never given). Every combination of MAX_CUT_CANDIDATES quantiles of them is
+    tried, then each cut is moved to its best candidate among all of them, the others held, until nothing improves."""
+    x = np.asarray(scores, dtype=float)
+    values = np.unique(x)
     span = max(labels) - min(labels)
-    candidates = [float(values[0]) - span, *map(float, middles), float(values[-1]) + span]
-    best, best_qwk = None, -math.inf
-    for cuts in itertools.combinations_with_replacement(candidates, len(labels) - 1):
-        predicted = [label_by_cuts(s, cuts, labels) for s in scores]
-        qwk = quadratic_weighted_kappa(gold, predicted, labels)
-        if qwk > best_qwk + 1e-12:
-            best, best_qwk = list(cuts), qwk
-    return best
+    candidates = np.concatenate([[values[0] - span], (values[1:] + values[:-1]) / 2, [values[-1] + span]])
+    coarse = candidates if candidates.size <= MAX_CUT_CANDIDATES else np.unique(
+        np.quantile(candidates, np.linspace(0, 1, MAX_CUT_CANDIDATES), method="nearest"))
+
+    def qwk(cuts: Sequence[float]) -> float:
+        return quadratic_weighted_kappa(gold, [labels[i] for i in (x[:, None] > np.asarray(cuts)[None, :]).sum(axis=1)], labels)
+
+    best = max(itertools.combinations_with_replacement(coarse.tolist(), len(labels) - 1), key=qwk)
+    cuts, score = list(best), qwk(best)
+    improved = True
+    while improved:
+        improved = False
+        for i in range(len(cuts)):
+            low = cuts[i - 1] if i else -math.inf
+            high = cuts[i + 1] if i + 1 < len(cuts) else math.inf
+            for c in candidates[(candidates >= low) & (candidates <= high)].tolist():
+                trial = cuts[:i] + [c] + cuts[i + 1:]
+                if (q := qwk(trial)) > score + 1e-12:
+                    cuts, score, improved = trial, q, True
+    return cuts
 
 
 def batch_prior(probs: Sequence[Sequence[float]]) -> list[float]:

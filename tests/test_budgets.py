@@ -38,8 +38,8 @@ def server():
         yield s
 
 
-@pytest.mark.parametrize("component", ["grader", "extractor"])
-@pytest.mark.parametrize("optimizer", ["auto", "knn", "mipro", "gepa"])
+@pytest.mark.parametrize(("component", "optimizer"), [(c, o) for c in ("grader", "extractor") for o in ("auto", "knn", "mipro", "gepa")]
+                         + [("grader", "threshold")])  # the extractor has no ordinal label: tests/test_judge_floor.py checks the refusal
 @pytest.mark.parametrize("budget", list(BUDGETS))
 def test_every_budget_optimizer_and_component_finishes(tmp_path, server, budget, optimizer, component, capsys):
     before = server.requests
@@ -52,9 +52,12 @@ def test_every_budget_optimizer_and_component_finishes(tmp_path, server, budget,
     assert code == 0, err
     assert server.requests > before
     record = json.loads(next((tmp_path / "reports").glob("*/run.json")).read_text())
-    strategies = BUDGETS[budget].auto if optimizer == "auto" else (optimizer,)
+    searched = BUDGETS[budget].auto if optimizer == "auto" else () if optimizer == "threshold" else (optimizer,)
+    composed = component == "grader" and (optimizer == "threshold" or optimizer == "auto" and BUDGETS[budget].threshold)
+    thresholds = ("threshold", *(f"{s}+threshold" for s in searched)) if composed else ()
+    strategies = (*searched, *thresholds)
     assert [c["strategy"] for c in record["optimization"]["candidates"]] == ["baseline", *strategies]
-    own = {"knn": ("train-loo",), "mipro": ("full", "minibatch"), "gepa": ("full",)}
+    own = {"knn": ("train-loo",), "mipro": ("full", "minibatch"), "gepa": ("full",)} | {t: ("train-cv",) for t in thresholds}
     for strategy in strategies:
         mine = [t for t in record["optimization"]["trials"] if t["strategy"] == strategy and t["metric"] != record["optimization"]["metric"]]
         assert mine and all(t["kind"] in own[strategy] for t in mine), strategy
@@ -67,7 +70,7 @@ def test_every_budget_optimizer_and_component_finishes(tmp_path, server, budget,
     prompt = load_prompt(saved)
     used = set(COMPONENTS[component].rows_in_prompt(prompt, gold.rows))
     assert not used & (set(splits["val"]) | set(splits["test"]))  # demos and pool come from train only
-    if record["optimization"]["winner"] in ("mipro", "gepa"):
+    if record["optimization"]["winner"].split("+")[0] in ("mipro", "gepa"):
         assert not used & set(splits["dev"])  # the optimizers select on dev; they learn from the rest of train
     if budget == "smoke":
         assert record["goldset"]["evaluated"]["test"] <= BUDGETS["smoke"].eval_rows
