@@ -24,12 +24,13 @@ from typing import Any, Literal
 
 import numpy as np
 import pandas as pd
-from pydantic import BaseModel
+from pydantic import BaseModel, model_validator
 
 from calibrator.metrics import quadratic_weighted_kappa
 
 TOP_LOGPROBS = 20  # OpenAI's cap; llama.cpp and vLLM take it too
 MAX_CUT_CANDIDATES = 40  # distinct cut positions tried per cut; more observed values are thinned to quantiles
+MAX_GRID_CUTS = 3  # up to this many cuts (4 labels) every combination of the thinned candidates is tried
 FOLDS = 5
 RuleKind = Literal["argmax", "prior", "cuts"]
 SIMPLEST_FIRST: tuple[RuleKind, ...] = ("argmax", "prior", "cuts")  # ties go to the rule with fewer parameters
@@ -60,9 +61,10 @@ def label_distribution(logprobs: Any, field: str, tokens: Mapping[str, float]) -
         return None
     offset, start = found.end(), 0
     for piece, token in zip(pieces, content):
-        if start <= offset < start + len(piece) and piece[offset - start:].strip(' "'):
+        end = start + len(piece)
+        if end > offset and piece[max(0, offset - start):].strip(' "'):  # the first piece at or after the value with text in it
             return _renormalise(token, tokens)
-        start += len(piece)
+        start = end
     return None
 
 
@@ -77,6 +79,8 @@ def _renormalise(token: Any, tokens: Mapping[str, float]) -> list[float] | None:
         key = text.strip().strip('"')
         if key in mass:
             mass[key] += math.exp(logprob)
+    if not any(mass.values()):
+        return None  # no label among the alternatives: nothing was read, and a uniform guess would pass for one
     floor = math.exp(min(lp for _, lp in pairs))
     probs = [mass[t] or floor for t in label_order(tokens)]
     total = sum(probs)
@@ -95,19 +99,30 @@ def label_by_cuts(score: float, cuts: Sequence[float], labels: Sequence[float]) 
 def fit_cuts(scores: Sequence[float], gold: Sequence[float], labels: Sequence[float]) -> list[float]:
     """len(labels) - 1 ascending cut points on `scores` that maximise qwk against `gold`. Any cut between two
     neighbouring observed scores makes the same decisions, so the candidates are the midpoints of those gaps, plus one
-    below and one above every score (a label never given). Every combination of MAX_CUT_CANDIDATES quantiles of them is
-    tried, then each cut is moved to its best candidate among all of them, the others held, until nothing improves."""
+    below and one above every score (a label never given). Up to MAX_GRID_CUTS cuts every combination of
+    MAX_CUT_CANDIDATES quantiles of them is tried (beyond that: cuts at the gold label shares); then each cut is moved to
+    its best candidate among all of them, the others held, until nothing improves. Scores that are all equal carry no
+    ranking: every row gets the most common gold label."""
     x = np.asarray(scores, dtype=float)
     values = np.unique(x)
     span = max(labels) - min(labels)
-    candidates = np.concatenate([[values[0] - span], (values[1:] + values[:-1]) / 2, [values[-1] + span]])
+    below, above = float(values[0]) - span, float(values[-1]) + span
+    if values.size == 1:
+        common = max(labels, key=lambda v: (list(gold).count(v), -labels.index(v)))
+        index = list(labels).index(common)
+        return [below] * index + [above] * (len(labels) - 1 - index)
+    candidates = np.concatenate([[below], (values[1:] + values[:-1]) / 2, [above]])
     coarse = candidates if candidates.size <= MAX_CUT_CANDIDATES else np.unique(
         np.quantile(candidates, np.linspace(0, 1, MAX_CUT_CANDIDATES), method="nearest"))
 
     def qwk(cuts: Sequence[float]) -> float:
         return quadratic_weighted_kappa(gold, [labels[i] for i in (x[:, None] > np.asarray(cuts)[None, :]).sum(axis=1)], labels)
 
-    best = max(itertools.combinations_with_replacement(coarse.tolist(), len(labels) - 1), key=qwk)
+    if len(labels) - 1 <= MAX_GRID_CUTS:
+        best = max(itertools.combinations_with_replacement(coarse.tolist(), len(labels) - 1), key=qwk)
+    else:
+        shares = np.cumsum([list(gold).count(v) for v in labels])[:-1] / len(gold)
+        best = tuple(float(c) for c in np.quantile(x, shares))
     cuts, score = list(best), qwk(best)
     improved = True
     while improved:
@@ -139,7 +154,18 @@ class DecisionRule(BaseModel):
     rank_correlation: float | None  # Spearman correlation of the expected score with the gold label on those rows
     signal: bool  # the chosen rule agrees with gold out of fold (cv qwk > 0)
 
+    @model_validator(mode="after")
+    def _complete(self) -> "DecisionRule":
+        """A rule read back from a prompt file must be one that can decide: its parameters present and of the right size."""
+        if self.kind == "prior" and (self.prior is None or len(self.prior) != len(self.labels) or min(self.prior) < 0):
+            raise ValueError(f"a prior rule needs `prior`: {len(self.labels)} non-negative numbers, one per label")
+        if self.kind == "cuts" and (self.cuts is None or len(self.cuts) != len(self.labels) - 1 or self.cuts != sorted(self.cuts)):
+            raise ValueError(f"a cuts rule needs `cuts`: {len(self.labels) - 1} ascending numbers")
+        return self
+
     def apply(self, probs: Sequence[float]) -> float:
+        if len(probs) != len(self.labels):
+            raise ValueError(f"expected {len(self.labels)} label probabilities, got {len(probs)}")
         if self.kind == "cuts":
             return label_by_cuts(expected_score(probs, self.labels), self.cuts or [], self.labels)
         weights = np.asarray(probs, dtype=float)

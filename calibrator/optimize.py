@@ -89,6 +89,7 @@ class Optimization(BaseModel):
     candidates: list[Candidate]
     trials: list[Trial]
     notes: list[str] = []  # what a strategy found or could not do (e.g. no log-probabilities from the backend)
+    fitted: dict[str, list[str]] = {}  # threshold strategy -> the train ids its decision rule was fitted on
 
     @property
     def best(self) -> Candidate:
@@ -178,11 +179,18 @@ def fit_threshold(component: Component, prompt: PromptFile, train: list[GoldRow]
     """Read `prompt`'s labels as distributions on the train rows it does not show as fixed demonstrations (a retrieving
     prompt never shows a row itself) and fit the decision rule on them, never on val or test."""
     reading = prompt.model_copy(update={"label_tokens": component.label_tokens(), "decision": None, "calibration": None})
-    shown = set(component.rows_in_prompt(prompt.model_copy(update={"retrieval": None}), train))
+    pool = prompt.retrieval.pool if prompt.retrieval else []
+    # retrieval leaves out a row's own pool record by its id; a record kept without one cannot be told apart, so its row is
+    # not fitted on at all
+    checked = prompt if any(r.get("id") is None for r in pool) else prompt.model_copy(update={"retrieval": None})
+    shown = set(component.rows_in_prompt(checked, train))
     fit_rows = sample_rows([r for r in train if r.id not in shown], rows)
+    ids = [r.id for r in fit_rows]
+    if len(fit_rows) < 2:
+        return ThresholdFit(prompt=None, fitted_ids=ids, trials=[], note=f"{name}: {len(fit_rows)} train row(s) the prompt does "
+                            "not show as demonstrations: too few to fit a decision rule")
     preds = evaluate(reading, fit_rows, f"{name} train")
     read = [(p.label_probs, r.label) for r, p in zip(fit_rows, preds) if p.label_probs is not None]
-    ids = [r.id for r in fit_rows]
     if len(read) < 2:
         return ThresholdFit(prompt=None, fitted_ids=ids, trials=[], note=f"{name}: the LM gave no token log-probabilities "
                             f"({len(read)} of {len(fit_rows)} train rows), so no decision rule could be fitted")
@@ -222,10 +230,12 @@ def optimize(
         raise ValueError(f"--optimizer threshold needs an ordinal label to read as probabilities; the {component.name} has none")
     train = goldset.split("train")
     fit, dev = goldset.fit_and_dev()
+    base = base.model_copy(update={"label_tokens": None, "decision": None})  # other strategies start from the plain prompt
     candidates = [baseline_val]
     metric = component.selection_metric
     trials = [Trial(strategy="baseline", trial=0, metric=metric, score=baseline_val.val_score, kind="full")]
     notes: list[str] = []
+    fitted_on: dict[str, list[str]] = {}
     for strategy in strategies:
         if strategy == "knn":
             k, keys, found = choose_retrieval(component, train, budget.knn_ks)
@@ -242,10 +252,11 @@ def optimize(
             name = "threshold" if base_candidate.strategy == "baseline" else f"{base_candidate.strategy}+threshold"
             fitted = fit_threshold(component, base_candidate.prompt, train, evaluate, name=name, rows=budget.threshold_rows, seed=seed)
             notes.append(fitted.note)
+            fitted_on[name] = fitted.fitted_ids
             if fitted.prompt is None:
                 continue
             candidate = val_candidate(component, name, fitted.prompt, val, evaluate)
             trials += fitted.trials + [Trial(strategy=name, trial=len(fitted.trials) + 1, metric=metric, score=candidate.val_score, kind="full")]
             candidates.append(candidate)
     best = max(candidates, key=lambda c: (c.val_score, c.val_secondary, -candidates.index(c)))
-    return Optimization(winner=best.strategy, candidates=candidates, trials=trials, notes=notes)
+    return Optimization(winner=best.strategy, candidates=candidates, trials=trials, notes=notes, fitted=fitted_on)

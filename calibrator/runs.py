@@ -303,6 +303,7 @@ def _score(request: RunRequest, component: Component, goldset: GoldSet, base: Pr
         "winner": search.winner,
         "metric": metric,
         "notes": search.notes,
+        "threshold_fitted_on": search.fitted,
         "candidates": [{"strategy": c.strategy, "val_score": c.val_score, "val_secondary": c.val_secondary} for c in search.candidates],
         "trials": [t.model_dump() for t in search.trials],
     }

@@ -15,7 +15,14 @@ from calibrator.cli import main
 from calibrator.components import COMPONENTS
 from calibrator.components.label_read import LabelReader
 from calibrator.decision import DecisionRule, fit_cuts, fit_rule, label_by_cuts, label_distribution
-from calibrator.floor import judge_floor
+from calibrator.components.retrieval import NearestDemos
+from calibrator.floor import floor_sentence, judge_floor
+from calibrator.lm.cache import CallCache
+from calibrator.lm.engine import CachingEngine
+from calibrator.lm.usage import UsageMeter
+from calibrator.lm.wire import Answer, TokenChoice
+from calibrator.metrics import PairedComparison
+from calibrator.report.view import floor_banner
 from calibrator.goldset import load_goldset
 from calibrator.metrics import quadratic_weighted_kappa
 from calibrator.optimize import BUDGETS, Candidate, optimize
@@ -80,6 +87,22 @@ def test_prior_correction_undoes_a_constant_lean():
     assert prior_rule.apply([0.45, 0.3, 0.25]) == 0.5  # 0.9 / 1.2 / 1.0 after dividing out the prior
 
 
+def test_equal_scores_give_every_row_the_most_common_gold_label():
+    gold = [0.5, 0.5, 1.0, 0.0, 0.5]
+    cuts = fit_cuts([0.3] * 5, gold, LABELS)
+    assert [label_by_cuts(0.3, cuts, LABELS)] == [0.5] and cuts == sorted(cuts)
+
+
+def test_a_rule_read_from_a_file_must_be_able_to_decide():
+    with pytest.raises(ValueError, match="needs `prior`"):
+        DecisionRule(kind="prior", labels=list(LABELS), fitted_on=3, cv_qwk={}, rank_correlation=None, signal=False)
+    with pytest.raises(ValueError, match="needs `cuts`"):
+        DecisionRule(kind="cuts", labels=list(LABELS), cuts=[0.7, 0.2], fitted_on=3, cv_qwk={}, rank_correlation=None, signal=False)
+    rule = DecisionRule(kind="argmax", labels=list(LABELS), fitted_on=3, cv_qwk={}, rank_correlation=None, signal=False)
+    with pytest.raises(ValueError, match="expected 3 label probabilities"):
+        rule.apply([0.5, 0.5])
+
+
 def test_an_uninformative_distribution_has_no_signal():
     gold = [LABELS[i % 3] for i in range(30)]
     rule = fit_rule([[0.5, 0.3, 0.2]] * 30, gold, LABELS)
@@ -105,6 +128,20 @@ def test_label_distribution_is_read_where_the_field_value_starts():
 def test_a_label_missing_from_the_top_list_gets_the_smallest_listed_probability():
     pieces = [('{"content_score": ', []), ("0", [("0", 0.6), ("2", 0.3), ("x", 0.1)])]
     assert label_distribution(_content(pieces), "content_score", TOKENS) == pytest.approx([0.6 / 1.0, 0.1 / 1.0, 0.3 / 1.0])
+
+
+def test_a_blank_piece_at_the_value_position_moves_the_read_to_the_next_piece():
+    pieces = [('{"content_score":', []), ("  ", [("  ", 1.0)]), ("1", [("1", 0.8), ("2", 0.2)])]
+    text = "".join(t for t, _ in pieces)
+    assert text == '{"content_score":  1'
+    # label 0 is not listed: it gets the smallest listed probability (0.2), an upper bound
+    assert label_distribution(_content(pieces), "content_score", TOKENS) == pytest.approx([0.2 / 1.2, 0.8 / 1.2, 0.2 / 1.2])
+
+
+def test_no_label_among_the_alternatives_reads_nothing():
+    """A uniform guess must not pass for a reading: no label token in the top list means no distribution."""
+    pieces = [('{"content_score": ', []), ("7", [("7", 0.9), ("x", 0.1)])]
+    assert label_distribution(_content(pieces), "content_score", TOKENS) is None
 
 
 def test_no_distribution_without_logprobs_or_without_the_field():
@@ -196,8 +233,105 @@ def test_floors_are_fitted_on_train_only(component, monkeypatch):
     assert fitted and all(ids == {r.id for r in train} for ids in fitted)
     assert all(set(f.fitted_on) == {r.id for r in train} for f in result.floors.values())
     assert set(result.predictions) == {r.id for r in val + test}
-    # every prediction failed, so the prompt cannot beat any floor that agrees at all
-    assert result.comparison is not None and "model-free floor" in result.sentence
+    # every prediction failed, so the prompt cannot beat a floor
+    assert result.comparison is not None and result.comparison.verdict != "improved" and " beats " not in result.sentence
+
+
+def _comparison(verdict: str, delta: float, n: int = 21) -> PairedComparison:
+    return PairedComparison(metric="qwk", n=n, baseline=0.3, calibrated=0.3 + delta, delta=delta,
+                            delta_ci=(delta - 0.2, delta + 0.2), verdict=verdict)
+
+
+@pytest.mark.parametrize(("verdict", "delta", "says", "banner"), [
+    ("improved", 0.3, "the prompt beats the model-free floor (similarity: qwk 0.46 [0.05, 0.78] on test), +0.30", False),
+    ("worse", -0.3, "the prompt is below the model-free floor (similarity: qwk 0.46 [0.05, 0.78] on test), -0.30", True),
+    ("no significant change", -0.1, "the prompt does not beat the model-free floor", True),
+    ("no significant change", 0.1, "the prompt is level with the model-free floor", False),
+    ("too few examples", -0.4, "too few test rows to compare the prompt with the model-free floor", False),
+])
+def test_the_floor_sentence_and_banner_follow_the_paired_verdict(verdict, delta, says, banner):
+    test = {"qwk": 0.46, "qwk_ci": [0.05, 0.78]}
+    sentence = floor_sentence(_comparison(verdict, delta), "similarity", test, "qwk", "the prompt")
+    assert sentence.startswith(says)
+    assert ("use a stronger --lm" in sentence) == banner
+    record = {"floor_comparison": _comparison(verdict, delta).model_dump(), "floor_sentence": sentence}
+    assert (floor_banner(record) is not None) == banner
+    assert floor_sentence(None, "similarity", None, "qwk", "the prompt") == \
+        "the prompt has no test rows to compare with the model-free floor (similarity: qwk – on test)"
+
+
+class _Vectors:
+    """Embeds a text by the digit in it: rows with the same digit are identical, so the nearest is predictable."""
+
+    def __call__(self, texts):
+        import numpy as np
+        out = np.zeros((len(texts), 10), dtype=np.float32)
+        for i, t in enumerate(texts):
+            out[i, int(next(c for c in t if c.isdigit()))] = 1.0
+        return out
+
+
+class _Echo(dspy.Module):
+    def __init__(self):
+        super().__init__()
+        self.signature = GRADER.signature
+
+    def forward(self, demos, **_):
+        return dspy.Prediction(shown=[d["id"] for d in demos])
+
+
+def test_retrieval_never_shows_a_row_its_own_label_and_still_shows_k():
+    pool = [dspy.Example(id=f"r{i}", candidate=f"q{i % 3}", context="c", target_info="t", content_score=0.0).with_inputs("candidate")
+            for i in range(5)]
+    program = NearestDemos(_Echo(), pool, k=2, keys=["candidate"], vectorizer=_Vectors())
+    shown = program(candidate="q1", context="c", target_info="t", exclude_id="r1").shown
+    assert "r1" not in shown and len(shown) == 2 and "r4" in shown  # r4 is r1's twin (same digit)
+    everyone = NearestDemos(_Echo(), pool, k=9, keys=["candidate"], vectorizer=_Vectors())  # k beyond the pool
+    assert sorted(everyone(candidate="q0", context="c", target_info="t", exclude_id="r0").shown) == ["r1", "r2", "r3", "r4"]
+    assert "r1" in program(candidate="q1", context="c", target_info="t").shown  # no id given: nothing left out
+
+
+class _Wire:
+    supports_response_schema = True
+
+    def __init__(self, logprobs: bool):
+        self.supports_logprobs = logprobs
+        self.params = []
+
+    def chat(self, messages, params):
+        self.params.append(params)
+        return Answer(text='{"content_score": 2, "format_score": 1.0}', prompt_tokens=5, completion_tokens=3,
+                      logprobs=[TokenChoice(token='{"content_score": ', logprob=-0.1),
+                                TokenChoice(token="2", logprob=-0.2, top=[("2", -0.2), ("1", -1.9), ("0", -3.0)]),
+                                TokenChoice(token=', "format_score": 1.0}', logprob=-0.1)] if params.get("logprobs") else None)
+
+    def close(self):
+        pass
+
+
+@pytest.mark.parametrize("supported", [True, False])
+def test_the_engine_asks_for_logprobs_caches_them_and_the_reader_gets_them(tmp_path, supported):
+    from calibrator.lm.adapter import CompactJSONAdapter
+
+    wire = _Wire(supported)
+    cache = CallCache(tmp_path / "calls.sqlite")
+    engine = CachingEngine(wire, identity={"backend": "openai", "model": "m"}, cache=cache, meter=UsageMeter())
+    lm = dspy.LM("calibrator/test", engine=engine, cache=False, num_retries=0, temperature=0.0, max_tokens=64)
+    prompt = load_prompt(ROOT / "prompts/grader.yaml").model_copy(update={"label_tokens": GRADER.label_tokens()})
+    row = load_goldset(ROOT / "goldsets/grader.csv", GRADER.row_model).rows[0]
+    with dspy.context(lm=lm, adapter=CompactJSONAdapter()):
+        first = GRADER.predict(GRADER.build_program(prompt), row)
+        again = GRADER.predict(GRADER.build_program(prompt), row)
+    cache.close()
+    assert len(wire.params) == 1  # the second answer, distribution included, came from the cache
+    assert first.content_score == again.content_score == 1.0
+    if supported:
+        assert wire.params[0]["logprobs"] is True and wire.params[0]["top_logprobs"] == 20
+        expected = [math.exp(-3.0), math.exp(-1.9), math.exp(-0.2)]
+        assert first.label_probs == pytest.approx([p / sum(expected) for p in expected])
+        assert again.label_probs == first.label_probs
+    else:
+        assert "logprobs" not in wire.params[0] and first.label_probs is None and again.label_probs is None
 
 
 # --- through the real client, against the schema server --------------------------------------------------------------
@@ -223,7 +357,24 @@ def test_a_run_reports_the_floor_and_the_fitted_rule(tmp_path):
     assert "model-free floor" in html[html.index('class="verdict'):]
     header = (folder / "predictions.csv").read_text().splitlines()[0]
     assert "floor" in header.split(",") and "floor_format" in header.split(",")
+    assert set(record["optimization"]["threshold_fitted_on"]["knn+threshold"]) == train
     assert "model-free floor" in (tmp_path / "reports" / "index.html").read_text()
+
+
+@pytest.mark.slow
+def test_an_eval_reports_the_floor_and_leaves_train_rows_without_floor_cells(tmp_path):
+    with SchemaServer() as server:
+        assert main(["eval", "--component", "grader", "--no-progress", "--lm", f"openai-compatible:stub@{server.url}",
+                     "--cache-dir", str(tmp_path / "cache"), "--out", str(tmp_path / "reports")]) == 0
+    folder = next(p for p in (tmp_path / "reports").iterdir() if p.is_dir())
+    record = json.loads((folder / "run.json").read_text())
+    assert record["floor"] in record["floors"] and "the prompt" in record["floor_sentence"]
+    assert set(record["floors"][record["floor"]]["scores"]) == {"val", "test"}
+    import csv
+    with open(folder / "predictions.csv", newline="", encoding="utf-8") as f:
+        rows = list(csv.DictReader(f))
+    assert {r["split"] for r in rows} == {"train", "val", "test"}
+    assert all((r["floor"] == "") == (r["split"] == "train") for r in rows)
 
 
 @pytest.mark.slow

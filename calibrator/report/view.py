@@ -75,7 +75,7 @@ def score_rows(record: dict[str, Any]) -> list[ScoreRow]:
     rows = [ScoreRow(label=f"{side} · {split}", path=f"{side}.{split}", scores=scores)
             for side in ("baseline", "calibrated") for split, scores in (record.get(side) or {}).items()]
     for name, floor in (record.get("floors") or {}).items():
-        chosen = " (chosen on val)" if name == record.get("floor") else ""
+        chosen = "" if name != record.get("floor") else " (chosen on val)" if "val" in floor["scores"] else " (compared: no val rows)"
         rows += [ScoreRow(label=f"floor: {name}{chosen} · {split}", path=f"floors.{name}.scores.{split}", scores=scores)
                  for split, scores in floor["scores"].items()]
     return rows
