@@ -16,6 +16,7 @@ import time
 from pathlib import Path
 
 from calibrator.components.grader import GradeTurn
+from calibrator.components.grader import GraderRow as GradeRowModel
 from calibrator.goldset import load_goldset
 from calibrator.lm.adapter import CompactJSONAdapter
 from calibrator.lm.cache import CallCache
@@ -31,7 +32,7 @@ ROOT = Path(__file__).resolve().parents[1]
 def requests(n: int) -> list[list[dict[str, str]]]:
     prompt = load_prompt(ROOT / "prompts/grader.yaml")
     signature = GradeTurn.with_instructions(prompt.instructions)
-    rows = load_goldset(ROOT / "goldsets/grader.csv").rows[:n]
+    rows = load_goldset(ROOT / "goldsets/grader.csv", GradeRowModel).rows[:n]
     adapter = CompactJSONAdapter()
     return [adapter.format(signature, [], {"context": r.context, "target_info": r.target_text, "candidate": r.candidate})
             for r in rows]

@@ -16,11 +16,11 @@ from typing import Any
 
 from pydantic import BaseModel
 
-from calibrator.goldset import (SPLITS, GoldRow, GoldSet, GoldSetError, GraderRow, content_hash,
-                                cell_value, read_rows, text_cell)
-from calibrator.items import normalise
+from calibrator.goldset import SPLITS, GoldRow, GoldSet, GoldSetError, content_hash, read_rows
+from calibrator.sheets import cell_value, text_cell
 from calibrator.prompt import write_atomic
-from calibrator.report import view
+from calibrator.components import COMPONENTS
+from calibrator.disagreements import disagreements, read_predictions
 from calibrator.splits import SplitBalance
 
 
@@ -37,12 +37,6 @@ class AddResult(BaseModel):
     rejected: int = 0
     written: bool = False
     backup: str | None = None
-
-
-def labels_of(row: GoldRow) -> str:
-    if isinstance(row, GraderRow):
-        return f"content_score {row.content_score:g}" + (f", format_score {row.format_score:g}" if row.format_score is not None else "")
-    return f"decision {row.decision}, target_info [{'; '.join(row.target_info)}]"
 
 
 def goldset_csv(rows: list[GoldRow], row_model: type[GoldRow]) -> str:
@@ -76,7 +70,7 @@ def add_rows(store: Path, incoming: Path, row_model: type[GoldRow], *, sheet: st
                 result.unchanged += 1
                 continue
             merged[by_id[row.id]] = row
-            result.updated.append(Change(id=row.id, before=labels_of(old), after=labels_of(row)))
+            result.updated.append(Change(id=row.id, before=old.labels_text(), after=row.labels_text()))
         elif content_hash(row) in hashes:
             result.unchanged += 1
         else:
@@ -100,17 +94,11 @@ class Stats(BaseModel):
     splits: dict[str, int]
     balance: SplitBalance
     duplicates: list[list[str]]  # same content and labels under different ids
-    near_duplicates: list[list[str]]  # same case (grader: candidate + target; extractor: context + future), any labels
+    near_duplicates: list[list[str]]  # the same case (GoldRow.case_key), any labels
     annotator_disagreements: list[str]
     annotators: list[str]
     human_qwk: float | None
     human_n: int | None
-
-
-def _near_key(row: GoldRow) -> str:
-    if isinstance(row, GraderRow):
-        return normalise(row.candidate) + "|" + normalise(row.target_text)
-    return normalise(row.context) + "|" + normalise(row.future)
 
 
 def stats(goldset: GoldSet) -> Stats:
@@ -118,7 +106,7 @@ def stats(goldset: GoldSet) -> Stats:
     by_case: dict[str, list[str]] = {}
     for row in goldset.rows:
         by_hash.setdefault(content_hash(row), []).append(row.id)
-        by_case.setdefault(_near_key(row), []).append(row.id)
+        by_case.setdefault(row.case_key(), []).append(row.id)
     disagree = [r.id for r in goldset.rows if len({*getattr(r, "annotations", {}).values()}) > 1]
     human = goldset.human_agreement()
     return Stats(
@@ -164,8 +152,8 @@ def audit(component: str, run_dirs: list[Path]) -> list[Suspect]:
             raise ValueError(f"{run_dir} is a {record['component']} run, not {component}")
         if not record.get("calibrated"):
             raise ValueError(f"{run_dir} is an eval; audit needs `run` folders (baseline and calibrated)")
-        rows = view.read_predictions(run_dir / "predictions.csv")
-        wrong = {side: {d.id: d for d in view.disagreements(record, rows, side, held_out_only=False)} for side in ("baseline", "calibrated")}
+        rows = read_predictions(run_dir / "predictions.csv")
+        wrong = {side: {d.id: d for d in disagreements(COMPONENTS[component], rows, side)} for side in ("baseline", "calibrated")}
         for row in rows:
             entry = seen.setdefault(row["id"], {"gold": "", "runs": 0, "both": 0, "errors": [], "predictions": []})
             entry["runs"] += 1

@@ -5,43 +5,21 @@ collected before anything is reported, each with file, spreadsheet row and colum
 fixes the sheet in one pass.
 """
 
-import csv
 import datetime
 import hashlib
-import io
 import json
-from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, ClassVar, Literal
+from typing import Any, ClassVar
 
-from pydantic import BaseModel, ValidationError, ValidationInfo, field_validator
+from pydantic import BaseModel, ValidationError, field_validator
 
+from calibrator.sheets import ErrorCell, Formula, GoldSetError, Problem, cell_value, read_records, text_cell
 from calibrator.splits import SPLITS, Split, SplitBalance, assign_splits, balance, dev_ids
 
+__all__ = ["GoldRow", "GoldSet", "GoldSetError", "Problem", "cell_value", "load_goldset", "read_rows", "text_cell"]
+
 SPEAKERS = ("patient:", "pharmacist:")
-
-
-@dataclass(frozen=True)
-class Problem:
-    file: str
-    row: int | None
-    column: str | None
-    message: str
-    sheet: str | None = None
-
-    def __str__(self) -> str:
-        where = (self.file + (f", sheet {self.sheet!r}" if self.sheet else "") + (f", row {self.row}" if self.row else "")
-                 + (f", column {self.column!r}" if self.column else ""))
-        return f"{where}: {self.message}"
-
-
-class GoldSetError(Exception):
-    """Every problem found in a gold-set file, one per line."""
-
-    def __init__(self, problems: list[Problem]):
-        self.problems = problems
-        super().__init__("\n".join(str(p) for p in problems))
 
 
 def parse_label(value: Any) -> float:
@@ -110,135 +88,13 @@ class GoldRow(BaseModel):
     def label(self) -> Any:
         raise NotImplementedError
 
+    def labels_text(self) -> str:
+        """The row's labels in a line, for `goldset add`'s old → new report."""
+        raise NotImplementedError
 
-class GraderRow(GoldRow):
-    """One labelled grader example: would an expert say this candidate asks for the target info?"""
-
-    required = ("context", "target_info", "candidate", "content_score")
-    optional = ("id", "format_score", "note", "annotator", "labelled_at")
-    id_fields = ("context", "target_info", "candidate")
-    adjudicated = "content_score"
-    annotator_prefix = "content_score_"
-
-    context: str
-    target_info: list[str]
-    candidate: str
-    content_score: float
-    format_score: float | None = None
-    annotations: dict[str, float] = {}  # annotator -> content_score, when several people labelled the row
-
-    @field_validator("context", mode="before")
-    @classmethod
-    def _context(cls, value: Any) -> str:
-        return "\n".join(dialogue_lines(value, "context"))
-
-    @field_validator("target_info", mode="before")
-    @classmethod
-    def _target_info(cls, value: Any) -> list[str]:
-        items = target_items(value)
-        if not items:
-            raise ValueError("target_info is empty: give at least one `field: value` item, separated by `;`")
-        return items
-
-    @field_validator("candidate", mode="before")
-    @classmethod
-    def _candidate(cls, value: Any) -> str:
-        text = str(value or "").strip()
-        if not text:
-            raise ValueError("candidate is empty: give the proposed pharmacist turn")
-        return text
-
-    @field_validator("content_score", mode="before")
-    @classmethod
-    def _content(cls, value: Any) -> float:
-        if value is None or str(value).strip() == "":
-            raise ValueError("content_score is empty: label it 0, 0.5 or 1")
-        return parse_label(value)
-
-    @field_validator("format_score", mode="before")
-    @classmethod
-    def _format(cls, value: Any) -> float | None:
-        return None if value is None or str(value).strip() == "" else parse_label(value)
-
-    @field_validator("annotations", mode="before")
-    @classmethod
-    def _annotations(cls, value: dict[str, Any]) -> dict[str, float]:
-        return {name: parse_label(v) for name, v in value.items()}
-
-    @property
-    def target_text(self) -> str:
-        return "; ".join(self.target_info)
-
-    @property
-    def label(self) -> float:
-        return self.content_score
-
-
-Decision = Literal["continue", "stop"]
-
-
-class ExtractorRow(GoldRow):
-    """One labelled extractor example: a dialogue cut before a pharmacist run, what that run asked, and
-    whether the pharmacist went on asking. The decision must agree with the future shown."""
-
-    required = ("context", "future", "target_info", "decision")
-    optional = ("id", "note", "annotator", "labelled_at")
-    id_fields = ("context", "future")
-    adjudicated = "target_info"
-
-    context: str
-    future: str
-    target_info: list[str]
-    decision: Decision
-
-    @field_validator("context", mode="before")
-    @classmethod
-    def _context(cls, value: Any) -> str:
-        lines = dialogue_lines(value, "context")
-        if not any(line.lower().startswith("patient:") for line in lines):
-            raise ValueError("context has no `patient:` line: a sample starts after the patient has spoken")
-        return "\n".join(lines)
-
-    @field_validator("future", mode="before")
-    @classmethod
-    def _future(cls, value: Any) -> str:
-        lines = dialogue_lines(value, "future")
-        if not lines[0].lower().startswith("pharmacist:"):
-            raise ValueError("future must start with the pharmacist's run (`pharmacist:` lines)")
-        return "\n".join(lines)
-
-    @field_validator("target_info", mode="before")
-    @classmethod
-    def _target_info(cls, value: Any) -> list[str]:
-        return target_items(value)
-
-    @field_validator("decision", mode="before")
-    @classmethod
-    def _decision(cls, value: Any, info: ValidationInfo) -> str:
-        decision = str(value or "").strip().lower()
-        if decision not in ("continue", "stop"):
-            raise ValueError(f"decision must be `continue` or `stop`, got {str(value or '').strip()!r}")
-        future, items = info.data.get("future"), info.data.get("target_info")
-        if future is not None:
-            answered = any(line.lower().startswith("patient:") for line in future.split("\n"))
-            if decision == "stop" and answered:
-                raise ValueError("decision is `stop` but the future has a `patient:` line after the run: that is `continue`")
-            if decision == "continue" and not answered:
-                raise ValueError("decision is `continue` but no `patient:` line follows the run in future: that is `stop`")
-        if items is not None:
-            if decision == "stop" and items:
-                raise ValueError("a `stop` sample has no target_info: the pharmacist stopped asking; leave it empty")
-            if decision == "continue" and not items:
-                raise ValueError("a `continue` sample needs at least one target_info item (`field: value`, separated by `;`)")
-        return decision
-
-    @property
-    def target_text(self) -> str:
-        return "; ".join(self.target_info)
-
-    @property
-    def label(self) -> str:
-        return self.decision
+    def case_key(self) -> str:
+        """What makes two rows the same case whatever their labels (near-duplicates in `goldset stats`)."""
+        raise NotImplementedError
 
 
 def _is_label(value: Any) -> bool:
@@ -348,111 +204,12 @@ class GoldSet:
 
 
 @dataclass(frozen=True)
-class Formula:
-    """An XLSX formula cell: its value depends on the spreadsheet app, so a label must be pasted as a value."""
-
-    text: str
-
-
-@dataclass(frozen=True)
-class ErrorCell:
-    """An XLSX error value such as #REF! or #N/A: what the cell meant is lost."""
-
-    text: str
-
-
-Records = Iterator[tuple[str | None, int, dict[str, Any]]]  # (sheet, spreadsheet row, column -> value)
-FORMULA_START = ("=", "+", "-", "@")
-
-
-def cell_value(value: Any) -> str:
-    """A gold row's value as a spreadsheet cell shows it: `; `-joined items, `0.5` not `0.50`, empty for none."""
-    if value is None:
-        return ""
-    if isinstance(value, list):
-        return "; ".join(value)
-    if isinstance(value, float):
-        return f"{value:g}"
-    return str(value)
-
-
-def text_cell(text: str) -> str:
-    """Spreadsheet apps run a cell that starts with = + - @ as a formula; a leading quote keeps it text."""
-    return "'" + text if text[:1] in FORMULA_START else text
-
-
-def uncell(text: str) -> str:
-    """Undo the leading quote our CSV writers put before a cell that would start a formula."""
-    return text[1:] if text[:1] == "'" and text[1:2] in FORMULA_START else text
-
-
-def _read_csv(path: Path) -> Records:
-    try:
-        text = path.read_bytes().decode("utf-8-sig")
-    except UnicodeDecodeError as e:
-        raise GoldSetError([Problem(str(path), None, None, f"not UTF-8 text (byte {e.start}); save it as CSV UTF-8")]) from None
-    # newline="": only \n, \r, \r\n end a record (str.splitlines would also split on U+2028 etc. inside cells).
-    reader = csv.reader(io.StringIO(text, newline=""))
-    header = next(reader, None)
-    if not header:
-        raise GoldSetError([Problem(str(path), None, None, "the file is empty: expected a header row")])
-    # Rows are numbered by record, as a spreadsheet shows them (header = 1), not by physical line:
-    # a quoted multi-line cell is one row. Blank lines are rows too (empty, skipped by the loader).
-    for number, values in enumerate(reader, start=2):
-        yield None, number, {h: uncell(values[i]) if i < len(values) else None for i, h in enumerate(header)}
-
-
-def _header(cells: Any) -> list[str]:
-    return [str(c.value).strip().lower() if c.value is not None else "" for c in cells]
-
-
-def _read_xlsx(path: Path, required: tuple[str, ...], sheet: str | None) -> Records:
-    """Every sheet whose first row has the contract's columns (or just `sheet`)."""
-    import openpyxl
-
-    try:
-        book = openpyxl.load_workbook(path, read_only=True, data_only=False)
-    except Exception as e:  # openpyxl raises many types for encrypted/corrupt files
-        raise GoldSetError([Problem(str(path), None, None, f"cannot open as XLSX ({type(e).__name__}): is it encrypted or damaged?")]) from None
-    try:
-        if sheet is not None and sheet not in book.sheetnames:
-            raise GoldSetError([Problem(str(path), None, None, f"no sheet {sheet!r}; sheets: {', '.join(book.sheetnames)}")])
-        sheets = [book[sheet]] if sheet is not None else book.worksheets
-        matching = []
-        for ws in sheets:
-            header = _header(next(ws.iter_rows(max_row=1), ()))
-            if sheet is not None or all(c in header for c in required):
-                matching.append((ws, header))
-        if not matching:
-            raise GoldSetError([Problem(str(path), 1, c, f"required column is missing (no sheet of {', '.join(book.sheetnames)} has it)")
-                                for c in required])
-        for ws, header in matching:
-            for number, cells in enumerate(ws.iter_rows(min_row=2), start=2):
-                # A formula's value depends on the app; a text cell that merely starts with `=` is just text.
-                yield ws.title, number, {h: Formula(c.value) if c.data_type == "f" else ErrorCell(str(c.value)) if c.data_type == "e" else c.value
-                                         for h, c in zip(header, cells)}
-    finally:
-        book.close()
-
-
-def _records(path: Path, required: tuple[str, ...], sheet: str | None = None) -> Records:
-    if not path.is_file():
-        raise GoldSetError([Problem(str(path), None, None, "no such file")])
-    suffix = path.suffix.lower()
-    if suffix == ".csv":
-        return _read_csv(path)
-    if suffix in (".xlsx", ".xlsm"):
-        return _read_xlsx(path, required, sheet)
-    raise GoldSetError([Problem(str(path), None, None, f"unsupported file type {suffix!r}: use .csv or .xlsx")])
-
-
-@dataclass(frozen=True)
 class Origin:
     sheet: str | None
     row: int
 
 
-def read_rows(path: Path, row_model: type[GoldRow] = GraderRow, *, sheet: str | None = None) -> list[tuple[GoldRow, Origin]]:
+def read_rows(path: Path, row_model: type[GoldRow], *, sheet: str | None = None) -> list[tuple[GoldRow, Origin]]:
     """Validate every row of a file; raise GoldSetError listing all problems. A review sheet's filled-in
     `adjudicated_label` replaces the label it adjudicates (its note is kept beside the old one)."""
     problems: list[Problem] = []
@@ -460,7 +217,7 @@ def read_rows(path: Path, row_model: type[GoldRow] = GraderRow, *, sheet: str | 
     seen: dict[str, Origin] = {}
     file = str(path)
     checked: set[str | None] = set()
-    for sheet_name, number, record in _records(path, row_model.required, sheet):
+    for sheet_name, number, record in read_records(path, row_model.required, sheet):
         record = {str(k).strip().lower(): v for k, v in record.items() if k is not None}
         if sheet_name not in checked:
             missing = [c for c in row_model.required if c not in record]
@@ -510,7 +267,7 @@ def read_rows(path: Path, row_model: type[GoldRow] = GraderRow, *, sheet: str | 
     return rows
 
 
-def load_goldset(path: Path, row_model: type[GoldRow] = GraderRow, *, sheet: str | None = None) -> GoldSet:
+def load_goldset(path: Path, row_model: type[GoldRow], *, sheet: str | None = None) -> GoldSet:
     """Load and validate every row; raise GoldSetError listing all problems, or return the split gold set."""
     rows = [row for row, _ in read_rows(path, row_model, sheet=sheet)]
     if not rows:

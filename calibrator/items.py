@@ -1,4 +1,5 @@
-"""Item-level agreement for the extractor: a deterministic matcher, then precision / recall / F1.
+"""Item-level agreement for answers made of `field: value` items and a decision: a deterministic matcher, then
+precision / recall / F1.
 
 The matcher (no LLM in the metric, so a score means the same thing on every run):
 - an item is `field: value`; both parts are normalised: lower case, every punctuation character
@@ -80,7 +81,7 @@ class FieldCounts(BaseModel):
 
 
 class ItemScores(BaseModel):
-    """The extractor's agreement with gold on one split; every rate has a 95% bootstrap interval."""
+    """Item and decision agreement with gold on one split; every rate has a 95% bootstrap interval."""
 
     model_config = ConfigDict(frozen=True)
 

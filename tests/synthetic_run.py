@@ -5,14 +5,17 @@ import random
 from datetime import datetime, timezone
 from pathlib import Path
 
+from calibrator.components.grader import GraderRow
+from calibrator.components.extractor import ExtractorRow
 from calibrator.components import COMPONENTS
 from calibrator.components.extractor import ExtractorPrediction
 from calibrator.components.grader import GraderPrediction, format_by_rule
 from calibrator.curation import goldset_csv
-from calibrator.goldset import ExtractorRow, GraderRow
+
 from calibrator.lm.usage import Usage
 from calibrator.prompt import write_atomic
-from calibrator.runs import GoldSetInfo, PromptInfo, RunRecord, predictions_csv, versions
+from calibrator.record import GoldSetInfo, PromptInfo, RunRecord
+from calibrator.runs import predictions_csv, versions
 from calibrator.report.render import write_index, write_report
 
 FIELDS = ("duration", "allergies", "age group", "severity")

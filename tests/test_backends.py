@@ -10,6 +10,7 @@ from pathlib import Path
 import dspy
 import pytest
 
+from calibrator.components.grader import GraderRow
 from calibrator.components.grader import GRADER
 from calibrator.goldset import load_goldset
 from calibrator.lm import LMSpec, open_lm
@@ -34,7 +35,7 @@ def program():
 
 @pytest.fixture(scope="module")
 def row():
-    return load_goldset(ROOT / "goldsets/grader.csv").rows[0]
+    return load_goldset(ROOT / "goldsets/grader.csv", GraderRow).rows[0]
 
 
 def test_openai_compatible_decodes_against_the_schema(server, program, row, tmp_path):
@@ -67,7 +68,7 @@ def test_anthropic_sdk_against_the_messages_endpoint(server, row, tmp_path, monk
     """No schema decoding on this API, so the prompt carries one demonstration per label (which the embedded
     model follows; with none it writes Python): the system text, the alternating demo turns and the answer
     all cross the Messages wire, the answer parses to a label, and every input token is counted."""
-    train = [r for r in load_goldset(ROOT / "goldsets/grader.csv").split("train") if r.id != row.id]
+    train = [r for r in load_goldset(ROOT / "goldsets/grader.csv", GraderRow).split("train") if r.id != row.id]
     demos = [next(r for r in train if r.content_score == label) for label in (1.0, 0.0, 0.5)]
     prompt = load_prompt(ROOT / "prompts/grader.yaml")
     prompt = prompt.model_copy(update={"demos": [GRADER.demo_record(GRADER.to_example(r, demo=True)) for r in demos]})

@@ -1,7 +1,7 @@
 """The CLI refuses a bad gold set (or --lm) up front: exit 2, every problem on stderr, nothing written.
 
 None of these commands reach the language model: gold-set loading and --lm parsing happen before
-`open_lm` in calibrator/cli.py.
+`open_lm` in calibrator/cli/calibrate.py.
 """
 
 import hashlib

@@ -11,9 +11,11 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from synthetic_run import make_run
 
+from calibrator.components.grader import GraderRow
+from calibrator.components.extractor import ExtractorRow
 from calibrator.cli import main
 from calibrator.curation import goldset_csv
-from calibrator.goldset import ExtractorRow, GoldSetError, GraderRow, load_goldset, read_rows
+from calibrator.goldset import GoldSetError, load_goldset, read_rows
 
 ROOT = Path(__file__).resolve().parents[1]
 FIXTURES = Path(__file__).resolve().parent / "fixtures"
@@ -63,7 +65,7 @@ def test_template_fill_add_stats_readd_and_adjudicated_review(tmp_path, capsys):
     code, out, err = run(capsys, "add", str(template), "--goldset", str(store))
     assert code == 0, err
     assert "added 3, updated 0, unchanged 0, rejected 0" in out
-    gold = load_goldset(store)
+    gold = load_goldset(store, GraderRow)
     assert {r.content_score for r in gold.rows} == {1.0, 0.0, 0.5}
     assert next(r for r in gold.rows if r.id == "g3").labelled_at == "2026-11-24"
     code, out, _ = run(capsys, "stats", "--goldset", str(store))
@@ -95,7 +97,7 @@ def test_template_fill_add_stats_readd_and_adjudicated_review(tmp_path, capsys):
     code, out, err = run(capsys, "add", str(review), "--goldset", str(store))
     assert code == 0, err
     assert f"added 0, updated 2, unchanged {n_review - 2}" in out and " → content_score" in out
-    after = {r.id: r for r in load_goldset(store).rows}
+    after = {r.id: r for r in load_goldset(store, GraderRow).rows}
     for row_id, label in changed.items():
         assert after[row_id].content_score == label and after[row_id].note == "re-checked by a pharmacist"
     assert (tmp_path / "gold.csv.bak").exists()
@@ -191,7 +193,7 @@ def test_written_gold_sets_never_hold_a_live_formula(tmp_path):
     path.write_text(goldset_csv(rows, GraderRow))
     text = path.read_text()
     assert "'=1+1" in text and "'+cmd" in text
-    assert [r.model_dump() for r, _ in read_rows(path)] == [rows[0].model_dump()]  # the quote is undone on reading
+    assert [r.model_dump() for r, _ in read_rows(path, GraderRow)] == [rows[0].model_dump()]  # the quote is undone on reading
 
 
 def test_extractor_add_and_stats(tmp_path, capsys):

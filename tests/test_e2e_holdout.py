@@ -11,6 +11,7 @@ from pathlib import Path
 import openpyxl
 import pytest
 
+from calibrator.components.grader import GraderRow
 from calibrator.components.grader import GRADER
 from calibrator.goldset import load_goldset
 from calibrator.optimize import knn_prompt
@@ -54,7 +55,7 @@ def test_splits_hold_across_review_and_add(tmp_path):
     with open(tmp_path / "grader.csv", "w", newline="", encoding="utf-8") as f:
         csv.writer(f).writerows(records[: SLICE + 1])
 
-    first_goldset = load_goldset(tmp_path / "grader.csv")
+    first_goldset = load_goldset(tmp_path / "grader.csv", GraderRow)
     calibrate = ["run", "--component", "grader", "--optimizer", "knn", "--budget", "smoke"]
     first = run(tmp_path, "first", *calibrate, "--save-prompt", str(tmp_path / "first.yaml"))
 

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from calibrator.components.grader import choose_format_source
-from calibrator.extract import TrainingSample
+from calibrator.components.extract import TrainingSample
 from calibrator.logs import Message
 from calibrator.prompt import load_prompt, save_prompt
 

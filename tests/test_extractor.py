@@ -11,10 +11,11 @@ import pytest
 from dspy.utils.dummies import DummyLM
 from pydantic import TypeAdapter
 
+from calibrator.components.extractor import ExtractorRow
 from calibrator.cli import main
 from calibrator.components.extractor import DEFAULT_FIELDS, EXTRACTOR, MAX_ITEMS, items_type, observed_future
-from calibrator.extract import MadeBy, TrainingSample, extract_samples, partial_path, reusable
-from calibrator.goldset import ExtractorRow, GoldSetError, load_goldset
+from calibrator.components.extract import MadeBy, TrainingSample, extract_samples, partial_path, reusable
+from calibrator.goldset import GoldSetError, load_goldset
 from calibrator.items import match_items, normalise, paired_items, score_items, value_overlap
 from calibrator.lm.spec import LMSpec
 from calibrator.logs import Message, Sample

@@ -7,8 +7,9 @@ from types import SimpleNamespace
 import pytest
 from transformers import TrainerState
 
-from calibrator.extract import TrainingSample
-from calibrator.goldset import GraderRow, load_goldset
+from calibrator.components.grader import GraderRow
+from calibrator.components.extract import TrainingSample
+from calibrator.goldset import load_goldset
 from calibrator.logs import Message
 from calibrator.prompt import Calibration, load_prompt, save_prompt
 from conftest import write_csv

@@ -10,7 +10,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from calibrator.goldset import SPLITS, GoldSetError, GraderRow, load_goldset, parse_label, stable_id
+from calibrator.components.grader import GraderRow
+from calibrator.goldset import SPLITS, GoldSetError, load_goldset, parse_label, stable_id
 
 from conftest import HEADER, write_csv
 
@@ -49,7 +50,7 @@ def csv_to_xlsx(src: Path, dst: Path) -> Path:
 
 def problems_of(path: Path) -> list:
     with pytest.raises(GoldSetError) as info:
-        load_goldset(path)
+        load_goldset(path, GraderRow)
     return info.value.problems
 
 
@@ -57,7 +58,7 @@ def problems_of(path: Path) -> list:
 
 
 def test_shipped_goldset_size_and_labels():
-    gold = load_goldset(SHIPPED)
+    gold = load_goldset(SHIPPED, GraderRow)
     assert len(gold.rows) >= 60
     counts = Counter(r.content_score for r in gold.rows)
     assert set(counts) == {0.0, 0.5, 1.0}
@@ -65,7 +66,7 @@ def test_shipped_goldset_size_and_labels():
 
 
 def test_shipped_goldset_splits_cover_every_row_and_label():
-    gold = load_goldset(SHIPPED)
+    gold = load_goldset(SHIPPED, GraderRow)
     sizes = gold.sizes()
     assert sum(sizes.values()) == len(gold.rows)
     assert set(gold.splits) == {r.id for r in gold.rows}
@@ -74,7 +75,7 @@ def test_shipped_goldset_splits_cover_every_row_and_label():
 
 
 def test_splits_and_sha_deterministic_across_loads():
-    a, b = load_goldset(SHIPPED), load_goldset(SHIPPED)
+    a, b = load_goldset(SHIPPED, GraderRow), load_goldset(SHIPPED, GraderRow)
     assert a.splits == b.splits
     assert a.sha256 == b.sha256
     assert len(a.sha256) == 64
@@ -85,14 +86,14 @@ def test_sha_and_splits_unchanged_by_row_order(tmp_path):
         records = list(csv.DictReader(f))
     random.Random(0).shuffle(records)
     shuffled = write_csv(tmp_path / "shuffled.csv", records)
-    a, b = load_goldset(SHIPPED), load_goldset(shuffled)
+    a, b = load_goldset(SHIPPED, GraderRow), load_goldset(shuffled, GraderRow)
     assert a.sha256 == b.sha256
     assert a.splits == b.splits
 
 
 def test_csv_and_xlsx_load_to_the_same_rows(tmp_path):
     xlsx = csv_to_xlsx(SHIPPED, tmp_path / "grader.xlsx")
-    a, b = load_goldset(SHIPPED), load_goldset(xlsx)
+    a, b = load_goldset(SHIPPED, GraderRow), load_goldset(xlsx, GraderRow)
     assert [r.model_dump() for r in a.rows] == [r.model_dump() for r in b.rows]
     assert a.sha256 == b.sha256
     assert a.splits == b.splits
@@ -123,23 +124,23 @@ def test_content_score_rejected_in_file(tmp_path, text):
 
 def test_format_score_optional(tmp_path):
     rows = [good(id="a", format_score=""), good(id="b", format_score=" 0,5 ", candidate="Any allergies?")]
-    gold = load_goldset(write_csv(tmp_path / "g.csv", rows))
+    gold = load_goldset(write_csv(tmp_path / "g.csv", rows), GraderRow)
     assert [r.format_score for r in gold.rows] == [None, 0.5]
     no_column = write_csv(tmp_path / "h.csv", [good()], header=[h for h in HEADER if h != "format_score"])
-    assert load_goldset(no_column).rows[0].format_score is None
+    assert load_goldset(no_column, GraderRow).rows[0].format_score is None
 
 
 def test_labels_normalised_in_csv(tmp_path):
     texts = [" 1 ", "0.50", "1.0", "0,5", ".5", "0"]
     rows = [good(id=f"r{i}", content_score=t, candidate=f"Question {i}?") for i, t in enumerate(texts)]
-    gold = load_goldset(write_csv(tmp_path / "g.csv", rows))
+    gold = load_goldset(write_csv(tmp_path / "g.csv", rows), GraderRow)
     assert [r.content_score for r in gold.rows] == [1.0, 0.5, 1.0, 0.5, 0.5, 0.0]
 
 
 def test_numeric_cells_in_xlsx(tmp_path):
     base = list(good().values())
     rows = [base[:4] + [1, 0.5, None], ["r2"] + base[1:4] + [0.5, 0, "n"], ["r3"] + base[1:4] + [0, 1.0, None]]
-    gold = load_goldset(write_xlsx(tmp_path / "g.xlsx", rows))
+    gold = load_goldset(write_xlsx(tmp_path / "g.xlsx", rows), GraderRow)
     assert [(r.content_score, r.format_score) for r in gold.rows] == [(1.0, 0.5), (0.5, 0.0), (0.0, 1.0)]
 
 
@@ -148,8 +149,8 @@ def test_numeric_cells_in_xlsx(tmp_path):
 
 def test_missing_id_gets_stable_content_id(tmp_path):
     rows = [good(id=""), good(id="", candidate="Any allergies?")]
-    first = load_goldset(write_csv(tmp_path / "a.csv", rows))
-    again = load_goldset(write_csv(tmp_path / "b.csv", list(reversed(rows))))
+    first = load_goldset(write_csv(tmp_path / "a.csv", rows), GraderRow)
+    again = load_goldset(write_csv(tmp_path / "b.csv", list(reversed(rows))), GraderRow)
     ids = [r.id for r in first.rows]
     assert ids[0] != ids[1]
     assert all(i.startswith("g-") for i in ids)
@@ -166,14 +167,14 @@ def test_stable_id_depends_on_content_only():
 
 
 def test_id_column_missing_entirely(tmp_path):
-    gold = load_goldset(write_csv(tmp_path / "g.csv", [good()], header=HEADER[1:5]))
+    gold = load_goldset(write_csv(tmp_path / "g.csv", [good()], header=HEADER[1:5]), GraderRow)
     assert gold.rows[0].id.startswith("g-")
 
 
 def test_extra_columns_ignored(tmp_path):
     header = ["reviewer", *HEADER, "Extra Notes"]
     row = good() | {"reviewer": "AB", "Extra Notes": "whatever"}
-    gold = load_goldset(write_csv(tmp_path / "g.csv", [row], header=header))
+    gold = load_goldset(write_csv(tmp_path / "g.csv", [row], header=header), GraderRow)
     assert gold.rows[0].id == "r1"
     assert set(gold.rows[0].model_dump()) == set(GraderRow.model_fields)
 
@@ -181,12 +182,12 @@ def test_extra_columns_ignored(tmp_path):
 def test_header_case_and_spaces_tolerated(tmp_path):
     header = [f" {h.upper()} " for h in HEADER]
     row = {f" {k.upper()} ": v for k, v in good().items()}
-    assert load_goldset(write_csv(tmp_path / "g.csv", [row], header=header)).rows[0].id == "r1"
+    assert load_goldset(write_csv(tmp_path / "g.csv", [row], header=header), GraderRow).rows[0].id == "r1"
 
 
 def test_unicode_line_separator_inside_cell_is_not_a_row_break(tmp_path):
     row = good(candidate="How long\u2028have you had it?", note="a\u2029b\x85c")
-    gold = load_goldset(write_csv(tmp_path / "g.csv", [row]))
+    gold = load_goldset(write_csv(tmp_path / "g.csv", [row]), GraderRow)
     assert gold.rows[0].candidate == "How long\u2028have you had it?"
 
 
@@ -218,7 +219,7 @@ def test_malformed_csv_reports_every_problem_with_row_and_column(tmp_path):
     assert "first used on row 2" in problems[2].message
     assert "line 2" in problems[3].message
     with pytest.raises(GoldSetError) as info:
-        load_goldset(path)
+        load_goldset(path, GraderRow)
     assert str(info.value).count("\n") == len(problems) - 1
 
 
@@ -249,7 +250,7 @@ def test_non_utf8_csv(tmp_path):
 def test_utf8_bom_csv_loads(tmp_path):
     path = write_csv(tmp_path / "g.csv", [good(context="patient: caf\u00e9 au lait")])
     path.write_bytes(b"\xef\xbb\xbf" + path.read_bytes())
-    assert load_goldset(path).rows[0].context == "patient: caf\u00e9 au lait"
+    assert load_goldset(path, GraderRow).rows[0].context == "patient: caf\u00e9 au lait"
 
 
 def test_empty_csv(tmp_path):
@@ -290,7 +291,7 @@ def test_xlsx_blank_lines_skipped(tmp_path):
     path = write_xlsx(tmp_path / "g.xlsx", rows)
     assert [(p.row, p.column) for p in problems_of(path)] == [(6, "content_score")]
     rows[-1][4] = 0.5
-    gold = load_goldset(write_xlsx(tmp_path / "h.xlsx", rows))
+    gold = load_goldset(write_xlsx(tmp_path / "h.xlsx", rows), GraderRow)
     assert [r.id for r in gold.rows] == ["r1", "r2"]
 
 
@@ -329,7 +330,7 @@ def test_random_csv_loads_or_raises_goldset_error(tmp_path, header, rows):
         writer.writerow(header)
         writer.writerows(rows)
     try:
-        gold = load_goldset(path)
+        gold = load_goldset(path, GraderRow)
     except GoldSetError as e:
         assert e.problems and all(p.file == str(path) for p in e.problems)
     else:

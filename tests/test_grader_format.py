@@ -6,8 +6,9 @@ from pathlib import Path
 
 import pytest
 
+from calibrator.components.grader import GraderRow
 from calibrator.components.grader import GRADER, GraderPrediction, choose_format_source, count_questions, format_by_rule
-from calibrator.goldset import GraderRow, load_goldset
+from calibrator.goldset import load_goldset
 from calibrator.prompt import Calibration, load_prompt, save_prompt
 from train.__main__ import _format_source
 from train.config import TrainConfig
@@ -17,7 +18,7 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 def test_the_rule_equals_every_shipped_gold_format_score():
-    rows = [r for r in load_goldset(ROOT / "goldsets/grader.csv").rows if r.format_score is not None]
+    rows = [r for r in load_goldset(ROOT / "goldsets/grader.csv", GraderRow).rows if r.format_score is not None]
     assert len(rows) >= 75
     assert [(r.id, r.candidate) for r in rows if format_by_rule(r.candidate) != r.format_score] == []
 

@@ -10,6 +10,7 @@ from types import SimpleNamespace
 
 import pytest
 
+from calibrator.components.grader import GraderRow
 from calibrator.cli import main
 from calibrator.components import COMPONENTS
 from calibrator.goldset import load_goldset, row_versions
@@ -52,7 +53,7 @@ def prompt_with(rows, *, pool: bool) -> object:
 
 
 def test_run_refuses_a_prompt_carrying_test_rows(project, server, capsys):
-    gold = load_goldset(Path("goldsets/grader.csv"))
+    gold = load_goldset(Path("goldsets/grader.csv"), GraderRow)
     leaked = gold.split("test")[:2]
     demos = [{k: v for k, v in d.items() if k != "id"} for d in prompt_with(leaked, pool=False).demos]  # found by content too
     save_prompt(load_prompt(Path("prompts/grader.yaml")).model_copy(update={"demos": demos}), Path("leaky.yaml"))
@@ -65,7 +66,7 @@ def test_run_refuses_a_prompt_carrying_test_rows(project, server, capsys):
 
 
 def test_eval_leaves_out_the_prompts_own_rows_and_judges_on_test(project, server, capsys):
-    gold = load_goldset(Path("goldsets/grader.csv"))
+    gold = load_goldset(Path("goldsets/grader.csv"), GraderRow)
     pool = gold.split("train")[:8] + gold.split("test")[:3]
     save_prompt(prompt_with(pool, pool=True), Path("pooled.yaml"))
     assert cli(server, "eval", "--component", "grader", "--prompt", "pooled.yaml", "--out", "reports") == 0
@@ -86,7 +87,7 @@ def test_eval_leaves_out_the_prompts_own_rows_and_judges_on_test(project, server
 
 def test_eval_flags_a_prompt_calibrated_on_another_goldset_version(project, server, capsys):
     path = Path("goldsets/grader.csv")
-    before = load_goldset(path)
+    before = load_goldset(path, GraderRow)
     calibration = Calibration(run_id="r", created="2026-01-01T00:00:00Z", optimizer="auto:knn", lm="local", seed=0,
                               goldset_path=str(path), goldset_sha256=before.sha256, val={}, test={}, verdict="improved",
                               goldset_rows=row_versions(before.rows))
@@ -119,7 +120,7 @@ def test_a_smoke_run_does_not_replace_the_calibrated_prompt_unless_asked(project
     assert cli(server, "run", "--component", "grader", "--budget", "smoke", "--optimizer", "knn", "--out", "reports",
                "--save-prompt", str(saved)) == 0
     assert saved.read_text() != shipped
-    assert load_prompt(saved).calibration.goldset_rows == row_versions(load_goldset(Path("goldsets/grader.csv")).rows)
+    assert load_prompt(saved).calibration.goldset_rows == row_versions(load_goldset(Path("goldsets/grader.csv"), GraderRow).rows)
 
 
 def test_a_worse_verdict_is_not_saved_by_default():

@@ -213,7 +213,7 @@ def test_threshold_is_refused_for_a_component_without_an_ordinal_label(capsys):
     assert "has no ordinal label" in capsys.readouterr().err
 
 
-@pytest.mark.parametrize("component", ["grader", "extractor"])
+@pytest.mark.parametrize("component", ["grader", "extractor", "stop"])
 def test_floors_are_fitted_on_train_only(component, monkeypatch):
     comp = COMPONENTS[component]
     gold = load_goldset(ROOT / "goldsets" / f"{component}.csv", comp.row_model)

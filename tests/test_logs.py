@@ -8,7 +8,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from calibrator.goldset import GraderRow
+
+from calibrator.components.grader import GraderRow
 from calibrator.logs import LogError, Message, Session, read_logs, render, segment, segment_all
 
 GOOD = {"session_id": "s1", "messages": [{"role": "user", "content": "I have a cough."}, {"role": "assistant", "content": "How long?"}]}

@@ -7,6 +7,7 @@ from typing import Any
 import pytest
 from dspy.lm15 import Config, Message, Request
 
+from calibrator.components.grader import GraderRow
 from calibrator.lm.cache import CallCache
 from calibrator.lm.engine import CachingEngine, openai_response_format, request_params
 from calibrator.lm.spec import LMSpec, LMSpecError
@@ -281,7 +282,7 @@ def test_anthropic_wire_declares_no_response_schema():
 
 def test_predictions_csv_never_writes_a_live_formula():
     from calibrator.components.grader import GRADER, GraderPrediction
-    from calibrator.goldset import GraderRow
+    
     from calibrator.runs import predictions_csv
 
     row = GraderRow(id="=HYPERLINK(1)", context="patient: hi", target_info=["age: adult"], candidate="-1+1", content_score=1)

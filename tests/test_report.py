@@ -11,6 +11,7 @@ from markupsafe import escape
 from browser import chromium_available, open_page
 from synthetic_run import make_run
 
+from calibrator.components.grader import GraderRow
 from calibrator.cli import main
 from calibrator.goldset import load_goldset
 from calibrator.report.view import get_path
@@ -113,7 +114,7 @@ def test_review_export_is_text_only_and_loads_back_as_gold_rows(tmp_path, compon
     assert rows and all(c.data_type != "f" for row in rows for c in row)
     assert rows[0][0].value.startswith("=1+1")  # the literal text, kept as text
     if component == "grader":
-        gold = load_goldset(out)  # the gold-set loader reads the export as gold rows (formula-looking text is text)
+        gold = load_goldset(out, GraderRow)  # the gold-set loader reads the export as gold rows (formula-looking text is text)
         assert len(gold.rows) == len(rows)
 
 

@@ -10,11 +10,13 @@ import openpyxl
 import pytest
 from synthetic_run import make_run
 
+from calibrator.components.grader import GraderRow
 from calibrator.cli import main
 from calibrator.components import COMPONENTS
 from calibrator.curation import goldset_csv
-from calibrator.goldset import GraderRow, load_goldset
-from calibrator.report import view
+from calibrator.goldset import load_goldset
+from calibrator.disagreements import disagreements, read_predictions
+from calibrator.record import judged_side
 from calibrator.review import sample_by_split
 
 CONTRACT = {"grader": ["id", "context", "target_info", "candidate", "content_score", "format_score", "note", "annotator", "labelled_at"],
@@ -38,7 +40,8 @@ def review(capsys, folder: Path, out: Path, *args: str) -> tuple[list[str], list
 
 def expected_disagreements(folder: Path) -> set[str]:
     record = json.loads((folder / "run.json").read_text())
-    return {d.id for d in view.disagreements(record, view.read_predictions(folder / "predictions.csv"), held_out_only=False)}
+    component = COMPONENTS[record["component"]]
+    return {d.id for d in disagreements(component, read_predictions(folder / "predictions.csv"), judged_side(record))}
 
 
 def as_eval(folder: Path, train: int = 8) -> None:
@@ -131,7 +134,7 @@ def test_csv_keeps_the_run_columns_last_and_guards_formula_text(tmp_path, capsys
         header, *rows = list(csv.reader(f))
     assert header[-4:] == RUN_COLUMNS["grader"]
     assert rows and all(r[0].startswith("'=1+1") for r in rows)
-    assert len(load_goldset(out).rows) == len(rows)
+    assert len(load_goldset(out, GraderRow).rows) == len(rows)
 
 
 def test_agreements_zero_gives_the_disagreements_only_and_too_many_gives_all(tmp_path, capsys):
@@ -196,7 +199,7 @@ def test_adjudicated_review_updates_only_the_filled_rows_and_no_split_moves(tmp_
 def test_rows_come_from_the_gold_set_as_it_is_now(tmp_path, capsys):
     store = tmp_path / "gold.csv"
     folder = make_run(tmp_path / "reports", seed=2, goldset=store)
-    gold = load_goldset(store).rows
+    gold = load_goldset(store, GraderRow).rows
     relabel = 0.0 if next(r for r in gold if r.id == "r0").content_score else 1.0
     store.write_text(goldset_csv([r.model_copy(update={"content_score": relabel}) if r.id == "r0" else r for r in gold], GraderRow))
     _, rows, out = review(capsys, folder, tmp_path / "review.xlsx", "--agreements", "500")

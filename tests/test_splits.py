@@ -5,6 +5,7 @@ from pathlib import Path
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from calibrator.components.grader import GraderRow
 from calibrator.goldset import SPLITS, load_goldset
 from calibrator.splits import MIN_DEV, SPLIT_FRACTIONS, balance, dev_ids, split_of
 
@@ -30,7 +31,7 @@ ids = st.text(alphabet="abcdefghijklmnopqrstuvwxyz0123456789-_", min_size=1, max
 def test_other_rows_never_move_a_row(tmp_path_factory, start, added, data):
     """Add, delete and relabel other rows (through files, as users do): every surviving row keeps its split."""
     folder: Path = tmp_path_factory.mktemp("g")
-    before = load_goldset(write_csv(folder / "a.csv", [row(i, lab) for i, lab in start.items()]))
+    before = load_goldset(write_csv(folder / "a.csv", [row(i, lab) for i, lab in start.items()]), GraderRow)
     watched = data.draw(st.sampled_from(sorted(start)))
     others = sorted(set(start) - {watched})
     deleted = set(data.draw(st.lists(st.sampled_from(others), unique=True, max_size=len(others)))) if others else set()
@@ -39,7 +40,7 @@ def test_other_rows_never_move_a_row(tmp_path_factory, start, added, data):
     relabelled = {i: LABELS[(LABELS.index(start[i]) + 1) % 3] for i in chosen}
     rows = {i: lab for i, lab in start.items() if i not in deleted} | relabelled
     rows |= {i: lab for i, lab in added.items() if i not in start}
-    after = load_goldset(write_csv(folder / "b.csv", [row(i, lab) for i, lab in rows.items()]))
+    after = load_goldset(write_csv(folder / "b.csv", [row(i, lab) for i, lab in rows.items()]), GraderRow)
     for i in rows:
         if i in start:
             assert after.splits[i] == before.splits[i]
@@ -48,9 +49,9 @@ def test_other_rows_never_move_a_row(tmp_path_factory, start, added, data):
 
 def test_relabelling_a_row_itself_keeps_its_split(tmp_path):
     rows = [row(f"r{i}", LABELS[i % 3]) for i in range(30)]
-    before = load_goldset(write_csv(tmp_path / "a.csv", rows))
+    before = load_goldset(write_csv(tmp_path / "a.csv", rows), GraderRow)
     rows[7]["content_score"] = "1" if rows[7]["content_score"] != "1" else "0"
-    after = load_goldset(write_csv(tmp_path / "b.csv", rows))
+    after = load_goldset(write_csv(tmp_path / "b.csv", rows), GraderRow)
     assert after.splits == before.splits
 
 
@@ -84,7 +85,7 @@ def test_a_missing_label_is_warned(tmp_path):
         ids_in[split_of(f"x{n}")].append(f"x{n}")
         n += 1
     rows = [row(i, "0") for s in SPLITS for i in ids_in[s][:3]] + [row(ids_in["train"][0] + "-one", "1")]
-    gold = load_goldset(write_csv(tmp_path / "g.csv", rows))
+    gold = load_goldset(write_csv(tmp_path / "g.csv", rows), GraderRow)
     warnings = gold.balance().warnings
     assert any(w.startswith("label 1:") and "no " in w for w in warnings)
 
@@ -99,14 +100,14 @@ def test_split_fractions_hold_in_the_large():
 
 def test_dev_slice_is_inside_train_stable_and_never_empty(tmp_path):
     rows = [row(f"r{i}", LABELS[i % 3]) for i in range(200)]
-    gold = load_goldset(write_csv(tmp_path / "a.csv", rows))
+    gold = load_goldset(write_csv(tmp_path / "a.csv", rows), GraderRow)
     fit, dev = gold.fit_and_dev()
     assert len(dev) > MIN_DEV  # past the minimum, the slice is by hash alone
     train = {r.id for r in gold.split("train")}
     assert dev and fit
     assert {r.id for r in dev} | {r.id for r in fit} == train
     assert not {r.id for r in dev} & {r.id for r in fit}
-    bigger = load_goldset(write_csv(tmp_path / "b.csv", rows + [row(f"new{i}", "1") for i in range(40)]))
+    bigger = load_goldset(write_csv(tmp_path / "b.csv", rows + [row(f"new{i}", "1") for i in range(40)]), GraderRow)
     big_dev = {r.id for r in bigger.fit_and_dev()[1]}
     assert {r.id for r in dev} <= big_dev  # rows that were dev stay dev once the slice is past its minimum
     assert len(dev_ids(["a", "b"])) == 1 and len(dev_ids(["a"])) == 0  # a tiny train keeps rows to learn from
@@ -114,7 +115,7 @@ def test_dev_slice_is_inside_train_stable_and_never_empty(tmp_path):
 
 def test_split_ids_are_recorded_for_every_split(tmp_path):
     rows = [row(f"r{i}", LABELS[i % 3]) for i in range(40)]
-    gold = load_goldset(write_csv(tmp_path / "a.csv", rows))
+    gold = load_goldset(write_csv(tmp_path / "a.csv", rows), GraderRow)
     recorded = gold.split_ids()
     assert set(recorded) == {"train", "val", "test", "dev"}
     assert sorted(recorded["train"] + recorded["val"] + recorded["test"]) == sorted(r["id"] for r in rows)

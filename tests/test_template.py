@@ -4,7 +4,9 @@ import openpyxl
 import pytest
 from openpyxl.utils import get_column_letter
 
-from calibrator.goldset import ExtractorRow, GoldSetError, GraderRow, load_goldset
+from calibrator.components.grader import GraderRow
+from calibrator.components.extractor import ExtractorRow
+from calibrator.goldset import GoldSetError, load_goldset
 from calibrator.template import write_template
 
 HEADERS = {

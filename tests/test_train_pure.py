@@ -4,7 +4,7 @@ import pytest
 import yaml
 
 from calibrator.components.grader import GraderPrediction
-from calibrator.extract import TrainingSample
+from calibrator.components.extract import TrainingSample
 from calibrator.logs import Message
 from train import data
 from train.config import CONFIGS, load_config

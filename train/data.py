@@ -4,7 +4,7 @@ then split whole sessions into train and held-out eval deterministically, and sh
 import hashlib
 from pathlib import Path
 
-from calibrator.extract import TrainingSample
+from calibrator.components.extract import TrainingSample
 from calibrator.logs import Message, render
 
 
@@ -18,7 +18,7 @@ def extract_from_logs(logs: Path, out: Path, extractor_prompt: Path | None, lm: 
     another extractor prompt or LM is re-extracted)."""
     import dspy
 
-    from calibrator.extract import default_prompt, extract_samples
+    from calibrator.components.extract import default_prompt, extract_samples
     from calibrator.lm import LMSpec, open_lm
     from calibrator.lm.adapter import CompactJSONAdapter
     from calibrator.logs import LogError, read_logs, segment_all

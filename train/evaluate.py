@@ -9,7 +9,7 @@ import statistics
 from pathlib import Path
 from typing import Any
 
-from calibrator.extract import TrainingSample
+from calibrator.components.extract import TrainingSample
 from calibrator.logs import render
 from train.data import policy_messages
 from calibrator.components.grader import FormatSourceName

@@ -1,9 +1,10 @@
 """The LLM components a run can calibrate, by name."""
 
-from calibrator.components.base import Component, Prediction
+from calibrator.components.base import Component, Disagreement, Prediction
 from calibrator.components.extractor import EXTRACTOR
 from calibrator.components.grader import GRADER
+from calibrator.components.stop import STOP
 
-COMPONENTS: dict[str, Component] = {c.name: c for c in (GRADER, EXTRACTOR)}
+COMPONENTS: dict[str, Component] = {c.name: c for c in (GRADER, EXTRACTOR, STOP)}
 
-__all__ = ["COMPONENTS", "Component", "Prediction"]
+__all__ = ["COMPONENTS", "Component", "Disagreement", "Prediction"]

@@ -7,7 +7,7 @@ rests on. The engine (evaluate, optimize, runs) only talks to this interface.
 """
 
 from abc import ABC, abstractmethod
-from typing import TYPE_CHECKING, Any, ClassVar, Literal
+from typing import Any, ClassVar, Literal
 
 import dspy
 from pydantic import BaseModel
@@ -19,15 +19,77 @@ from calibrator.goldset import GoldRow
 from calibrator.metrics import PairedComparison
 from calibrator.prompt import PromptFile
 
-if TYPE_CHECKING:
-    from calibrator.components.floors import Floor
-
 Neighbours = list[list[tuple[int, float]]]  # per train row: (other row index, cosine similarity), nearest last
 
 
 class Prediction(BaseModel):
     error: str | None = None
     label_probs: list[float] | None = None  # the ordinal label's distribution, when the prompt reads one
+
+
+class Disagreement(BaseModel):
+    """One predictions.csv row where a prediction differs from gold, as the report, review and audit show it."""
+
+    id: str
+    gold: str
+    predicted: str
+    error: float
+    context: str
+    shown: dict[str, str]  # other inputs and outputs worth reading, by column title
+    note: str = ""
+
+
+DIALOGUE_CELL = ("one turn per line inside the cell (Alt+Enter in Excel, Ctrl+Enter in LibreOffice); "
+                 "every line starts with `patient: ` or `pharmacist: `")
+ITEMS_CELL = "`field: value` items separated by `;`, e.g. `duration: three days; allergies: none`"
+
+
+class TemplateColumn(BaseModel):
+    """One column of a gold-set template's `data` sheet."""
+
+    name: str
+    help: str
+    width: int
+    choices: tuple[str, ...] | None = None  # a dropdown
+    wrapped: bool = False
+
+
+class TemplateSheet(BaseModel):
+    """What `goldset template` shows a labeller of this component: the label columns with their help, the rubric, the field
+    vocabulary (if any), one worked example per label (a header row first), extra titled paragraphs, instruction widths."""
+
+    columns: list[TemplateColumn]
+    rubric: list[tuple[str, str]]
+    fields_title: str | None = None
+    fields: list[tuple[str, str]] = []
+    examples: list[tuple[str, ...]]
+    sections: list[tuple[str, list[str]]] = []
+    widths: tuple[int, ...]
+
+
+class Floor(ABC):
+    """A model-free reference predictor (components/floors.py has them): fit(train rows) once, then predict any rows;
+    `describe` says what it did, with its fitted settings. It records the ids it was fitted on, so a run can prove it
+    never saw val or test."""
+
+    name: str
+
+    def __init__(self) -> None:
+        self.fitted_ids: list[str] = []
+
+    def fit(self, rows: list[GoldRow]) -> "Floor":
+        self.fitted_ids = [r.id for r in rows]
+        self._fit(rows)
+        return self
+
+    @abstractmethod
+    def _fit(self, rows: list[GoldRow]) -> None: ...
+
+    @abstractmethod
+    def predict(self, rows: list[GoldRow]) -> list[Prediction]: ...
+
+    @abstractmethod
+    def describe(self) -> str: ...
 
 
 class Component(ABC):
@@ -37,6 +99,29 @@ class Component(ABC):
     selection_metric: ClassVar[str]  # compared on val to pick a winner, and paired on test for the verdict
     secondary_metric: ClassVar[str]  # breaks ties on val
     retrieval_key_choices: ClassVar[tuple[tuple[str, ...], ...]]  # which inputs make two cases alike (knn)
+    scores_model: ClassVar[type[BaseModel]]  # what `score` returns: the split scores run.json keeps
+    # What the report shows, so report/ names no component: the metrics table's columns (score attribute, title), counts
+    # beside n, and the label the confusion matrix crosses: its predictions.csv suffix ('' = the main label) and values.
+    report_metrics: ClassVar[tuple[tuple[str, str], ...]]
+    report_counts: ClassVar[tuple[tuple[str, str], ...]] = ()
+    confusion_column: ClassVar[str] = ""
+    confusion_labels: ClassVar[tuple[str, ...]]
+
+    template: ClassVar[TemplateSheet]  # the gold-set template (`goldset template`)
+    # What `review` exports: each gold-set label column with its predictions.csv suffix ('' = the main label), the values a
+    # reviewer may pick for adjudicated_label (None: free text), and how to write one.
+    review_columns: ClassVar[dict[str, str]]
+    adjudication_choices: ClassVar[tuple[str, ...] | None] = None
+    adjudication_hint: ClassVar[str]
+
+    def confusion_label(self, cell: str) -> str:
+        """A predictions.csv cell of the confused label as one of `confusion_labels`."""
+        return cell
+
+    def report_note(self, record: dict[str, Any]) -> dict[str, Any] | None:
+        """Anything component-specific the report states under the metrics (None: nothing)."""
+        return None
+
     # An ordinal output whose label can be read as a distribution and decided by a fitted rule (the threshold
     # strategy); None for a component without one.
     ordinal_field: ClassVar[str | None] = None
@@ -173,7 +258,11 @@ class Component(ABC):
         """predictions.csv cells for a gold row or a prediction, keyed by column suffix ('' = main label)."""
 
     @abstractmethod
-    def floors(self) -> list["Floor"]:
+    def disagreement(self, row: dict[str, str], side: str) -> Disagreement | None:
+        """From one predictions.csv row: how `side`'s prediction differs from gold (None where it agrees)."""
+
+    @abstractmethod
+    def floors(self) -> list[Floor]:
         """Fresh, unfitted model-free reference predictors for this component (no LM call): the floor every report shows."""
 
     def summary(self, scores: BaseModel, n: int) -> dict[str, Any]:

@@ -13,18 +13,26 @@ import re
 from typing import Any, Literal
 
 import dspy
-from pydantic import GetCoreSchemaHandler, GetJsonSchemaHandler
+from pydantic import GetCoreSchemaHandler, GetJsonSchemaHandler, ValidationInfo, field_validator
 from pydantic_core import core_schema
 
-from calibrator.components.base import Component, Neighbours, Prediction
-from calibrator.components.floors import Floor, LexicalFields
-from calibrator.goldset import ExtractorRow
+from calibrator.components.base import (DIALOGUE_CELL, ITEMS_CELL, Component, Disagreement, Floor, Neighbours, Prediction,
+                                        TemplateColumn, TemplateSheet)
+from calibrator.components.floors import LexicalFields
+from calibrator.goldset import GoldRow, dialogue_lines, target_items
 from calibrator.items import ItemScores, item_f1, match_items, paired_items, score_items, split_item
+from calibrator.items import normalise as normalise_text
 from calibrator.metrics import PairedComparison
 
 DEFAULT_FIELDS = ("symptom", "nature", "location", "severity", "trigger", "duration",
                   "allergies", "current medication", "pregnancy/breastfeeding", "age group", "chronic conditions",
                   "previous treatment")
+FIELD_HINTS = {"symptom": "other or red-flag symptoms, present or absent", "nature": "what it looks or feels like",
+               "location": "where it is", "severity": "how bad it is", "trigger": "what brings it on or caused it",
+               "duration": "how long, or when it started", "allergies": "allergies to medicines or anything else",
+               "current medication": "medicines the patient takes now", "pregnancy/breastfeeding": "pregnant or breastfeeding",
+               "age group": "who it is for and how old", "chronic conditions": "long-term illnesses",
+               "previous treatment": "what has been tried already"}
 VALUE_CHARS = 60  # an answer in a few words; also stops a small model repeating itself inside one item
 MAX_ITEMS = 4  # a pharmacist turn asks one or two things; the cap stops a runaway list
 CONTEXT_LINES = 12  # the history the model reads: enough to tell a new question from one already answered
@@ -59,6 +67,79 @@ def items_type(fields: list[str] | tuple[str, ...]) -> type[list]:
     return FieldItems
 
 
+Decision = Literal["continue", "stop"]
+
+
+class ExtractorRow(GoldRow):
+    """One labelled extractor example: a dialogue cut before a pharmacist run, what that run asked, and
+    whether the pharmacist went on asking. The decision must agree with the future shown."""
+
+    required = ("context", "future", "target_info", "decision")
+    optional = ("id", "note", "annotator", "labelled_at")
+    id_fields = ("context", "future")
+    adjudicated = "target_info"
+
+    context: str
+    future: str
+    target_info: list[str]
+    decision: Decision
+
+    @field_validator("context", mode="before")
+    @classmethod
+    def _context(cls, value: Any) -> str:
+        lines = dialogue_lines(value, "context")
+        if not any(line.lower().startswith("patient:") for line in lines):
+            raise ValueError("context has no `patient:` line: a sample starts after the patient has spoken")
+        return "\n".join(lines)
+
+    @field_validator("future", mode="before")
+    @classmethod
+    def _future(cls, value: Any) -> str:
+        lines = dialogue_lines(value, "future")
+        if not lines[0].lower().startswith("pharmacist:"):
+            raise ValueError("future must start with the pharmacist's run (`pharmacist:` lines)")
+        return "\n".join(lines)
+
+    @field_validator("target_info", mode="before")
+    @classmethod
+    def _target_info(cls, value: Any) -> list[str]:
+        return target_items(value)
+
+    @field_validator("decision", mode="before")
+    @classmethod
+    def _decision(cls, value: Any, info: ValidationInfo) -> str:
+        decision = str(value or "").strip().lower()
+        if decision not in ("continue", "stop"):
+            raise ValueError(f"decision must be `continue` or `stop`, got {str(value or '').strip()!r}")
+        future, items = info.data.get("future"), info.data.get("target_info")
+        if future is not None:
+            answered = any(line.lower().startswith("patient:") for line in future.split("\n"))
+            if decision == "stop" and answered:
+                raise ValueError("decision is `stop` but the future has a `patient:` line after the run: that is `continue`")
+            if decision == "continue" and not answered:
+                raise ValueError("decision is `continue` but no `patient:` line follows the run in future: that is `stop`")
+        if items is not None:
+            if decision == "stop" and items:
+                raise ValueError("a `stop` sample has no target_info: the pharmacist stopped asking; leave it empty")
+            if decision == "continue" and not items:
+                raise ValueError("a `continue` sample needs at least one target_info item (`field: value`, separated by `;`)")
+        return decision
+
+    @property
+    def target_text(self) -> str:
+        return "; ".join(self.target_info)
+
+    @property
+    def label(self) -> str:
+        return self.decision
+
+    def labels_text(self) -> str:
+        return f"decision {self.decision}, target_info [{'; '.join(self.target_info)}]"
+
+    def case_key(self) -> str:
+        return normalise_text(self.context) + "|" + normalise_text(self.future)
+
+
 class ExtractorPrediction(Prediction):
     target_info: list[str] | None = None
     decision: Literal["continue", "stop"] | None = None
@@ -89,6 +170,54 @@ def _field_f1(gold: set[str], predicted: set[str]) -> float:
     return 2 * both / (len(gold) + len(predicted))
 
 
+TEMPLATE = TemplateSheet(
+    columns=[
+        TemplateColumn(name="context", width=60, wrapped=True,
+                       help=f"The dialogue before the pharmacist's run, {DIALOGUE_CELL}. It needs at least one `patient:` line."),
+        TemplateColumn(name="future", width=60, wrapped=True,
+                       help="The run (one or more `pharmacist:` lines in a row) first, then whatever followed it, "
+                            "in the same one-turn-per-line format."),
+        TemplateColumn(name="target_info", width=45, wrapped=True,
+                       help=f"What the run asked, with the patient's answer as value: {ITEMS_CELL}. "
+                            "Leave it empty for `stop`; at least one item for `continue`."),
+        TemplateColumn(name="decision", width=12, choices=("continue", "stop"), help="`continue` or `stop` (pick from the dropdown)."),
+    ],
+    rubric=[
+        ("stop", "No `patient:` line follows the run: the pharmacist stopped asking (recommended something, referred "
+                 "the patient on, or handed off with the message `<med_search>`). target_info stays empty."),
+        ("continue", "At least one `patient:` line follows the run. "
+                     "target_info has one `field: value` item per thing the run asked."),
+        ("value", "The patient's answer in a few words, close to their own wording (values are matched by word overlap)."),
+        ("what counts", "Only what this run asked. Not what the patient volunteered unasked, not questions already "
+                        "answered in context, not questions of later runs further down future."),
+        ("one or two items", "Two questions about the same thing make one item; "
+                             "two different things (in one message or two) make two items."),
+    ],
+    fields_title="Field names for target_info",
+    fields=[(f, FIELD_HINTS.get(f, "")) for f in DEFAULT_FIELDS],
+    examples=[
+        ("context", "future", "target_info", "decision", "why"),
+        ("pharmacist: Hello, how can I help?\npatient: I've got a sore throat, it's really painful to swallow.",
+         "\n".join(["pharmacist: Oh dear. How long has it been like that?",
+                    "pharmacist: And have you had a temperature with it?", "patient: Since Monday, so three days.",
+                    "patient: I felt shivery last night but didn't check.",
+                    "pharmacist: Okay. Are you taking any other medicines?", "patient: No, nothing."]),
+         "duration: since Monday, three days; symptom: felt shivery last night", "continue",
+         "The run is the two pharmacist messages before the reply: two different questions, two items, in the "
+         "patient's words. The medicines question is a later run: not labelled."),
+        ("\n".join(["patient: Can I have something for athlete's foot?", "pharmacist: Is it for yourself?",
+                    "patient: Yes, it's between my little toes, itchy and peeling.",
+                    "pharmacist: Do you have diabetes or any circulation problems?", "patient: No, nothing like that."]),
+         "pharmacist: Then a terbinafine cream is a good choice. Apply it once or twice a day for a week "
+         "and keep between your toes dry.",
+         "(leave empty)", "stop",
+         "No patient line follows the run: the pharmacist recommended a product and stopped asking. "
+         "target_info stays empty."),
+    ],
+    widths=(30, 50, 45, 12, 50),
+)
+
+
 class Extractor(Component):
     name = "extractor"
     row_model = ExtractorRow
@@ -96,6 +225,14 @@ class Extractor(Component):
     selection_metric = "item_f1"
     secondary_metric = "decision_accuracy"
     retrieval_key_choices = (("future",), ("context", "future"))
+    scores_model = ItemScores
+    report_metrics = (("item_precision", "item precision"), ("item_recall", "item recall"), ("item_f1", "item F1"),
+                      ("decision_accuracy", "decision accuracy"))
+    confusion_column = "decision"
+    confusion_labels = ("continue", "stop")
+    review_columns = {"target_info": "items", "decision": "decision"}
+    template = TEMPLATE
+    adjudication_hint = "the corrected target_info (`field: value; ...`); the decision follows from the dialogue itself"
 
     def inputs_of(self, row: Any, *, demo: bool = False) -> dict[str, Any]:
         keep = DEMO_CONTEXT_LINES if demo else CONTEXT_LINES
@@ -171,6 +308,20 @@ class Extractor(Component):
 
     def csv_values(self, item: ExtractorRow | ExtractorPrediction) -> dict[str, str]:
         return {"decision": item.decision or "", "items": "; ".join(item.target_info or [])}
+
+    def disagreement(self, row: dict[str, str], side: str) -> Disagreement | None:
+        """Half the decision, half the items' F1: 0 when both are right, 1 when both are wrong."""
+        gold_items = [i for i in row["gold_items"].split("; ") if i]
+        pred_items = [i for i in row[f"{side}_items"].split("; ") if i]
+        decision_ok = row[f"{side}_decision"] == row["gold_decision"]
+        f1 = item_f1(gold_items, pred_items)
+        if decision_ok and f1 == 1.0:
+            return None
+        shown = {"future": row.get("future", ""), "gold items": row["gold_items"] or "(none)",
+                 "predicted items": row[f"{side}_items"] or "(none)"}
+        return Disagreement(id=row["id"], gold=row["gold_decision"], predicted=row[f"{side}_decision"] or "unparsed",
+                            error=round(1.0 - (0.5 * decision_ok + 0.5 * f1), 3), context=row.get("context", ""), shown=shown,
+                            note=row.get(f"{side}_error", ""))
 
     def floors(self) -> list[Floor]:
         return [LexicalFields(lambda row, decision, items: ExtractorPrediction(decision=decision, target_info=items))]

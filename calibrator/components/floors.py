@@ -6,13 +6,13 @@ and records their ids, so a test can prove it never saw val or test.
 """
 
 import re
-from abc import ABC, abstractmethod
 from collections import Counter
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
 
-from calibrator.components.base import Prediction
+from calibrator.components.base import Floor, Prediction
 from calibrator.decision import fit_cuts, label_by_cuts
 from calibrator.goldset import GoldRow
 from calibrator.items import normalise
@@ -21,70 +21,49 @@ from calibrator.metrics import quadratic_weighted_kappa
 NEIGHBOUR_KS = (1, 3, 5, 7)
 
 
-class Floor(ABC):
-    """fit(train rows) once, then predict any rows; `describe` says what it did, with its fitted settings."""
-
-    name: str
-
-    def __init__(self) -> None:
-        self.fitted_ids: list[str] = []
-
-    def fit(self, rows: list[GoldRow]) -> "Floor":
-        self.fitted_ids = [r.id for r in rows]
-        self._fit(rows)
-        return self
-
-    @abstractmethod
-    def _fit(self, rows: list[GoldRow]) -> None: ...
-
-    @abstractmethod
-    def predict(self, rows: list[GoldRow]) -> list[Prediction]: ...
-
-    @abstractmethod
-    def describe(self) -> str: ...
-
-
 def _encode(texts: list[str]) -> np.ndarray:
     from calibrator.embedder import encode
 
     return encode(texts)
 
 
-class SimilarityCuts(Floor):
-    """An ordinal judge from the cosine similarity (MiniLM) of the target info and the candidate, with cut points
-    fitted on train to maximise qwk: "does the question talk about what the expert asked?" without reading it."""
+def target_similarity(rows: list[GoldRow]) -> list[float]:
+    """Cosine similarity (MiniLM) of each row's target info and its candidate."""
+    targets = _encode([r.target_text for r in rows])
+    candidates = _encode([r.candidate for r in rows])
+    return (targets * candidates).sum(axis=1).tolist()
 
-    name = "similarity"
 
-    def __init__(self, make: Any, labels: tuple[float, ...]) -> None:
+class ScoreCuts(Floor):
+    """An ordinal judge from one model-free number per row, with cut points fitted on train to maximise qwk (for two labels,
+    Cohen's kappa): e.g. "does the question talk about what the expert asked?" without reading it."""
+
+    def __init__(self, name: str, what: str, score: Callable[[list[GoldRow]], list[float]], make: Callable[[GoldRow, float], Prediction],
+                 labels: tuple[float, ...], label_value: Callable[[Any], float] = float) -> None:
         super().__init__()
-        self.make, self.labels, self.cuts = make, labels, []
-
-    @staticmethod
-    def similarity(rows: list[GoldRow]) -> np.ndarray:
-        targets = _encode([r.target_text for r in rows])
-        candidates = _encode([r.candidate for r in rows])
-        return (targets * candidates).sum(axis=1)
+        self.name, self.what, self.score, self.make, self.labels, self.label_value = name, what, score, make, labels, label_value
+        self.cuts: list[float] = []
 
     def _fit(self, rows: list[GoldRow]) -> None:
-        self.cuts = fit_cuts(self.similarity(rows).tolist(), [r.label for r in rows], self.labels)
+        self.cuts = fit_cuts(self.score(rows), [self.label_value(r.label) for r in rows], self.labels)
 
     def predict(self, rows: list[GoldRow]) -> list[Prediction]:
-        return [self.make(row, label_by_cuts(float(s), self.cuts, self.labels)) for row, s in zip(rows, self.similarity(rows))]
+        return [self.make(row, label_by_cuts(float(s), self.cuts, self.labels)) for row, s in zip(rows, self.score(rows))]
 
     def describe(self) -> str:
-        return f"MiniLM similarity of target info and candidate, cut at {', '.join(f'{c:.3f}' for c in self.cuts)} (fitted on train)"
+        return f"{self.what}, cut at {', '.join(f'{c:.3f}' for c in self.cuts)} (fitted on train)"
 
 
 class NeighbourVote(Floor):
-    """The similarity-weighted label vote of the k train rows whose candidate is nearest (MiniLM); k chosen by
-    leave-one-out qwk on train."""
+    """The similarity-weighted label vote of the k train rows whose text (`on`) is nearest (MiniLM); k chosen by
+    leave-one-out agreement (qwk; Cohen's kappa for two labels) on train."""
 
     name = "neighbours"
 
-    def __init__(self, make: Any, labels: tuple[float, ...]) -> None:
+    def __init__(self, make: Callable[[GoldRow, float], Prediction], labels: tuple[float, ...], *,
+                 text: Callable[[GoldRow], str], on: str, label_value: Callable[[Any], float] = float) -> None:
         super().__init__()
-        self.make, self.labels, self.k = make, labels, 1
+        self.make, self.labels, self.text, self.on, self.label_value, self.k = make, labels, text, on, label_value, 1
         self.vectors: np.ndarray | None = None
         self.gold: list[float] = []
 
@@ -98,19 +77,20 @@ class NeighbourVote(Floor):
         return votes
 
     def _fit(self, rows: list[GoldRow]) -> None:
-        self.vectors = _encode([r.candidate for r in rows])
-        self.gold = [r.label for r in rows]
+        self.vectors = _encode([self.text(r) for r in rows])
+        self.gold = [self.label_value(r.label) for r in rows]
         similarity = self.vectors @ self.vectors.T
         np.fill_diagonal(similarity, -np.inf)
         ks = [k for k in NEIGHBOUR_KS if k < len(rows)] or [1]
         self.k = max(ks, key=lambda k: (quadratic_weighted_kappa(self.gold, self._vote(similarity, k), self.labels), -k))
 
     def predict(self, rows: list[GoldRow]) -> list[Prediction]:
-        similarity = _encode([r.candidate for r in rows]) @ self.vectors.T
+        similarity = _encode([self.text(r) for r in rows]) @ self.vectors.T
         return [self.make(row, vote) for row, vote in zip(rows, self._vote(similarity, self.k))]
 
     def describe(self) -> str:
-        return f"similarity-weighted label vote of the {self.k} train rows with the nearest candidate (MiniLM; k by leave-one-out on train)"
+        return (f"similarity-weighted label vote of the {self.k} train rows with the nearest {self.on} (MiniLM; k by leave-one-out "
+                f"on train)")
 
 
 _WORD = re.compile(r"[a-z][a-z']{2,}")

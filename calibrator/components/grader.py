@@ -14,11 +14,14 @@ from collections.abc import Mapping
 from typing import Any, Literal
 
 import dspy
-from pydantic import BaseModel
+from pydantic import BaseModel, field_validator
 
-from calibrator.components.base import Component, Neighbours, Prediction
-from calibrator.components.floors import Floor, NeighbourVote, SimilarityCuts
-from calibrator.goldset import GraderRow
+from calibrator.components.base import (DIALOGUE_CELL, ITEMS_CELL, Component, Disagreement, Floor, Neighbours, Prediction,
+                                        TemplateColumn, TemplateSheet)
+from calibrator.components.extractor import DEFAULT_FIELDS, FIELD_HINTS
+from calibrator.components.floors import NeighbourVote, ScoreCuts, target_similarity
+from calibrator.goldset import GoldRow, dialogue_lines, parse_label, target_items
+from calibrator.items import normalise as normalise_text
 from calibrator.metrics import Interval, OrdinalScores, PairedComparison, paired_bootstrap, quadratic_weighted_kappa, score_ordinal
 
 Score = Literal[0.0, 0.5, 1.0]
@@ -33,6 +36,75 @@ class GradeTurn(dspy.Signature):
     candidate: str = dspy.InputField(desc="the proposed next pharmacist turn")
     content_score: Score = dspy.OutputField(desc="1 asks a target field directly, 0.5 related but not direct, 0 irrelevant")
     format_score: Score = dspy.OutputField(desc="1 one question, 0.5 two questions, 0 three or more or none")
+
+
+class GraderRow(GoldRow):
+    """One labelled grader example: would an expert say this candidate asks for the target info?"""
+
+    required = ("context", "target_info", "candidate", "content_score")
+    optional = ("id", "format_score", "note", "annotator", "labelled_at")
+    id_fields = ("context", "target_info", "candidate")
+    adjudicated = "content_score"
+    annotator_prefix = "content_score_"
+
+    context: str
+    target_info: list[str]
+    candidate: str
+    content_score: float
+    format_score: float | None = None
+    annotations: dict[str, float] = {}  # annotator -> content_score, when several people labelled the row
+
+    @field_validator("context", mode="before")
+    @classmethod
+    def _context(cls, value: Any) -> str:
+        return "\n".join(dialogue_lines(value, "context"))
+
+    @field_validator("target_info", mode="before")
+    @classmethod
+    def _target_info(cls, value: Any) -> list[str]:
+        items = target_items(value)
+        if not items:
+            raise ValueError("target_info is empty: give at least one `field: value` item, separated by `;`")
+        return items
+
+    @field_validator("candidate", mode="before")
+    @classmethod
+    def _candidate(cls, value: Any) -> str:
+        text = str(value or "").strip()
+        if not text:
+            raise ValueError("candidate is empty: give the proposed pharmacist turn")
+        return text
+
+    @field_validator("content_score", mode="before")
+    @classmethod
+    def _content(cls, value: Any) -> float:
+        if value is None or str(value).strip() == "":
+            raise ValueError("content_score is empty: label it 0, 0.5 or 1")
+        return parse_label(value)
+
+    @field_validator("format_score", mode="before")
+    @classmethod
+    def _format(cls, value: Any) -> float | None:
+        return None if value is None or str(value).strip() == "" else parse_label(value)
+
+    @field_validator("annotations", mode="before")
+    @classmethod
+    def _annotations(cls, value: dict[str, Any]) -> dict[str, float]:
+        return {name: parse_label(v) for name, v in value.items()}
+
+    @property
+    def target_text(self) -> str:
+        return "; ".join(self.target_info)
+
+    @property
+    def label(self) -> float:
+        return self.content_score
+
+    def labels_text(self) -> str:
+        return f"content_score {self.content_score:g}" + (f", format_score {self.format_score:g}" if self.format_score is not None else "")
+
+    def case_key(self) -> str:
+        return normalise_text(self.candidate) + "|" + normalise_text(self.target_text)
 
 
 class GraderPrediction(Prediction):
@@ -125,6 +197,53 @@ def _floor_prediction(row: GraderRow, content: float) -> GraderPrediction:
     return GraderPrediction(content_score=content, format_score=format_by_rule(row.candidate))
 
 
+TEMPLATE = TemplateSheet(
+    columns=[
+        TemplateColumn(name="context", width=60, wrapped=True, help=f"The consultation so far, {DIALOGUE_CELL}."),
+        TemplateColumn(name="target_info", width=45, wrapped=True,
+                       help=f"What the expert pharmacist actually asked for next, with the patient's answer: {ITEMS_CELL}. "
+                            "At least one item."),
+        TemplateColumn(name="candidate", width=50, wrapped=True, help="The proposed next pharmacist turn that you are scoring."),
+        TemplateColumn(name="content_score", width=14, choices=("0", "0.5", "1"),
+                       help="0, 0.5 or 1 (pick from the dropdown): how well the candidate asks for the target information."),
+        TemplateColumn(name="format_score", width=14, choices=("0", "0.5", "1"),
+                       help="Optional. 0, 0.5 or 1: how many questions the candidate asks."),
+    ],
+    rubric=[
+        ("content_score 1", "The candidate asks directly for at least one target item (its field). "
+                            "Target `duration: 3 days`, candidate \"How long have you had the cough?\"."),
+        ("content_score 0.5", "Close to a target item but not asking for it directly: a neighbouring aspect of the "
+                              "same topic, too vague to draw the item out, or a yes/no question that covers it only in part."),
+        ("content_score 0", "Nothing to do with any target item: asks about something else, asks again for something "
+                            "the context already answered, gives advice or recommends a product instead, or is small talk."),
+        ("format_score", "1 = exactly one question; 0.5 = exactly two; 0 = three or more, or none at all."),
+    ],
+    fields_title="Field names for target_info (use these where they fit)",
+    fields=[(f, FIELD_HINTS.get(f, "")) for f in DEFAULT_FIELDS],
+    examples=[
+        ("context", "target_info", "candidate", "content_score", "format_score", "why"),
+        ("\n".join(["patient: I've got an itchy rash on my arm, I think it's the new washing powder.",
+                    "pharmacist: How long has it been there?", "patient: Since Saturday."]),
+         "previous treatment: nothing yet", "Have you put anything on it so far?", "1", "1",
+         "Asks directly for the target field (previous treatment); one question."),
+        ("patient: My little boy's teething and really grumpy, can I get some gel for him?",
+         "age group: 5 months", "Is he under two? Has he got a temperature with it?", "0.5", "0.5",
+         "The yes/no question covers his age only in part; two questions."),
+        ("\n".join(["patient: I've had heartburn on and off for a couple of weeks, mostly at night.",
+                    "pharmacist: Are you taking any other medicines?", "patient: Just my blood pressure tablets."]),
+         "symptom: no trouble swallowing, no weight loss",
+         "Gaviscon Advance after meals and at bedtime should settle it.", "0", "0",
+         "Recommends a product instead of asking about the red-flag symptoms; no question at all."),
+    ],
+    sections=[("Two labellers", [
+        "To measure how far two labellers agree, each scores the rows without seeing the other's scores,",
+        "in a column of their own named content_score_<name>, e.g. content_score_anna and content_score_ben.",
+        "The agreed score still goes in content_score. "
+        "Reports then show the labellers' agreement: the most any prompt can reach."])],
+    widths=(30, 45, 45, 14, 14, 50),
+)
+
+
 class Grader(Component):
     name = "grader"
     row_model = GraderRow
@@ -134,6 +253,29 @@ class Grader(Component):
     retrieval_key_choices = (("candidate",), ("target_info", "candidate"), ("context", "target_info", "candidate"))
     ordinal_field = "content_score"
     ordinal_labels = (0.0, 0.5, 1.0)
+    scores_model = GraderScores
+    report_metrics = (("accuracy", "accuracy"), ("qwk", "qwk"), ("mae", "MAE"), ("format_accuracy", "format, LM"),
+                      ("format_rule_accuracy", "format, rule"))
+    report_counts = (("format_n", "format rows"),)
+    confusion_labels = ("0", "0.5", "1")
+    review_columns = {"content_score": "", "format_score": "format"}
+    adjudication_choices = ("0", "0.5", "1")
+    adjudication_hint = "0, 0.5 or 1"
+    template = TEMPLATE
+
+    def confusion_label(self, cell: str) -> str:
+        return f"{float(cell):g}"
+
+    def report_note(self, record: dict[str, Any]) -> dict[str, Any] | None:
+        """Where the trainer will take its format term from, decided by the same function on the val figures the calibration
+        record keeps; figures as (run.json path, value)."""
+        if not (record.get("calibrated") or {}).get("val"):
+            return None
+        choice = choose_format_source(record["calibrated"]["val"])
+        if choice.lm_val_accuracy is None or choice.rule_val_accuracy is None:
+            return {"format_source": choice.source, "lm": None, "rule": None}  # no gold format_score on val
+        return {"format_source": choice.source, "lm": ("calibrated.val.format_accuracy", choice.lm_val_accuracy),
+                "rule": ("calibrated.val.format_rule_accuracy", choice.rule_val_accuracy)}
 
     def inputs_of(self, row: GraderRow, *, demo: bool = False) -> dict[str, Any]:
         context = "\n".join(row.context.split("\n")[-DEMO_CONTEXT_TURNS:]) if demo else row.context
@@ -203,8 +345,20 @@ class Grader(Component):
     def csv_values(self, item: GraderRow | GraderPrediction) -> dict[str, str]:
         return {"": _cell(item.content_score), "format": _cell(item.format_score)}
 
+    def disagreement(self, row: dict[str, str], side: str) -> Disagreement | None:
+        """|predicted - gold| on content_score; an unparsed answer is off by the whole scale."""
+        gold, pred = row["gold"], row[side]
+        if pred != "" and float(pred) == float(gold):
+            return None
+        shown = {"target info": row.get("target_info", ""), "candidate": row.get("candidate", ""),
+                 "format gold / predicted": f"{row.get('gold_format') or '–'} / {row.get(side + '_format') or '–'}"}
+        return Disagreement(id=row["id"], gold=gold, predicted=pred or "unparsed", error=1.0 if pred == "" else abs(float(pred) - float(gold)),
+                            context=row.get("context", ""), shown=shown, note=row.get(f"{side}_error", ""))
+
     def floors(self) -> list[Floor]:
-        return [SimilarityCuts(_floor_prediction, self.ordinal_labels), NeighbourVote(_floor_prediction, self.ordinal_labels)]
+        return [ScoreCuts("similarity", "MiniLM similarity of target info and candidate", target_similarity, _floor_prediction,
+                          self.ordinal_labels),
+                NeighbourVote(_floor_prediction, self.ordinal_labels, text=lambda r: r.candidate, on="candidate")]
 
     def summary(self, scores: GraderScores, n: int) -> dict[str, Any]:
         """Also both format agreements, so the trainer can choose its format source on val."""

@@ -8,7 +8,9 @@ from typing import Any
 
 from jinja2 import Environment, PackageLoader, StrictUndefined, select_autoescape
 
+from calibrator.components import COMPONENTS
 from calibrator.prompt import write_atomic
+from calibrator.record import RunRecord
 from calibrator.report import view
 
 _env = Environment(loader=PackageLoader("calibrator.report", "templates"), autoescape=select_autoescape(default=True),
@@ -17,7 +19,7 @@ _env.filters["num"] = lambda v, digits=2: "–" if v is None else f"{v:.{digits}
 
 
 def render_run(record: dict[str, Any], rows: list[dict[str, str]]) -> str:
-    component, side = record["component"], view.predicted_side(record)
+    component, side = COMPONENTS[record["component"]], view.predicted_side(record)
     sides = [s for s in ("baseline", "calibrated") if record.get(s)]
     focus = view.focus_rows(record, rows)
     score_rows = view.score_rows(record)
@@ -32,22 +34,20 @@ def render_run(record: dict[str, Any], rows: list[dict[str, str]]) -> str:
     return _env.get_template("run.html").render(
         r=record, goldset_name=Path(record["goldset"]["path"]).name, banners=view.banners(record),
         verdict_class={"worse": "worse", "improved": ""}.get(verdict, "flat" if record["kind"] == "run" else ""),
-        metric_titles=[t for _, t in view.METRICS[component]], metric_rows=metric_rows, pf=pf,
-        count_titles=[t for _, t in view.COUNTS[component]], counts=counts, format_choice=view.format_choice(record),
+        metric_titles=[t for _, t in component.report_metrics], metric_rows=metric_rows, pf=pf,
+        count_titles=[t for _, t in component.report_counts], counts=counts, note=view.component_note(record, component),
         human=view.Number(path="goldset.human_qwk", value=record["goldset"].get("human_qwk")),
         focus="the test split",
         confusions=[(floor_label if s == "floor" else s, *view.confusion(focus, component, s)) for s in view.prediction_sides(record, rows)],
         per_field=[(s, record[s][split]["per_field"]) for s in sides if "per_field" in record[s].get(split, {})],
         charts=view.trajectory(record), diff=diff, side=side,
         disagreements=view.disagreements(record, rows),
-        gold_labels=view.GRADER_LABELS if component == "grader" else view.DECISIONS,
+        gold_labels=component.confusion_labels,
     )
 
 
 def write_report(run_dir: Path) -> Path:
     """(Re)write `run_dir/index.html` from the folder's run.json and predictions.csv."""
-    from calibrator.runs import RunRecord  # runs renders through this module; import here to keep one direction
-
     record = RunRecord.model_validate_json((run_dir / "run.json").read_text(encoding="utf-8")).model_dump(mode="json")
     rows = view.read_predictions(run_dir / "predictions.csv")
     target = run_dir / "index.html"
@@ -58,7 +58,7 @@ def write_report(run_dir: Path) -> Path:
 def headline(record: dict[str, Any]) -> dict[str, Any]:
     """The figure a run is remembered by: the judged prompt's main metric on the held-out split, and the model-free
     floor's beside it."""
-    metric = view.MAIN_METRIC[record["component"]]
+    metric = COMPONENTS[record["component"]].selection_metric
     split = view.focus_split(record)
     scores = record[view.predicted_side(record)].get(split)
     floor = ((record.get("floors") or {}).get(record.get("floor") or "") or {}).get("scores", {}).get(split)
@@ -90,7 +90,7 @@ def write_index(out: Path) -> Path:
         svg = view.svg_series(values, values, low=low, high=high)
         floor_dots = view.svg_series([float("nan") if f is None else f for f in floors], values, low=low, high=high)["dots"]
         svg["floor"] = [dot for dot in floor_dots if dot[2] == dot[2]]  # runs without a floor (older records) have none
-        trends.append({"component": component, "metric": view.MAIN_METRIC[component], "runs": mine, "svg": svg})
+        trends.append({"component": component, "metric": COMPONENTS[component].selection_metric, "runs": mine, "svg": svg})
     target = out / "index.html"
     write_atomic(target, _env.get_template("index.html").render(runs=list(reversed(runs)), trends=trends))
     return target

@@ -5,7 +5,6 @@ that path and the exact value beside the rounded figure: a test checks each agai
 Confusion counts are recomputed from predictions.csv, not copied, so the two files cross-check.
 """
 
-import csv
 import difflib
 import re
 from pathlib import Path
@@ -13,19 +12,10 @@ from typing import Any
 
 from pydantic import BaseModel
 
-from calibrator.components.grader import choose_format_source
-from calibrator.items import item_f1
+from calibrator import disagreements as core_disagreements
+from calibrator.components import COMPONENTS, Component, Disagreement
+from calibrator.record import judged_side
 
-GRADER_LABELS = ("0", "0.5", "1")
-DECISIONS = ("continue", "stop")
-METRICS = {
-    "grader": [("accuracy", "accuracy"), ("qwk", "qwk"), ("mae", "MAE"), ("format_accuracy", "format, LM"),
-               ("format_rule_accuracy", "format, rule")],
-    "extractor": [("item_precision", "item precision"), ("item_recall", "item recall"), ("item_f1", "item F1"),
-                  ("decision_accuracy", "decision accuracy")],
-}
-COUNTS = {"grader": [("format_n", "format rows")], "extractor": []}  # beside n: rows a metric is computed over
-MAIN_METRIC = {"grader": "qwk", "extractor": "item_f1"}
 MIN_TEST = 10
 MAX_PARSE_FAILURES = 0.05
 
@@ -35,25 +25,8 @@ class Number(BaseModel):
     value: float | None
 
 
-class Disagreement(BaseModel):
-    id: str
-    gold: str
-    predicted: str
-    error: float
-    context: str
-    shown: dict[str, str]  # other inputs and outputs worth reading, by column title
-    note: str = ""
-
-
 def read_predictions(path: Path) -> list[dict[str, str]]:
-    with open(path, newline="", encoding="utf-8") as f:
-        return [{k: _untext(v) for k, v in row.items()} for row in csv.DictReader(f)]
-
-
-def _untext(value: str | None) -> str:
-    """predictions.csv guards cells that would start a formula with a leading quote; show the real text."""
-    value = value or ""
-    return value[1:] if value[:1] == "'" and value[1:2] in ("=", "+", "-", "@") else value
+    return core_disagreements.read_predictions(path)
 
 
 def get_path(data: Any, path: str) -> Any:
@@ -81,17 +54,17 @@ def score_rows(record: dict[str, Any]) -> list[ScoreRow]:
     return rows
 
 
-def numbers(row: ScoreRow, component: str) -> list[tuple[str, Number, Number, Number]]:
+def numbers(row: ScoreRow, component: Component) -> list[tuple[str, Number, Number, Number]]:
     out = []
-    for key, title in METRICS[component]:
+    for key, title in component.report_metrics:
         base, ci = f"{row.path}.{key}", row.scores[f"{key}_ci"] or (None, None)  # no CI: nothing to score (no gold format_score)
         out.append((title, Number(path=base, value=row.scores[key]), Number(path=f"{base}_ci.0", value=ci[0]),
                     Number(path=f"{base}_ci.1", value=ci[1])))
     return out
 
 
-def counts(row: ScoreRow, component: str) -> list[Number]:
-    return [Number(path=f"{row.path}.{key}", value=row.scores[key]) for key, _ in COUNTS[component]]
+def counts(row: ScoreRow, component: Component) -> list[Number]:
+    return [Number(path=f"{row.path}.{key}", value=row.scores[key]) for key, _ in component.report_counts]
 
 
 def floor_banner(record: dict[str, Any]) -> str | None:
@@ -103,16 +76,12 @@ def floor_banner(record: dict[str, Any]) -> str | None:
             f"model below this floor.")
 
 
-def format_choice(record: dict[str, Any]) -> dict[str, Any] | None:
-    """For a grader run with a calibrated prompt: where the trainer will take its format term from, decided by
-    the same function on the same val figures the calibration record keeps."""
-    if record["component"] != "grader" or not (record.get("calibrated") or {}).get("val"):
+def component_note(record: dict[str, Any], component: Component) -> dict[str, Any] | None:
+    """The component's own note under the metrics, its (path, value) figures as Numbers the page can carry."""
+    note = component.report_note(record)
+    if note is None:
         return None
-    choice = choose_format_source(record["calibrated"]["val"])
-    if choice.lm_val_accuracy is None or choice.rule_val_accuracy is None:
-        return {"source": choice.source, "lm": None, "rule": None}  # no gold format_score on val
-    return {"source": choice.source, "lm": Number(path="calibrated.val.format_accuracy", value=choice.lm_val_accuracy),
-            "rule": Number(path="calibrated.val.format_rule_accuracy", value=choice.rule_val_accuracy)}
+    return {k: Number(path=v[0], value=v[1]) if isinstance(v, tuple) else v for k, v in note.items()}
 
 
 def focus_split(record: dict[str, Any]) -> str:
@@ -121,7 +90,7 @@ def focus_split(record: dict[str, Any]) -> str:
 
 
 def predicted_side(record: dict[str, Any]) -> str:
-    return "calibrated" if record.get("calibrated") else "baseline"
+    return judged_side(record)
 
 
 def banners(record: dict[str, Any]) -> list[str]:
@@ -148,55 +117,26 @@ def prediction_sides(record: dict[str, Any], rows: list[dict[str, str]]) -> list
     return sides + (["floor"] if rows and "floor_error" in rows[0] else [])
 
 
-def confusion(rows: list[dict[str, str]], component: str, side: str) -> tuple[tuple[str, ...], list[list[int]]]:
+def confusion(rows: list[dict[str, str]], component: Component, side: str) -> tuple[tuple[str, ...], list[list[int]]]:
     """Gold x predicted counts from predictions.csv, with an `unparsed` column so each row sums to its gold count."""
-    labels = GRADER_LABELS if component == "grader" else DECISIONS
-    gold_col, pred_col = ("gold", side) if component == "grader" else ("gold_decision", f"{side}_decision")
+    labels = component.confusion_labels
+    suffix = f"_{component.confusion_column}" if component.confusion_column else ""
     table = [[0] * (len(labels) + 1) for _ in labels]
     for row in rows:
-        g = labels.index(_label(row[gold_col], component))
-        p = row[pred_col]
-        table[g][labels.index(_label(p, component)) if p != "" else len(labels)] += 1
+        g = labels.index(component.confusion_label(row[f"gold{suffix}"]))
+        p = row[f"{side}{suffix}"]
+        table[g][labels.index(component.confusion_label(p)) if p != "" else len(labels)] += 1
     return labels, table
-
-
-def _label(value: str, component: str) -> str:
-    return f"{float(value):g}" if component == "grader" else value
 
 
 def focus_rows(record: dict[str, Any], rows: list[dict[str, str]]) -> list[dict[str, str]]:
     return [r for r in rows if r["split"] == focus_split(record)]
 
 
-def disagreements(record: dict[str, Any], rows: list[dict[str, str]], side: str | None = None,
-                  held_out_only: bool = True) -> list[Disagreement]:
-    """Rows where `side` (default: the judged prompt) differs from gold, largest error first."""
-    component, side = record["component"], side or predicted_side(record)
-    out = []
-    for row in focus_rows(record, rows) if held_out_only else rows:
-        error = row.get(f"{side}_error", "")
-        if component == "grader":
-            gold, pred = row["gold"], row[side]
-            if pred != "" and float(pred) == float(gold):
-                continue
-            size = 1.0 if pred == "" else abs(float(pred) - float(gold))
-            shown = {"target info": row.get("target_info", ""), "candidate": row.get("candidate", ""),
-                     "format gold / predicted": f"{row.get('gold_format') or '–'} / {row.get(side + '_format') or '–'}"}
-            out.append(Disagreement(id=row["id"], gold=gold, predicted=pred or "unparsed", error=size, context=row.get("context", ""),
-                                    shown=shown, note=error))
-        else:
-            gold_items = [i for i in row["gold_items"].split("; ") if i]
-            pred_items = [i for i in row[f"{side}_items"].split("; ") if i]
-            decision_ok = row[f"{side}_decision"] == row["gold_decision"]
-            f1 = item_f1(gold_items, pred_items)
-            if decision_ok and f1 == 1.0:
-                continue
-            size = 1.0 - (0.5 * decision_ok + 0.5 * f1)
-            shown = {"future": row.get("future", ""), "gold items": row["gold_items"] or "(none)",
-                     "predicted items": row[f"{side}_items"] or "(none)"}
-            out.append(Disagreement(id=row["id"], gold=row["gold_decision"], predicted=row[f"{side}_decision"] or "unparsed",
-                                    error=round(size, 3), context=row.get("context", ""), shown=shown, note=error))
-    return sorted(out, key=lambda d: -d.error)
+def disagreements(record: dict[str, Any], rows: list[dict[str, str]], side: str | None = None) -> list[Disagreement]:
+    """The judged prompt's disagreements on the held-out split, largest error first (computed by the core)."""
+    component = COMPONENTS[record["component"]]
+    return core_disagreements.disagreements(component, rows, side or predicted_side(record), splits=(focus_split(record),))
 
 
 def word_diff(before: str, after: str) -> list[tuple[str, str]]:

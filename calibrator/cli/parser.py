@@ -1,0 +1,161 @@
+"""The command line's shape: the components it knows by name (so `--help` never imports them), their default files,
+the examples, and the argparse tree of `run`, `eval`, `extract`, `review` and `goldset`."""
+
+import argparse
+from pathlib import Path
+
+DESCRIPTION = ("calibrate a component's prompt against a gold set, score a prompt as it is, or extract training targets "
+               "from expert logs")
+
+COMPONENT_NAMES = ("extractor", "grader", "stop")  # the registry (components/__init__.py) by name: --help stays fast
+
+
+def default_paths(component: str) -> dict[str, Path]:
+    return {"goldset": Path(f"goldsets/{component}.csv"), "prompt": Path(f"prompts/{component}.yaml"),
+            "calibrated": Path(f"prompts/{component}.calibrated.yaml")}
+
+
+EPILOG = """\
+examples:
+  python -m calibrator run --component grader                       # offline, embedded SmolLM2, budget light
+  python -m calibrator run --component grader --lm openai:gpt-4o-mini --optimizer mipro --budget medium
+  python -m calibrator run --component grader --lm openai-compatible:qwen2.5-7b@http://127.0.0.1:8000/v1
+  python -m calibrator eval --component grader --prompt prompts/grader.calibrated.yaml
+  python -m calibrator run --component extractor                    # calibrate the extractor the same way
+  python -m calibrator extract --logs sessions.jsonl --out samples.jsonl
+  python -m calibrator review reports/<run-id> -o review.xlsx        # disagreements + agreements, shuffled, to adjudicate blind
+  python -m calibrator goldset template --component grader -o new.xlsx
+  python -m calibrator goldset add new.xlsx --component grader      # also takes an adjudicated review.xlsx
+
+Every LM answer is cached under --cache-dir: re-running a finished command makes no LM calls, and a
+command killed half-way resumes from its last answer. API keys are read from OPENAI_API_KEY /
+ANTHROPIC_API_KEY only and never written anywhere.
+"""
+
+
+LOGS_EPILOG = """\
+log formats:
+  RealMedConv JSONL, one session per line:
+    {"session_id": "s1", "diagn": "...", "messages": [{"role": "user", "content": "..."}, {"role": "assistant", "content": "..."}]}
+  transcript JSONL or CSV, one message per line: dialogue_id, turn, speaker (patient/pharmacist/...), text
+
+A malformed session is reported with its line number and skipped; the others are processed.
+"""
+
+
+def build() -> argparse.ArgumentParser:
+    from calibrator.lm.spec import SPEC_HELP
+    from calibrator.optimize import BUDGETS
+
+    top = argparse.ArgumentParser(prog="python -m calibrator", description=DESCRIPTION, epilog=EPILOG,
+                                  formatter_class=argparse.RawDescriptionHelpFormatter)
+    commands = top.add_subparsers(dest="command", required=True, metavar="{run,eval,extract,review,goldset}")
+
+    def lm_flags(p: argparse.ArgumentParser) -> None:
+        p.add_argument("--lm", default="local", metavar="SPEC", help=SPEC_HELP)
+        p.add_argument("--seed", type=int, default=0, help="seed for splits' bootstrap, the optimizers and the LM sampler (default: 0)")
+        p.add_argument("--cache-dir", type=Path, default=Path(".cache"), help="LM call cache (default: .cache)")
+        p.add_argument("--no-progress", action="store_true", help="no progress bars (for logs and CI)")
+
+    def common(p: argparse.ArgumentParser) -> None:
+        p.add_argument("--component", choices=COMPONENT_NAMES, default="grader", help="which LLM component (default: grader)")
+        p.add_argument("--goldset", type=Path, help="gold set, .csv or .xlsx (default: goldsets/<component>.csv)")
+        p.add_argument("--out", type=Path, default=Path("reports"), help="where run folders go (default: reports)")
+        p.add_argument("--prices", type=Path, metavar="FILE",
+                       help="USD per 1M tokens for API models, YAML `model: {input: .., output: ..}`, on top of calibrator/lm/prices.py")
+        lm_flags(p)
+
+    run = commands.add_parser("run", help="calibrate: search prompts on train/val, judge on test, save the winner",
+                              description="Calibrate a component's prompt: score the baseline, search on train/val, judge the winner on the held-out test split, save it under prompts/ and write reports/<run-id>/.",
+                              epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
+    common(run)
+    run.add_argument("--optimizer", choices=("auto", "mipro", "gepa", "knn", "threshold"), default="auto",
+                     help="auto: the strategies the budget affords, best on val wins (default; from --budget light on, "
+                          "also each strategy + threshold where the component has an ordinal label); mipro: DSPy MIPROv2; "
+                          "gepa: DSPy GEPA with ordinal feedback; knn: demonstrations retrieved per input; threshold: read the "
+                          "label's probabilities from token log-probabilities and fit the rule that decides it (argmax, prior "
+                          "correction or cut points, chosen by cross-validation on train)")
+    run.add_argument("--budget", choices=list(BUDGETS), default="light",
+                     help="smoke: tiny, for tests; light: minutes on a laptop CPU (default); medium/heavy: more search")
+    run.add_argument("--prompt", type=Path, help="baseline prompt (default: prompts/<component>.yaml)")
+    run.add_argument("--proposer-lm", metavar="SPEC",
+                     help="LM that writes instruction candidates (mipro) and reflections (gepa); a stronger model than "
+                          "the one being calibrated usually proposes better prompts (default: the --lm model)")
+    run.add_argument("--save-prompt", type=Path, metavar="PATH",
+                     help="where the calibrated prompt goes (default: prompts/<component>.calibrated.yaml, except after a "
+                          "--budget smoke run or a `worse` verdict; naming a PATH saves it even then; the baseline is never overwritten)")
+
+    ev = commands.add_parser("eval", help="score one prompt on the gold rows it was not built from, no optimisation",
+                             description="Score one prompt (the baseline by default) on every row of a gold set except the rows "
+                                         "it carries as demonstrations or retrieval pool (counted and named). The headline is "
+                                         "the test split; a prompt calibrated on another version of the gold set is flagged "
+                                         "with the rows that changed since.",
+                             epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
+    common(ev)
+    ev.add_argument("--prompt", type=Path, help="prompt to score (default: prompts/<component>.yaml)")
+
+    ex = commands.add_parser("extract", help="segment expert logs and extract a (micro-goal, stop) target for every pharmacist run",
+                             description="Cut every session of an expert log into Learn-to-Ask samples (one per pharmacist run "
+                                         "after the patient has spoken: full history as context, the run and the rest as future) "
+                                         "and run the extractor on each. Killed half-way and started again, it continues where it "
+                                         "stopped; the output file appears only when complete.",
+                             epilog=LOGS_EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ex.add_argument("--logs", type=Path, required=True, help="RealMedConv JSONL, or a transcript .jsonl/.csv (dialogue_id, turn, speaker, text)")
+    ex.add_argument("--out", type=Path, required=True, help="samples JSONL to write (id, session_id, context, future, target_info, decision)")
+    ex.add_argument("--prompt", type=Path, help="extractor prompt (default: prompts/extractor.calibrated.yaml if present, else prompts/extractor.yaml)")
+    lm_flags(ex)
+
+    rv = commands.add_parser("review", help="export a run's disagreements and a sample of its agreements, shuffled, to adjudicate blind",
+                             description="Write every row of the run's predictions.csv (every split) where the prediction differs "
+                                         "from gold, plus a random sample of rows where it agrees (drawn from every split), "
+                                         "shuffled together, to a spreadsheet in the gold-set column contract with empty "
+                                         "adjudicated_label / adjudication_note columns. The run's columns (split, prediction, "
+                                         "error) come last: in an XLSX a column group collapsed by default, so the reviewer "
+                                         "labels blind; in a CSV plain last columns to hide. Rows keep their ids (so their "
+                                         "splits): fill in the wrong labels, leave the right ones empty, and bring the file "
+                                         "back with `goldset add`; an untouched row comes back unchanged.")
+    rv.add_argument("run_dir", type=Path, metavar="RUN_DIR", help="a run folder, e.g. reports/<run-id>")
+    rv.add_argument("-o", "--output", type=Path, default=Path("review.xlsx"), help="review.xlsx (default) or a .csv")
+    rv.add_argument("--agreements", type=int, metavar="N",
+                    help="how many agreeing rows to mix in (default: as many as the disagreements; 0: disagreements only)")
+    rv.add_argument("--seed", type=int, default=0, help="seed of the agreement sample and the shuffle (default: 0)")
+    rv.add_argument("--goldset", type=Path, metavar="PATH",
+                    help="the gold set the rows are read from, so notes and annotator columns round-trip "
+                         "(default: the gold set recorded in the run's run.json)")
+
+    gs = commands.add_parser("goldset", help="make, add to, check and describe gold sets as spreadsheets",
+                             description="Gold sets are spreadsheets people fill in: get a template, add the filled file, "
+                                         "check a file, describe the gold set, or list labels worth a second look.")
+    tasks = gs.add_subparsers(dest="task", required=True, metavar="{template,add,validate,stats,audit}")
+    component = {"choices": COMPONENT_NAMES, "default": "grader", "help": "which component's gold set (default: grader)"}
+    t = tasks.add_parser("template", help="write an .xlsx template: data sheet with dropdowns, instructions sheet with the rubric")
+    t.add_argument("--component", **component)
+    t.add_argument("-o", "--output", type=Path, required=True, help="the .xlsx to write")
+    a = tasks.add_parser("add", help="validate a filled spreadsheet and merge it into goldsets/<component>.csv",
+                         description="Validate every row of FILE (.xlsx: every sheet with the contract's header, or --sheet; or .csv). "
+                                     "If any row is bad, nothing is written and every problem is listed. Otherwise new rows are "
+                                     "appended, rows with a known id and changed labels are updated (this is how an adjudicated "
+                                     "review.xlsx comes back), rows already present are skipped, and the previous file is kept "
+                                     "as <name>.csv.bak.")
+    a.add_argument("file", type=Path, metavar="FILE")
+    a.add_argument("--component", **component)
+    a.add_argument("--sheet", help="read only this sheet of an .xlsx")
+    a.add_argument("--goldset", type=Path, help="the gold set to add to (default: goldsets/<component>.csv)")
+    a.add_argument("--dry-run", action="store_true", help="report what would change, write nothing")
+    v = tasks.add_parser("validate", help="check a file against the contract and describe it, write nothing")
+    v.add_argument("file", type=Path, metavar="FILE")
+    v.add_argument("--component", **component)
+    v.add_argument("--sheet", help="read only this sheet of an .xlsx")
+    st = tasks.add_parser("stats", help="labels, splits, duplicates, annotator agreement of a gold set")
+    st.add_argument("--component", **component)
+    st.add_argument("--goldset", type=Path, help="default: goldsets/<component>.csv")
+    au = tasks.add_parser("audit", help="gold rows that baseline and calibrated prompts both contradict, across runs",
+                          description="List gold rows where both the baseline and the calibrated prompt disagree with the gold "
+                                      "label, ranked by in how many of the given runs (e.g. several seeds) that happens and by how "
+                                      "much. Nothing is changed: these are candidates for a human to re-check.")
+    au.add_argument("--component", **component)
+    au.add_argument("--run", type=Path, action="append", required=True, metavar="RUN_DIR", help="a run folder; repeat for several seeds")
+    au.add_argument("--top", type=int, default=20, help="how many to list (default: 20)")
+    return top
+
+
