@@ -6,17 +6,13 @@ import csv
 from pathlib import Path
 
 from calibrator.components import Component, Disagreement
+from calibrator.sheets import uncell
 
 
 def read_predictions(path: Path) -> list[dict[str, str]]:
+    """predictions.csv as written, with the quote that guards formula-looking cells taken off again."""
     with open(path, newline="", encoding="utf-8") as f:
-        return [{k: untext(v) for k, v in row.items()} for row in csv.DictReader(f)]
-
-
-def untext(value: str | None) -> str:
-    """predictions.csv guards cells that would start a formula with a leading quote; give back the real text."""
-    value = value or ""
-    return value[1:] if value[:1] == "'" and value[1:2] in ("=", "+", "-", "@") else value
+        return [{k: uncell(v or "") for k, v in row.items()} for row in csv.DictReader(f)]
 
 
 def disagreements(component: Component, rows: list[dict[str, str]], side: str, splits: tuple[str, ...] | None = None) -> list[Disagreement]:

@@ -39,7 +39,7 @@ def server():
 
 
 @pytest.mark.parametrize(("component", "optimizer"), [(c, o) for c in ("grader", "extractor", "stop") for o in ("auto", "knn", "mipro", "gepa")]
-                         + [("grader", "threshold")])  # the extractor has no ordinal label: tests/test_judge_floor.py checks the refusal
+                         + [("grader", "threshold")])  # only the grader has an ordinal label: tests/test_judge_floor.py checks the refusal
 @pytest.mark.parametrize("budget", list(BUDGETS))
 def test_every_budget_optimizer_and_component_finishes(tmp_path, server, budget, optimizer, component, capsys):
     before = server.requests

@@ -1,5 +1,5 @@
-"""The command line's shape: the components it knows by name (so `--help` never imports them), their default files,
-the examples, and the argparse tree of `run`, `eval`, `extract`, `review` and `goldset`."""
+"""The command line's shape: the components' default files, the examples `--help` shows, and the argparse tree of `run`,
+`eval`, `extract`, `review` and `goldset` (component choices come from the registry, components/__init__.py)."""
 
 import argparse
 from pathlib import Path
@@ -7,7 +7,6 @@ from pathlib import Path
 DESCRIPTION = ("calibrate a component's prompt against a gold set, score a prompt as it is, or extract training targets "
                "from expert logs")
 
-COMPONENT_NAMES = ("extractor", "grader", "stop")  # the registry (components/__init__.py) by name: --help stays fast
 
 
 def default_paths(component: str) -> dict[str, Path]:
@@ -44,6 +43,7 @@ A malformed session is reported with its line number and skipped; the others are
 
 
 def build() -> argparse.ArgumentParser:
+    from calibrator.components import COMPONENTS, DEFAULT_COMPONENT
     from calibrator.lm.spec import SPEC_HELP
     from calibrator.optimize import BUDGETS
 
@@ -58,7 +58,8 @@ def build() -> argparse.ArgumentParser:
         p.add_argument("--no-progress", action="store_true", help="no progress bars (for logs and CI)")
 
     def common(p: argparse.ArgumentParser) -> None:
-        p.add_argument("--component", choices=COMPONENT_NAMES, default="grader", help="which LLM component (default: grader)")
+        p.add_argument("--component", choices=sorted(COMPONENTS), default=DEFAULT_COMPONENT,
+                       help=f"which LLM component (default: {DEFAULT_COMPONENT})")
         p.add_argument("--goldset", type=Path, help="gold set, .csv or .xlsx (default: goldsets/<component>.csv)")
         p.add_argument("--out", type=Path, default=Path("reports"), help="where run folders go (default: reports)")
         p.add_argument("--prices", type=Path, metavar="FILE",
@@ -127,7 +128,7 @@ def build() -> argparse.ArgumentParser:
                              description="Gold sets are spreadsheets people fill in: get a template, add the filled file, "
                                          "check a file, describe the gold set, or list labels worth a second look.")
     tasks = gs.add_subparsers(dest="task", required=True, metavar="{template,add,validate,stats,audit}")
-    component = {"choices": COMPONENT_NAMES, "default": "grader", "help": "which component's gold set (default: grader)"}
+    component = {"choices": sorted(COMPONENTS), "default": DEFAULT_COMPONENT, "help": f"which component's gold set (default: {DEFAULT_COMPONENT})"}
     t = tasks.add_parser("template", help="write an .xlsx template: data sheet with dropdowns, instructions sheet with the rubric")
     t.add_argument("--component", **component)
     t.add_argument("-o", "--output", type=Path, required=True, help="the .xlsx to write")

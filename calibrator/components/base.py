@@ -44,6 +44,10 @@ DIALOGUE_CELL = ("one turn per line inside the cell (Alt+Enter in Excel, Ctrl+En
 ITEMS_CELL = "`field: value` items separated by `;`, e.g. `duration: three days; allergies: none`"
 
 
+class Strong(str):
+    """Text a report note shows in bold."""
+
+
 class TemplateColumn(BaseModel):
     """One column of a gold-set template's `data` sheet."""
 
@@ -104,6 +108,7 @@ class Component(ABC):
     # beside n, and the label the confusion matrix crosses: its predictions.csv suffix ('' = the main label) and values.
     report_metrics: ClassVar[tuple[tuple[str, str], ...]]
     report_counts: ClassVar[tuple[tuple[str, str], ...]] = ()
+    report_caption: ClassVar[str] = ""  # what the metrics table's own columns mean, under its caption
     confusion_column: ClassVar[str] = ""
     confusion_labels: ClassVar[tuple[str, ...]]
 
@@ -118,8 +123,9 @@ class Component(ABC):
         """A predictions.csv cell of the confused label as one of `confusion_labels`."""
         return cell
 
-    def report_note(self, record: dict[str, Any]) -> dict[str, Any] | None:
-        """Anything component-specific the report states under the metrics (None: nothing)."""
+    def report_note(self, record: dict[str, Any]) -> list[str | tuple[str, float | None]] | None:
+        """A paragraph the report shows under the metrics, as text pieces (`Strong` for bold) and (run.json path, value) figures,
+        which the page carries with their path like every other number (None: nothing to say)."""
         return None
 
     # An ordinal output whose label can be read as a distribution and decided by a fitted rule (the threshold

@@ -18,11 +18,11 @@ from pydantic import BaseModel, ValidationError
 from tqdm import tqdm
 
 from calibrator.components.extractor import EXTRACTOR
-
-COMPONENT = EXTRACTOR  # what `extract` runs over the logs
 from calibrator.lm.spec import LMSpec
 from calibrator.logs import Decision, Message, Sample, render
 from calibrator.prompt import PromptFile, write_atomic
+
+COMPONENT = EXTRACTOR  # what `extract` runs over the logs
 
 
 class TrainingSample(BaseModel):

@@ -51,7 +51,7 @@ class ScoreCuts(Floor):
         return [self.make(row, label_by_cuts(float(s), self.cuts, self.labels)) for row, s in zip(rows, self.score(rows))]
 
     def describe(self) -> str:
-        return f"{self.what}, cut at {', '.join(f'{c:.3f}' for c in self.cuts)} (fitted on train)"
+        return f"{self.what}, cut at {', '.join(f'{c:.3f}' for c in self.cuts)} (fitted on train; above a cut, the next label)"
 
 
 class NeighbourVote(Floor):

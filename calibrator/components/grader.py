@@ -16,7 +16,7 @@ from typing import Any, Literal
 import dspy
 from pydantic import BaseModel, field_validator
 
-from calibrator.components.base import (DIALOGUE_CELL, ITEMS_CELL, Component, Disagreement, Floor, Neighbours, Prediction,
+from calibrator.components.base import (DIALOGUE_CELL, ITEMS_CELL, Component, Disagreement, Floor, Neighbours, Prediction, Strong,
                                         TemplateColumn, TemplateSheet)
 from calibrator.components.extractor import DEFAULT_FIELDS, FIELD_HINTS
 from calibrator.components.floors import NeighbourVote, ScoreCuts, target_similarity
@@ -257,6 +257,8 @@ class Grader(Component):
     report_metrics = (("accuracy", "accuracy"), ("qwk", "qwk"), ("mae", "MAE"), ("format_accuracy", "format, LM"),
                       ("format_rule_accuracy", "format, rule"))
     report_counts = (("format_n", "format rows"),)
+    report_caption = ("Format: exact agreement with the gold format_score over the rows that have one (format rows), for the LM's "
+                      "answer (an unparsed answer counts as wrong) and for the question-count rule, which needs no LM")
     confusion_labels = ("0", "0.5", "1")
     review_columns = {"content_score": "", "format_score": "format"}
     adjudication_choices = ("0", "0.5", "1")
@@ -266,16 +268,18 @@ class Grader(Component):
     def confusion_label(self, cell: str) -> str:
         return f"{float(cell):g}"
 
-    def report_note(self, record: dict[str, Any]) -> dict[str, Any] | None:
+    def report_note(self, record: dict[str, Any]) -> list[str | tuple[str, float | None]] | None:
         """Where the trainer will take its format term from, decided by the same function on the val figures the calibration
-        record keeps; figures as (run.json path, value)."""
+        record keeps."""
         if not (record.get("calibrated") or {}).get("val"):
             return None
         choice = choose_format_source(record["calibrated"]["val"])
+        start = ["The trainer takes its format term from the ", Strong("question-count rule" if choice.source == "rule" else "LM"), ": "]
         if choice.lm_val_accuracy is None or choice.rule_val_accuracy is None:
-            return {"format_source": choice.source, "lm": None, "rule": None}  # no gold format_score on val
-        return {"format_source": choice.source, "lm": ("calibrated.val.format_accuracy", choice.lm_val_accuracy),
-                "rule": ("calibrated.val.format_rule_accuracy", choice.rule_val_accuracy)}
+            return [*start, "no val row has a gold format_score, and the rule agrees with every shipped one."]
+        return [*start, "chosen by format agreement on val (rule ", ("calibrated.val.format_rule_accuracy", choice.rule_val_accuracy),
+                ", LM ", ("calibrated.val.format_accuracy", choice.lm_val_accuracy),
+                "; a tie goes to the rule, which is deterministic and free), never on test."]
 
     def inputs_of(self, row: GraderRow, *, demo: bool = False) -> dict[str, Any]:
         context = "\n".join(row.context.split("\n")[-DEMO_CONTEXT_TURNS:]) if demo else row.context

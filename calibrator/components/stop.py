@@ -9,7 +9,6 @@ Metrics: accuracy and Cohen's kappa, each with a 95% bootstrap interval. With tw
 is Cohen's kappa exactly, so the ordinal machinery of calibrator/metrics.py scores it (continue = 0, stop = 1).
 """
 
-import re
 from typing import Any, Literal
 
 import dspy
@@ -17,6 +16,7 @@ from pydantic import BaseModel, field_validator
 
 from calibrator.components.base import DIALOGUE_CELL, Component, Disagreement, Floor, Neighbours, Prediction, TemplateColumn, TemplateSheet
 from calibrator.components.floors import NeighbourVote, ScoreCuts
+from calibrator.components.grader import count_questions
 from calibrator.goldset import GoldRow, dialogue_lines
 from calibrator.items import normalise as normalise_text
 from calibrator.metrics import Interval, PairedComparison, paired_bootstrap, quadratic_weighted_kappa, score_ordinal
@@ -24,8 +24,7 @@ from calibrator.metrics import Interval, PairedComparison, paired_bootstrap, qua
 Decision = Literal["continue", "stop"]
 VALUE = {"continue": 0.0, "stop": 1.0}  # kappa over two labels needs them as numbers
 DECISION = {v: k for k, v in VALUE.items()}
-CONTEXT_LINES = 12  # the recent consultation: what has been asked and answered
-DEMO_CONTEXT_LINES = 6
+DEMO_CONTEXT_LINES = 8  # a demonstration keeps its last turns; the judged context is shown whole (the decision rests on all of it)
 
 
 class StopRow(GoldRow):
@@ -97,8 +96,8 @@ def _value(decision: str | None) -> float | None:
 
 
 def pharmacist_questions(context: str) -> int:
-    """Questions the pharmacist has asked so far: runs of `?` in pharmacist lines."""
-    return sum(len(re.findall(r"\?+", line)) for line in context.split("\n") if line.lower().startswith("pharmacist:"))
+    """Questions the pharmacist has asked so far, counted in their lines as the grader's format rule counts them."""
+    return sum(count_questions(line) for line in context.split("\n") if line.lower().startswith("pharmacist:"))
 
 
 def _floor_prediction(row: StopRow, value: float) -> StopPrediction:
@@ -149,8 +148,7 @@ class StopJudge(Component):
     template = TEMPLATE
 
     def inputs_of(self, row: Any, *, demo: bool = False) -> dict[str, Any]:
-        keep = DEMO_CONTEXT_LINES if demo else CONTEXT_LINES
-        return {"context": "\n".join(row.context.split("\n")[-keep:])}
+        return {"context": "\n".join(row.context.split("\n")[-DEMO_CONTEXT_LINES:]) if demo else row.context}
 
     def gold_of(self, row: StopRow) -> dict[str, Any]:
         return {"decision": row.decision}

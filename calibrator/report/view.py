@@ -14,6 +14,7 @@ from pydantic import BaseModel
 
 from calibrator import disagreements as core_disagreements
 from calibrator.components import COMPONENTS, Component, Disagreement
+from calibrator.components.base import Strong
 from calibrator.record import judged_side
 
 MIN_TEST = 10
@@ -76,12 +77,13 @@ def floor_banner(record: dict[str, Any]) -> str | None:
             f"model below this floor.")
 
 
-def component_note(record: dict[str, Any], component: Component) -> dict[str, Any] | None:
-    """The component's own note under the metrics, its (path, value) figures as Numbers the page can carry."""
+def component_note(record: dict[str, Any], component: Component) -> list[dict[str, Any] | Number] | None:
+    """The component's paragraph under the metrics: text pieces (bold or not), and its (path, value) figures as Numbers the
+    page carries with their path."""
     note = component.report_note(record)
     if note is None:
         return None
-    return {k: Number(path=v[0], value=v[1]) if isinstance(v, tuple) else v for k, v in note.items()}
+    return [{"text": str(p), "strong": isinstance(p, Strong)} if isinstance(p, str) else Number(path=p[0], value=p[1]) for p in note]
 
 
 def focus_split(record: dict[str, Any]) -> str:
