@@ -48,6 +48,14 @@ def dialogue_lines(value: Any, column: str) -> list[str]:
     return lines
 
 
+def patient_context(value: Any, why: str) -> str:
+    """A `context` cell: dialogue lines with at least one `patient:` line (`why` says why one is needed)."""
+    lines = dialogue_lines(value, "context")
+    if not any(line.lower().startswith("patient:") for line in lines):
+        raise ValueError(f"context has no `patient:` line: {why}")
+    return "\n".join(lines)
+
+
 def target_items(value: Any) -> list[str]:
     """`field: value` items separated by `;` (or already a list), normalised to `field: value`."""
     items = value if isinstance(value, list) else [item.strip() for item in str(value or "").split(";") if item.strip()]

@@ -22,6 +22,17 @@ from calibrator.prompt import PromptFile
 Neighbours = list[list[tuple[int, float]]]  # per train row: (other row index, cosine similarity), nearest last
 
 
+def neighbour_votes(gold: list[Any], neighbours: Neighbours) -> list[Any]:
+    """Each row's label by a similarity-weighted vote of its neighbours' gold labels (knn's leave-one-out proxy)."""
+    votes = []
+    for near in neighbours:
+        weight: dict[Any, float] = {}
+        for j, similarity in near:
+            weight[gold[j]] = weight.get(gold[j], 0.0) + similarity
+        votes.append(max(weight, key=weight.get))
+    return votes
+
+
 class Prediction(BaseModel):
     error: str | None = None
     label_probs: list[float] | None = None  # the ordinal label's distribution, when the prompt reads one

@@ -19,7 +19,7 @@ from pydantic_core import core_schema
 from calibrator.components.base import (DIALOGUE_CELL, ITEMS_CELL, Component, Disagreement, Floor, Neighbours, Prediction,
                                         TemplateColumn, TemplateSheet)
 from calibrator.components.floors import LexicalFields
-from calibrator.goldset import GoldRow, dialogue_lines, target_items
+from calibrator.goldset import GoldRow, dialogue_lines, patient_context, target_items
 from calibrator.items import ItemScores, item_f1, match_items, paired_items, score_items, split_item
 from calibrator.items import normalise as normalise_text
 from calibrator.metrics import PairedComparison
@@ -87,10 +87,7 @@ class ExtractorRow(GoldRow):
     @field_validator("context", mode="before")
     @classmethod
     def _context(cls, value: Any) -> str:
-        lines = dialogue_lines(value, "context")
-        if not any(line.lower().startswith("patient:") for line in lines):
-            raise ValueError("context has no `patient:` line: a sample starts after the patient has spoken")
-        return "\n".join(lines)
+        return patient_context(value, "a sample starts after the patient has spoken")
 
     @field_validator("future", mode="before")
     @classmethod

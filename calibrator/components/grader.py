@@ -17,6 +17,7 @@ import dspy
 from pydantic import BaseModel, field_validator
 
 from calibrator.components.base import (DIALOGUE_CELL, ITEMS_CELL, Component, Disagreement, Floor, Neighbours, Prediction, Strong,
+                                        neighbour_votes,
                                         TemplateColumn, TemplateSheet)
 from calibrator.components.extractor import DEFAULT_FIELDS, FIELD_HINTS
 from calibrator.components.floors import NeighbourVote, ScoreCuts, target_similarity
@@ -338,13 +339,7 @@ class Grader(Component):
     def loo_score(self, rows: list[GraderRow], neighbours: Neighbours) -> float:
         """qwk of a similarity-weighted vote of the neighbours' content scores."""
         gold = [r.content_score for r in rows]
-        votes = []
-        for near in neighbours:
-            weight: dict[float, float] = {}
-            for j, similarity in near:
-                weight[gold[j]] = weight.get(gold[j], 0.0) + similarity
-            votes.append(max(weight, key=weight.get))
-        return quadratic_weighted_kappa(gold, votes)
+        return quadratic_weighted_kappa(gold, neighbour_votes(gold, neighbours))
 
     def csv_values(self, item: GraderRow | GraderPrediction) -> dict[str, str]:
         return {"": _cell(item.content_score), "format": _cell(item.format_score)}

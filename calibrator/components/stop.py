@@ -14,10 +14,11 @@ from typing import Any, Literal
 import dspy
 from pydantic import BaseModel, field_validator
 
-from calibrator.components.base import DIALOGUE_CELL, Component, Disagreement, Floor, Neighbours, Prediction, TemplateColumn, TemplateSheet
+from calibrator.components.base import (DIALOGUE_CELL, Component, Disagreement, Floor, Neighbours, Prediction, TemplateColumn,
+                                        TemplateSheet, neighbour_votes)
 from calibrator.components.floors import NeighbourVote, ScoreCuts
 from calibrator.components.grader import count_questions
-from calibrator.goldset import GoldRow, dialogue_lines
+from calibrator.goldset import GoldRow, patient_context
 from calibrator.items import normalise as normalise_text
 from calibrator.metrics import Interval, PairedComparison, paired_bootstrap, quadratic_weighted_kappa, score_ordinal
 
@@ -41,10 +42,7 @@ class StopRow(GoldRow):
     @field_validator("context", mode="before")
     @classmethod
     def _context(cls, value: Any) -> str:
-        lines = dialogue_lines(value, "context")
-        if not any(line.lower().startswith("patient:") for line in lines):
-            raise ValueError("context has no `patient:` line: there is nothing to decide on before the patient has spoken")
-        return "\n".join(lines)
+        return patient_context(value, "there is nothing to decide on before the patient has spoken")
 
     @field_validator("decision", mode="before")
     @classmethod
@@ -191,13 +189,7 @@ class StopJudge(Component):
     def loo_score(self, rows: list[StopRow], neighbours: Neighbours) -> float:
         """Cohen's kappa of a similarity-weighted vote of the neighbours' decisions."""
         gold = [VALUE[r.decision] for r in rows]
-        votes = []
-        for near in neighbours:
-            weight: dict[float, float] = {}
-            for j, similarity in near:
-                weight[gold[j]] = weight.get(gold[j], 0.0) + similarity
-            votes.append(max(weight, key=weight.get))
-        return quadratic_weighted_kappa(gold, votes, (0.0, 1.0))
+        return quadratic_weighted_kappa(gold, neighbour_votes(gold, neighbours), (0.0, 1.0))
 
     def csv_values(self, item: StopRow | StopPrediction) -> dict[str, str]:
         return {"": item.decision or ""}
