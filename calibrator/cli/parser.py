@@ -59,7 +59,8 @@ def build() -> argparse.ArgumentParser:
 
     def common(p: argparse.ArgumentParser) -> None:
         p.add_argument("--component", choices=sorted(COMPONENTS), default=DEFAULT_COMPONENT,
-                       help=f"which LLM component (default: {DEFAULT_COMPONENT})")
+                       help=f"which LLM component (default: {DEFAULT_COMPONENT}): "
+                            + "; ".join(f"{name}: {c.help_line}" for name, c in sorted(COMPONENTS.items())))
         p.add_argument("--goldset", type=Path, help="gold set, .csv or .xlsx (default: goldsets/<component>.csv)")
         p.add_argument("--out", type=Path, default=Path("reports"), help="where run folders go (default: reports)")
         p.add_argument("--prices", type=Path, metavar="FILE",

@@ -109,6 +109,8 @@ class Floor(ABC):
 
 class Component(ABC):
     name: ClassVar[str]
+    help_line: ClassVar[str]  # one line for `--component` in --help
+    label_kind: ClassVar[Literal["ordinal", "categorical", "items"]]  # what its label is; the report's header says it
     row_model: ClassVar[type[GoldRow]]
     signature: ClassVar[type[dspy.Signature]]
     selection_metric: ClassVar[str]  # compared on val to pick a winner, and paired on test for the verdict

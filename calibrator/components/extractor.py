@@ -217,6 +217,8 @@ TEMPLATE = TemplateSheet(
 
 class Extractor(Component):
     name = "extractor"
+    help_line = "names what the expert asked next, and whether they stopped, from a dialogue's observed future"
+    label_kind = "items"
     row_model = ExtractorRow
     signature = ExtractTarget
     selection_metric = "item_f1"

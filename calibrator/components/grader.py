@@ -247,6 +247,8 @@ TEMPLATE = TemplateSheet(
 
 class Grader(Component):
     name = "grader"
+    help_line = "scores a candidate question against what the expert asked next (content 0 / 0.5 / 1, format)"
+    label_kind = "ordinal"
     row_model = GraderRow
     signature = GradeTurn
     selection_metric = "qwk"

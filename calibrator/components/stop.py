@@ -132,6 +132,8 @@ TEMPLATE = TemplateSheet(
 
 class StopJudge(Component):
     name = "stop"
+    help_line = "decides from the consultation so far whether the expert knows enough to recommend (continue / stop)"
+    label_kind = "categorical"
     row_model = StopRow
     signature = JudgeStop
     selection_metric = "kappa"

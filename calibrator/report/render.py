@@ -36,7 +36,7 @@ def render_run(record: dict[str, Any], rows: list[dict[str, str]]) -> str:
         verdict_class={"worse": "worse", "improved": ""}.get(verdict, "flat" if record["kind"] == "run" else ""),
         metric_titles=[t for _, t in component.report_metrics], metric_rows=metric_rows, pf=pf,
         count_titles=[t for _, t in component.report_counts], counts=counts, note=view.component_note(record, component),
-        caption=component.report_caption,
+        caption=component.report_caption, label_kind=component.label_kind,
         human=view.Number(path="goldset.human_qwk", value=record["goldset"].get("human_qwk")),
         focus="the test split",
         confusions=[(floor_label if s == "floor" else s, *view.confusion(focus, component, s)) for s in view.prediction_sides(record, rows)],
