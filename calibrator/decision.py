@@ -69,9 +69,7 @@ def label_distribution(logprobs: Any, field: str, tokens: Mapping[str, float]) -
 
 
 def _renormalise(token: Any, tokens: Mapping[str, float]) -> list[float] | None:
-    top = _get(token, "top") or _get(token, "top_logprobs") or []
-    pairs = [(str(_get(a, "token")) if not isinstance(a, (tuple, list)) else str(a[0]),
-              float(_get(a, "logprob")) if not isinstance(a, (tuple, list)) else float(a[1])) for a in top]
+    pairs = [(str(_get(a, "token")), float(_get(a, "logprob"))) for a in _get(token, "top_logprobs") or []]
     if not pairs:
         return None
     mass = {t: 0.0 for t in tokens}

@@ -5,7 +5,7 @@ A prompt's agreement means little on its own: qwk 0.16 is a success if nothing m
 if a few lines of embedding arithmetic reach 0.4. The floor tells a bad prompt from a model below any useful floor.
 """
 
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel
 
@@ -14,6 +14,18 @@ from calibrator.goldset import GoldRow
 from calibrator.metrics import Interval, PairedComparison
 
 FLOOR_ADVICE = "use a stronger --lm, add gold rows, or check the label balance"
+Standing = Literal["beats", "below", "does not beat", "level"]
+
+
+def standing(comparison: PairedComparison) -> Standing:
+    """Where the judged prompt stands against the floor on test: the paired verdict, and the sign of the gap when there is
+    no significant difference (a prompt below the floor's point estimate does not beat it). The sentence, the report's
+    banner and the run index all say this one thing."""
+    if comparison.verdict == "improved":
+        return "beats"
+    if comparison.verdict == "worse":
+        return "below"
+    return "does not beat" if comparison.delta < 0 else "level"
 
 
 class FloorRecord(BaseModel):
@@ -74,10 +86,7 @@ def floor_sentence(comparison: PairedComparison | None, name: str, test: dict[st
     if comparison.verdict == "too few examples":
         return f"too few test rows to compare {subject} with {floor}"
     gap = _delta(comparison.delta_ci, comparison.delta)
-    if comparison.verdict == "improved":
-        return f"{subject} beats {floor}, {gap}"
-    if comparison.verdict == "worse":
-        return f"{subject} is below {floor}, {gap}: {FLOOR_ADVICE}"
-    if comparison.delta < 0:
-        return f"{subject} does not beat {floor}, {gap}: the LM adds nothing measurable over it; {FLOOR_ADVICE}"
-    return f"{subject} is level with {floor}, {gap}: no significant difference"
+    return {"beats": f"{subject} beats {floor}, {gap}",
+            "below": f"{subject} is below {floor}, {gap}: {FLOOR_ADVICE}",
+            "does not beat": f"{subject} does not beat {floor}, {gap}: the LM adds nothing measurable over it; {FLOOR_ADVICE}",
+            "level": f"{subject} is level with {floor}, {gap}: no significant difference"}[standing(comparison)]

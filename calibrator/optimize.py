@@ -23,6 +23,7 @@ import numpy as np
 from pydantic import BaseModel
 
 from calibrator.components import Component
+from calibrator.components.base import nearest
 from calibrator.components.retrieval import retrieval_text
 from calibrator.decision import fit_rule
 from calibrator.embedder import EMBEDDER_NAME, encode
@@ -113,8 +114,7 @@ def choose_retrieval(component: Component, train: list[GoldRow], ks: tuple[int, 
         similarity = vectors @ vectors.T
         np.fill_diagonal(similarity, -np.inf)
         for k in ks:
-            neighbours = [[(int(j), float(similarity[i, j])) for j in np.argsort(similarity[i])[-k:]] for i in range(len(train))]
-            score = component.loo_score(train, neighbours)
+            score = component.loo_score(train, nearest(similarity, k))
             trials.append(Trial(strategy="knn", trial=len(trials) + 1, metric="loo", score=score, kind="train-loo",
                                 detail=f"fields={'+'.join(keys)} k={k}"))
             if best is None or score > best[0]:

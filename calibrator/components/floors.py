@@ -12,7 +12,7 @@ from typing import Any
 
 import numpy as np
 
-from calibrator.components.base import Floor, Prediction
+from calibrator.components.base import Floor, Prediction, nearest, neighbour_votes
 from calibrator.decision import fit_cuts, label_by_cuts
 from calibrator.goldset import GoldRow
 from calibrator.items import normalise
@@ -68,13 +68,7 @@ class NeighbourVote(Floor):
         self.gold: list[float] = []
 
     def _vote(self, similarity: np.ndarray, k: int) -> list[float]:
-        votes = []
-        for sims in similarity:
-            weight: dict[float, float] = {}
-            for j in np.argsort(sims)[-k:]:
-                weight[self.gold[j]] = weight.get(self.gold[j], 0.0) + float(sims[j])
-            votes.append(max(weight, key=weight.get))
-        return votes
+        return neighbour_votes(self.gold, nearest(similarity, k))
 
     def _fit(self, rows: list[GoldRow]) -> None:
         self.vectors = _encode([self.text(r) for r in rows])
@@ -118,15 +112,15 @@ class LexicalFields(Floor):
 
     @staticmethod
     def run_and_reply(future: str) -> tuple[str, str | None]:
-        lines = future.split("\n")
-        run = [line.split(":", 1)[-1] for line in lines if line.lower().startswith("pharmacist:")]
-        replies = [line.split(":", 1)[-1].strip() for line in lines if line.lower().startswith("patient:")]
-        expert = []
-        for line in lines:  # the expert's run: pharmacist lines before the first patient line
-            if line.lower().startswith("patient:"):
+        """The expert's run (the pharmacist lines a future starts with) and the patient's reply after it, if any."""
+        run, reply = [], None
+        for line in future.split("\n"):
+            speaker, _, text = line.partition(":")
+            if speaker.strip().lower() == "patient":
+                reply = text.strip()
                 break
-            expert.append(line.split(":", 1)[-1])
-        return " ".join(expert or run), (replies[0] if replies else None)
+            run.append(text)
+        return " ".join(run), reply
 
     def _fit(self, rows: list[GoldRow]) -> None:
         with_field: Counter[tuple[str, str]] = Counter()

@@ -9,8 +9,11 @@ from typing import Any
 from jinja2 import Environment, PackageLoader, StrictUndefined, select_autoescape
 
 from calibrator.components import COMPONENTS
+from calibrator.disagreements import read_predictions
+from calibrator.floor import standing
+from calibrator.metrics import PairedComparison
 from calibrator.prompt import write_atomic
-from calibrator.record import RunRecord
+from calibrator.record import RunRecord, judged_side
 from calibrator.report import view
 
 _env = Environment(loader=PackageLoader("calibrator.report", "templates"), autoescape=select_autoescape(default=True),
@@ -19,7 +22,7 @@ _env.filters["num"] = lambda v, digits=2: "–" if v is None else f"{v:.{digits}
 
 
 def render_run(record: dict[str, Any], rows: list[dict[str, str]]) -> str:
-    component, side = COMPONENTS[record["component"]], view.predicted_side(record)
+    component, side = COMPONENTS[record["component"]], judged_side(record)
     sides = [s for s in ("baseline", "calibrated") if record.get(s)]
     focus = view.focus_rows(record, rows)
     score_rows = view.score_rows(record)
@@ -50,7 +53,7 @@ def render_run(record: dict[str, Any], rows: list[dict[str, str]]) -> str:
 def write_report(run_dir: Path) -> Path:
     """(Re)write `run_dir/index.html` from the folder's run.json and predictions.csv."""
     record = RunRecord.model_validate_json((run_dir / "run.json").read_text(encoding="utf-8")).model_dump(mode="json")
-    rows = view.read_predictions(run_dir / "predictions.csv")
+    rows = read_predictions(run_dir / "predictions.csv")
     target = run_dir / "index.html"
     write_atomic(target, render_run(record, rows))
     return target
@@ -61,12 +64,14 @@ def headline(record: dict[str, Any]) -> dict[str, Any]:
     floor's beside it."""
     metric = COMPONENTS[record["component"]].selection_metric
     split = view.focus_split(record)
-    scores = record[view.predicted_side(record)].get(split)
+    scores = record[judged_side(record)].get(split)
     floor = ((record.get("floors") or {}).get(record.get("floor") or "") or {}).get("scores", {}).get(split)
-    floor_value = floor[metric] if floor else None
+    comparison = record.get("floor_comparison")
+    floor_figures = {"floor": floor[metric] if floor else None,
+                     "floor_standing": standing(PairedComparison(**comparison)) if comparison else None}
     if scores is None:
-        return {"metric": metric, "value": None, "ci": [None, None], "n": 0, "floor": floor_value}
-    return {"metric": metric, "value": scores[metric], "ci": scores[f"{metric}_ci"], "n": scores["n"], "floor": floor_value}
+        return {"metric": metric, "value": None, "ci": [None, None], "n": 0, **floor_figures}
+    return {"metric": metric, "value": scores[metric], "ci": scores[f"{metric}_ci"], "n": scores["n"], **floor_figures}
 
 
 def write_index(out: Path) -> Path:

@@ -7,7 +7,6 @@ Confusion counts are recomputed from predictions.csv, not copied, so the two fil
 
 import difflib
 import re
-from pathlib import Path
 from typing import Any
 
 from pydantic import BaseModel
@@ -15,6 +14,8 @@ from pydantic import BaseModel
 from calibrator import disagreements as core_disagreements
 from calibrator.components import COMPONENTS, Component, Disagreement
 from calibrator.components.base import Strong
+from calibrator.floor import standing
+from calibrator.metrics import PairedComparison
 from calibrator.record import judged_side
 
 MIN_TEST = 10
@@ -24,10 +25,6 @@ MAX_PARSE_FAILURES = 0.05
 class Number(BaseModel):
     path: str
     value: float | None
-
-
-def read_predictions(path: Path) -> list[dict[str, str]]:
-    return core_disagreements.read_predictions(path)
 
 
 def get_path(data: Any, path: str) -> Any:
@@ -71,7 +68,7 @@ def counts(row: ScoreRow, component: Component) -> list[Number]:
 def floor_banner(record: dict[str, Any]) -> str | None:
     """When the judged prompt does no better than the model-free floor on test: say so, and what to do."""
     comparison = record.get("floor_comparison")
-    if not comparison or comparison["verdict"] == "too few examples" or comparison["delta"] >= 0 and comparison["verdict"] != "worse":
+    if not comparison or comparison["verdict"] == "too few examples" or standing(PairedComparison(**comparison)) not in ("below", "does not beat"):
         return None
     return (f"The LM does no better than a predictor with no LM at all: {record['floor_sentence']}. A better prompt cannot fix a "
             f"model below this floor.")
@@ -89,10 +86,6 @@ def component_note(record: dict[str, Any], component: Component) -> list[dict[st
 def focus_split(record: dict[str, Any]) -> str:
     """The held-out split a run or an eval is judged on: test, never all rows (train and val shaped the prompt)."""
     return "test"
-
-
-def predicted_side(record: dict[str, Any]) -> str:
-    return judged_side(record)
 
 
 def banners(record: dict[str, Any]) -> list[str]:
@@ -138,7 +131,7 @@ def focus_rows(record: dict[str, Any], rows: list[dict[str, str]]) -> list[dict[
 def disagreements(record: dict[str, Any], rows: list[dict[str, str]], side: str | None = None) -> list[Disagreement]:
     """The judged prompt's disagreements on the held-out split, largest error first (computed by the core)."""
     component = COMPONENTS[record["component"]]
-    return core_disagreements.disagreements(component, rows, side or predicted_side(record), splits=(focus_split(record),))
+    return core_disagreements.disagreements(component, rows, side or judged_side(record), splits=(focus_split(record),))
 
 
 def word_diff(before: str, after: str) -> list[tuple[str, str]]:
