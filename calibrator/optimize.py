@@ -129,7 +129,7 @@ def _prompt_of(component: Component, base: PromptFile, program: dspy.Module) -> 
 
 
 def run_mipro(component: Component, base: PromptFile, fit: list[GoldRow], dev: list[GoldRow], budget: Budget, seed: int,
-              proposer: dspy.LM) -> tuple[PromptFile, list[Trial]]:
+              proposer: dspy.LM, threads: int = 1) -> tuple[PromptFile, list[Trial]]:
     """MIPROv2 learns demo sets from `fit` and ranks (instruction, demo set) pairs on `dev`.
 
     Its shuffled demo sets draw a size in [1, max_bootstrapped_demos], so that must be at least 1 (at 0, any
@@ -137,7 +137,7 @@ def run_mipro(component: Component, base: PromptFile, fit: list[GoldRow], dev: l
     when the model's answer equals the gold label, so no demonstration teaches a wrong label."""
     optimizer = dspy.MIPROv2(metric=component.metric, prompt_model=proposer, auto=None, num_candidates=budget.mipro_candidates,
                              max_bootstrapped_demos=MIPRO_BOOTSTRAPPED_DEMOS, max_labeled_demos=budget.mipro_demos,
-                             metric_threshold=1.0, num_threads=1, seed=seed, verbose=False)
+                             metric_threshold=1.0, num_threads=threads, seed=seed, verbose=False)
     program = optimizer.compile(
         component.build_program(base), trainset=[component.to_example(r, demo=True) for r in fit],
         valset=[component.to_example(r) for r in dev],
@@ -154,10 +154,10 @@ def run_mipro(component: Component, base: PromptFile, fit: list[GoldRow], dev: l
 
 
 def run_gepa(component: Component, base: PromptFile, fit: list[GoldRow], dev: list[GoldRow], budget: Budget, seed: int,
-             proposer: dspy.LM) -> tuple[PromptFile, list[Trial]]:
+             proposer: dspy.LM, threads: int = 1) -> tuple[PromptFile, list[Trial]]:
     """GEPA reflects on minibatches of `fit` and keeps its Pareto front of candidates on `dev`."""
     optimizer = dspy.GEPA(metric=component.feedback, max_metric_calls=budget.gepa_metric_calls, reflection_lm=proposer,
-                          reflection_minibatch_size=3, num_threads=1, track_stats=True, seed=seed, use_merge=False)
+                          reflection_minibatch_size=3, num_threads=threads, track_stats=True, seed=seed, use_merge=False)
     program = optimizer.compile(component.build_program(base), trainset=[component.to_example(r) for r in fit],
                                 valset=[component.to_example(r) for r in dev])
     scores = program.detailed_results.val_aggregate_scores
@@ -218,11 +218,12 @@ def optimize(
     evaluate: Evaluate,
     val: list[GoldRow],
     baseline_val: Candidate,
+    threads: int = 1,
 ) -> Optimization:
     """Run the chosen strategies on train, score each on val, keep the best (the baseline can win).
 
     `proposer` writes MIPROv2's instruction candidates and GEPA's reflections; the graded calls use the
-    LM in the active dspy context."""
+    LM in the active dspy context; MIPROv2 and GEPA evaluate `threads` examples at once (`--concurrency`)."""
     strategies: tuple[Strategy, ...] = budget.auto if optimizer == "auto" else () if optimizer == "threshold" else (optimizer,)
     ordinal = component.ordinal_field is not None
     thresholds = ordinal and (optimizer == "threshold" or (optimizer == "auto" and budget.threshold))
@@ -241,9 +242,9 @@ def optimize(
             k, keys, found = choose_retrieval(component, train, budget.knn_ks)
             prompt = knn_prompt(component, base, train, k, keys)
         elif strategy == "mipro":
-            prompt, found = run_mipro(component, base, fit, dev, budget, seed, proposer)
+            prompt, found = run_mipro(component, base, fit, dev, budget, seed, proposer, threads)
         else:
-            prompt, found = run_gepa(component, base, fit, dev, budget, seed, proposer)
+            prompt, found = run_gepa(component, base, fit, dev, budget, seed, proposer, threads)
         candidate = val_candidate(component, strategy, prompt, val, evaluate)
         trials += found + [Trial(strategy=strategy, trial=len(found) + 1, metric=metric, score=candidate.val_score, kind="full")]
         candidates.append(candidate)

@@ -207,7 +207,7 @@ def _score(request: RunRequest, component: Component, goldset: GoldSet, base: Pr
     if request.kind == "eval":
         return _eval(request, component, goldset, base, lm, run_id, started)
     check_held_out(component, goldset, base, f"the baseline prompt {request.prompt_path}")
-    evaluate = evaluator(component, request.show_progress)
+    evaluate = evaluator(component, request.show_progress, lm)
     seed = request.seed
     metric = component.selection_metric
     budget = BUDGETS[request.budget]
@@ -217,7 +217,8 @@ def _score(request: RunRequest, component: Component, goldset: GoldSet, base: Pr
     base_val_scores = component.score(val, base_val, seed=seed)
     baseline_candidate = Candidate(strategy="baseline", prompt=base, metric=metric, val_score=getattr(base_val_scores, metric),
                                    val_secondary=getattr(base_val_scores, component.secondary_metric))
-    search = optimize(component, goldset, base, request.optimizer, budget, seed, proposer.lm, evaluate, val, baseline_candidate)
+    search = optimize(component, goldset, base, request.optimizer, budget, seed, proposer.lm, evaluate, val, baseline_candidate,
+                      threads=lm.concurrency)
     best = search.best.prompt
     check_held_out(component, goldset, best, f"the {search.winner} prompt")
     cal_val = evaluate(best, val, f"{search.winner} val")  # already scored during the search: no LM call
@@ -263,7 +264,7 @@ def _score(request: RunRequest, component: Component, goldset: GoldSet, base: Pr
 def _eval(request: RunRequest, component: Component, goldset: GoldSet, base: PromptFile, lm: LMHandle, run_id: str,
           started: float) -> tuple[RunRecord, None, str]:
     """Score one prompt on every row it was not built from; the headline is the test split."""
-    evaluate = evaluator(component, request.show_progress)
+    evaluate = evaluator(component, request.show_progress, lm)
     metric = component.selection_metric
     excluded = component.rows_in_prompt(base, goldset.rows)
     left_out = set(excluded)

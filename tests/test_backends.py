@@ -1,10 +1,7 @@
 """The OpenAI-compatible and Anthropic paths, through the official SDKs, against a real server on 127.0.0.1
 (llama.cpp's, serving the embedded model), plus retries and recorded failures through a real flaky proxy."""
 
-import http.server
 import json
-import threading
-import urllib.request
 from pathlib import Path
 
 import dspy
@@ -13,10 +10,11 @@ import pytest
 from calibrator.components.grader import GraderRow
 from calibrator.components.grader import GRADER
 from calibrator.goldset import load_goldset
-from calibrator.lm import LMSpec, open_lm
+from calibrator.lm import CallPolicy, LMSpec, open_lm
 from calibrator.lm.adapter import CompactJSONAdapter
 from calibrator.lm.local import LocalServer, embedded_gguf
 from calibrator.prompt import load_prompt
+from fault_proxy import FaultProxy
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -41,18 +39,16 @@ def row():
 def test_openai_compatible_decodes_against_the_schema(server, program, row, tmp_path):
     """The request carries the grader's JSON schema, so the raw answer is strict JSON with a valid label
     (no repair by the parser), and the meter counts exactly the tokens the server reported."""
-    httpd, handler = _proxy(server.base_url, failures=0)
-    try:
-        spec = LMSpec.parse(f"openai-compatible:smollm2@http://127.0.0.1:{httpd.server_port}/v1")
-        with open_lm(spec, cache_dir=tmp_path, max_retries=0) as lm, dspy.context(lm=lm.lm, adapter=CompactJSONAdapter()):
+    with FaultProxy(server.base_url) as proxy:
+        spec = LMSpec.parse(f"openai-compatible:smollm2@{proxy.url}/v1")
+        with open_lm(spec, cache_dir=tmp_path, policy=CallPolicy(max_retries=0, preflight=False)) as lm, \
+                dspy.context(lm=lm.lm, adapter=CompactJSONAdapter()):
             first = GRADER.predict(program, row)
             used = lm.usage()
             again = GRADER.predict(program, row)
             assert again == first
             assert lm.usage().lm_calls == 1 and lm.usage().cache_hits == 1
-    finally:
-        httpd.shutdown()
-    [(path, request, response)] = handler.exchanges
+    [(path, request, response)] = proxy.exchanges
     assert path == "/v1/chat/completions"
     assert request["response_format"]["type"] == "json_schema"
     properties = request["response_format"]["json_schema"]["schema"]["properties"]
@@ -72,18 +68,15 @@ def test_anthropic_sdk_against_the_messages_endpoint(server, row, tmp_path, monk
     demos = [next(r for r in train if r.content_score == label) for label in (1.0, 0.0, 0.5)]
     prompt = load_prompt(ROOT / "prompts/grader.yaml")
     prompt = prompt.model_copy(update={"demos": [GRADER.demo_record(GRADER.to_example(r, demo=True)) for r in demos]})
-    httpd, handler = _proxy(server.base_url, failures=0)
-    monkeypatch.setenv("ANTHROPIC_BASE_URL", f"http://127.0.0.1:{httpd.server_port}")
-    monkeypatch.setenv("ANTHROPIC_API_KEY", "sk-ant-test-not-a-real-key")
-    try:
-        with open_lm(LMSpec.parse("anthropic:smollm2"), cache_dir=tmp_path, max_retries=0) as lm, \
+    with FaultProxy(server.base_url) as proxy:
+        monkeypatch.setenv("ANTHROPIC_BASE_URL", proxy.url)
+        monkeypatch.setenv("ANTHROPIC_API_KEY", "sk-ant-test-not-a-real-key")
+        with open_lm(LMSpec.parse("anthropic:smollm2"), cache_dir=tmp_path, policy=CallPolicy(max_retries=0, preflight=False)) as lm, \
                 dspy.context(lm=lm.lm, adapter=CompactJSONAdapter()):
             assert "response_format" not in lm.engine.supported_params
             pred = GRADER.predict(GRADER.build_program(prompt), row)
             used = lm.usage()
-    finally:
-        httpd.shutdown()
-    [(path, request, response)] = handler.exchanges
+    [(path, request, response)] = proxy.exchanges
     assert path == "/v1/messages"
     assert prompt.instructions.strip().splitlines()[0] in request["system"] and "response_format" not in request
     assert [m["role"] for m in request["messages"]] == ["user", "assistant"] * len(demos) + ["user"]
@@ -103,65 +96,35 @@ def test_missing_api_key_is_a_clear_error(tmp_path, monkeypatch):
             pass
 
 
-class _FlakyProxy(http.server.BaseHTTPRequestHandler):
-    """Answers the first `failures` POSTs with 503, then forwards to the real server and records each
-    forwarded (path, request, response) as JSON: what actually crossed the wire."""
-
-    upstream = ""
-    failures = 0
-    seen = 0
-    exchanges: list[tuple[str, dict, dict]] = []
-
-    def do_POST(self):  # noqa: N802
-        body = self.rfile.read(int(self.headers["Content-Length"]))
-        type(self).seen += 1
-        if type(self).seen <= type(self).failures:
-            self.send_response(503)
-            self.send_header("Content-Type", "application/json")
-            self.end_headers()
-            self.wfile.write(json.dumps({"error": {"message": "busy"}}).encode())
-            return
-        req = urllib.request.Request(self.upstream + self.path, data=body, headers={"Content-Type": "application/json"})
-        with urllib.request.urlopen(req, timeout=120) as r:
-            payload = r.read()
-        type(self).exchanges.append((self.path, json.loads(body), json.loads(payload)))
-        self.send_response(200)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(payload)))
-        self.end_headers()
-        self.wfile.write(payload)
-
-    def log_message(self, *args):
-        pass
+def _grade_through_proxy(server, program, row, cache_dir, *, failures: int, status: int, policy: CallPolicy):
+    with FaultProxy(server.base_url, fail_first=failures, status=status) as proxy:
+        spec = LMSpec.parse(f"openai-compatible:smollm2@{proxy.url}/v1")
+        with open_lm(spec, cache_dir=cache_dir, policy=policy) as lm, dspy.context(lm=lm.lm, adapter=CompactJSONAdapter()):
+            return GRADER.predict(program, row), proxy, lm.usage()
 
 
-def _proxy(upstream: str, failures: int):
-    handler = type("Proxy", (_FlakyProxy,), {"upstream": upstream, "failures": failures, "seen": 0, "exchanges": []})
-    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
-    threading.Thread(target=httpd.serve_forever, daemon=True).start()
-    return httpd, handler
+FAST = {"backoff_base": 0.01, "backoff_cap": 0.05, "preflight": False}
 
 
-def _grade_through_proxy(server, program, row, cache_dir, *, failures: int, max_retries: int):
-    httpd, handler = _proxy(server.base_url, failures=failures)
-    try:
-        spec = LMSpec.parse(f"openai-compatible:smollm2@http://127.0.0.1:{httpd.server_port}/v1")
-        with open_lm(spec, cache_dir=cache_dir, max_retries=max_retries) as lm, \
-                dspy.context(lm=lm.lm, adapter=CompactJSONAdapter()):
-            return GRADER.predict(program, row), handler.seen, lm.usage()
-    finally:
-        httpd.shutdown()
-
-
-def test_retries_with_backoff_on_503(server, program, row, tmp_path):
-    pred, seen, usage = _grade_through_proxy(server, program, row, tmp_path, failures=2, max_retries=3)
+def test_transient_errors_are_retried_with_backoff(server, program, row, tmp_path):
+    pred, proxy, usage = _grade_through_proxy(server, program, row, tmp_path, failures=2, status=500,
+                                              policy=CallPolicy(max_retries=3, **FAST))
     assert pred.error is None
-    assert seen == 3
-    assert usage.failures == 0 and usage.lm_calls == 1
+    assert (proxy.seen, proxy.forwarded) == (3, 1)
+    assert usage.failures == 0 and usage.lm_calls == 1 and usage.retries == 2 and usage.throttled == 0
+
+
+def test_throttled_calls_are_waited_out_and_counted(server, program, row, tmp_path):
+    pred, proxy, usage = _grade_through_proxy(server, program, row, tmp_path, failures=3, status=429,
+                                              policy=CallPolicy(max_retries=0, throttle_retries=5, **FAST))
+    assert pred.error is None
+    assert (proxy.seen, proxy.forwarded) == (4, 1)
+    assert usage.throttled == 3 and usage.retries == 0 and usage.lm_calls == 1
 
 
 def test_failure_after_retries_is_recorded_not_raised(server, program, row, tmp_path):
-    pred, seen, usage = _grade_through_proxy(server, program, row, tmp_path, failures=100, max_retries=1)
+    pred, proxy, usage = _grade_through_proxy(server, program, row, tmp_path, failures=100, status=500,
+                                              policy=CallPolicy(max_retries=1, **FAST))
     assert pred.content_score is None and pred.error
-    assert seen == 2
+    assert proxy.seen == 2 and proxy.forwarded == 0
     assert usage.failures == 1 and usage.lm_calls == 0

@@ -19,6 +19,7 @@ from calibrator.components.retrieval import NearestDemos
 from calibrator.floor import floor_sentence, judge_floor
 from calibrator.lm.cache import CallCache
 from calibrator.lm.engine import CachingEngine
+from calibrator.lm.policy import CallPolicy
 from calibrator.lm.usage import UsageMeter
 from calibrator.lm.wire import Answer, TokenChoice
 from calibrator.metrics import PairedComparison
@@ -315,7 +316,8 @@ def test_the_engine_asks_for_logprobs_caches_them_and_the_reader_gets_them(tmp_p
 
     wire = _Wire(supported)
     cache = CallCache(tmp_path / "calls.sqlite")
-    engine = CachingEngine(wire, identity={"backend": "openai", "model": "m"}, cache=cache, meter=UsageMeter())
+    engine = CachingEngine(wire, identity={"backend": "openai", "model": "m"}, cache=cache, meter=UsageMeter(),
+                           policy=CallPolicy(preflight=False))
     lm = dspy.LM("calibrator/test", engine=engine, cache=False, num_retries=0, temperature=0.0, max_tokens=64)
     prompt = load_prompt(ROOT / "prompts/grader.yaml").model_copy(update={"label_tokens": GRADER.label_tokens()})
     row = load_goldset(ROOT / "goldsets/grader.csv", GRADER.row_model).rows[0]

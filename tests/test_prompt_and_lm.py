@@ -10,6 +10,7 @@ from dspy.lm15 import Config, Message, Request
 from calibrator.components.grader import GraderRow
 from calibrator.lm.cache import CallCache
 from calibrator.lm.engine import CachingEngine, openai_response_format, request_params
+from calibrator.lm.policy import CallPolicy
 from calibrator.lm.spec import LMSpec, LMSpecError
 from calibrator.lm.usage import UsageMeter
 from calibrator.lm.wire import Answer
@@ -144,6 +145,7 @@ class FakeWire:
 
 
 IDENTITY = {"backend": "openai", "model": "m"}
+NO_PREFLIGHT = CallPolicy(preflight=False)  # a fake wire needs no reachability check
 
 
 def request(text: str = "hi", temperature: float = 0.0, **config: Any) -> Request:
@@ -152,7 +154,7 @@ def request(text: str = "hi", temperature: float = 0.0, **config: Any) -> Reques
 
 def engine_for(tmp_path: Path, wire: FakeWire, identity: dict[str, str] = IDENTITY) -> tuple[CachingEngine, CallCache]:
     cache = CallCache(tmp_path / "cache" / "lm-calls.sqlite")
-    return CachingEngine(wire, identity=identity, cache=cache, meter=UsageMeter()), cache
+    return CachingEngine(wire, identity=identity, cache=cache, meter=UsageMeter(), policy=NO_PREFLIGHT), cache
 
 
 def test_engine_caches_repeat_calls(tmp_path):
@@ -197,7 +199,7 @@ def test_engine_new_call_for_different_request(tmp_path):
 def test_engine_identity_is_part_of_the_key(tmp_path):
     wire = FakeWire()
     engine, cache = engine_for(tmp_path, wire)
-    other = CachingEngine(wire, identity={"backend": "openai", "model": "other"}, cache=cache, meter=UsageMeter())
+    other = CachingEngine(wire, identity={"backend": "openai", "model": "other"}, cache=cache, meter=UsageMeter(), policy=NO_PREFLIGHT)
     engine.complete(request())
     response = other.complete(request())
     assert len(wire.calls) == 2

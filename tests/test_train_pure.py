@@ -1,4 +1,7 @@
-"""The trainer's pure parts: every reward term and fusion mode, the data split, configs (the gate: test_gate.py)."""
+"""The trainer's pure parts: every reward term and fusion mode, the data split, configs and their validation against
+TRL and accelerate, `train launch` (the gate: test_gate.py)."""
+
+from pathlib import Path
 
 import pytest
 import yaml
@@ -87,23 +90,112 @@ def test_policy_prompt_is_the_instructions_then_the_dialogue():
     assert rows[0]["target_info"] == "duration: x; allergies: none" and rows[0]["context"] == "patient: hi"
 
 
-@pytest.mark.parametrize("name", ["cpu-smoke.yaml", "multi-gpu.yaml"])
-def test_example_configs_validate_and_build_a_grpo_config(name):
-    from trl import GRPOConfig
+def copy_config(name: str, tmp_path, **changes) -> Path:
+    """A shipped config with its out in tmp_path (and any other top-level changes), written beside it."""
+    data = yaml.safe_load((CONFIGS / name).read_text()) | {"out": str(tmp_path / "out")} | changes
+    path = tmp_path / name
+    path.write_text(yaml.safe_dump(data, sort_keys=False))
+    return path
 
-    config = load_config(CONFIGS / name)
-    grpo = dict(config.grpo)
-    if grpo.get("use_vllm"):  # validated here, not run: no GPU or vLLM on this machine
-        grpo = {k: v for k, v in grpo.items() if not k.startswith("vllm") and k not in ("use_vllm", "bf16", "activation_checkpointing")}
-        grpo |= {"use_cpu": True, "bf16": False}
-    GRPOConfig(output_dir="/tmp/x", **grpo)
-    assert yaml.safe_load((CONFIGS / name).read_text())
+
+def run_cli(argv: list[str], monkeypatch, capsys) -> tuple[int, str, str]:
+    from train.__main__ import main
+
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")  # main sets these; monkeypatch puts them back
+    monkeypatch.setenv("TOKENIZERS_PARALLELISM", "false")
+    code = main(argv)
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+@pytest.mark.parametrize("name", ["cpu-smoke.yaml", "multi-gpu.yaml"])
+def test_shipped_configs_validate_with_every_grpo_key(name, tmp_path, monkeypatch, capsys):
+    import torch
+
+    from train.config import grpo_config
+
+    grpo = yaml.safe_load((CONFIGS / name).read_text())["grpo"]  # the file's block, as written
+    config = load_config(CONFIGS / name, out=tmp_path / "out")
+    args = grpo_config(config, CONFIGS / name, validate_only=True)
+    assert config.grpo == grpo
+    for key, value in grpo.items():  # nothing stripped or replaced on the way in (use_cpu only without a GPU)
+        if key != "use_cpu" or torch.cuda.is_available():
+            assert getattr(args, key) == ([] if (key, value) == ("report_to", "none") else value), key  # TRL reads "none" as []
+    if grpo.get("use_vllm"):
+        assert args.use_vllm and args.bf16 and args.activation_checkpointing and args.vllm_mode == "colocate"
+    code, out, err = run_cli(["validate", "--config", str(CONFIGS / name)], monkeypatch, capsys)
+    assert code == 0, err
+    assert f"ok: {CONFIGS / name}: {len(grpo)} GRPOConfig keys validated" in out
+
+
+def test_a_grpo_key_typo_is_refused_by_name_with_the_right_one_suggested(tmp_path, monkeypatch, capsys):
+    from train.config import ConfigError, grpo_config
+
+    grpo = yaml.safe_load((CONFIGS / "multi-gpu.yaml").read_text())["grpo"]
+    grpo["per_device_train_batchsize"] = grpo.pop("per_device_train_batch_size")
+    path = copy_config("multi-gpu.yaml", tmp_path, grpo=grpo)
+    with pytest.raises(ConfigError, match=r"'per_device_train_batchsize'.*did you mean 'per_device_train_batch_size'"):
+        grpo_config(load_config(path), path, validate_only=True)
+    code, out, err = run_cli(["validate", "--config", str(path)], monkeypatch, capsys)
+    assert code == 2 and not out
+    assert str(path) in err and "per_device_train_batchsize" in err and "did you mean 'per_device_train_batch_size'" in err
+
+
+def test_grpo_values_are_checked_by_trl_and_run_fields_are_not_set_twice(tmp_path):
+    from train.config import ConfigError, grpo_config
+
+    bad = load_config(None, out=tmp_path, grpo={"use_cpu": True, "per_device_train_batch_size": 4, "num_generations": 3})
+    with pytest.raises(ConfigError, match="num_generations"):
+        grpo_config(bad, "bad.yaml")
+    with pytest.raises(ConfigError, match="'seed' is set by the top-level `seed`"):
+        grpo_config(load_config(None, out=tmp_path, grpo={"seed": 1}), "seed.yaml")
+
+
+def test_launch_print_writes_the_accelerate_config_and_prints_the_command(tmp_path, monkeypatch, capsys):
+    path = copy_config("multi-gpu.yaml", tmp_path)
+    code, out, err = run_cli(["launch", "--config", str(path), "--print"], monkeypatch, capsys)
+    assert code == 0, err
+    written = tmp_path / "out" / "accelerate.yaml"
+    assert out.strip() == f"accelerate launch --config_file {written} -m train run --config {path}"
+    assert yaml.safe_load(written.read_text()) == load_config(path).launcher.accelerate_config
+    assert yaml.safe_load(written.read_text())["deepspeed_config"]["zero_stage"] == 2
+
+
+def test_launch_refuses_a_config_without_a_launcher_block(tmp_path, monkeypatch, capsys):
+    path = copy_config("cpu-smoke.yaml", tmp_path)
+    code, out, err = run_cli(["launch", "--config", str(path), "--print"], monkeypatch, capsys)
+    assert code == 2 and not out
+    assert "has no launcher block" in err and str(path) in err
+    assert not (tmp_path / "out").exists()
+
+
+def test_a_launcher_typo_is_refused(tmp_path, monkeypatch, capsys):
+    launcher = yaml.safe_load((CONFIGS / "multi-gpu.yaml").read_text())["launcher"]
+    with pytest.raises(ValueError, match="accelerate_confg"):
+        load_config(copy_config("multi-gpu.yaml", tmp_path, launcher={"accelerate_confg": launcher["accelerate_config"]}))
+    launcher["accelerate_config"]["num_procs"] = launcher["accelerate_config"].pop("num_processes")
+    code, out, err = run_cli(["launch", "--config", str(copy_config("multi-gpu.yaml", tmp_path, launcher=launcher)), "--print"],
+                             monkeypatch, capsys)
+    assert code == 2 and "'num_procs'" in err and "did you mean 'num_processes'" in err
 
 
 def test_multi_gpu_config_says_how_it_is_launched():
     config = load_config(CONFIGS / "multi-gpu.yaml")
-    assert config.launcher["accelerate_config"]["deepspeed_config"]["zero_stage"] == 2
-    assert config.grpo["use_vllm"] and config.grader_lm.startswith("openai-compatible:")
+    assert config.launcher.accelerate_config["deepspeed_config"]["zero_stage"] == 2
+    assert config.grpo["use_vllm"] and config.grader_lm.startswith("openai-compatible:") and config.concurrency == 64
+
+
+def test_concurrency_comes_from_the_config_and_the_command_line(tmp_path):
+    from train.__main__ import _parser
+
+    assert load_config(CONFIGS / "cpu-smoke.yaml").concurrency == 4
+    args = _parser().parse_args(["run", "--concurrency", "16"])
+    assert load_config(args.config, concurrency=args.concurrency).concurrency == 16
+    assert _parser().parse_args(["eval", "--model", "runs/x", "--concurrency", "2"]).concurrency == 2
+    with pytest.raises(ValueError, match="concurrency"):
+        load_config(None, concurrency=0)
+    with pytest.raises(ValueError, match="grader_threads"):
+        load_config(None, grader_threads=4)
 
 
 def test_unknown_config_keys_are_refused(tmp_path):

@@ -1,25 +1,33 @@
-"""`python -m train run|eval`: GRPO on the Learn-to-Ask reward with the calibrated grader, then base vs trained."""
+"""`python -m train run|eval|validate|launch`: GRPO on the Learn-to-Ask reward with the calibrated grader, then base
+vs trained; a config checked whole against TRL, and started on a cluster through accelerate."""
 
 import argparse
 import json
 import os
+import shlex
+import shutil
+import subprocess
 import sys
 from pathlib import Path
 
-from train.config import CONFIGS, load_config
+import yaml
+
+from train.config import CONFIGS, ConfigError, load_config
 
 EPILOG = """\
 examples:
   python -m train run                                   # train/configs/cpu-smoke.yaml: a few steps on this CPU
   python -m train eval --model runs/grpo                # base vs trained on the held-out samples
   python -m train run --samples samples.jsonl --grader-lm openai:gpt-4o-mini --fusion sum --max-steps 200 --out runs/x
-  accelerate launch --config_file zero2.yaml -m train run --config train/configs/multi-gpu.yaml
+  python -m train validate --config train/configs/multi-gpu.yaml   # every grpo key checked by TRL's GRPOConfig
+  python -m train launch --config train/configs/multi-gpu.yaml     # accelerate launch with the config's launcher block
+  python -m train launch --config train/configs/multi-gpu.yaml --print   # only print that command
 """
 
 
 def _parser() -> argparse.ArgumentParser:
     top = argparse.ArgumentParser(prog="python -m train", description=__doc__, epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
-    commands = top.add_subparsers(dest="command", required=True, metavar="{run,eval}")
+    commands = top.add_subparsers(dest="command", required=True, metavar="{run,eval,validate,launch}")
     run = commands.add_parser("run", help="train a policy with GRPO (resumes from the last checkpoint in --out)", epilog=EPILOG,
                               formatter_class=argparse.RawDescriptionHelpFormatter)
     run.add_argument("--config", type=Path, default=CONFIGS / "cpu-smoke.yaml", help="YAML config (default: train/configs/cpu-smoke.yaml)")
@@ -30,6 +38,7 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--grader-lm", metavar="SPEC", help="LM behind the grader (default: local)")
     run.add_argument("--fusion", choices=("default", "sum", "content", "stop"), help="how reward terms combine (default: default)")
     run.add_argument("--max-steps", type=int, help="GRPO steps")
+    run.add_argument("--concurrency", type=int, metavar="N", help="grader LM calls at once (default: the config's concurrency)")
     run.add_argument("--out", type=Path, help="checkpoints, metrics.jsonl, run.json (default: runs/grpo)")
     run.add_argument("--accept-newer-goldset", action="store_true", default=None,
                      help="accept a grader calibrated on an earlier version of its gold set (recorded)")
@@ -40,6 +49,14 @@ def _parser() -> argparse.ArgumentParser:
     ev.add_argument("--samples", type=Path, help="samples to evaluate (default: DIR/heldout.jsonl)")
     ev.add_argument("--out", type=Path, help="JSON to write (default: DIR/eval.json, with eval.html beside it)")
     ev.add_argument("--max-new-tokens", type=int, default=32)
+    ev.add_argument("--concurrency", type=int, metavar="N", help="grader LM calls at once (default: the run's concurrency)")
+    val = commands.add_parser("validate", help="check a config: its keys, and the whole grpo block built into TRL's GRPOConfig")
+    val.add_argument("--config", type=Path, required=True, help="YAML config")
+    launch = commands.add_parser("launch", help="start `train run` with accelerate, as the config's launcher block says",
+                                 epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
+    launch.add_argument("--config", type=Path, required=True, help="YAML config with a launcher block")
+    launch.add_argument("--print", action="store_true", dest="print_only",
+                        help="write <out>/accelerate.yaml and print the command instead of running it")
     return top
 
 
@@ -47,7 +64,64 @@ def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     args = _parser().parse_args(argv)
-    return _run(args) if args.command == "run" else _eval(args)
+    return {"run": _run, "eval": _eval, "validate": _validate, "launch": _launch}[args.command](args)
+
+
+def _config_error(path: Path, e: Exception) -> int:
+    print(f"error: {e}" if isinstance(e, ConfigError) else f"error: {path}: {e}", file=sys.stderr)
+    return 2
+
+
+def _checked(path: Path):
+    """The config at path, its grpo block built into TRL's GRPOConfig (see grpo_config) and its launcher block
+    checked by accelerate when that is installed here; raises one of CONFIG_ERRORS."""
+    from train.config import check_accelerate_config, grpo_config
+
+    config = load_config(path)
+    grpo_config(config, path, validate_only=True)
+    return config, config.launcher is not None and check_accelerate_config(config.launcher, path)
+
+
+CONFIG_ERRORS = (OSError, ValueError, yaml.YAMLError)  # ValueError: pydantic's ValidationError and ConfigError
+
+
+def _validate(args: argparse.Namespace) -> int:
+    try:
+        config, accelerate_checked = _checked(args.config)
+    except CONFIG_ERRORS as e:
+        return _config_error(args.config, e)
+    launcher = ("" if config.launcher is None else
+                f"; launcher: {len(config.launcher.accelerate_config)} accelerate keys "
+                + ("validated" if accelerate_checked else "not checked (accelerate is not installed here)"))
+    print(f"ok: {args.config}: {len(config.grpo)} GRPOConfig keys validated{launcher}")
+    return 0
+
+
+def _launch(args: argparse.Namespace) -> int:
+    """Writes the launcher block's accelerate config to <out>/accelerate.yaml and runs (or prints) the command."""
+    from calibrator.prompt import write_atomic
+    from train.config import accelerate_yaml, launch_command
+
+    try:
+        if load_config(args.config).launcher is None:
+            raise ConfigError(f"{args.config} has no launcher block, so there is nothing to launch: add "
+                              f"`launcher: {{accelerate_config: {{...}}}}` (see train/configs/multi-gpu.yaml), or start it "
+                              f"directly with `python -m train run --config {args.config}`")
+        config, installed = _checked(args.config)
+    except CONFIG_ERRORS as e:
+        return _config_error(args.config, e)
+    accelerate_file = config.out / "accelerate.yaml"
+    write_atomic(accelerate_file, accelerate_yaml(config.launcher))
+    command = launch_command(accelerate_file, args.config)
+    if args.print_only or not installed:
+        if not installed:
+            print("accelerate is not installed here: run this command where it is", file=sys.stderr)
+        print(shlex.join(command))
+        return 0
+    executable = shutil.which("accelerate")
+    argv = [executable, *command[1:]] if executable else [sys.executable, "-m", "accelerate.commands.accelerate_cli", *command[1:]]
+    print(shlex.join(command), flush=True)
+    return subprocess.run(argv).returncode
 
 
 def _grader(config, stack):
@@ -78,14 +152,19 @@ def _run(args: argparse.Namespace) -> int:
 
     from calibrator.prompt import load_prompt
     from train import data, trainer
+    from train.config import grpo_config
     from train.model import ensure_model
     from train.rewards import CalibratedReward
 
     grpo_overrides = {"max_steps": args.max_steps} if args.max_steps else {}
-    config = load_config(args.config, model=args.model, samples=args.samples, logs=args.logs, grader_lm=args.grader_lm,
-                         fusion=args.fusion, out=args.out, allow_uncalibrated=args.allow_uncalibrated,
-                         accept_newer_goldset=args.accept_newer_goldset)
-    config.grpo |= grpo_overrides
+    try:
+        config = load_config(args.config, model=args.model, samples=args.samples, logs=args.logs, grader_lm=args.grader_lm,
+                             fusion=args.fusion, out=args.out, allow_uncalibrated=args.allow_uncalibrated,
+                             accept_newer_goldset=args.accept_newer_goldset, concurrency=args.concurrency)
+        config.grpo |= grpo_overrides
+        grpo_args = grpo_config(config, args.config)  # every grpo key checked before any sample is extracted
+    except CONFIG_ERRORS as e:
+        return _config_error(args.config, e)
     try:
         gate_record = trainer.gate(config)
     except trainer.GateError as e:
@@ -108,8 +187,8 @@ def _run(args: argparse.Namespace) -> int:
         handle, grade = _grader(config, stack)
         format_source = _format_source(config)
         print(f"format term: {format_source.source} ({format_source.reason})")
-        reward = CalibratedReward(grade, config.fusion, format_source.source, config.grader_threads)
-        summary = trainer.train(config, data.to_rows(train_samples, instructions), model_dir, reward)
+        reward = CalibratedReward(grade, config.fusion, format_source.source, config.concurrency)
+        summary = trainer.train(config, data.to_rows(train_samples, instructions), model_dir, reward, grpo_args)
         usage = handle.usage().model_dump()
     record = {"gate": gate_record, "model": str(model_dir), "samples": {"train": len(train_samples), "heldout": len(heldout)},
               "format": format_source.model_dump(), **summary, "grader_usage": usage}
@@ -132,7 +211,13 @@ def _eval(args: argparse.Namespace) -> int:
     if not config_path.is_file() or not (args.model / "final").is_dir():
         print(f"error: {args.model} is not a finished `train run` folder (needs config.json and final/)", file=sys.stderr)
         return 2
-    config = TrainConfig.model_validate_json(config_path.read_text())
+    recorded = json.loads(config_path.read_text())
+    if "grader_threads" in recorded:  # a run recorded before the key was renamed
+        recorded["concurrency"] = recorded.pop("grader_threads")
+    try:
+        config = TrainConfig.model_validate(recorded | ({"concurrency": args.concurrency} if args.concurrency is not None else {}))
+    except ValueError as e:
+        return _config_error(config_path, e)
     samples = data.read_samples(args.samples or args.model / "heldout.jsonl")
     instructions = load_prompt(config.policy_prompt).instructions
     result = {}
@@ -141,7 +226,7 @@ def _eval(args: argparse.Namespace) -> int:
         format_source = _format_source(config)
         for side, model_dir in (("base", ensure_model(config.model, config.cache_dir)), ("trained", args.model / "final")):
             completions = generate(model_dir, samples, instructions, args.max_new_tokens)
-            result[side] = metrics(samples, completions, grade, config.fusion, format_source.source)
+            result[side] = metrics(samples, completions, grade, config.fusion, format_source.source, config.concurrency)
     result["format"] = format_source.model_dump()
     result["note"] = (f"{len(samples)} held-out samples; greedy decoding; reward fusion {config.fusion}; grader {config.grader_prompt} "
                       f"on {config.grader_lm}; format term from the {format_source.source}")

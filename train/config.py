@@ -1,14 +1,31 @@
 """A training run's settings: one YAML file, the CLI's flags on top. The same code runs the CPU smoke test and
-a multi-GPU job; only this file differs (the `grpo` block goes to TRL's GRPOConfig as it is)."""
+a multi-GPU job; only this file differs. The `grpo` block goes to TRL's GRPOConfig whole (`grpo_config` checks
+every key against it and lets TRL/transformers check the values); the `launcher` block is what
+`python -m train launch` hands to `accelerate launch`."""
 
+import difflib
 from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 Fusion = Literal["default", "sum", "content", "stop"]
 CONFIGS = Path(__file__).resolve().parent / "configs"
+SET_ELSEWHERE = {"output_dir": "the top-level `out`", "seed": "the top-level `seed`"}  # GRPOConfig fields the run fills in
+
+
+class ConfigError(ValueError):
+    pass
+
+
+class Launcher(BaseModel):
+    """How `python -m train launch` starts the run on a cluster: an accelerate config (what `accelerate config`
+    would write), saved as <out>/accelerate.yaml and passed to `accelerate launch --config_file`."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    accelerate_config: dict[str, Any]
 
 
 class TrainConfig(BaseModel):
@@ -29,15 +46,90 @@ class TrainConfig(BaseModel):
     accept_newer_goldset: bool = False  # a gold set changed since the calibration is acceptable (recorded)
     allow_uncalibrated: bool = False  # overrides every check, even a missing calibration record (recorded)
     eval_fraction: float = 0.2  # sessions held out for `train eval`
-    grader_threads: int = 4
+    concurrency: int = Field(4, ge=1)  # grader LM calls at once, for the trainer's reward and for `train eval`
     seed: int = 0
     out: Path = Path("runs/grpo")
     cache_dir: Path = Path(".cache")
-    grpo: dict[str, Any] = {}  # TRL GRPOConfig fields
-    launcher: dict[str, Any] = {}  # how a cluster starts it (accelerate/DeepSpeed); documented, not used on CPU
+    grpo: dict[str, Any] = {}  # TRL GRPOConfig fields, every one passed on (see grpo_config)
+    launcher: Launcher | None = None  # what `python -m train launch` runs
+
+    @field_validator("launcher", mode="before")
+    @classmethod
+    def _empty_launcher_is_none(cls, value: Any) -> Any:
+        return value or None  # `launcher: {}` in configs and run records written before the block had a model
 
 
 def load_config(path: Path | None, **overrides: Any) -> TrainConfig:
     data = yaml.safe_load(path.read_text(encoding="utf-8")) if path else {}
     data = (data or {}) | {k: v for k, v in overrides.items() if v is not None}
     return TrainConfig.model_validate(data)
+
+
+def _unknown_keys(keys: list[str], known: set[str], block: str, owner: str, source: str | Path) -> list[str]:
+    """One line per key that `owner` has no field for, with the closest field's name when there is one."""
+    problems = []
+    for key in keys:
+        if key not in known:
+            close = difflib.get_close_matches(key, sorted(known), n=1)
+            problems.append(f"{source}: {block}: unknown key {key!r} (not a field of {owner})"
+                            + (f"; did you mean {close[0]!r}?" if close else ""))
+    return problems
+
+
+def grpo_config(config: TrainConfig, source: str | Path = "the config", *, validate_only: bool = False) -> Any:
+    """TRL's GRPOConfig from the `grpo` block, every key of it, plus output_dir=out and seed. A key that is not a
+    GRPOConfig field is refused by name with the closest field's name; the values are then checked by TRL and
+    transformers as they build it. validate_only builds it on a machine that may lack the config's GPUs: with
+    no CUDA device it adds use_cpu=True (transformers refuses bf16 without a GPU otherwise); never to train with."""
+    import dataclasses
+
+    from trl import GRPOConfig
+
+    fields = {f.name for f in dataclasses.fields(GRPOConfig) if f.init}
+    keys = list(config.grpo)
+    problems = [f"{source}: grpo: {key!r} is set by {SET_ELSEWHERE[key]}, not in the grpo block"
+                for key in keys if key in SET_ELSEWHERE]
+    problems += _unknown_keys([k for k in keys if k not in SET_ELSEWHERE], fields, "grpo", "TRL's GRPOConfig", source)
+    if problems:
+        raise ConfigError("\n".join(problems))
+    grpo = dict(config.grpo)
+    if validate_only:
+        import torch
+
+        if not torch.cuda.is_available():
+            grpo["use_cpu"] = True
+    try:
+        return GRPOConfig(output_dir=str(config.out), seed=config.seed, **grpo)
+    except (ValueError, TypeError) as e:
+        raise ConfigError(f"{source}: grpo: TRL's GRPOConfig refuses it: {e}") from None
+
+
+def check_accelerate_config(launcher: Launcher, source: str | Path = "the config") -> bool:
+    """The accelerate config's keys and values as `accelerate launch` reads them; False if accelerate is not
+    installed here (nothing checked), True if it passed."""
+    try:
+        from accelerate.commands.config.config_args import ClusterConfig
+    except ImportError:
+        return False
+    try:
+        data = ClusterConfig.process_config(dict(launcher.accelerate_config))
+    except ValueError as e:
+        raise ConfigError(f"{source}: launcher.accelerate_config: {e}") from None
+    problems = _unknown_keys(list(data), set(ClusterConfig.__dataclass_fields__), "launcher.accelerate_config",
+                             "accelerate's config", source)
+    if problems:
+        raise ConfigError("\n".join(problems))
+    try:
+        ClusterConfig(**data)
+    except (ValueError, TypeError) as e:
+        raise ConfigError(f"{source}: launcher.accelerate_config: accelerate refuses it: {e}") from None
+    return True
+
+
+def launch_command(accelerate_yaml: Path, config_path: Path) -> list[str]:
+    """What every node runs: accelerate starts one `python -m train run` per device with this config."""
+    return ["accelerate", "launch", "--config_file", str(accelerate_yaml), "-m", "train", "run", "--config", str(config_path)]
+
+
+def accelerate_yaml(launcher: Launcher) -> str:
+    return yaml.safe_dump(launcher.accelerate_config, sort_keys=False)

@@ -4,8 +4,10 @@ Greedy decoding, one completion per sample. good_question_rate is the share of c
 question the grader scores content 1; termination_accuracy the share of stop samples answered `<stop />`.
 """
 
+import contextvars
 import html
 import statistics
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -33,9 +35,12 @@ def generate(model_dir: Path, samples: list[TrainingSample], instructions: str, 
 
 
 def metrics(samples: list[TrainingSample], completions: list[str], grade: Grade, fusion: str,
-            format_source: FormatSourceName) -> dict[str, Any]:
-    terms: list[Terms] = [score_terms(c, s.decision, render(s.context), "; ".join(s.target_info), grade, format_source)
-                          for s, c in zip(samples, completions)]
+            format_source: FormatSourceName, concurrency: int = 1) -> dict[str, Any]:
+    """concurrency: grader calls at once, as in the trainer's reward."""
+    jobs = [(c, s.decision, render(s.context), "; ".join(s.target_info)) for s, c in zip(samples, completions)]
+    contexts = [contextvars.copy_context() for _ in jobs]  # the caller's: the active dspy LM and adapter carry into the threads
+    with ThreadPoolExecutor(max_workers=concurrency) as pool:
+        terms: list[Terms] = list(pool.map(lambda cj: cj[0].run(score_terms, *cj[1], grade, format_source), zip(contexts, jobs)))
     cont = [(s, c, t) for s, c, t in zip(samples, completions, terms) if s.decision == "continue"]
     stop = [(s, c, t) for s, c, t in zip(samples, completions, terms) if s.decision == "stop"]
 

@@ -20,7 +20,7 @@ from trl import GRPOConfig, GRPOTrainer
 
 from calibrator.lm.spec import LMSpec, LMSpecError
 from calibrator.prompt import load_prompt, write_atomic
-from train.config import TrainConfig
+from train.config import TrainConfig, grpo_config
 from train.rewards import CalibratedReward
 
 
@@ -201,14 +201,16 @@ def last_checkpoint(out: Path) -> Path | None:
     return None
 
 
-def train(config: TrainConfig, rows: list[dict], model_dir: Path, reward: CalibratedReward) -> dict[str, Any]:
+def train(config: TrainConfig, rows: list[dict], model_dir: Path, reward: CalibratedReward,
+          args: GRPOConfig | None = None) -> dict[str, Any]:
+    """args: the GRPOConfig `grpo_config(config)` built (the CLI builds it first, to refuse a bad grpo block early)."""
     from datasets import Dataset
     from transformers import AutoTokenizer
 
     out = config.out
     last = last_checkpoint(out) if out.is_dir() else None
     resumed_step = int(last.name.split("-")[-1]) if last else 0
-    args = GRPOConfig(output_dir=str(out), seed=config.seed, **config.grpo)
+    args = args if args is not None else grpo_config(config)
     log = StepLog(out / "metrics.jsonl", reward, resumed_step)
     trainer = TimedGRPOTrainer(model=str(model_dir), reward_funcs=[reward], args=args, train_dataset=Dataset.from_list(rows),
                                processing_class=AutoTokenizer.from_pretrained(model_dir), callbacks=[log])

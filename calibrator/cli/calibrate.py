@@ -26,7 +26,9 @@ def calibrate(args: argparse.Namespace) -> int:
         print(f"error: the gold set has {len(e.problems)} problem(s); nothing was run or written:\n{e}", file=sys.stderr)
         return 2
 
-    from calibrator.lm import LMSpec, LMSpecError, open_lm
+    from calibrator.cli.backend import backend_stop, usage_line
+    from calibrator.cli.parser import call_policy
+    from calibrator.lm import CallPolicy, LMSpec, LMSpecError, default_concurrency, open_lm
     from calibrator.lm.local import ModelMissingError
     from calibrator.lm.prices import load_prices
     from calibrator.prompt import load_prompt
@@ -36,6 +38,7 @@ def calibrate(args: argparse.Namespace) -> int:
     try:
         spec = LMSpec.parse(args.lm)
         proposer_spec = LMSpec.parse(args.proposer_lm) if getattr(args, "proposer_lm", None) else None
+        policy = call_policy(args, spec)
         base = load_prompt(prompt_path)
         load_prices(args.prices)
     except (LMSpecError, OSError, ValueError) as e:
@@ -55,21 +58,28 @@ def calibrate(args: argparse.Namespace) -> int:
         optimizer=getattr(args, "optimizer", "auto"), budget=getattr(args, "budget", "light"), seed=args.seed,
         out=args.out, command=command_line(), show_progress=not args.no_progress, prices=args.prices,
     )
+    lm = proposer = None
     try:
         with ExitStack() as stack:
-            lm = stack.enter_context(open_lm(spec, cache_dir=args.cache_dir, seed=args.seed))
-            proposer = stack.enter_context(open_lm(proposer_spec, cache_dir=args.cache_dir, seed=args.seed)) if proposer_spec else None
+            lm = stack.enter_context(open_lm(spec, cache_dir=args.cache_dir, seed=args.seed, policy=policy))
+            if proposer_spec:
+                proposer = stack.enter_context(open_lm(proposer_spec, cache_dir=args.cache_dir, seed=args.seed,
+                                                       policy=CallPolicy(concurrency=default_concurrency(proposer_spec))))
             record, folder = execute(request, component, goldset, base, lm, proposer)
     except HeldOutLeakError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
-    except (ModelMissingError, RuntimeError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 1
+    except Exception as e:
+        if (stop := backend_stop([lm, proposer], args.cache_dir)) is not None:
+            print(stop, file=sys.stderr)
+            return 1
+        if isinstance(e, ModelMissingError | RuntimeError):
+            print(f"error: {e}", file=sys.stderr)
+            return 1
+        raise
     except KeyboardInterrupt:
         print("interrupted: nothing half-written; run the same command again to resume from the cached LM answers", file=sys.stderr)
         return 130
-    u = record.usage
     print(record.verdict)
     for note in (record.optimization or {}).get("notes", []):
         print(f"decision rule: {note}")
@@ -78,8 +88,7 @@ def calibrate(args: argparse.Namespace) -> int:
         print(f"model-free floor: {record.floor}, {floor.description}; fitted on {len(floor.fitted_on)} train rows, no LM call")
     for warning in record.warnings:
         print(f"warning: {warning}")
-    print(f"{u.lm_calls} LM calls, {u.cache_hits} cache hits, {u.prompt_tokens} prompt + {u.completion_tokens} completion tokens, "
-          f"{record.wall_seconds:.1f} s")
+    print(usage_line(lm, record.wall_seconds))
     print(f"report: {folder / 'index.html'}")
     if record.saved_prompt is not None:
         print(f"calibrated prompt: {record.saved_prompt}")

@@ -17,6 +17,7 @@ from calibrator.components.label_read import LabelReader
 from calibrator.components.retrieval import NearestDemos
 from calibrator.decision import TOP_LOGPROBS
 from calibrator.goldset import GoldRow
+from calibrator.lm.failure import unavailable_in
 from calibrator.metrics import PairedComparison
 from calibrator.prompt import PromptFile
 
@@ -247,6 +248,8 @@ class Component(ABC):
         except dspy.utils.exceptions.AdapterParseError as e:
             return self.failed(f"parse: {str(e)[:200]}")
         except Exception as e:  # LM failures after retries: recorded per example, the run goes on
+            if (stop := unavailable_in(e)) is not None:  # no row can be scored: the run stops with the breaker's line
+                raise stop from e
             return self.failed(f"{type(e).__name__}: {str(e)[:200]}")
         parsed = self.parse(out)
         return parsed.model_copy(update={"label_probs": out.get("label_probs")}) if out.get("label_probs") else parsed

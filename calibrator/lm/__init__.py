@@ -10,13 +10,12 @@ import dspy
 
 from calibrator.lm.cache import CallCache
 from calibrator.lm.engine import CachingEngine
+from calibrator.lm.failure import BackendUnavailable
+from calibrator.lm.policy import LOCAL_MAX_SLOTS, CallPolicy, default_concurrency
 from calibrator.lm.spec import LMSpec, LMSpecError
 from calibrator.lm.usage import Usage, UsageMeter
 
-__all__ = ["LMSpec", "LMSpecError", "LMHandle", "Usage", "open_lm"]
-
-DEFAULT_TIMEOUT = 120.0
-DEFAULT_RETRIES = 4
+__all__ = ["BackendUnavailable", "CallPolicy", "LMSpec", "LMSpecError", "LMHandle", "Usage", "default_concurrency", "open_lm"]
 
 
 class MissingCredentialsError(RuntimeError):
@@ -32,6 +31,17 @@ class LMHandle:
 
     def usage(self) -> Usage:
         return self.meter.snapshot()
+
+    @property
+    def concurrency(self) -> int:
+        return self.engine.policy.concurrency
+
+    def in_flight(self) -> int:
+        return self.engine.window.in_flight
+
+    def unavailable(self) -> str | None:
+        """Why the circuit breaker stopped this backend, if it did: the one line a command ends with."""
+        return self.engine.breaker.reason
 
 
 def _api_key(var: str, spec: LMSpec) -> str:
@@ -49,21 +59,25 @@ def open_lm(
     seed: int = 0,
     temperature: float = 0.0,
     max_tokens: int = 256,
-    timeout: float = DEFAULT_TIMEOUT,
-    max_retries: int = DEFAULT_RETRIES,
+    policy: CallPolicy | None = None,
 ) -> Iterator[LMHandle]:
-    """Start (or connect to) the backend, yield a DSPy LM bound to it, and shut it down afterwards."""
+    """Start (or connect to) the backend, yield a DSPy LM bound to it, and shut it down afterwards. Retries are ours
+    (the engine's), not the SDKs': only the engine sees throttling across threads and can slow everyone down."""
     from calibrator.lm.anthropic_messages import AnthropicWire
     from calibrator.lm.openai_chat import OpenAIChatWire
 
+    policy = policy or CallPolicy(concurrency=default_concurrency(spec))
+    timeout, max_retries = policy.timeout, 0
     server = None
+    where = f"--lm {spec}"
     identity = {"backend": spec.backend, "model": spec.model}
     if spec.backend == "local":
         from calibrator.lm.local import LocalServer, embedded_gguf, model_fingerprint
 
         gguf = embedded_gguf()
-        server = LocalServer(gguf)
+        server = LocalServer(gguf, slots=min(policy.concurrency, LOCAL_MAX_SLOTS))
         identity["weights"] = model_fingerprint(gguf)
+        where = f"--lm local (embedded llama.cpp at {server.base_url})"
         wire = OpenAIChatWire(spec.model, base_url=server.base_url + "/v1", api_key="local", timeout=timeout, max_retries=max_retries)
     elif spec.backend == "openai":
         wire = OpenAIChatWire(spec.model, base_url=None, api_key=_api_key("OPENAI_API_KEY", spec), timeout=timeout, max_retries=max_retries)
@@ -77,7 +91,7 @@ def open_lm(
 
     meter = UsageMeter()
     cache = CallCache(cache_dir / "lm-calls.sqlite")
-    engine = CachingEngine(wire, identity=identity, cache=cache, meter=meter)
+    engine = CachingEngine(wire, identity=identity, cache=cache, meter=meter, policy=policy, where=where)
     lm = dspy.LM(
         f"calibrator/{spec.backend}",
         engine=engine,

@@ -5,12 +5,16 @@ We keep DSPy's own response cache off and cache here instead, because only here 
 backend identity that belongs in the key and can count hits and tokens for the usage record.
 """
 
+import threading
 import time
 from typing import Any
 
 from dspy.lm15 import Message, Request, Response, TextPart, TokenLogprob, TopLogprob, Usage
 
 from calibrator.lm.cache import CallCache, cache_key
+from calibrator.lm.failure import classify
+from calibrator.lm.flow import AdaptiveWindow, CircuitBreaker, TokenBucket, backoff, throttle_wait
+from calibrator.lm.policy import CallPolicy
 from calibrator.lm.usage import UsageMeter
 from calibrator.lm.wire import Answer, Wire
 
@@ -62,17 +66,37 @@ def lm15_logprobs(answer: Answer) -> tuple[TokenLogprob, ...] | None:
                  for t in answer.logprobs)
 
 
+PREFLIGHT = [{"role": "user", "content": "Reply with OK."}]
+
+
+def estimated_tokens(messages: list[dict[str, str]], params: dict[str, Any]) -> int:
+    """What a call may spend before the backend says: ~4 characters a token plus the completion budget."""
+    return sum(len(m["content"]) for m in messages) // 4 + int(params.get("max_tokens") or 256)
+
+
 class CachingEngine:
-    """Serves each distinct request once, ever; concurrent callers share the cache and the meter."""
+    """Serves each distinct request once, ever, to any number of threads (and processes sharing the cache): a miss
+    claims its key, waits its turn in the rate limits and the AIMD window, retries what is worth retrying, and stops
+    the run through the circuit breaker when the backend itself is wrong."""
 
     supports_function_calling = False
     supports_reasoning = False
 
-    def __init__(self, wire: Wire, *, identity: dict[str, str], cache: CallCache, meter: UsageMeter) -> None:
+    def __init__(self, wire: Wire, *, identity: dict[str, str], cache: CallCache, meter: UsageMeter,
+                 policy: CallPolicy | None = None, where: str = "") -> None:
         self.wire = wire
         self.identity = identity
         self.cache = cache
         self.meter = meter
+        self.policy = policy or CallPolicy()
+        self.window = AdaptiveWindow(self.policy.concurrency)
+        self.requests = TokenBucket(self.policy.rpm) if self.policy.rpm else None
+        self.tokens = TokenBucket(self.policy.tpm) if self.policy.tpm else None
+        self.breaker = CircuitBreaker(where or identity["model"])
+        self._preflight_done = not self.policy.preflight
+        self._preflight_lock = threading.Lock()
+        self._leaders: dict[str, threading.Event] = {}
+        self._leaders_lock = threading.Lock()
         self.supports_response_schema = wire.supports_response_schema
         self.supports_logprobs = getattr(wire, "supports_logprobs", False)
         # logprobs are accepted from every caller; a wire without them answers the plain request instead
@@ -81,18 +105,98 @@ class CachingEngine:
 
     def chat(self, messages: list[dict[str, str]], params: dict[str, Any]) -> Answer:
         key = cache_key({"lm": self.identity, "messages": messages, "params": params})
-        if (hit := self.cache.get(key)) is not None:
-            self.meter.hit()
-            return Answer.model_validate(hit)
-        started = time.perf_counter()
-        try:
-            answer = self.wire.chat(messages, params)
-        except Exception:
+        while True:
+            if (hit := self.cache.get(key)) is not None:
+                self.meter.hit()
+                return Answer.model_validate(hit)
+            with self._leaders_lock:
+                follow = self._leaders.get(key)
+                if follow is None:
+                    done = self._leaders[key] = threading.Event()
+            if follow is not None:  # another thread of this process is making the same call
+                follow.wait()
+                continue
+            try:
+                if not self.cache.claim(key):  # another process is making it: wait for its answer
+                    self._await_other_process(key)
+                    continue
+                if (hit := self.cache.get(key)) is not None:  # answered between our read and our claim
+                    self.cache.release(key)
+                    continue
+                try:
+                    answer = self._call(messages, params)
+                except BaseException:
+                    self.cache.release(key)
+                    raise
+                self.cache.put(key, answer.model_dump())
+                return answer
+            finally:
+                with self._leaders_lock:
+                    del self._leaders[key]
+                done.set()
+
+    def _await_other_process(self, key: str) -> None:
+        while self.cache.get(key) is None and self.cache.claimed(key):
+            time.sleep(0.05)
+
+    def _preflight(self) -> None:
+        """One tiny uncached request before the first real one: a wrong URL, key or model stops the command in one
+        line instead of failing every row with retries. A busy (429/503) backend passes: it is there."""
+        with self._preflight_lock:
+            if self._preflight_done:
+                return
+            try:
+                self.wire.chat(PREFLIGHT, {"max_tokens": 1, "temperature": 0.0})
+            except Exception as e:
+                failure = classify(e)
+                if failure is None or failure.kind != "throttled":
+                    cause = failure.cause if failure else f"{type(e).__name__}: {str(e)[:160]}"
+                    raise self.breaker.open(cause, "preflight request") from e
+            self._preflight_done = True
+
+    def _call(self, messages: list[dict[str, str]], params: dict[str, Any]) -> Answer:
+        self.breaker.check()
+        self._preflight()
+        estimate = estimated_tokens(messages, params)
+        retries = throttles = 0
+        while True:
+            self.breaker.check()
+            waited = (self.requests.take(1) if self.requests else 0.0) + (self.tokens.take(estimate) if self.tokens else 0.0)
+            if waited:
+                self.meter.waited(waited)
+            with self.window.slot() as epoch:
+                started = time.perf_counter()
+                try:
+                    answer, failure, error = self.wire.chat(messages, params), None, None
+                except Exception as e:
+                    answer, failure, error = None, classify(e), e
+                    if failure is None:
+                        self.meter.failure()
+                        raise
+            if answer is not None:
+                self.window.success()
+                self.breaker.success()
+                if self.tokens:
+                    self.tokens.settle(answer.prompt_tokens + answer.completion_tokens - estimate)
+                self.meter.call(started, answer.prompt_tokens, answer.completion_tokens, answer.cached_prompt_tokens)
+                return answer
+            p = self.policy
+            if failure.kind == "throttled":
+                self.meter.throttled()
+                self.window.throttled(epoch)
+                if throttles < p.throttle_retries:
+                    throttles += 1
+                    time.sleep(throttle_wait(failure.retry_after, throttles, p.backoff_base, p.backoff_cap))
+                    continue
+            elif failure.kind == "transient" and retries < p.max_retries:
+                retries += 1
+                self.meter.retry()
+                time.sleep(backoff(retries, p.backoff_base, p.backoff_cap))
+                continue
             self.meter.failure()
-            raise
-        self.meter.call(started, answer.prompt_tokens, answer.completion_tokens, answer.cached_prompt_tokens)
-        self.cache.put(key, answer.model_dump())
-        return answer
+            if (stop := self.breaker.failure(failure)) is not None:
+                raise stop from error
+            raise error
 
     def complete(self, request: Request) -> Response:
         params = request_params(request, schema=self.supports_response_schema, logprobs=self.supports_logprobs)

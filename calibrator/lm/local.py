@@ -41,13 +41,15 @@ def model_fingerprint(path: Path) -> str:
 class LocalServer:
     """llama.cpp's server inside this process, bound to 127.0.0.1 on a free port."""
 
-    def __init__(self, gguf: Path, *, n_ctx: int = 8192, threads: int | None = None) -> None:
+    def __init__(self, gguf: Path, *, slots: int = 1, n_ctx: int = 8192, threads: int | None = None) -> None:
         import xllamacpp
 
         params = xllamacpp.CommonParams()
         params.model.path = str(gguf)
-        params.n_ctx = n_ctx
-        params.n_parallel = 1  # one slot: on 2 cores a second slot adds no throughput and halves prefix reuse
+        # llama.cpp splits n_ctx across slots; each slot keeps the whole window. Slots decode in one batch, so calls
+        # in flight share the CPU; bench/lm_throughput.py measures what they pay off (calibrator/lm/policy.py).
+        params.n_parallel = max(1, slots)
+        params.n_ctx = n_ctx * params.n_parallel
         threads = threads or max(1, os.cpu_count() or 1)
         params.cpuparams.n_threads = threads
         params.cpuparams_batch.n_threads = threads

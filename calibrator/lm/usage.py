@@ -14,6 +14,9 @@ class Usage(BaseModel):
     completion_tokens: int = 0
     cached_prompt_tokens: int = 0
     lm_seconds: float = 0.0
+    throttled: int = 0  # 429/503 answers, each waited out and retried
+    retries: int = 0  # connection errors, timeouts and 5xx retried
+    rate_wait_seconds: float = 0.0  # spent waiting for --rpm/--tpm
 
 
 class UsageMeter:
@@ -30,6 +33,18 @@ class UsageMeter:
     def failure(self) -> None:
         with self._lock:
             self._usage.failures += 1
+
+    def throttled(self) -> None:
+        with self._lock:
+            self._usage.throttled += 1
+
+    def retry(self) -> None:
+        with self._lock:
+            self._usage.retries += 1
+
+    def waited(self, seconds: float) -> None:
+        with self._lock:
+            self._usage.rate_wait_seconds += seconds
 
     def call(self, started: float, prompt_tokens: int, completion_tokens: int, cached_prompt_tokens: int = 0) -> None:
         with self._lock:
