@@ -6,9 +6,10 @@ patient into a sample: the full history so far, and what the expert actually did
 """
 
 import csv
+import hashlib
 import io
 import json
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from itertools import groupby
 from pathlib import Path
@@ -210,18 +211,97 @@ def _read_transcript(file: str, rows: list[tuple[int, dict | str]]) -> LogRead:
     return LogRead(sessions, problems, skipped=len(bad - {""}))
 
 
-def read_logs(path: Path) -> LogRead:
-    """Read a RealMedConv JSONL log or a plain transcript (JSONL or CSV); raise LogError if the file is unusable."""
+def _check_file(path: Path) -> str:
     file = str(path)
     if not path.is_file():
         raise LogError(f"{file}: no such file")
     suffix = path.suffix.lower()
     if suffix not in (".jsonl", ".json", ".csv"):
         raise LogError(f"{file}: unsupported file type {suffix!r}: use .jsonl, .json or .csv")
+    return suffix
+
+
+def _decode(file: str, data: bytes, offset: int = 0) -> str:
     try:
-        text = path.read_bytes().decode("utf-8-sig")
+        return data.decode("utf-8-sig" if offset == 0 else "utf-8")
     except UnicodeDecodeError as e:
-        raise LogError(f"{file}: not UTF-8 text (byte {e.start}); save it as UTF-8") from None
+        raise LogError(f"{file}: not UTF-8 text (byte {offset + e.start}); save it as UTF-8") from None
+
+
+class LogStream:
+    """A log's sessions, read lazily. RealMedConv JSONL (one session per line) streams line by line, so memory stays
+    flat whatever the file's size; a transcript (a dialogue's turns may be anywhere in the file) is read whole.
+    `problems` and `skipped` fill in as the sessions are read; the duplicate-id check keeps an 8-byte digest per
+    session."""
+
+    def __init__(self, path: Path) -> None:
+        self.path, self.file = path, str(path)
+        suffix = _check_file(path)
+        with open(path, "rb") as f:
+            first_line = next((line for line in f if line.strip(b" \t\r\n\xef\xbb\xbf")), b"")
+        if not first_line:
+            raise LogError(f"{self.file}: the file is empty")
+        self.problems: list[LogProblem] = []
+        self.skipped = 0
+        self.streaming = False
+        if suffix == ".csv":
+            return
+        rows = _json_lines(_decode(self.file, first_line).strip())
+        first = next((obj for _, obj in rows if isinstance(obj, dict)), None)
+        if first is None:  # the first line is not an object: the whole-file reader says what is wrong, line by line
+            return
+        if "messages" in first:
+            self.streaming = True
+        elif "dialogue_id" not in first:
+            raise LogError(
+                f"{self.file}: unrecognised format: expected one JSON object per line, either a RealMedConv session "
+                f"(session_id, messages) or a transcript turn ({', '.join(TRANSCRIPT_COLUMNS)})"
+            )
+
+    def lines(self) -> int:
+        """Non-blank lines in the file (a quick byte count): the progress bar's total for a streamed log."""
+        with open(self.path, "rb") as f:
+            return sum(1 for line in f if line.strip())
+
+    def __iter__(self) -> Iterator[Session]:
+        if not self.streaming:
+            read = _read_whole(self.path)
+            self.problems, self.skipped = read.problems, read.skipped
+            yield from read.sessions
+            return
+        seen: dict[bytes, int] = {}
+        offset = 0
+        with open(self.path, "rb") as f:
+            for number, raw in enumerate(f, start=1):  # binary lines split on \n only, as JSON Lines does
+                try:
+                    text = raw.decode("utf-8-sig" if number == 1 else "utf-8")
+                except UnicodeDecodeError as e:
+                    text, obj = "", f"not UTF-8 text (byte {offset + e.start}); save the file as UTF-8"
+                offset += len(raw)
+                if text and not text.strip():
+                    continue
+                if text:
+                    [(_, obj)] = _json_lines(text.rstrip("\r\n"))
+                try:
+                    if isinstance(obj, str):
+                        raise ValueError(obj)
+                    session = Session.model_validate(obj)
+                    digest = hashlib.blake2b(session.session_id.encode(), digest_size=8).digest()
+                    if digest in seen:
+                        raise ValueError(f"duplicate session_id {session.session_id!r} (first on line {seen[digest]})")
+                except ValueError as e:  # pydantic's ValidationError is a ValueError
+                    reason = _explain(e) if isinstance(e, ValidationError) else str(e)
+                    self.problems.append(LogProblem(self.file, number, f"{reason}; session skipped"))
+                    self.skipped += 1
+                    continue
+                seen[digest] = number
+                yield session
+
+
+def _read_whole(path: Path) -> LogRead:
+    file = str(path)
+    suffix = _check_file(path)
+    text = _decode(file, path.read_bytes())
     if not text.strip():
         raise LogError(f"{file}: the file is empty")
     if suffix == ".csv":
@@ -236,6 +316,13 @@ def read_logs(path: Path) -> LogRead:
         f"{file}: unrecognised format: expected one JSON object per line, either a RealMedConv session "
         f"(session_id, messages) or a transcript turn ({', '.join(TRANSCRIPT_COLUMNS)})"
     )
+
+
+def read_logs(path: Path) -> LogRead:
+    """Read a RealMedConv JSONL log or a plain transcript (JSONL or CSV) whole; raise LogError if the file is unusable."""
+    stream = LogStream(path)
+    sessions = list(stream)
+    return LogRead(sessions, stream.problems, stream.skipped)
 
 
 def segment(session: Session) -> list[Sample]:

@@ -82,7 +82,8 @@ def imap_unordered(fn: Callable[[T], R], items: Iterable[T], *, concurrency: int
                 if not running:
                     break
                 done, _ = wait(running, return_when=FIRST_COMPLETED)
-                for future in done:
+                # finished work first: a failure among them must not drop an answer that already came back
+                for future in sorted(done, key=lambda f: f.exception() is not None):
                     item = running.pop(future)
                     yield item, future.result()
         finally:

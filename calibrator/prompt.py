@@ -8,6 +8,7 @@ import hashlib
 import json
 import os
 import tempfile
+from collections.abc import Iterable
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -76,6 +77,12 @@ _BlockDumper.add_representer(str, _str)
 
 
 def write_atomic(path: Path, text: str) -> None:
+    write_atomic_lines(path, [text])
+
+
+def write_atomic_lines(path: Path, pieces: Iterable[str]) -> None:
+    """Write `pieces` (streamed, so a file of any size) to a temporary file beside `path`, fsync, then rename: a
+    reader sees the old file or the whole new one, never a part."""
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     umask = os.umask(0)
@@ -83,7 +90,8 @@ def write_atomic(path: Path, text: str) -> None:
     os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes 0600; a saved prompt or report is an ordinary file
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
+            for piece in pieces:
+                f.write(piece)
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)

@@ -14,7 +14,7 @@ from pydantic import TypeAdapter
 from calibrator.components.extractor import ExtractorRow
 from calibrator.cli import main
 from calibrator.components.extractor import DEFAULT_FIELDS, EXTRACTOR, MAX_ITEMS, items_type, observed_future
-from calibrator.components.extract import MadeBy, TrainingSample, extract_samples, partial_path, reusable
+from calibrator.components.extract import MadeBy, SampleIndex, TrainingSample, extract_samples, partial_path
 from calibrator.goldset import GoldSetError, load_goldset
 from calibrator.items import match_items, normalise, paired_items, score_items, value_overlap
 from calibrator.lm.spec import LMSpec
@@ -231,13 +231,17 @@ def test_extract_resumes_without_redoing_or_duplicating(tmp_path):
     out, todo = tmp_path / "samples.jsonl", samples(5)
     with dspy.context(lm=Dies(3), adapter=dspy.ChatAdapter()), pytest.raises(KeyboardInterrupt):
         extract_samples(todo, prompt, LOCAL, out, show_progress=False)
-    assert not out.exists() and len(partial_path(out).read_text().splitlines()) == 3
+    # the 3 answers that came back, and the stop sample if it was read before the kill (it needs no LM call and is
+    # written as soon as it is read)
+    kept = [json.loads(line)["id"] for line in partial_path(out).read_text().splitlines()]
+    assert not out.exists() and len(kept) == len(set(kept))
+    assert {s.id for s in todo[:3]} <= set(kept) <= {s.id for s in todo[:3]} | {todo[-1].id}
     with open(partial_path(out), "a") as f:
         f.write('{"id": "s3_0", "session_id": "s3", "conte')  # a line torn by the kill
     second = Dies(100)
     with dspy.context(lm=second, adapter=dspy.ChatAdapter()):
         summary = extract_samples(todo, prompt, LOCAL, out, show_progress=False)
-    assert second.made == 2 and (summary.reused, summary.extracted, summary.reextracted, summary.stops) == (3, 2, 0, 1)
+    assert second.made == 2 and (summary.reused, summary.extracted, summary.reextracted, summary.stops) == (len(kept), 2, 0, 1)
     records = [json.loads(line) for line in out.read_text().splitlines()]
     assert [r["id"] for r in records] == [s.id for s in todo]
     assert records[0]["target_info"] == ["allergies: none"] and records[0]["context"][0]["role"] == "user"
@@ -301,15 +305,25 @@ def test_read_samples_reads_records_from_before_stamping(tmp_path):
     assert {(r.prompt_sha256, r.lm) for r in records} == {(None, None)}
 
 
-def test_a_record_by_this_prompt_and_lm_wins_over_a_stale_one_for_the_same_sample():
+def test_a_record_by_this_prompt_and_lm_wins_over_a_stale_one_for_the_same_sample(tmp_path):
     [sample] = samples(1)[:1]
     made_by = MadeBy(prompt_sha256="a" * 64, lm="local")
     base = TrainingSample(id=sample.id, session_id=sample.session_id, context=sample.context, future=sample.future,
                           target_info=["allergies: none"], decision="continue")
     fresh = base.model_copy(update=made_by.model_dump())
     stale = base.model_copy(update={"prompt_sha256": "b" * 64, "lm": "local"})
-    assert reusable([stale, fresh], [sample], made_by) == ({sample.id: fresh}, set())
-    assert reusable([fresh, stale], [sample], made_by) == ({sample.id: fresh}, set())
-    assert reusable([stale], [sample], made_by) == ({}, {sample.id})
-    other_future = fresh.model_copy(update={"future": sample.future[:1]})
-    assert reusable([other_future], [sample], made_by) == ({}, set())
+
+    def state(*records):
+        index = SampleIndex(tmp_path / "index.sqlite", made_by)
+        for record in records:
+            index.add(record)
+        try:
+            return index.state(sample)
+        finally:
+            index.close()
+
+    assert state(stale, fresh) == state(fresh, stale) == "reuse"
+    assert state(stale) == "stale"
+    assert state() == "new"
+    assert state(fresh.model_copy(update={"future": sample.future[:1]})) == "new"  # another future: not this sample's record
+    assert state(fresh.model_copy(update={"error": "parse: no JSON"})) == "new"  # a failed record is not finished

@@ -272,7 +272,7 @@ def test_train_run_writes_its_files_from_rank_zero_only(tmp_path, monkeypatch, r
     monkeypatch.chdir(ROOT)
     monkeypatch.setenv("RANK", rank)
     monkeypatch.setattr(model, "ensure_model", lambda name, cache_dir: tmp_path / "model")
-    monkeypatch.setattr(cli, "_grader", lambda config, stack: (SimpleNamespace(usage=lambda: SimpleNamespace(model_dump=dict)), None))
+    monkeypatch.setattr(cli, "_grader", lambda config, stack: (SimpleNamespace(usage=lambda: SimpleNamespace(model_dump=dict), concurrency=1), None))
     monkeypatch.setattr(trainer, "train", lambda config, rows, model_dir, reward, args: {"resumed_from": None, "steps": 0, "grader_failures": 0})
     out = tmp_path / "run"
     code = cli.main(["run", "--samples", str(small_samples(tmp_path / "samples.jsonl")), "--out", str(out), "--allow-uncalibrated",

@@ -188,7 +188,7 @@ def test_multi_gpu_config_says_how_it_is_launched():
 def test_concurrency_comes_from_the_config_and_the_command_line(tmp_path):
     from train.__main__ import _parser
 
-    assert load_config(CONFIGS / "cpu-smoke.yaml").concurrency == 4
+    assert load_config(CONFIGS / "cpu-smoke.yaml").concurrency is None  # the grader backend's default
     args = _parser().parse_args(["run", "--concurrency", "16"])
     assert load_config(args.config, concurrency=args.concurrency).concurrency == 16
     assert _parser().parse_args(["eval", "--model", "runs/x", "--concurrency", "2"]).concurrency == 2

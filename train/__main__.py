@@ -38,7 +38,7 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--grader-lm", metavar="SPEC", help="LM behind the grader (default: local)")
     run.add_argument("--fusion", choices=("default", "sum", "content", "stop"), help="how reward terms combine (default: default)")
     run.add_argument("--max-steps", type=int, help="GRPO steps")
-    run.add_argument("--concurrency", type=int, metavar="N", help="grader LM calls at once (default: the config's concurrency)")
+    run.add_argument("--concurrency", type=int, metavar="N", help="grader LM calls at once (default: the config's concurrency, else 16 for an API grader, 1 for the embedded one)")
     run.add_argument("--out", type=Path, help="checkpoints, metrics.jsonl, run.json (default: runs/grpo)")
     run.add_argument("--accept-newer-goldset", action="store_true", default=None,
                      help="accept a grader calibrated on an earlier version of its gold set (recorded)")
@@ -128,12 +128,14 @@ def _grader(config, stack):
     import dspy
 
     from calibrator.components.grader import GRADER
-    from calibrator.lm import LMSpec, open_lm
+    from calibrator.lm import CallPolicy, LMSpec, default_concurrency, open_lm
     from calibrator.lm.adapter import CompactJSONAdapter
     from calibrator.prompt import load_prompt
     from train.rewards import grader_call
 
-    handle = stack.enter_context(open_lm(LMSpec.parse(config.grader_lm), cache_dir=config.cache_dir, seed=config.seed))
+    spec = LMSpec.parse(config.grader_lm)
+    policy = CallPolicy(concurrency=config.concurrency or default_concurrency(spec))
+    handle = stack.enter_context(open_lm(spec, cache_dir=config.cache_dir, seed=config.seed, policy=policy))
     stack.enter_context(dspy.context(lm=handle.lm, adapter=CompactJSONAdapter()))
     return handle, grader_call(GRADER.build_program(load_prompt(config.grader_prompt)), GRADER.predict)
 
@@ -187,7 +189,7 @@ def _run(args: argparse.Namespace) -> int:
         handle, grade = _grader(config, stack)
         format_source = _format_source(config)
         print(f"format term: {format_source.source} ({format_source.reason})")
-        reward = CalibratedReward(grade, config.fusion, format_source.source, config.concurrency)
+        reward = CalibratedReward(grade, config.fusion, format_source.source, handle.concurrency)
         summary = trainer.train(config, data.to_rows(train_samples, instructions), model_dir, reward, grpo_args)
         usage = handle.usage().model_dump()
     record = {"gate": gate_record, "model": str(model_dir), "samples": {"train": len(train_samples), "heldout": len(heldout)},
@@ -222,11 +224,11 @@ def _eval(args: argparse.Namespace) -> int:
     instructions = load_prompt(config.policy_prompt).instructions
     result = {}
     with ExitStack() as stack:
-        _, grade = _grader(config, stack)
+        handle, grade = _grader(config, stack)
         format_source = _format_source(config)
         for side, model_dir in (("base", ensure_model(config.model, config.cache_dir)), ("trained", args.model / "final")):
             completions = generate(model_dir, samples, instructions, args.max_new_tokens)
-            result[side] = metrics(samples, completions, grade, config.fusion, format_source.source, config.concurrency)
+            result[side] = metrics(samples, completions, grade, config.fusion, format_source.source, handle.concurrency)
     result["format"] = format_source.model_dump()
     result["note"] = (f"{len(samples)} held-out samples; greedy decoding; reward fusion {config.fusion}; grader {config.grader_prompt} "
                       f"on {config.grader_lm}; format term from the {format_source.source}")

@@ -46,7 +46,8 @@ class TrainConfig(BaseModel):
     accept_newer_goldset: bool = False  # a gold set changed since the calibration is acceptable (recorded)
     allow_uncalibrated: bool = False  # overrides every check, even a missing calibration record (recorded)
     eval_fraction: float = 0.2  # sessions held out for `train eval`
-    concurrency: int = Field(4, ge=1)  # grader LM calls at once, for the trainer's reward and for `train eval`
+    # grader LM calls at once, for the trainer's reward and `train eval`; None: the grader backend's default (calibrator/lm/policy.py)
+    concurrency: int | None = Field(None, ge=1)
     seed: int = 0
     out: Path = Path("runs/grpo")
     cache_dir: Path = Path(".cache")

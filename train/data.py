@@ -30,7 +30,8 @@ def extract_from_logs(logs: Path, out: Path, extractor_prompt: Path | None, lm: 
         raise LogError(f"{logs}: no usable session ({read.skipped} skipped)")
     spec = LMSpec.parse(lm)
     with open_lm(spec, cache_dir=cache_dir, seed=seed) as handle, dspy.context(lm=handle.lm, adapter=CompactJSONAdapter()):
-        summary = extract_samples(segment_all(read.sessions), prompt, spec, out, show_progress=True)
+        summary = extract_samples(segment_all(read.sessions), prompt, spec, out, show_progress=True,
+                                  concurrency=handle.concurrency)
     print(f"extracted {summary.samples} samples into {out}: {summary.extracted} extracted now "
           f"({summary.reextracted} re-extracted: made by another prompt or LM), {summary.reused} from an earlier run")
     return read_samples(out)

@@ -4,15 +4,14 @@ Greedy decoding, one completion per sample. good_question_rate is the share of c
 question the grader scores content 1; termination_accuracy the share of stop samples answered `<stop />`.
 """
 
-import contextvars
 import html
 import statistics
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
 from calibrator.components.extract import TrainingSample
 from calibrator.logs import render
+from calibrator.parallel import map_ordered
 from train.data import policy_messages
 from calibrator.components.grader import FormatSourceName
 from train.rewards import Grade, Terms, decision_of, fuse, score_terms
@@ -38,9 +37,7 @@ def metrics(samples: list[TrainingSample], completions: list[str], grade: Grade,
             format_source: FormatSourceName, concurrency: int = 1) -> dict[str, Any]:
     """concurrency: grader calls at once, as in the trainer's reward."""
     jobs = [(c, s.decision, render(s.context), "; ".join(s.target_info)) for s, c in zip(samples, completions)]
-    contexts = [contextvars.copy_context() for _ in jobs]  # the caller's: the active dspy LM and adapter carry into the threads
-    with ThreadPoolExecutor(max_workers=concurrency) as pool:
-        terms: list[Terms] = list(pool.map(lambda cj: cj[0].run(score_terms, *cj[1], grade, format_source), zip(contexts, jobs)))
+    terms: list[Terms] = map_ordered(lambda job: score_terms(*job, grade, format_source), jobs, concurrency=concurrency)
     cont = [(s, c, t) for s, c, t in zip(samples, completions, terms) if s.decision == "continue"]
     stop = [(s, c, t) for s, c, t in zip(samples, completions, terms) if s.decision == "stop"]
 

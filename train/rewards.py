@@ -9,16 +9,15 @@ R_format, range 0-4). Grader calls of a step run concurrently and go through the
 failure scores that completion 0, is counted, and never stops the step.
 """
 
-import contextvars
 import time
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
 from types import SimpleNamespace
 from typing import Any
 
 from pydantic import BaseModel
 
 from calibrator.components.grader import FormatSourceName, GraderPrediction, format_by_rule
+from calibrator.parallel import map_ordered
 
 STOP_TAG = "<stop />"
 Grade = Callable[[str, str, str], GraderPrediction]  # (context, target info, candidate) -> scores
@@ -92,10 +91,7 @@ class CalibratedReward:
         started = time.perf_counter()
         texts = [completion_text(c) for c in completions]
         jobs = list(zip(texts, decision, context, target_info))
-        # one copy of the caller's context per job, so the active dspy LM and adapter carry into the threads
-        contexts = [contextvars.copy_context() for _ in jobs]
-        with ThreadPoolExecutor(max_workers=self.threads) as pool:
-            terms = list(pool.map(lambda cj: cj[0].run(score_terms, *cj[1], self.grade, self.format_source), zip(contexts, jobs)))
+        terms = map_ordered(lambda job: score_terms(*job, self.grade, self.format_source), jobs, concurrency=self.threads)
         self.last = terms
         self.failures += sum(t.grader_failed for t in terms)
         if log_metric is not None:

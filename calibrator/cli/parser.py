@@ -46,6 +46,15 @@ log formats:
 A malformed session is reported with its line number and skipped; the others are processed.
 """
 
+EXTRACT_EXAMPLES = """
+examples:
+  python -m calibrator extract --logs sessions.jsonl --out samples.jsonl
+  python -m calibrator extract --logs sessions.jsonl --out samples.jsonl --lm openai:gpt-4o-mini --concurrency 32 --rpm 5000
+  python -m calibrator extract --logs sessions.jsonl --out part1.jsonl --shard 1/4     # and 2/4, 3/4, 4/4 elsewhere
+  python -m calibrator extract merge part1.jsonl part2.jsonl part3.jsonl part4.jsonl --out samples.jsonl
+  python -m calibrator extract --logs sessions.jsonl --out trial.jsonl --limit 100    # a trial on the first 100 sessions
+"""
+
 
 def call_policy(args: argparse.Namespace, spec: "LMSpec") -> "CallPolicy":
     """--concurrency/--rpm/--tpm as the engine's policy (the backend's default concurrency when not given)."""
@@ -123,13 +132,27 @@ def build() -> argparse.ArgumentParser:
     ex = commands.add_parser("extract", help="segment expert logs and extract a (micro-goal, stop) target for every pharmacist run",
                              description="Cut every session of an expert log into Learn-to-Ask samples (one per pharmacist run "
                                          "after the patient has spoken: full history as context, the run and the rest as future) "
-                                         "and run the extractor on each. Killed half-way and started again, it continues where it "
-                                         "stopped; the output file appears only when complete.",
-                             epilog=LOGS_EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ex.add_argument("--logs", type=Path, required=True, help="RealMedConv JSONL, or a transcript .jsonl/.csv (dialogue_id, turn, speaker, text)")
-    ex.add_argument("--out", type=Path, required=True, help="samples JSONL to write (id, session_id, context, future, target_info, decision)")
+                                         "and run the extractor on each, --concurrency at a time. It streams: memory stays flat "
+                                         "whatever the log's size. Killed half-way (even kill -9) and started again, it continues "
+                                         "where it stopped; the output file appears only when complete, in log order, with "
+                                         "<out>.manifest.json beside it. Split a big log across processes or machines with "
+                                         "--shard I/N and join the pieces with `extract merge`.",
+                             epilog=LOGS_EPILOG + EXTRACT_EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ex.add_argument("--logs", type=Path, help="RealMedConv JSONL, or a transcript .jsonl/.csv (dialogue_id, turn, speaker, text)")
+    ex.add_argument("--out", type=Path, help="samples JSONL to write (id, session_id, context, future, target_info, decision)")
     ex.add_argument("--prompt", type=Path, help="extractor prompt (default: prompts/extractor.calibrated.yaml if present, else prompts/extractor.yaml)")
+    ex.add_argument("--shard", metavar="I/N",
+                    help="only the sessions of shard I of N (1 <= I <= N), chosen by a hash of the session id: every process "
+                         "given the same log and N agrees, and no session is in two shards")
+    ex.add_argument("--sessions", type=Path, metavar="FILE", help="only the session ids listed in FILE, one per line")
+    ex.add_argument("--limit", type=int, metavar="N", help="only the first N selected sessions (a trial run on a big log)")
     lm_flags(ex)
+    merge = ex.add_subparsers(dest="task", metavar="{merge}").add_parser(
+        "merge", help="join the outputs of `extract --shard I/N` into one file in log order",
+        description="Check that the shard files are one whole extraction (same log, prompt and LM; every shard 1..N exactly "
+                    "once; every record in its own shard, none twice, counts as their manifests say) and join them in log order.")
+    merge.add_argument("shards", type=Path, nargs="+", metavar="SHARD", help="the --out file of each `extract --shard I/N`")
+    merge.add_argument("--out", type=Path, required=True, dest="merged_out", help="the merged samples JSONL to write")
 
     rv = commands.add_parser("review", help="export a run's disagreements and a sample of its agreements, shuffled, to adjudicate blind",
                              description="Write every row of the run's predictions.csv (every split) where the prediction differs "
