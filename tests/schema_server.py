@@ -4,12 +4,14 @@ and a fenced instruction when no schema was sent (GEPA's reflection); asked for 
 (`token_logprobs`). It exercises the real client, cache,
 DSPy adapters and optimizers at full budget sizes in seconds; the embedded model proves the answers themselves."""
 
+import collections
 import hashlib
 import http.server
 import json
 import math
 import re
 import threading
+import time
 from typing import Any
 
 
@@ -59,10 +61,13 @@ def token_logprobs(text: str, seed: int, top: int) -> dict[str, Any]:
 class SchemaServer:
     """`with SchemaServer() as server:` then `--lm openai-compatible:stub@{server.url}`; counts requests."""
 
-    def __init__(self, *, logprobs: bool = True) -> None:
+    def __init__(self, *, logprobs: bool = True, delay: float = 0.0) -> None:
         self.logprobs = logprobs  # False: ignore `logprobs` like a server that cannot give them
+        self.delay = delay  # seconds before each answer, like an API's latency
         self.requests = 0
         self.logprob_requests = 0
+        self.seen: collections.Counter[str] = collections.Counter()  # requests by a digest of their messages
+        self._lock = threading.Lock()
         owner = self
 
         class Handler(http.server.BaseHTTPRequestHandler):
@@ -71,7 +76,11 @@ class SchemaServer:
 
             def do_POST(self) -> None:
                 body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
-                owner.requests += 1
+                with owner._lock:
+                    owner.requests += 1
+                    owner.seen[hashlib.sha256(json.dumps(body["messages"]).encode()).hexdigest()] += 1
+                if owner.delay:
+                    time.sleep(owner.delay)
                 seed = int(hashlib.sha256(json.dumps(body["messages"]).encode()).hexdigest()[:8], 16)
                 fmt = (body.get("response_format") or {}).get("json_schema")
                 if fmt:

@@ -145,13 +145,21 @@ class CachingEngine:
         with self._preflight_lock:
             if self._preflight_done:
                 return
-            try:
-                self.wire.chat(PREFLIGHT, {"max_tokens": 1, "temperature": 0.0})
-            except Exception as e:
-                failure = classify(e)
-                if failure is None or failure.kind != "throttled":
-                    cause = failure.cause if failure else f"{type(e).__name__}: {str(e)[:160]}"
-                    raise self.breaker.open(cause, "preflight request") from e
+            for attempt in range(self.policy.max_retries + 1):
+                try:
+                    self.wire.chat(PREFLIGHT, {"max_tokens": 1, "temperature": 0.0})
+                    break
+                except Exception as e:
+                    failure = classify(e)
+                    if failure is not None and failure.kind == "throttled":
+                        self.meter.throttled()
+                        break
+                    # nothing listening is final at once; a timeout or a 5xx may pass, as a call's would
+                    if failure is None or failure.kind != "transient" or failure.cause == "connection refused" \
+                            or attempt == self.policy.max_retries:
+                        cause = failure.cause if failure else f"{type(e).__name__}: {str(e)[:160]}"
+                        raise self.breaker.open(cause, "preflight request") from e
+                    time.sleep(backoff(attempt + 1, self.policy.backoff_base, self.policy.backoff_cap))
             self._preflight_done = True
 
     def _call(self, messages: list[dict[str, str]], params: dict[str, Any]) -> Answer:

@@ -45,8 +45,12 @@ def retry_after(headers: httpx.Headers | None) -> float | None:
     try:
         return max(0.0, float(value))
     except ValueError:
-        when = email.utils.parsedate_to_datetime(value) if value.strip() else None
-        return max(0.0, when.timestamp() - time.time()) if when is not None else None
+        pass
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    return max(0.0, when.timestamp() - time.time())
 
 
 def _network_cause(error: BaseException) -> str:

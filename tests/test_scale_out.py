@@ -1,0 +1,205 @@
+"""Real-size paths through the command line, against a fast OpenAI-compatible server on 127.0.0.1: extraction at
+concurrency (killed with SIGKILL and resumed), shards and their merge, session selection, and a wrong backend stopped
+in one line. The answers are the stub's; tests/test_concurrency.py runs the embedded model itself."""
+
+import http.server
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from calibrator.shards import Shard, shard_of
+from schema_server import SchemaServer
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def write_log(path: Path, n: int) -> Path:
+    """n sessions of 2 questions and a final answer: 3 samples each (2 continue, 1 stop)."""
+    lines = []
+    for i in range(n):
+        messages = [{"role": "user", "content": f"I have had a headache for {i + 1} days"},
+                    {"role": "assistant", "content": "Do you have a fever?"}, {"role": "user", "content": "No" if i % 2 else "A mild one"},
+                    {"role": "assistant", "content": "Any allergies?"}, {"role": "user", "content": f"Penicillin ({i})"},
+                    {"role": "assistant", "content": "Take paracetamol and rest."}]
+        lines.append(json.dumps({"session_id": f"s{i:04d}", "messages": messages}))
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+def run(*args: str, cwd: Path = ROOT) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "calibrator", *args], cwd=cwd, capture_output=True, text=True, timeout=600)
+
+
+def extract_args(logs: Path, out: Path, url: str, cache: Path, *extra: str) -> list[str]:
+    return ["extract", "--logs", str(logs), "--out", str(out), "--prompt", str(ROOT / "prompts/extractor.yaml"),
+            "--lm", f"openai-compatible:stub@{url}", "--cache-dir", str(cache), "--no-progress", *extra]
+
+
+def records(path: Path) -> list[dict]:
+    return [json.loads(line) for line in path.read_text().splitlines()]
+
+
+def test_extract_at_concurrency_killed_and_resumed_loses_and_duplicates_nothing(tmp_path):
+    logs, out = write_log(tmp_path / "log.jsonl", 60), tmp_path / "samples.jsonl"
+    partial = tmp_path / "samples.jsonl.partial"
+    with SchemaServer(delay=0.05) as server:
+        cmd = [sys.executable, "-m", "calibrator", *extract_args(logs, out, server.url, tmp_path / "cache", "--concurrency", "8")]
+        proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        deadline = time.time() + 120
+        while time.time() < deadline and proc.poll() is None:
+            if partial.exists() and len(partial.read_text().splitlines()) >= 40:
+                break
+            time.sleep(0.02)
+        assert proc.poll() is None, "extract finished before it could be killed"
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.communicate(timeout=60)
+        assert not out.exists()
+        kept = len(partial.read_text().splitlines())
+        done = run(*extract_args(logs, out, server.url, tmp_path / "cache", "--concurrency", "8"))
+    assert done.returncode == 0, done.stderr
+    got = records(out)
+    ids = [r["id"] for r in got]
+    assert ids == [f"s{i:04d}_{k}" for i in range(60) for k in range(3)]  # every sample once, in log order
+    assert all(r["error"] is None for r in got)
+    assert [r["session_index"] for r in got] == [i for i in range(60) for _ in range(3)]
+    assert f"from an earlier run" in done.stdout and kept >= 40
+    assert set(server.seen.values()) <= {1, 2}  # a call in flight at the kill may be made again, never more
+    assert not partial.exists() and not (tmp_path / "samples.jsonl.index.sqlite").exists()
+
+
+def test_shards_merge_back_into_the_whole_extraction(tmp_path):
+    logs = write_log(tmp_path / "log.jsonl", 40)
+    with SchemaServer() as server:
+        whole = run(*extract_args(logs, tmp_path / "whole.jsonl", server.url, tmp_path / "cache", "--concurrency", "4"))
+        assert whole.returncode == 0, whole.stderr
+        parts = []
+        for i in (1, 2, 3):
+            part = tmp_path / f"part{i}.jsonl"
+            done = run(*extract_args(logs, part, server.url, tmp_path / "cache-shards", "--shard", f"{i}/3", "--concurrency", "4"))
+            assert done.returncode == 0, done.stderr
+            parts.append(part)
+    sessions = [{r["session_id"] for r in records(p)} for p in parts]
+    assert all(s for s in sessions) and sum(len(s) for s in sessions) == 40  # every session in exactly one shard
+    assert all(shard_of(sid, 3) == i + 1 for i, s in enumerate(sessions) for sid in s)
+    merged = run("extract", "merge", str(parts[2]), str(parts[0]), str(parts[1]), "--out", str(tmp_path / "merged.jsonl"))
+    assert merged.returncode == 0, merged.stderr
+    assert (tmp_path / "merged.jsonl").read_text() == (tmp_path / "whole.jsonl").read_text()
+    assert "merged 3 shards" in merged.stdout and "40 sessions, 120 samples" in merged.stdout
+
+
+def _shards(tmp_path: Path, n: int = 12) -> list[Path]:
+    logs = write_log(tmp_path / "log.jsonl", n)
+    parts = []
+    with SchemaServer() as server:
+        for i in (1, 2):
+            part = tmp_path / f"part{i}.jsonl"
+            assert run(*extract_args(logs, part, server.url, tmp_path / "cache", "--shard", f"{i}/2")).returncode == 0
+            parts.append(part)
+    return parts
+
+
+def test_merge_refuses_shards_that_do_not_make_one_whole(tmp_path):
+    one, two = _shards(tmp_path)
+    merged = tmp_path / "merged.jsonl"
+
+    def refused(*paths: Path) -> str:
+        done = run("extract", "merge", *map(str, paths), "--out", str(merged))
+        assert done.returncode == 2 and not merged.exists()
+        return done.stderr
+
+    assert "shard(s) 2/2 missing" in refused(one)
+    assert "shard 1/2 given twice" in refused(one, one)
+    lines = two.read_text().splitlines()
+    two.write_text("\n".join(lines[:-1]) + "\n")
+    assert f"{len(lines) - 1} records, but its manifest says {len(lines)}" in refused(one, two)
+    two.write_text("\n".join(lines) + "\n")
+    stray = json.loads(lines[0])
+    one.write_text(one.read_text() + json.dumps(stray) + "\n")
+    assert f"session {stray['session_id']!r} belongs to shard 2/2, not 1/2" in refused(one, two)
+    manifest = tmp_path / "part1.jsonl.manifest.json"
+    manifest.write_text(manifest.read_text().replace('"lm": "openai-compatible', '"lm": "other'))
+    assert "made from another LM" in refused(one, two)
+
+
+def test_limit_and_a_session_list_select_what_is_extracted(tmp_path):
+    logs = write_log(tmp_path / "log.jsonl", 20)
+    listed = tmp_path / "ids.txt"
+    listed.write_text("# wanted\ns0003\n\ns0017\nnot-there\n")
+    with SchemaServer() as server:
+        limited = run(*extract_args(logs, tmp_path / "a.jsonl", server.url, tmp_path / "cache", "--limit", "5"))
+        chosen = run(*extract_args(logs, tmp_path / "b.jsonl", server.url, tmp_path / "cache", "--sessions", str(listed)))
+        bad = run(*extract_args(logs, tmp_path / "c.jsonl", server.url, tmp_path / "cache", "--shard", "0/2"))
+    assert limited.returncode == 0 and chosen.returncode == 0
+    assert [r["session_id"] for r in records(tmp_path / "a.jsonl")][::3] == [f"s{i:04d}" for i in range(5)]
+    assert [r["session_id"] for r in records(tmp_path / "b.jsonl")][::3] == ["s0003", "s0017"]
+    assert [r["session_index"] for r in records(tmp_path / "b.jsonl")][::3] == [3, 17]  # positions in the whole log
+    assert "1 session id(s) listed" in chosen.stderr
+    assert bad.returncode == 2 and "--shard '0/2': expected I/N with 1 <= I <= N" in bad.stderr
+
+
+def test_shard_parsing():
+    assert Shard.parse("2/5") == Shard(index=2, count=5) and str(Shard.parse("2/5")) == "2/5"
+    for text in ("0/3", "4/3", "a/b", "3", "1/0"):
+        with pytest.raises(ValueError, match="expected I/N"):
+            Shard.parse(text)
+
+
+# ---- a wrong backend stops the command in one line ---------------------------------------------------------
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class _Refusing(http.server.BaseHTTPRequestHandler):
+    status = 401
+
+    def do_POST(self):  # noqa: N802
+        self.rfile.read(int(self.headers["Content-Length"]))
+        body = json.dumps({"error": {"message": "nope"}}).encode()
+        self.send_response(self.status)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, *args):
+        pass
+
+
+@pytest.mark.parametrize("case", ["nothing listening", "401", "404"])
+def test_a_wrong_backend_stops_eval_fast_with_one_line_and_keeps_the_cache(tmp_path, case):
+    httpd = None
+    if case == "nothing listening":
+        url = f"http://127.0.0.1:{_free_port()}/v1"
+    else:
+        handler = type("H", (_Refusing,), {"status": int(case)})
+        httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+        threading.Thread(target=httpd.serve_forever, daemon=True).start()
+        url = f"http://127.0.0.1:{httpd.server_port}/v1"
+    started = time.monotonic()
+    try:
+        done = run("eval", "--component", "grader", "--lm", f"openai-compatible:qwen@{url}", "--cache-dir", str(tmp_path / "cache"),
+                   "--out", str(tmp_path / "reports"), "--no-progress")
+    finally:
+        if httpd is not None:
+            httpd.shutdown()
+    elapsed = time.monotonic() - started
+    expected = {"nothing listening": "connection refused", "401": "HTTP 401: the API key was refused",
+                "404": "HTTP 404: unknown model or wrong URL"}[case]
+    assert done.returncode == 1
+    [line] = [l for l in done.stderr.splitlines() if l.startswith("error:")]
+    assert f"--lm openai-compatible:qwen@{url}: {expected} (preflight request)" in line
+    assert str(tmp_path / "cache") in line
+    assert not (tmp_path / "reports").exists() or not any((tmp_path / "reports").iterdir())
+    assert (tmp_path / "cache" / "lm-calls.sqlite").exists()
+    assert elapsed < 30  # one preflight, not 75 rows of retries (measured figures are in the README)
