@@ -42,18 +42,24 @@ def _submit(pool: ThreadPoolExecutor, fn: Callable[[T], R], item: T) -> Future:
 
 def map_ordered(fn: Callable[[T], R], items: list[T], *, concurrency: int, progress: Progress | None = None) -> list[R]:
     """`[fn(x) for x in items]`, `concurrency` at a time."""
-    with ThreadPoolExecutor(max_workers=max(1, concurrency)) as pool:
-        futures = [_submit(pool, fn, item) for item in items]
-        try:
-            for future in _as_done(futures):
-                future.result()
-                if progress is not None:
-                    progress.step()
-        except BaseException:
-            for f in futures:
-                f.cancel()
-            raise
-        return [f.result() for f in futures]
+    pool = ThreadPoolExecutor(max_workers=max(1, concurrency))
+    futures = [_submit(pool, fn, item) for item in items]
+    try:
+        for future in _as_done(futures):
+            future.result()
+            if progress is not None:
+                progress.step()
+    except BaseException:
+        _abandon(pool)
+        raise
+    pool.shutdown()
+    return [f.result() for f in futures]
+
+
+def _abandon(pool: ThreadPoolExecutor) -> None:
+    """Stop at once: queued tasks are cancelled and running ones are not waited for (closing the LM engine wakes
+    any that sleep in a backoff), so Ctrl-C or a stopped backend ends the command promptly."""
+    pool.shutdown(wait=False, cancel_futures=True)
 
 
 def _as_done(futures: list[Future]) -> Iterator[Future]:
@@ -68,27 +74,28 @@ def imap_unordered(fn: Callable[[T], R], items: Iterable[T], *, concurrency: int
     tasks are submitted and not yet yielded."""
     limit = pending or 4 * max(1, concurrency)
     source = iter(items)
-    with ThreadPoolExecutor(max_workers=max(1, concurrency)) as pool:
-        running: dict[Future, T] = {}
-        try:
-            exhausted = False
-            while running or not exhausted:
-                while not exhausted and len(running) < limit:
-                    item = next(source, _END)
-                    if item is _END:
-                        exhausted = True
-                    else:
-                        running[_submit(pool, fn, item)] = item
-                if not running:
-                    break
-                done, _ = wait(running, return_when=FIRST_COMPLETED)
-                # finished work first: a failure among them must not drop an answer that already came back
-                for future in sorted(done, key=lambda f: f.exception() is not None):
-                    item = running.pop(future)
-                    yield item, future.result()
-        finally:
-            for f in running:
-                f.cancel()
+    pool = ThreadPoolExecutor(max_workers=max(1, concurrency))
+    running: dict[Future, T] = {}
+    try:
+        exhausted = False
+        while running or not exhausted:
+            while not exhausted and len(running) < limit:
+                item = next(source, _END)
+                if item is _END:
+                    exhausted = True
+                else:
+                    running[_submit(pool, fn, item)] = item
+            if not running:
+                break
+            done, _ = wait(running, return_when=FIRST_COMPLETED)
+            # finished work first: a failure among them must not drop an answer that already came back
+            for future in sorted(done, key=lambda f: f.exception() is not None):
+                item = running.pop(future)
+                yield item, future.result()
+    except BaseException:
+        _abandon(pool)
+        raise
+    pool.shutdown()
 
 
 _END = object()

@@ -107,12 +107,14 @@ def file_sha256(path: Path) -> str:
 
 
 def _records(path: Path) -> Iterator[tuple[int, dict]]:
-    with open(path, encoding="utf-8") as f:
-        for number, line in enumerate(f, start=1):
+    with open(path, "rb") as f:
+        for number, raw in enumerate(f, start=1):
             try:
-                record = json.loads(line)
-            except json.JSONDecodeError as e:
-                raise ShardError(f"{path}, line {number}: not a JSON record ({e.msg}); re-run that shard's extract") from None
+                record = json.loads(raw)
+            except (json.JSONDecodeError, UnicodeDecodeError) as e:
+                raise ShardError(f"{path}, line {number}: not a JSON record ({e}); re-run that shard's extract") from None
+            if not isinstance(record, dict):
+                raise ShardError(f"{path}, line {number}: not a JSON record (a {type(record).__name__}); re-run that shard's extract")
             yield number, record
 
 
@@ -166,6 +168,11 @@ def _checked(path: Path, manifest: Manifest) -> Iterator[tuple[int, str]]:
         session_id, position, sample_id = record.get("session_id"), record.get("session_index"), record.get("id")
         if not isinstance(session_id, str) or not isinstance(position, int) or not isinstance(sample_id, str):
             raise ShardError(f"{where}: a record without session_id, session_index or id; re-run that shard's extract")
+        if record.get("error") is not None:
+            raise ShardError(f"{where}: sample {sample_id!r} failed ({str(record['error'])[:80]}); run that shard's extract "
+                             "again to retry it, then merge")
+        if (record.get("prompt_sha256"), record.get("lm")) != (manifest.prompt_sha256, manifest.lm):
+            raise ShardError(f"{where}: sample {sample_id!r} was made by another prompt or LM than its manifest says")
         if shard_of(session_id, manifest.shard.count) != manifest.shard.index:
             raise ShardError(f"{where}: session {session_id!r} belongs to shard {shard_of(session_id, manifest.shard.count)}/"
                              f"{manifest.shard.count}, not {manifest.shard}")

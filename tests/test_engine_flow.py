@@ -4,6 +4,7 @@ tests/test_concurrency.py proves it against the real embedded server."""
 
 import email.utils
 import json
+import sqlite3
 import subprocess
 import sys
 import threading
@@ -14,7 +15,7 @@ import httpx
 import openai
 import pytest
 
-from calibrator.lm.cache import CallCache
+from calibrator.lm.cache import CallCache, cache_key
 from calibrator.lm.engine import CachingEngine
 from calibrator.lm.failure import BackendUnavailable, Failure, classify, retry_after
 from calibrator.lm.flow import AdaptiveWindow, CircuitBreaker, TokenBucket
@@ -132,6 +133,13 @@ def test_the_breaker_opens_on_fatal_answers_and_on_a_run_that_never_worked():
     for cause in ("HTTP 400: a", "HTTP 400: b", "connection refused", "HTTP 400: a"):
         assert mixed.failure(Failure(kind="rejected", cause=cause)) is None  # per-sample problems, not a dead backend
     mixed.check()
+    too_long = Failure(kind="rejected", cause="HTTP 400: the prompt exceeds the context size")
+    rejecting = CircuitBreaker("--lm r", first=3, streak=4)
+    assert rejecting.failure(too_long) is None and rejecting.failure(too_long) is None
+    assert "first 3 calls" in str(rejecting.failure(too_long))  # every call so far refused the same way: a wrong setup
+    after_success = CircuitBreaker("--lm s", first=3, streak=4)
+    after_success.success()
+    assert all(after_success.failure(too_long) is None for _ in range(10))  # once it worked, a long prompt is one row's problem
     working = CircuitBreaker("--lm w", first=3, streak=4)
     working.success()
     for _ in range(3):
@@ -210,6 +218,27 @@ def test_preflight_retries_a_timeout_or_5xx_but_not_a_refused_connection(tmp_pat
     assert refused.calls == 1
 
 
+def test_a_quota_length_retry_after_fails_the_call_instead_of_sleeping(tmp_path):
+    wire = ScriptedWire([status_error(429, {"retry-after": "86400"})])
+    e = engine(tmp_path, wire, preflight=False)
+    started = time.monotonic()
+    with pytest.raises(openai.APIStatusError):
+        ask(e, "q")
+    assert time.monotonic() - started < 5 and wire.calls == 1 and e.meter.snapshot().failures == 1
+
+
+def test_closing_the_engine_wakes_a_call_sleeping_in_backoff(tmp_path):
+    wire = ScriptedWire([status_error(429, {"retry-after": "60"})])
+    e = engine(tmp_path, wire, preflight=False)
+    errors = []
+    worker = threading.Thread(target=lambda: errors.append(pytest.raises(Exception, ask, e, "q").value))
+    worker.start()
+    time.sleep(0.5)
+    e.close()
+    worker.join(timeout=10)
+    assert not worker.is_alive() and type(errors[0]).__name__ == "EngineClosed"
+
+
 def test_a_busy_backend_passes_preflight(tmp_path):
     wire = ScriptedWire([status_error(429)])
     e = engine(tmp_path, wire)
@@ -233,8 +262,12 @@ from pathlib import Path
 sys.path.insert(0, {root!r})
 from calibrator.lm import CallPolicy, LMSpec, open_lm
 spec = LMSpec.parse("openai-compatible:stub@" + sys.argv[1])
+import os, time
+from calibrator.parallel import map_ordered
+Path(sys.argv[3] + "." + str(os.getpid())).touch()  # ready: everything imported
+while not Path(sys.argv[3]).exists():  # start together: both processes ask for the same requests at the same time
+    time.sleep(0.01)
 with open_lm(spec, cache_dir=Path(sys.argv[2]), policy=CallPolicy(concurrency=8, preflight=False)) as lm:
-    from calibrator.parallel import map_ordered
     answers = map_ordered(lambda i: lm.engine.chat([{{"role": "user", "content": f"question {{i}}"}}], {{"max_tokens": 5}}).text,
                           list(range(40)), concurrency=8)
     print(json.dumps({{"answers": answers, "usage": lm.usage().model_dump()}}))
@@ -244,33 +277,59 @@ with open_lm(spec, cache_dir=Path(sys.argv[2]), policy=CallPolicy(concurrency=8,
 def test_two_processes_on_one_cache_make_each_call_once_and_agree(tmp_path):
     script = tmp_path / "client.py"
     script.write_text(CLIENT.format(root=str(ROOT)))
+    go = tmp_path / "go"
     with SchemaServer(delay=0.3) as server:
-        procs = [subprocess.Popen([sys.executable, str(script), server.url, str(tmp_path / "cache")], stdout=subprocess.PIPE,
+        procs = [subprocess.Popen([sys.executable, str(script), server.url, str(tmp_path / "cache"), str(go)], stdout=subprocess.PIPE,
                                   stderr=subprocess.PIPE, text=True) for _ in range(2)]
+        deadline = time.monotonic() + 120
+        while len(list(tmp_path.glob("go.*"))) < 2 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        go.touch()
         outs = [p.communicate(timeout=300) for p in procs]
     assert all(p.returncode == 0 for p in procs), [err for _, err in outs]
     first, second = (json.loads(out) for out, _ in outs)
     assert first["answers"] == second["answers"]
     assert server.requests == 40 and set(server.seen.values()) == {1}  # 40 distinct requests, each made once
     assert first["usage"]["lm_calls"] + second["usage"]["lm_calls"] == 40
+    assert first["usage"]["lm_calls"] > 0 and second["usage"]["lm_calls"] > 0  # both really competed for the keys
     assert first["usage"]["lm_calls"] + first["usage"]["cache_hits"] == 40
-    import sqlite3
-
     db = sqlite3.connect(tmp_path / "cache" / "lm-calls.sqlite")
     assert db.execute("PRAGMA integrity_check").fetchone() == ("ok",)
     assert db.execute("SELECT COUNT(*) FROM calls").fetchone() == (40,)
     assert db.execute("SELECT COUNT(*) FROM claims").fetchone() == (0,)
 
 
+def test_short_lived_worker_threads_reuse_the_cache_connections(tmp_path):
+    e = engine(tmp_path, ScriptedWire(), concurrency=4, preflight=False)
+    for round in range(20):  # each map is a new pool of new threads, as every evaluation makes
+        map_ordered(lambda i: ask(e, f"q{round}-{i}"), list(range(8)), concurrency=4)
+    assert len(e.cache._connections) <= 5  # bounded by the callers at once (4 threads), not by the 80 threads made
+
+
+def test_a_caller_waiting_on_another_process_takes_over_when_that_process_dies(tmp_path):
+    e = engine(tmp_path, ScriptedWire(), preflight=False)
+    other = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(1.5)"])
+    threading.Thread(target=other.wait, daemon=True).start()  # reaped when it ends, as init reaps a killed process
+    key_of_q = cache_key({"lm": e.identity, "messages": [{"role": "user", "content": "q"}], "params": {"max_tokens": 5}})
+    with sqlite3.connect(tmp_path / "calls.sqlite") as db:
+        db.execute("INSERT INTO claims VALUES (?, ?, ?)", (key_of_q, f"{e.cache.owner.split(':')[0]}:{other.pid}:x", time.time()))
+    started = time.monotonic()
+    assert ask(e, "q") == "answer to q"  # waited while the owner lived, then made the call itself
+    assert 1.0 <= time.monotonic() - started < 30 and e.wire.calls == 1
+
+
 def test_a_claim_left_by_a_killed_process_is_taken_over(tmp_path):
     cache = CallCache(tmp_path / "calls.sqlite")
     dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True).stdout.strip()
-    cache._db().execute("INSERT INTO claims VALUES (?, ?, ?)", ("k", f"{cache.owner.split(':')[0]}:{dead}:x", time.time()))
+    with sqlite3.connect(tmp_path / "calls.sqlite") as db:
+        db.execute("INSERT INTO claims VALUES (?, ?, ?)", ("k", f"{cache.owner.split(':')[0]}:{dead}:x", time.time()))
     assert cache.claim("k")
     other = CallCache(tmp_path / "calls.sqlite")
     assert not other.claim("k")  # a live owner (this process) holds it now
     cache.put("k", {"text": "a"})
-    assert other.get("k") == {"text": "a"} and not other.claimed("k")
+    assert other.get("k") == {"text": "a"}
+    with sqlite3.connect(tmp_path / "calls.sqlite") as db:
+        assert db.execute("SELECT COUNT(*) FROM claims").fetchone() == (0,)  # the answer released the claim
 
 
 # ---- ordered and streaming maps ----------------------------------------------------------------------------

@@ -297,6 +297,31 @@ def test_extract_re_extracts_records_made_by_another_prompt_or_lm(tmp_path, chan
     assert stamps(out) == {(prompt.content_sha256(), str(lm))}
 
 
+class Fails(DummyLM):
+    """An LM that fails every call, like a backend that answers garbage."""
+
+    def __init__(self):
+        super().__init__([])
+        self.made = 0
+
+    def forward(self, *args, **kwargs):
+        self.made += 1
+        raise RuntimeError("the backend answered 500 five times")
+
+
+def test_a_failed_re_extraction_shows_the_failure_not_the_other_prompts_record(tmp_path):
+    prompt, out, todo = extracted_once(tmp_path)
+    other = prompt.model_copy(update={"instructions": prompt.instructions + "\nName only what the pharmacist asked."})
+    failing = Fails()
+    with dspy.context(lm=failing, adapter=dspy.ChatAdapter()):
+        summary = extract_samples(todo, other, LOCAL, out, show_progress=False)
+    records = {r["id"]: r for r in map(json.loads, out.read_text().splitlines())}
+    continues = [s.id for s in todo if s.decision == "continue"]
+    assert failing.made >= len(continues) and summary.failed == len(continues)
+    assert all(records[i]["error"] and records[i]["prompt_sha256"] == other.content_sha256() for i in continues)
+    assert records[todo[-1].id]["error"] is None  # the stop sample needs no LM call
+
+
 def test_read_samples_reads_records_from_before_stamping(tmp_path):
     _, out, todo = extracted_once(tmp_path)
     drop_stamps(out)

@@ -66,6 +66,7 @@ def extract(args: argparse.Namespace) -> int:
             for sample in segment(session):
                 yield position, sample
 
+    manifest_path(args.out).unlink(missing_ok=True)  # a manifest only ever describes the file beside it
     lm = None
     try:
         with open_lm(spec, cache_dir=args.cache_dir, seed=args.seed, policy=policy) as lm, \
@@ -76,6 +77,9 @@ def extract(args: argparse.Namespace) -> int:
     except KeyboardInterrupt:
         print(f"interrupted: finished samples are kept in {args.out}.partial; run the same command again to continue", file=sys.stderr)
         return 130
+    except LogError as e:  # a transcript file is read whole when extraction starts
+        print(f"error: {e}", file=sys.stderr)
+        return 2
     except Exception as e:
         if (stop := backend_stop([lm], args.cache_dir)) is not None:
             print(stop, file=sys.stderr)

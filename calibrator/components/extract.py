@@ -122,6 +122,12 @@ class SampleIndex:
             self.db.execute("BEGIN")
             self._pending = 0
 
+    def failed(self, record: TrainingSample, line: str) -> None:
+        """This run's failed attempt: it replaces any earlier record of the sample in the output (which must show the
+        failure, not a record made by another prompt); a run started again retries it."""
+        self.db.execute("INSERT OR REPLACE INTO records VALUES (?, 0, '', ?)", (record.id, line))
+        self._wrote()
+
     def add(self, record: TrainingSample, line: str | None = None) -> None:
         """A finished record; one made by this prompt and LM replaces any other for the same sample, never the reverse."""
         if record.error is not None:
@@ -158,15 +164,13 @@ class SampleIndex:
         self.db.execute("INSERT INTO log_order VALUES (?, ?, ?)", (seq, sample_id, session_index))
         self._wrote()
 
-    def in_log_order(self, failed: dict[str, str]) -> Iterator[str]:
-        """Every placed sample's record line, in log order, stamped with its session position. A failed sample has no
-        finished record; its line (with the error) comes from `failed`."""
+    def in_log_order(self) -> Iterator[str]:
+        """Every placed sample's record line, in log order, stamped with its session position."""
         self.db.execute("COMMIT")
         self.db.execute("BEGIN")
-        rows = self.db.execute("SELECT o.id, o.session_index, r.line FROM log_order o LEFT JOIN records r ON r.id = o.id "
-                               "ORDER BY o.seq")
+        rows = self.db.execute("SELECT o.id, o.session_index, r.line FROM log_order o JOIN records r ON r.id = o.id ORDER BY o.seq")
         for sample_id, session_index, line in rows:
-            record = json.loads(line if line is not None else failed[sample_id])
+            record = json.loads(line)
             record["session_index"] = session_index
             yield json.dumps(record, ensure_ascii=False) + "\n"
 
@@ -244,7 +248,6 @@ def extract_stream(samples: Iterable[tuple[int | None, Sample]], prompt: PromptF
     writer = _Partial(partial)
     counts = {"samples": 0, "reused": 0, "stops": 0, "extracted": 0, "reextracted": 0, "failed": 0}
     stale: set[str] = set()  # ids being re-extracted now: bounded by what is in flight
-    failed: dict[str, str] = {}  # failed samples' lines (with the error), for the output; retried on the next run
 
     def finish(record: TrainingSample) -> None:
         record = record.model_copy(update=made_by.model_dump())
@@ -254,7 +257,7 @@ def extract_stream(samples: Iterable[tuple[int | None, Sample]], prompt: PromptF
             index.add(record, line)
         else:
             counts["failed"] += 1
-            failed[record.id] = line
+            index.failed(record, line)
         if progress is not None and sessions is None:
             progress.step()
 
@@ -283,7 +286,7 @@ def extract_stream(samples: Iterable[tuple[int | None, Sample]], prompt: PromptF
             finish(record)
     finally:
         writer.close()
-    write_atomic_lines(out, index.in_log_order(failed))
+    write_atomic_lines(out, index.in_log_order())
     index.close()
     partial.unlink(missing_ok=True)
     return ExtractSummary(sessions=sessions() if sessions else None, samples=counts["samples"], extracted=counts["extracted"],

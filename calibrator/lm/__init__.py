@@ -75,7 +75,9 @@ def open_lm(
         from calibrator.lm.local import LocalServer, embedded_gguf, model_fingerprint
 
         gguf = embedded_gguf()
-        server = LocalServer(gguf, slots=min(policy.concurrency, LOCAL_MAX_SLOTS))
+        # one call in flight per slot: more would queue inside llama.cpp, where the timeout counts the wait
+        policy = policy.model_copy(update={"concurrency": min(policy.concurrency, LOCAL_MAX_SLOTS)})
+        server = LocalServer(gguf, slots=policy.concurrency)
         identity["weights"] = model_fingerprint(gguf)
         where = f"--lm local (embedded llama.cpp at {server.base_url})"
         wire = OpenAIChatWire(spec.model, base_url=server.base_url + "/v1", api_key="local", timeout=timeout, max_retries=max_retries)

@@ -1,6 +1,7 @@
 """Persistent cache of LM calls: a finished run re-runs with zero calls, a killed one resumes.
 
-SQLite in WAL mode, one connection per thread, each answer committed as it arrives, so a SIGKILL loses at most the
+SQLite in WAL mode, a connection per concurrent caller (pooled, so short-lived worker threads do not pile up open
+files), each answer committed as it arrives, so a SIGKILL loses at most the
 calls in flight. Several threads or processes may share one cache: before calling, a caller claims the key (a row
 in `claims`); whoever finds it claimed waits for the answer instead of paying for it again. A claim left by a killed
 process (its pid is gone) or older than `stale_after` is taken over.
@@ -9,11 +10,14 @@ process (its pid is gone) or older than `stale_after` is taken over.
 import hashlib
 import json
 import os
+import queue
 import socket
 import sqlite3
 import threading
 import time
 import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -40,58 +44,71 @@ class CallCache:
         self.path = path
         self.stale_after = stale_after
         self.owner = f"{HOST}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
-        self._local = threading.local()
+        self._idle: queue.SimpleQueue[sqlite3.Connection] = queue.SimpleQueue()
         self._connections: list[sqlite3.Connection] = []
         self._lock = threading.Lock()
-        db = self._db()
-        db.execute("PRAGMA journal_mode=WAL")
-        db.execute("CREATE TABLE IF NOT EXISTS calls (key TEXT PRIMARY KEY, answer TEXT NOT NULL)")
-        db.execute("CREATE TABLE IF NOT EXISTS claims (key TEXT PRIMARY KEY, owner TEXT NOT NULL, since REAL NOT NULL)")
+        with self._db() as db:
+            db.execute("PRAGMA journal_mode=WAL")
+            db.execute("CREATE TABLE IF NOT EXISTS calls (key TEXT PRIMARY KEY, answer TEXT NOT NULL)")
+            db.execute("CREATE TABLE IF NOT EXISTS claims (key TEXT PRIMARY KEY, owner TEXT NOT NULL, since REAL NOT NULL)")
 
-    def _db(self) -> sqlite3.Connection:
-        db = getattr(self._local, "db", None)
-        if db is None:
+    @contextmanager
+    def _db(self) -> Iterator[sqlite3.Connection]:
+        """An idle connection, or a new one: as many exist as callers ever used the cache at once."""
+        try:
+            db = self._idle.get_nowait()
+        except queue.Empty:
             db = sqlite3.connect(self.path, isolation_level=None, timeout=60, check_same_thread=False)
             db.execute("PRAGMA synchronous=NORMAL")  # in WAL mode: durable across a killed process, fewer fsyncs
-            self._local.db = db
             with self._lock:
                 self._connections.append(db)
-        return db
+        try:
+            yield db
+        finally:
+            self._idle.put(db)
 
     def get(self, key: str) -> dict[str, Any] | None:
-        row = self._db().execute("SELECT answer FROM calls WHERE key = ?", (key,)).fetchone()
+        with self._db() as db:
+            row = db.execute("SELECT answer FROM calls WHERE key = ?", (key,)).fetchone()
         return json.loads(row[0]) if row else None
 
     def put(self, key: str, answer: dict[str, Any]) -> None:
-        db = self._db()
-        db.execute("BEGIN IMMEDIATE")
-        db.execute("INSERT OR REPLACE INTO calls VALUES (?, ?)", (key, json.dumps(answer)))
-        db.execute("DELETE FROM claims WHERE key = ? AND owner = ?", (key, self.owner))
-        db.execute("COMMIT")
+        with self._db() as db:
+            db.execute("BEGIN IMMEDIATE")
+            try:
+                db.execute("INSERT OR REPLACE INTO calls VALUES (?, ?)", (key, json.dumps(answer)))
+                db.execute("DELETE FROM claims WHERE key = ? AND owner = ?", (key, self.owner))
+            except BaseException:
+                db.execute("ROLLBACK")  # never hand a connection holding the write lock back to the pool
+                raise
+            db.execute("COMMIT")
 
     def claim(self, key: str) -> bool:
         """True when this cache now owns the call for `key`; False while a live owner elsewhere is making it."""
-        db = self._db()
         now = time.time()
-        if db.execute("INSERT OR IGNORE INTO claims VALUES (?, ?, ?)", (key, self.owner, now)).rowcount == 1:
-            return True
-        row = db.execute("SELECT owner, since FROM claims WHERE key = ?", (key,)).fetchone()
-        if row is None:
-            return self.claim(key)  # released between the two statements
-        owner, since = row
-        host, pid, _ = owner.split(":", 2)
-        abandoned = (host == HOST and not _alive(int(pid))) or now - since > self.stale_after
-        if owner == self.owner or abandoned:
-            return db.execute("UPDATE claims SET owner = ?, since = ? WHERE key = ? AND owner = ?",
-                              (self.owner, now, key, owner)).rowcount == 1
-        return False
+        with self._db() as db:
+            if db.execute("INSERT OR IGNORE INTO claims VALUES (?, ?, ?)", (key, self.owner, now)).rowcount == 1:
+                return True
+            row = db.execute("SELECT owner, since FROM claims WHERE key = ?", (key,)).fetchone()
+            if row is not None:
+                owner, since = row
+                host, pid, _ = owner.split(":", 2)
+                abandoned = (host == HOST and not _alive(int(pid))) or now - since > self.stale_after
+                if owner != self.owner and not abandoned:
+                    return False
+                return db.execute("UPDATE claims SET owner = ?, since = ? WHERE key = ? AND owner = ?",
+                                  (self.owner, now, key, owner)).rowcount == 1
+        return self.claim(key)  # released between the two statements: try again
 
     def release(self, key: str) -> None:
         """Give up a claim without an answer (the call failed): a waiting caller may then try it."""
-        self._db().execute("DELETE FROM claims WHERE key = ? AND owner = ?", (key, self.owner))
+        with self._db() as db:
+            db.execute("DELETE FROM claims WHERE key = ? AND owner = ?", (key, self.owner))
 
-    def claimed(self, key: str) -> bool:
-        return self._db().execute("SELECT 1 FROM claims WHERE key = ?", (key,)).fetchone() is not None
+    def refresh(self, key: str) -> None:
+        """Renew this cache's claim on `key` (before each attempt of a call), so it is never taken for abandoned."""
+        with self._db() as db:
+            db.execute("UPDATE claims SET since = ? WHERE key = ? AND owner = ?", (time.time(), key, self.owner))
 
     def close(self) -> None:
         with self._lock:

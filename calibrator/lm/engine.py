@@ -69,6 +69,10 @@ def lm15_logprobs(answer: Answer) -> tuple[TokenLogprob, ...] | None:
 PREFLIGHT = [{"role": "user", "content": "Reply with OK."}]
 
 
+class EngineClosed(RuntimeError):
+    """A call still waiting when its engine was closed."""
+
+
 def estimated_tokens(messages: list[dict[str, str]], params: dict[str, Any]) -> int:
     """What a call may spend before the backend says: ~4 characters a token plus the completion budget."""
     return sum(len(m["content"]) for m in messages) // 4 + int(params.get("max_tokens") or 256)
@@ -97,6 +101,7 @@ class CachingEngine:
         self._preflight_lock = threading.Lock()
         self._leaders: dict[str, threading.Event] = {}
         self._leaders_lock = threading.Lock()
+        self._stopped = threading.Event()
         self.supports_response_schema = wire.supports_response_schema
         self.supports_logprobs = getattr(wire, "supports_logprobs", False)
         # logprobs are accepted from every caller; a wire without them answers the plain request instead
@@ -124,7 +129,7 @@ class CachingEngine:
                     self.cache.release(key)
                     continue
                 try:
-                    answer = self._call(messages, params)
+                    answer = self._call(messages, params, key)
                 except BaseException:
                     self.cache.release(key)
                     raise
@@ -136,13 +141,19 @@ class CachingEngine:
                 done.set()
 
     def _await_other_process(self, key: str) -> None:
-        while self.cache.get(key) is None and self.cache.claimed(key):
-            time.sleep(0.05)
+        """Until the other process's answer is cached, or its claim is gone or abandoned (then ours: the caller loops
+        back and claims it again, which succeeds at once)."""
+        while self.cache.get(key) is None:
+            if self.cache.claim(key):
+                return
+            self._stopped.wait(0.05)
+            self._check_stopped()
 
     def _preflight(self) -> None:
         """One tiny uncached request before the first real one: a wrong URL, key or model stops the command in one
         line instead of failing every row with retries. A busy (429/503) backend passes: it is there."""
         with self._preflight_lock:
+            self.breaker.check()  # another thread's preflight may have opened it while this one waited
             if self._preflight_done:
                 return
             for attempt in range(self.policy.max_retries + 1):
@@ -159,16 +170,18 @@ class CachingEngine:
                             or attempt == self.policy.max_retries:
                         cause = failure.cause if failure else f"{type(e).__name__}: {str(e)[:160]}"
                         raise self.breaker.open(cause, "preflight request") from e
-                    time.sleep(backoff(attempt + 1, self.policy.backoff_base, self.policy.backoff_cap))
+                    self._sleep(backoff(attempt + 1, self.policy.backoff_base, self.policy.backoff_cap))
             self._preflight_done = True
 
-    def _call(self, messages: list[dict[str, str]], params: dict[str, Any]) -> Answer:
+    def _call(self, messages: list[dict[str, str]], params: dict[str, Any], key: str) -> Answer:
         self.breaker.check()
         self._preflight()
         estimate = estimated_tokens(messages, params)
         retries = throttles = 0
         while True:
             self.breaker.check()
+            self._check_stopped()
+            self.cache.refresh(key)  # still ours: a long retry never looks abandoned to another process
             waited = (self.requests.take(1) if self.requests else 0.0) + (self.tokens.take(estimate) if self.tokens else 0.0)
             if waited:
                 self.meter.waited(waited)
@@ -192,19 +205,32 @@ class CachingEngine:
             if failure.kind == "throttled":
                 self.meter.throttled()
                 self.window.throttled(epoch)
-                if throttles < p.throttle_retries:
+                too_long = failure.retry_after is not None and failure.retry_after > p.max_retry_after
+                if too_long:  # a quota, not a rate: waiting it out here would look like a hang
+                    failure = failure.model_copy(update={"cause": f"{failure.cause}: the backend asks to wait "
+                                                                  f"{failure.retry_after:.0f} s (a quota?)"})
+                elif throttles < p.throttle_retries:
                     throttles += 1
-                    time.sleep(throttle_wait(failure.retry_after, throttles, p.backoff_base, p.backoff_cap))
+                    self._sleep(throttle_wait(failure.retry_after, throttles, p.backoff_base, p.backoff_cap))
                     continue
             elif failure.kind == "transient" and retries < p.max_retries:
                 retries += 1
                 self.meter.retry()
-                time.sleep(backoff(retries, p.backoff_base, p.backoff_cap))
+                self._sleep(backoff(retries, p.backoff_base, p.backoff_cap))
                 continue
             self.meter.failure()
             if (stop := self.breaker.failure(failure)) is not None:
                 raise stop from error
             raise error
+
+    def _sleep(self, seconds: float) -> None:
+        """A wait that ends early, with an error, when the engine is closed (Ctrl-C): no thread sleeps out a backoff."""
+        self._stopped.wait(seconds)
+        self._check_stopped()
+
+    def _check_stopped(self) -> None:
+        if self._stopped.is_set():
+            raise EngineClosed("the LM engine was closed (the command is stopping)")
 
     def complete(self, request: Request) -> Response:
         params = request_params(request, schema=self.supports_response_schema, logprobs=self.supports_logprobs)
@@ -219,4 +245,5 @@ class CachingEngine:
         )
 
     def close(self) -> None:
+        self._stopped.set()
         self.wire.close()

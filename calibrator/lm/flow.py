@@ -86,7 +86,8 @@ class TokenBucket:
 
 class CircuitBreaker:
     """Opens (every later call raises at once) when the backend is wrong rather than busy: a fatal answer (401, 403,
-    404), the first `first` calls of a run all failing the same way, or `streak` calls in a row failing the same way."""
+    404), the first `first` calls of a run all failing the same way, or `streak` calls in a row failing the same way
+    for the backend's sake (a rejected request, e.g. one prompt too long, counts only among the first calls)."""
 
     def __init__(self, where: str, *, first: int = 3, streak: int = 8) -> None:
         self.where = where
@@ -116,6 +117,8 @@ class CircuitBreaker:
         if failure.kind == "fatal":
             return self.open(failure.cause, "the backend refuses every call")
         with self._lock:
+            if failure.kind == "rejected" and self.successes:
+                return None
             self._causes.append(failure.cause)
             causes, successes = list(self._causes), self.successes
         same = len(set(causes)) == 1

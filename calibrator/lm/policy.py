@@ -15,6 +15,7 @@ class CallPolicy(BaseModel, frozen=True):
     tpm: float | None = Field(None, gt=0)  # tokens per minute (prompt estimate + max_tokens, settled on the answer)
     max_retries: int = Field(4, ge=0)  # connection errors, timeouts and 5xx, per call
     throttle_retries: int = Field(12, ge=0)  # 429/503 answers, per call: waited out, never dropped while these last
+    max_retry_after: float = Field(300.0, gt=0)  # a longer Retry-After is a quota: the call fails instead of sleeping
     backoff_base: float = Field(0.5, gt=0)  # seconds; doubled per retry, with full jitter
     backoff_cap: float = Field(30.0, gt=0)
     timeout: float = Field(120.0, gt=0)  # one call, seconds
