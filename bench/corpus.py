@@ -34,13 +34,14 @@ def template(i: int) -> list[dict[str, str]]:
             {"role": "assistant", "content": ADVICE[i % len(ADVICE)]}]
 
 
-def sessions(n: int) -> Iterator[dict]:
+def sessions(n: int, templates: list[int] | None = None) -> Iterator[dict]:
+    """n sessions; session i uses template i % TEMPLATES, or the (i mod len)-th of `templates` when given."""
     for i in range(n):
-        yield {"session_id": f"b{i:07d}", "messages": template(i % TEMPLATES)}
+        yield {"session_id": f"b{i:07d}", "messages": template(templates[i % len(templates)] if templates else i % TEMPLATES)}
 
 
-def write(path: Path, n: int) -> Path:
+def write(path: Path, n: int, templates: list[int] | None = None) -> Path:
     with open(path, "w", encoding="utf-8") as f:
-        for session in sessions(n):
+        for session in sessions(n, templates):
             f.write(json.dumps(session) + "\n")
     return path

@@ -24,6 +24,7 @@ import time
 from pathlib import Path
 
 import dspy
+import openai
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
@@ -47,16 +48,23 @@ def samples() -> list:
 
 
 class RecordingWire:
-    """The engine's wire, with every request and answer kept: the replay server's script."""
+    """The engine's wire, with every request and answer kept: the replay server's script. An HTTP error is kept too
+    (llama.cpp answers 500 for some requests whose output breaks its own JSON format), so the replay fails where
+    the embedded model failed."""
 
     def __init__(self, wire) -> None:
         self.wire, self.records = wire, []
         self.supports_response_schema, self.supports_logprobs = wire.supports_response_schema, wire.supports_logprobs
 
     def chat(self, messages, params):
-        answer = self.wire.chat(messages, params)
+        key = request_key(messages, params.get("response_format"))
+        try:
+            answer = self.wire.chat(messages, params)
+        except openai.APIStatusError as e:
+            self.records.append({"key": key, "answer": {"error": {"status": e.status_code, "message": str(e.message)}}})
+            raise
         if params.get("max_tokens") != 1:
-            self.records.append({"key": request_key(messages, params.get("response_format")), "answer": answer.model_dump()})
+            self.records.append({"key": key, "answer": answer.model_dump()})
         return answer
 
     def close(self) -> None:
@@ -76,12 +84,14 @@ def record(prompt) -> None:
             f.writelines(json.dumps(r) + "\n" for r in recorder.records)
         with gzip.open(EMBEDDED_OUT, "wt", encoding="utf-8") as f:
             f.write(out.read_text(encoding="utf-8"))
-    print(f"recorded {len(recorder.records)} embedded-model answers ({summary.extracted} extraction calls, "
+    print(f"recorded {len({r['key'] for r in recorder.records})} embedded-model answers ({summary.extracted} extraction calls, "
           f"{summary.failed} failed) in {time.perf_counter() - started:.0f} s -> {RECORDING.relative_to(ROOT)}")
 
 
 def strip_lm(text: str) -> list[dict]:
-    return [{k: v for k, v in json.loads(line).items() if k != "lm"} for line in text.splitlines()]
+    """Records as the embedded run and a replay both wrote them: the `lm` stamp and the error's wording (which names
+    the backend) aside; whether a sample failed stays."""
+    return [{k: (v is not None if k == "error" else v) for k, v in json.loads(line).items() if k != "lm"} for line in text.splitlines()]
 
 
 def run_at(url: str, concurrency: int, prompt, work: Path) -> dict:

@@ -62,6 +62,9 @@ class ReplayServer:
                         owner.unmatched += 1
                     self._send(500, {"error": {"message": "no recorded answer for this request"}}, {})
                     return
+                if "error" in answer:  # the embedded server failed this request: so does the replay
+                    self._send(answer["error"]["status"], {"error": {"message": answer["error"]["message"]}}, {})
+                    return
                 self._send(200, {"id": "replay", "object": "chat.completion", "created": 0, "model": body.get("model", "replay"),
                                  "choices": [{"index": 0, "finish_reason": answer.get("finish_reason", "stop"),
                                               "message": {"role": "assistant", "content": answer["text"]}}],

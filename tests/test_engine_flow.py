@@ -140,6 +140,7 @@ def test_the_breaker_opens_on_fatal_answers_and_on_a_run_that_never_worked():
     after_success = CircuitBreaker("--lm s", first=3, streak=4)
     after_success.success()
     assert all(after_success.failure(too_long) is None for _ in range(10))  # once it worked, a long prompt is one row's problem
+    assert all(after_success.failure(Failure(kind="transient", cause="HTTP 500")) is None for _ in range(10))  # so is a 500
     working = CircuitBreaker("--lm w", first=3, streak=4)
     working.success()
     for _ in range(3):
@@ -303,7 +304,7 @@ def test_short_lived_worker_threads_reuse_the_cache_connections(tmp_path):
     e = engine(tmp_path, ScriptedWire(), concurrency=4, preflight=False)
     for round in range(20):  # each map is a new pool of new threads, as every evaluation makes
         map_ordered(lambda i: ask(e, f"q{round}-{i}"), list(range(8)), concurrency=4)
-    assert len(e.cache._connections) <= 5  # bounded by the callers at once (4 threads), not by the 80 threads made
+    assert e.cache.opened <= 5  # bounded by the callers at once (4 threads), not by the 80 threads made
 
 
 def test_a_caller_waiting_on_another_process_takes_over_when_that_process_dies(tmp_path):

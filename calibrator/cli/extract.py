@@ -69,8 +69,9 @@ def extract(args: argparse.Namespace) -> int:
     manifest_path(args.out).unlink(missing_ok=True)  # a manifest only ever describes the file beside it
     lm = None
     try:
+        # no DSPy call history: it would keep the last 10,000 prompts and answers, memory a stream must not hold
         with open_lm(spec, cache_dir=args.cache_dir, seed=args.seed, policy=policy) as lm, \
-                dspy.context(lm=lm.lm, adapter=CompactJSONAdapter()):
+                dspy.context(lm=lm.lm, adapter=CompactJSONAdapter(), disable_history=True):
             progress.in_flight = lm.in_flight
             summary = extract_stream(samples(), prompt, spec, args.out, concurrency=policy.concurrency, progress=progress,
                                      sessions=lambda: picked["sessions"])

@@ -152,7 +152,7 @@ def build() -> argparse.ArgumentParser:
         description="Check that the shard files are one whole extraction (same log, prompt and LM; every shard 1..N exactly "
                     "once; every record in its own shard, none twice, counts as their manifests say) and join them in log order.")
     merge.add_argument("shards", type=Path, nargs="+", metavar="SHARD", help="the --out file of each `extract --shard I/N`")
-    merge.add_argument("--out", type=Path, required=True, dest="merged_out", help="the merged samples JSONL to write")
+    merge.add_argument("--out", type=Path, required=True, dest="merged_out", metavar="FILE", help="the merged samples JSONL to write")
 
     rv = commands.add_parser("review", help="export a run's disagreements and a sample of its agreements, shuffled, to adjudicate blind",
                              description="Write every row of the run's predictions.csv (every split) where the prediction differs "

@@ -45,8 +45,9 @@ class CallCache:
         self.stale_after = stale_after
         self.owner = f"{HOST}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
         self._idle: queue.SimpleQueue[sqlite3.Connection] = queue.SimpleQueue()
-        self._connections: list[sqlite3.Connection] = []
+        self.opened = 0  # connections made: as many as callers ever used the cache at once
         self._lock = threading.Lock()
+        self._closed = False
         with self._db() as db:
             db.execute("PRAGMA journal_mode=WAL")
             db.execute("CREATE TABLE IF NOT EXISTS calls (key TEXT PRIMARY KEY, answer TEXT NOT NULL)")
@@ -61,11 +62,16 @@ class CallCache:
             db = sqlite3.connect(self.path, isolation_level=None, timeout=60, check_same_thread=False)
             db.execute("PRAGMA synchronous=NORMAL")  # in WAL mode: durable across a killed process, fewer fsyncs
             with self._lock:
-                self._connections.append(db)
+                self.opened += 1
         try:
             yield db
         finally:
-            self._idle.put(db)
+            with self._lock:
+                closed = self._closed
+                if not closed:
+                    self._idle.put(db)
+            if closed:  # the cache closed while this caller (an abandoned worker) was using it: close it now, here
+                db.close()
 
     def get(self, key: str) -> dict[str, Any] | None:
         with self._db() as db:
@@ -111,9 +117,17 @@ class CallCache:
             db.execute("UPDATE claims SET since = ? WHERE key = ? AND owner = ?", (time.time(), key, self.owner))
 
     def close(self) -> None:
+        """Close the idle connections; one still in use by a worker thread is closed by that thread when it is done
+        (closing a SQLite connection under another thread's statement would crash the process)."""
         with self._lock:
-            connections, self._connections = self._connections, []
-        if connections:
-            connections[0].execute("DELETE FROM claims WHERE owner = ?", (self.owner,))
-        for db in connections:
+            self._closed = True
+        idle = []
+        while True:
+            try:
+                idle.append(self._idle.get_nowait())
+            except queue.Empty:
+                break
+        if idle:
+            idle[0].execute("DELETE FROM claims WHERE owner = ?", (self.owner,))
+        for db in idle:
             db.close()

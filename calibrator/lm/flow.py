@@ -84,10 +84,14 @@ class TokenBucket:
             self.level = min(self.capacity, self.level - units)
 
 
+NETWORK_CAUSES = ("connection refused", "timed out")
+
+
 class CircuitBreaker:
     """Opens (every later call raises at once) when the backend is wrong rather than busy: a fatal answer (401, 403,
-    404), the first `first` calls of a run all failing the same way, or `streak` calls in a row failing the same way
-    for the backend's sake (a rejected request, e.g. one prompt too long, counts only among the first calls)."""
+    404), the first `first` calls of a run all failing the same way, or, once it has worked, `streak` calls in a row
+    failing to reach it (refused, timed out). An answer that fails one request (a 400, a 500) is that request's
+    problem once the backend has served others: it is retried and recorded on the sample, and the run goes on."""
 
     def __init__(self, where: str, *, first: int = 3, streak: int = 8) -> None:
         self.where = where
@@ -117,7 +121,7 @@ class CircuitBreaker:
         if failure.kind == "fatal":
             return self.open(failure.cause, "the backend refuses every call")
         with self._lock:
-            if failure.kind == "rejected" and self.successes:
+            if self.successes and failure.cause not in NETWORK_CAUSES and not failure.cause.startswith("connection error"):
                 return None
             self._causes.append(failure.cause)
             causes, successes = list(self._causes), self.successes
