@@ -102,24 +102,25 @@ def main() -> None:
             rows.append((n, seconds, rss, logs.stat().st_size / 1e6))
             print(f"  {n} sessions: {seconds:.0f} s, peak RSS {rss:.0f} MB", flush=True)
             out.unlink()
-        n = args.sizes[0]
-        logs, out = work / f"corpus{n}.jsonl", work / "resumed.jsonl"
+        k = args.sizes[0]
+        logs, out = work / f"corpus{k}.jsonl", work / "resumed.jsonl"
         partial = work / "resumed.jsonl.partial"
-        code, first_seconds, first_rss, _ = run(command(logs, out, server.url, work / "cache-kill"), kill_when=partial, kill_at=3 * n // 2)
+        code, first_seconds, first_rss, _ = run(command(logs, out, server.url, work / "cache-kill"), kill_when=partial, kill_at=3 * k // 2)
         kept = sum(1 for _ in open(partial, "rb"))
         assert code == -signal.SIGKILL and not out.exists(), code
-        code, seconds, rss, stdout = run(command(logs, out, server.url, work / "cache-kill"))
+        code, resume_seconds, resume_rss, stdout = run(command(logs, out, server.url, work / "cache-kill"))
         assert code == 0
-        check(out, n, templates, targets)
+        check(out, k, templates, targets)
         unmatched = server.unmatched
     print(f"\nextract --concurrency 32 against replayed embedded-model answers (250-750 ms, 5% 429s); {len(templates)} session "
           f"templates; unmatched requests: {unmatched}")
     print(f"{'sessions':>9}{'samples':>9}{'log MB':>8}{'seconds':>9}{'samples/s':>11}{'peak RSS MB':>13}")
     for n, seconds, rss, size in rows:
         print(f"{n:>9}{3 * n:>9}{size:>8.1f}{seconds:>9.0f}{3 * n / seconds:>11.0f}{rss:>13.0f}")
-    print(f"\nkill -9 at {kept} of {3 * n} samples written ({first_seconds:.0f} s in, peak RSS {first_rss:.0f} MB); resumed in "
-          f"{seconds:.0f} s, peak RSS {rss:.0f} MB: all {3 * n} samples once, in log order, targets as in the uninterrupted run")
-    print("  " + next(line for line in stdout.splitlines() if line.startswith(f"{n} sessions")))
+    print(f"\nkill -9 at {kept} of {3 * k} samples written ({first_seconds:.0f} s in, peak RSS {first_rss:.0f} MB); resumed in "
+          f"{resume_seconds:.0f} s, peak RSS {resume_rss:.0f} MB: all {3 * k} samples once, in log order, targets as in the "
+          "uninterrupted run")
+    print("  " + next(line for line in stdout.splitlines() if line.startswith(f"{k} sessions")))
 
 
 if __name__ == "__main__":

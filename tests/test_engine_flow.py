@@ -363,3 +363,19 @@ def test_a_failing_task_stops_the_map_but_not_before_finished_results():
         for item, _ in imap_unordered(boom, range(10), concurrency=1, pending=10):
             got.append(item)
     assert {0, 1, 2} <= set(got) and 3 not in got
+
+
+def test_rpm_and_tpm_flags_reach_the_engine_and_pace_its_calls(tmp_path):
+    from calibrator.cli.parser import build, call_policy
+    from calibrator.lm.spec import LMSpec
+
+    args = build().parse_args(["eval", "--lm", "openai:gpt-4o-mini", "--rpm", "600", "--tpm", "100000", "--concurrency", "8"])
+    policy = call_policy(args, LMSpec.parse(args.lm))
+    assert (policy.concurrency, policy.rpm, policy.tpm) == (8, 600, 100000)
+    assert call_policy(build().parse_args(["eval"]), LMSpec.parse("openai:m")).concurrency == 16
+    with pytest.raises(ValueError, match="--rpm 0: must be at least 1"):
+        call_policy(build().parse_args(["eval", "--rpm", "0"]), LMSpec.parse("local"))
+    e = engine(tmp_path, ScriptedWire(), preflight=False, concurrency=8, rpm=600)  # 10 a second, a burst of 10
+    started = time.monotonic()
+    map_ordered(lambda i: ask(e, f"q{i}"), list(range(30)), concurrency=8)
+    assert time.monotonic() - started >= 1.5 and e.meter.snapshot().rate_wait_seconds > 0
