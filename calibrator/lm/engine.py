@@ -245,5 +245,8 @@ class CachingEngine:
         )
 
     def close(self) -> None:
+        """Wake every call sleeping in a backoff (it raises EngineClosed), let the calls on the wire finish (at most
+        one call's timeout: an abandoned worker may still be mid-request, and the server must outlive it), close."""
         self._stopped.set()
+        self.window.drain(self.policy.timeout)
         self.wire.close()

@@ -35,7 +35,12 @@ class AdaptiveWindow:
         finally:
             with self._cond:
                 self.in_flight -= 1
-                self._cond.notify()
+                self._cond.notify_all()  # a caller waiting for a slot, or close() waiting for none in flight
+
+    def drain(self, timeout: float) -> bool:
+        """Wait until no call is in flight (or `timeout` passes); True if none is."""
+        with self._cond:
+            return self._cond.wait_for(lambda: self.in_flight == 0, timeout)
 
     def success(self) -> None:
         with self._cond:
