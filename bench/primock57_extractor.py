@@ -19,12 +19,10 @@ from tqdm import tqdm
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
-sys.path.insert(0, str(ROOT / "bench"))
-
-from primock57_data import DEFAULT_ROOT, Consultation, Fact, load_consultations  # noqa: E402
 
 from calibrator.components.extractor import EXTRACTOR  # noqa: E402
 from calibrator.components.extract import default_prompt, extract_one  # noqa: E402
+from calibrator.corpora.primock57 import DEFAULT_ROOT, Consultation, Fact, load_consultations  # noqa: E402
 from calibrator.items import VALUE_OVERLAP, normalise, split_item, value_overlap  # noqa: E402
 from calibrator.lm import LMSpec, open_lm  # noqa: E402
 from calibrator.lm.adapter import CompactJSONAdapter  # noqa: E402

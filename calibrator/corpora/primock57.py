@@ -1,9 +1,6 @@
-"""Reader for PriMock57 (Papadopoulos Korfiatis et al., ACL 2022; CC BY 4.0): transcripts + clinicians' fact checklists.
-
-    .venv/bin/python bench/primock57_data.py [ROOT]
-
-Used by bench/primock57_extractor.py to measure extractor recall of the clinician-listed facts on dialogue nobody
-here tuned by hand. The data stays in ../shared/data; nothing is copied into the repo.
+"""PriMock57 (Papadopoulos Korfiatis et al., ACL 2022; CC BY 4.0): mock primary-care consultations as expert logs,
+and the clinicians' fact checklists to measure recall against on dialogue nobody here tuned by hand.
+The data stays in ../shared/data; nothing is copied into the repo.
 
 Layout found in the data (all 57 consultations, 27 checklist files covering 20 of them):
   transcripts/dayD_consultationNN_{doctor,patient}.TextGrid   Praat long text format, ASCII, CRLF, one IntervalTier;
@@ -12,11 +9,11 @@ Layout found in the data (all 57 consultations, 27 checklist files covering 20 o
       first sheet ("Checklist" or "Sheet1"): header row "CHECKLIST" | "Critical / Non Critical / Irrelevant", then fact
       text in that column and c / nc / i beside it; unmarked rows are section headers (HPC, PMH, ...); leading '*'s nest
       a fact under the previous less-starred one. The "Note N" sheets are note-evaluation copies with #REF! holes.
+
+`read` gives the consultations as sessions (doctor = assistant, patient = user) without opening the checklists (slow).
 """
 
 import re
-import sys
-from collections import Counter
 from pathlib import Path
 from typing import Literal
 
@@ -24,7 +21,10 @@ import openpyxl
 from openpyxl.cell.cell import ERROR_CODES
 from pydantic import BaseModel
 
-DEFAULT_ROOT = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "primock57"
+from calibrator.logs import LogError, LogProblem, LogRead, Message, Session
+
+DEFAULT_ROOT = Path(__file__).resolve().parents[3] / "shared" / "data" / "primock57"
+SPEAKERS: dict[str, Literal["user", "assistant"]] = {"doctor": "assistant", "patient": "user"}
 SECTIONS = {"pc", "hpc", "pc/hpc", "pmh", "dh", "sh", "fh", "o/e", "introduction", "doctor intro", "systems review",
             "examination", "allergies"}  # unmarked rows that head a section rather than state a fact
 MARKS = {"c": True, "critical": True, "nc": False, "non critical": False, "non-critical": False}
@@ -33,14 +33,14 @@ INTERVAL = re.compile(r'intervals\s*\[\d+\]\s*:\s*xmin\s*=\s*([-+.\deE]+)\s*xmax
 
 
 class Turn(BaseModel):
-    """One transcribed utterance; the unit the extractor reads."""
+    """One transcribed utterance: what a session message is made of."""
     speaker: Literal["doctor", "patient"]
     start: float  # seconds from the start of the recording
     text: str  # transcriber tags and noise annotations removed, whitespace collapsed
 
 
 class Fact(BaseModel):
-    """One checklist line: a fact a clinician expects a good note (or extractor) to capture."""
+    """One checklist line: a fact a clinician expects a good note to capture."""
     text: str  # leading '*' nesting marks stripped
     critical: bool  # 'c' (True) vs 'nc' (False); 'i' (irrelevant) lines are not kept
     clinician: str  # "Clinician_1" / "Clinician_2": the two lists overlap but are written independently
@@ -48,7 +48,7 @@ class Fact(BaseModel):
 
 
 class Consultation(BaseModel):
-    """A whole consultation: the dialogue to extract from and the facts it should yield."""
+    """A whole consultation: the dialogue and the facts it should yield."""
     id: str  # e.g. "day1_consultation01"
     turns: list[Turn]  # both speakers merged by start time
     facts: list[Fact]  # empty when no clinician wrote a checklist (37 of 57)
@@ -61,7 +61,8 @@ def clean(text: str) -> str:
 
 
 def read_textgrid(path: Path, speaker: Literal["doctor", "patient"], warnings: list[str]) -> list[Turn]:
-    """Intervals of a long-format TextGrid as turns; empty, tag-only and punctuation-only intervals are dropped."""
+    """Intervals of a long-format TextGrid as turns; empty, tag-only and punctuation-only intervals are dropped.
+    What looks wrong with the file goes to `warnings` (the caller knows which file it is)."""
     raw = path.read_bytes()
     if raw[:2] in (b"\xff\xfe", b"\xfe\xff") or b"\x00" in raw[:200]:
         content = raw.decode("utf-16")
@@ -73,9 +74,24 @@ def read_textgrid(path: Path, speaker: Literal["doctor", "patient"], warnings: l
     found = INTERVAL.findall(content)
     declared = sum(int(n) for n in re.findall(r"intervals:\s*size\s*=\s*(\d+)", content))
     if len(found) != declared or not found:
-        warnings.append(f"{path.name}: parsed {len(found)} intervals but the file declares {declared} (not long format?)")
+        warnings.append(f"parsed {len(found)} intervals but the file declares {declared} (not long format?)")
     turns = [Turn(speaker=speaker, start=float(start), text=clean(text)) for start, text in found]
     return [t for t in turns if any(ch.isalnum() for ch in t.text)]  # 15 intervals are just "."
+
+
+def consultation_turns(transcripts: Path, cid: str) -> tuple[list[Turn], list[tuple[Path, str]]]:
+    """Both speakers' turns merged by start time, and what was wrong with which file."""
+    turns: list[Turn] = []
+    issues: list[tuple[Path, str]] = []
+    for speaker in SPEAKERS:
+        path = transcripts / f"{cid}_{speaker}.TextGrid"
+        if not path.exists():
+            issues.append((path, "missing; consultation has only one speaker"))
+            continue
+        warnings: list[str] = []
+        turns += read_textgrid(path, speaker, warnings)
+        issues += [(path, w) for w in warnings]
+    return sorted(turns, key=lambda t: t.start), issues
 
 
 def consultation_id(name: str) -> str | None:
@@ -108,7 +124,9 @@ def read_checklist(path: Path, clinician: str, warnings: list[str]) -> list[Fact
         return []
     (top, cols), col = header, header[1][0]
     if len(cols) > 1:
-        warnings.append(f"{clinician}/{path.name}: ignored {len(cols) - 1} extra CHECKLIST column(s) (a copy of another clinician's list)")
+        warnings.append(
+            f"{clinician}/{path.name}: ignored {len(cols) - 1} extra CHECKLIST column(s) (a copy of another clinician's list)"
+        )
     facts: list[Fact] = []
     stack: list[tuple[int, str]] = []  # (stars, text) of the open parent lines
     section, irrelevant = "", 0
@@ -139,23 +157,21 @@ def read_checklist(path: Path, clinician: str, warnings: list[str]) -> list[Fact
     return facts
 
 
+def consultation_ids(transcripts: Path) -> list[str]:
+    return sorted({p.name.rsplit("_", 1)[0] for p in transcripts.glob("*_*.TextGrid")})
+
+
 def load_consultations(root: Path = DEFAULT_ROOT, limit: int | None = None) -> tuple[list[Consultation], list[str]]:
     """Returns consultations (sorted by id) and a list of human-readable warnings (file + what was skipped)."""
     if not (root / "transcripts").is_dir():
         raise FileNotFoundError(f"no PriMock57 transcripts under {root}")  # a wrong root is not messy data: say so
     warnings: list[str] = []
-    grids = {p.name.rsplit("_", 1)[0] for p in (root / "transcripts").glob("*_*.TextGrid")}
-    ids = sorted(grids)[:limit]
+    grids = consultation_ids(root / "transcripts")
     consultations: dict[str, Consultation] = {}
-    for cid in ids:
-        turns: list[Turn] = []
-        for speaker in ("doctor", "patient"):
-            path = root / "transcripts" / f"{cid}_{speaker}.TextGrid"
-            if path.exists():
-                turns += read_textgrid(path, speaker, warnings)
-            else:
-                warnings.append(f"{path.name}: missing; consultation has only one speaker")
-        consultations[cid] = Consultation(id=cid, turns=sorted(turns, key=lambda t: t.start), facts=[])
+    for cid in grids[:limit]:
+        turns, issues = consultation_turns(root / "transcripts", cid)
+        warnings += [f"{path.name}: {issue}" for path, issue in issues]
+        consultations[cid] = Consultation(id=cid, turns=turns, facts=[])
     for path in sorted((root / "consultation_checklists").rglob("*.xlsx")):
         cid = consultation_id(path.name)
         if path.name.startswith("~$") or cid not in consultations:
@@ -167,20 +183,35 @@ def load_consultations(root: Path = DEFAULT_ROOT, limit: int | None = None) -> t
     return list(consultations.values()), warnings
 
 
-if __name__ == "__main__":
-    consultations, warnings = load_consultations(Path(sys.argv[1]) if len(sys.argv) > 1 else DEFAULT_ROOT)
-    facts = [f for c in consultations for f in c.facts]
-    print(f"root: {DEFAULT_ROOT if len(sys.argv) < 2 else sys.argv[1]}")
-    print(f"consultations: {len(consultations)}  turns: {sum(len(c.turns) for c in consultations)}  "
-          f"with checklist: {sum(bool(c.facts) for c in consultations)}")
-    print(f"facts per clinician: {dict(sorted(Counter(f.clinician for f in facts).items()))}")
-    print(f"critical: {sum(f.critical for f in facts)}  non-critical: {sum(not f.critical for f in facts)}")
-    print(f"warnings: {len(warnings)}")
-    for w in warnings[:12]:
-        print(f"  {w}")
-    example = next(c for c in consultations if c.facts)
-    print(f"\n{example.id}: {len(example.turns)} turns, {len(example.facts)} facts")
-    for t in example.turns[:6]:
-        print(f"  [{t.start:7.2f}] {t.speaker:7} {t.text}")
-    for f in example.facts[:5]:
-        print(f"  {'c ' if f.critical else 'nc'} {f.clinician}  {f.text!r}  (context: {f.context or '-'})")
+def transcripts_of(path: Path) -> Path | None:
+    """The folder of per-speaker TextGrids: `path` itself or its `transcripts/`, or None if neither holds any."""
+    for folder in (path / "transcripts", path):
+        if folder.is_dir() and any(next(folder.glob(f"*_{speaker}.TextGrid"), None) for speaker in SPEAKERS):
+            return folder
+    return None
+
+
+def detect(path: Path) -> bool:
+    return transcripts_of(path) is not None
+
+
+def read(path: Path) -> LogRead:
+    """One session per consultation, turns in time order. A file with a problem (missing speaker, intervals lost in
+    parsing) skips its consultation: a gap in the dialogue would change what each turn answers."""
+    transcripts = transcripts_of(path)
+    if transcripts is None:
+        raise LogError(f"{path}: not a PriMock57 folder: expected transcripts/*_doctor.TextGrid and *_patient.TextGrid")
+    sessions: list[Session] = []
+    problems: list[LogProblem] = []
+    skipped = 0
+    for cid in consultation_ids(transcripts):
+        turns, issues = consultation_turns(transcripts, cid)
+        if not issues and not turns:
+            issues = [(transcripts / f"{cid}_doctor.TextGrid", "no speech in either speaker's transcript")]
+        if issues:
+            problems += [LogProblem(str(file), None, f"{issue}; consultation {cid} skipped") for file, issue in issues]
+            skipped += 1
+            continue
+        messages = [Message(role=SPEAKERS[t.speaker], content=t.text) for t in turns]
+        sessions.append(Session(session_id=cid, messages=messages))
+    return LogRead(sessions, problems, skipped)

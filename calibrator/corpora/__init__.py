@@ -1,0 +1,30 @@
+"""Public expert-dialogue corpora read as the project's own logs, so they can be segmented and used like any expert log:
+one module per corpus, each with `detect(path)` and `read(path) -> LogRead`."""
+
+from pathlib import Path
+from types import ModuleType
+
+from calibrator.corpora import mts_dialog, primock57, remedi
+from calibrator.logs import LogError, LogRead, read_logs
+
+FORMATS: dict[str, ModuleType] = {"primock57": primock57, "mts-dialog": mts_dialog, "remedi": remedi}
+SUPPORTED = (
+    "a PriMock57 folder (transcripts/*_doctor.TextGrid), an MTS-Dialog CSV (ID, dialogue), a ReMeDi file "
+    "(<|context|> … <|response|> per line), or an expert log (RealMedConv JSONL, transcript CSV/JSONL)"
+)
+
+
+def detect_format(path: Path) -> str:
+    """The corpus `path` holds, or "log" for the project's own formats (calibrator.logs says whether it is one)."""
+    return next((name for name, module in FORMATS.items() if module.detect(path)), "log")
+
+
+def read_corpus(path: Path) -> LogRead:
+    if not path.exists():
+        raise LogError(f"{path}: no such file or folder; supported: {SUPPORTED}")
+    name = detect_format(path)
+    if name != "log":
+        return FORMATS[name].read(path)
+    if path.is_dir():
+        raise LogError(f"{path}: a folder, but not a PriMock57 one; supported: {SUPPORTED}")
+    return read_logs(path)
