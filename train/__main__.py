@@ -9,10 +9,14 @@ import shutil
 import subprocess
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import yaml
 
-from train.config import CONFIGS, ConfigError, load_config
+from train.config import CONFIGS, ConfigError, TrainConfig, load_config
+
+if TYPE_CHECKING:
+    from calibrator.components.extract import TrainingSample
 
 EPILOG = """\
 examples:
@@ -201,13 +205,7 @@ def _run(args: argparse.Namespace) -> int:
 
 
 def _eval(args: argparse.Namespace) -> int:
-    from contextlib import ExitStack
-
-    from calibrator.prompt import load_prompt, write_atomic
     from train import data
-    from train.config import TrainConfig
-    from train.evaluate import generate, metrics, report_html
-    from train.model import ensure_model
 
     config_path = args.model / "config.json"
     if not config_path.is_file() or not (args.model / "final").is_dir():
@@ -220,26 +218,62 @@ def _eval(args: argparse.Namespace) -> int:
         config = TrainConfig.model_validate(recorded | ({"concurrency": args.concurrency} if args.concurrency is not None else {}))
     except ValueError as e:
         return _config_error(config_path, e)
-    samples = data.read_samples(args.samples or args.model / "heldout.jsonl")
+    samples_path = args.samples or args.model / "heldout.jsonl"
+    samples = data.read_samples(samples_path)
+    if not samples:
+        print(f"error: {samples_path} has no samples to evaluate", file=sys.stderr)
+        return 2
+    evaluate_run(args.model, config, samples, args.out or args.model / "eval.json", args.max_new_tokens, concurrency=None)
+    return 0
+
+
+def evaluate_run(run_dir: Path, config: TrainConfig, samples: list["TrainingSample"], out: Path, max_new_tokens: int,
+                 concurrency: int | None) -> dict:
+    """Base vs trained policy of the run in `run_dir` on `samples`: eval.json at `out`, the HTML beside it, one line per
+    metric printed. Completions are cached in run_dir/eval.{base,trained}.jsonl, so a killed eval resumes. concurrency:
+    grader calls at once, over the config's."""
+    from contextlib import ExitStack
+
+    from calibrator.prompt import load_prompt, write_atomic
+    from train.evaluate import compare, describe, generate, grader_agreement, metrics, score
+    from train.model import ensure_model
+    from train.report import render_eval
+
+    if concurrency is not None:
+        config = TrainConfig.model_validate(config.model_dump() | {"concurrency": concurrency})
     instructions = load_prompt(config.policy_prompt).instructions
-    result = {}
+    models = {"base": ensure_model(config.model, config.cache_dir), "trained": run_dir / "final"}
+    completions = {side: generate(model_dir, samples, instructions, max_new_tokens, cache=run_dir / f"eval.{side}.jsonl")
+                   for side, model_dir in models.items()}
     with ExitStack() as stack:
         handle, grade = _grader(config, stack)
         format_source = _format_source(config)
-        for side, model_dir in (("base", ensure_model(config.model, config.cache_dir)), ("trained", args.model / "final")):
-            completions = generate(model_dir, samples, instructions, args.max_new_tokens)
-            result[side] = metrics(samples, completions, grade, config.fusion, format_source.source, handle.concurrency)
-    result["format"] = format_source.model_dump()
-    result["note"] = (f"{len(samples)} held-out samples; greedy decoding; reward fusion {config.fusion}; grader {config.grader_prompt} "
-                      f"on {config.grader_lm}; format term from the {format_source.source}")
-    out = args.out or args.model / "eval.json"
-    write_atomic(out, json.dumps(result, indent=2))
-    write_atomic(out.with_suffix(".html"), report_html(result))
-    for name in ("good_question_rate", "termination_accuracy", "decision_accuracy", "mean_reward"):
-        b, t = result["base"][name], result["trained"][name]
-        print(f"{name}: base {b if b is None else round(b, 3)} → trained {t if t is None else round(t, 3)}")
+        scores = {side: score(samples, texts, grade, config.fusion, format_source.source, handle.concurrency, show_progress=True)
+                  for side, texts in completions.items()}
+    comparison = compare(samples, scores["base"], scores["trained"], seed=config.seed)
+    grader = grader_agreement(config.grader_prompt, load_prompt(config.grader_prompt).calibration, config.min_grader_qwk)
+    n_stop = sum(s.decision == "stop" for s in samples)
+    result = {
+        "note": (f"{len(samples)} held-out samples ({len(samples) - n_stop} continue, {n_stop} stop) from "
+                 f"{len({s.session_id for s in samples})} sessions; greedy decoding, at most {max_new_tokens} new tokens; reward "
+                 f"fusion {config.fusion}; grader {config.grader_prompt} on LM {config.grader_lm}; format term from the "
+                 f"{format_source.source}; {grader.summary()}."),
+        "models": {side: str(model_dir) for side, model_dir in models.items()},
+        "format": format_source.model_dump(),
+        "grader": grader.model_dump(mode="json"),
+        "base": metrics(scores["base"]),
+        "trained": metrics(scores["trained"]),
+        "comparison": [c.model_dump(mode="json") for c in comparison],
+        "scores": {side: [s.model_dump(mode="json") for s in records] for side, records in scores.items()},
+    }
+    write_atomic(out, json.dumps(result, indent=2, ensure_ascii=False))
+    write_atomic(out.with_suffix(".html"), render_eval(result, samples))
+    for c in comparison:
+        print(describe(c))
+    if warning := grader.warning():
+        print(f"warning: {warning}", file=sys.stderr)
     print(f"wrote {out} and {out.with_suffix('.html')}")
-    return 0
+    return result
 
 
 if __name__ == "__main__":

@@ -1,69 +1,259 @@
 """`python -m train eval`: the base and the trained policy on held-out samples, scored with the same reward.
 
-Greedy decoding, one completion per sample. good_question_rate is the share of continue samples whose
-question the grader scores content 1; termination_accuracy the share of stop samples answered `<stop />`.
+Greedy decoding, one completion per sample, cached per model so a killed eval resumes. good_question_rate is the
+share of continue samples whose question the grader scores content 1; termination_accuracy the share of stop samples
+answered `<stop />`. Intervals come from a bootstrap over held-out sessions, paired between base and trained: samples
+of one dialogue are correlated, so resampling them one by one would claim more certainty than the sessions give.
 """
 
-import html
+import hashlib
+import json
 import statistics
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+from pydantic import BaseModel, computed_field
+
 from calibrator.components.extract import TrainingSample
-from calibrator.logs import render
-from calibrator.parallel import map_ordered
-from train.data import policy_messages
 from calibrator.components.grader import FormatSourceName
+from calibrator.logs import Decision, render
+from calibrator.metrics import Interval, Verdict, percentile_interval, verdict_for
+from calibrator.parallel import Progress, map_ordered
+from calibrator.prompt import Calibration, write_atomic
+from train.data import policy_messages
 from train.rewards import Grade, Terms, decision_of, fuse, score_terms
 
 
-def generate(model_dir: Path, samples: list[TrainingSample], instructions: str, max_new_tokens: int) -> list[str]:
-    import torch
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-
-    tokenizer = AutoTokenizer.from_pretrained(model_dir)
-    model = AutoModelForCausalLM.from_pretrained(model_dir).eval()
-    texts = []
-    for sample in samples:
-        ids = tokenizer.apply_chat_template(policy_messages(sample.context, instructions), add_generation_prompt=True,
-                                            return_tensors="pt", return_dict=True)
-        with torch.no_grad():
-            out = model.generate(**ids, max_new_tokens=max_new_tokens, do_sample=False, pad_token_id=tokenizer.eos_token_id)
-        texts.append(tokenizer.decode(out[0, ids["input_ids"].shape[1]:], skip_special_tokens=True))
-    return texts
+class SampleScore(BaseModel):
+    id: str
+    session_id: str
+    expert: Decision
+    completion: str
+    predicted: Decision
+    terms: Terms
+    reward: float
 
 
-def metrics(samples: list[TrainingSample], completions: list[str], grade: Grade, fusion: str,
-            format_source: FormatSourceName, concurrency: int = 1) -> dict[str, Any]:
+# metric -> (the expert decision it is measured on, None: every sample; its per-sample value)
+METRICS: dict[str, tuple[Decision | None, Callable[[SampleScore], float]]] = {
+    "good_question_rate": ("continue", lambda s: float(s.terms.content == 1.0)),
+    "mean_content": ("continue", lambda s: s.terms.content),
+    "termination_accuracy": ("stop", lambda s: float(s.predicted == "stop")),
+    "continue_accuracy": ("continue", lambda s: float(s.predicted == "continue")),
+    "decision_accuracy": (None, lambda s: float(s.predicted == s.expert)),
+    "mean_format": (None, lambda s: s.terms.format),
+    "mean_reward": (None, lambda s: s.reward),
+}
+
+
+def score(samples: list[TrainingSample], completions: list[str], grade: Grade, fusion: str,
+          format_source: FormatSourceName, concurrency: int = 1, show_progress: bool = False) -> list[SampleScore]:
     """concurrency: grader calls at once, as in the trainer's reward."""
-    jobs = [(c, s.decision, render(s.context), "; ".join(s.target_info)) for s, c in zip(samples, completions)]
-    terms: list[Terms] = map_ordered(lambda job: score_terms(*job, grade, format_source), jobs, concurrency=concurrency)
-    cont = [(s, c, t) for s, c, t in zip(samples, completions, terms) if s.decision == "continue"]
-    stop = [(s, c, t) for s, c, t in zip(samples, completions, terms) if s.decision == "stop"]
-
-    def mean(values: list[float]) -> float | None:
-        return statistics.fmean(values) if values else None
-
-    return {
-        "n": len(samples), "n_continue": len(cont), "n_stop": len(stop),
-        "good_question_rate": mean([float(t.content == 1.0) for _, _, t in cont]),
-        "mean_content": mean([t.content for _, _, t in cont]),
-        "termination_accuracy": mean([float(decision_of(c) == "stop") for _, c, _ in stop]),
-        "continue_accuracy": mean([float(decision_of(c) == "continue") for _, c, _ in cont]),
-        "decision_accuracy": mean([float(decision_of(c) == s.decision) for s, c in zip(samples, completions)]),
-        "mean_format": mean([t.format for t in terms]),
-        "mean_reward": mean([fuse(t, fusion) for t in terms]),
-        "grader_failures": sum(t.grader_failed for t in terms),
-    }
+    jobs = [(c, s.decision, render(s.context), "; ".join(s.target_info)) for s, c in zip(samples, completions, strict=True)]
+    progress = Progress(len(jobs), "grade", "sample", show_progress, None, leave=False)
+    try:
+        terms = map_ordered(lambda job: score_terms(*job, grade, format_source), jobs, concurrency=concurrency, progress=progress)
+    finally:
+        progress.close()
+    return [SampleScore(id=s.id, session_id=s.session_id, expert=s.decision, completion=c, predicted=decision_of(c), terms=t,
+                        reward=fuse(t, fusion)) for s, c, t in zip(samples, completions, terms)]
 
 
-def report_html(result: dict[str, Any]) -> str:
-    names = [k for k in result["base"] if k not in ("completions",)]
-    rows = "".join(f"<tr><th scope='row'>{html.escape(k)}</th>" + "".join(
-        f"<td>{'–' if result[side][k] is None else (f'{result[side][k]:.3f}' if isinstance(result[side][k], float) else result[side][k])}</td>"
-        for side in ("base", "trained")) + "</tr>" for k in names)
-    return ("<!doctype html><html lang='en'><head><meta charset='utf-8'><title>policy eval</title>"
-            "<style>body{font:15px system-ui,sans-serif;margin:2rem}td,th{border:1px solid #ccc;padding:.3rem .6rem;text-align:right}"
-            "table{border-collapse:collapse}</style></head><body><h1>Base vs trained policy on held-out samples</h1>"
-            f"<table><thead><tr><th>metric</th><th>base</th><th>trained</th></tr></thead><tbody>{rows}</tbody></table>"
-            f"<p>{html.escape(result.get('note', ''))}</p></body></html>")
+def metrics(scores: list[SampleScore]) -> dict[str, Any]:
+    result: dict[str, Any] = {"n": len(scores), "n_continue": sum(s.expert == "continue" for s in scores),
+                              "n_stop": sum(s.expert == "stop" for s in scores)}
+    for name, (subset, value) in METRICS.items():
+        values = [value(s) for s in scores if subset in (None, s.expert)]
+        result[name] = statistics.fmean(values) if values else None
+    result["grader_failures"] = sum(s.terms.grader_failed for s in scores)
+    return result
+
+
+class MetricComparison(BaseModel):
+    """Base vs trained on one metric; delta is trained - base, its interval from the same resampled sessions."""
+
+    name: str
+    n: int  # samples the metric is measured on
+    sessions: int  # held-out sessions those samples come from: the bootstrap's unit
+    replicates: int  # bootstrap replicates whose resampled sessions held any of those samples
+    base: float | None = None
+    base_ci: Interval | None = None
+    trained: float | None = None
+    trained_ci: Interval | None = None
+    delta: float | None = None
+    delta_ci: Interval | None = None
+    verdict: Verdict
+
+
+def session_draws(n_sessions: int, n_boot: int, seed: int) -> np.ndarray:
+    """(n_boot, n_sessions): how often each session is drawn in each replicate, sessions drawn with replacement."""
+    idx = np.random.default_rng(seed).integers(0, n_sessions, size=(n_boot, n_sessions))
+    flat = (np.arange(n_boot)[:, None] * n_sessions + idx).ravel()
+    return np.bincount(flat, minlength=n_boot * n_sessions).reshape(n_boot, n_sessions)
+
+
+def compare(samples: list[TrainingSample], base: list[SampleScore], trained: list[SampleScore], *, n_boot: int = 2000,
+            seed: int = 0, confidence: float = 0.95, min_n: int = 10) -> list[MetricComparison]:
+    """Every metric with a session-cluster bootstrap: each replicate takes all samples of sessions drawn with
+    replacement, the same draw for base and trained; a replicate without any sample of a metric's subset is dropped."""
+    ids = [s.id for s in samples]
+    if not samples or [s.id for s in base] != ids or [s.id for s in trained] != ids:
+        raise ValueError("base and trained scores must be non-empty and follow the samples' order")
+    sessions = {sid: i for i, sid in enumerate(sorted({s.session_id for s in samples}))}
+    cluster = np.array([sessions[s.session_id] for s in samples])
+    draws = session_draws(len(sessions), n_boot, seed)
+    points = {"base": metrics(base), "trained": metrics(trained)}
+    out = []
+    for name, (subset, value) in METRICS.items():
+        mask = np.array([subset in (None, s.decision) for s in samples], dtype=float)
+        n = int(mask.sum())
+        weight = draws @ np.bincount(cluster, weights=mask, minlength=len(sessions))
+        kept = weight > 0
+        boot = {side: draws[kept] @ np.bincount(cluster, weights=mask * [value(s) for s in scores], minlength=len(sessions))
+                / weight[kept] for side, scores in (("base", base), ("trained", trained))}
+        ci = {side: _interval(b, confidence) for side, b in boot.items()}
+        delta_ci = _interval(boot["trained"] - boot["base"], confidence)
+        b, t = points["base"][name], points["trained"][name]
+        out.append(MetricComparison(
+            name=name, n=n, sessions=len(set(cluster[mask > 0])), replicates=int(kept.sum()), base=b, base_ci=ci["base"],
+            trained=t, trained_ci=ci["trained"], delta=None if b is None else t - b, delta_ci=delta_ci,
+            verdict="too few examples" if delta_ci is None else verdict_for(name, n, delta_ci, min_n)))
+    return out
+
+
+def _interval(replicates: np.ndarray, confidence: float) -> Interval | None:
+    return percentile_interval(replicates, confidence) if replicates.size else None
+
+
+def figure(value: float | None, ci: Interval | None, sign: str = "") -> str:
+    """0.10 [0.00, 0.25]; with sign="+", +0.50 [+0.30, +0.70]."""
+    if value is None:
+        return "–"
+    return f"{value:{sign}.2f}" + ("" if ci is None else f" [{ci[0]:{sign}.2f}, {ci[1]:{sign}.2f}]")
+
+
+def describe(c: MetricComparison) -> str:
+    if c.base is None:
+        return f"{c.name}: no samples: {c.verdict}"
+    return (f"{c.name}: base {figure(c.base, c.base_ci)} → trained {figure(c.trained, c.trained_ci)}, "
+            f"{figure(c.delta, c.delta_ci, '+')}: {c.verdict}")
+
+
+class GraderAgreement(BaseModel):
+    """The grader's own held-out agreement with humans, from its calibration record: what good_question_rate and
+    mean_content rest on. Not established without a record, or when the qwk CI's lower bound is under the gate's."""
+
+    prompt: str
+    threshold: float  # the config's min_grader_qwk
+    calibrated: bool
+    run_id: str | None = None
+    lm: str | None = None
+    qwk: float | None = None
+    qwk_ci: Interval | None = None
+    n: int | None = None
+
+    @computed_field
+    @property
+    def established(self) -> bool:
+        return self.qwk_ci is not None and self.qwk_ci[0] >= self.threshold
+
+    def summary(self) -> str:
+        if not self.calibrated:
+            return f"grader {self.prompt} has no calibration record"
+        rows = "an unrecorded number of" if self.n is None else self.n
+        return f"grader held-out qwk {figure(self.qwk, None)}, 95% CI {_bracket(self.qwk_ci)} on {rows} rows (LM {self.lm})"
+
+    def warning(self) -> str | None:
+        if self.established:
+            return None
+        why = ("no calibration record" if not self.calibrated else "no held-out qwk CI recorded" if self.qwk_ci is None
+               else f"qwk CI lower bound {self.qwk_ci[0]:.2f} < {self.threshold:.2f}")
+        return (f"The good-question rate is scored by a grader whose agreement with humans is not established ({why}), "
+                f"so it does not measure question quality.")
+
+
+def _bracket(ci: Interval | None) -> str:
+    return "[–, –]" if ci is None else f"[{ci[0]:.2f}, {ci[1]:.2f}]"
+
+
+def grader_agreement(prompt: Path, calibration: Calibration | None, threshold: float) -> GraderAgreement:
+    if calibration is None:
+        return GraderAgreement(prompt=str(prompt), threshold=threshold, calibrated=False)
+    test = calibration.test
+    return GraderAgreement(prompt=str(prompt), threshold=threshold, calibrated=True, run_id=calibration.run_id, lm=calibration.lm,
+                           qwk=test.get("qwk"), qwk_ci=test.get("qwk_ci"), n=test.get("n"))
+
+
+def model_identity(model_dir: Path) -> str:
+    """The folder and its weight files' sizes and mtimes: training into the same folder again changes it."""
+    root = model_dir.resolve()
+    weights = sorted(p for p in root.iterdir() if p.suffix in (".safetensors", ".bin"))
+    return " ".join([str(root), *(f"{p.name}:{p.stat().st_size}:{p.stat().st_mtime_ns}" for p in weights)])
+
+
+def cache_key(model_dir: Path, instructions: str, max_new_tokens: int) -> dict[str, Any]:
+    return {"model": model_identity(model_dir), "max_new_tokens": max_new_tokens,
+            "prompt_sha256": hashlib.sha256(instructions.encode("utf-8")).hexdigest()}
+
+
+class CompletionCache:
+    """Completions of one (model, instructions, max_new_tokens), one JSON line each, appended as they finish. On open,
+    lines of another key and a line torn by a kill are dropped (the file is rewritten), so appends start clean."""
+
+    def __init__(self, path: Path, key: dict[str, Any]):
+        self.path, self.key = path, key
+        text = path.read_text(encoding="utf-8") if path.is_file() else ""
+        kept: dict[str, dict[str, Any]] = {}
+        for line in text.splitlines():
+            try:
+                record = json.loads(line)
+            except ValueError:
+                continue
+            if isinstance(record, dict) and isinstance(record.get("completion"), str) and all(
+                    record.get(k) == v for k, v in key.items()):
+                kept[record["id"]] = record
+        self.done = {i: r["completion"] for i, r in kept.items()}
+        clean = "".join(self._line(r) for r in kept.values())
+        if clean != text:
+            write_atomic(path, clean)
+
+    @staticmethod
+    def _line(record: dict[str, Any]) -> str:
+        return json.dumps(record, ensure_ascii=False) + "\n"
+
+    def add(self, sample_id: str, completion: str) -> None:
+        with open(self.path, "a", encoding="utf-8") as f:
+            f.write(self._line({"id": sample_id, "completion": completion, **self.key}))
+            f.flush()
+
+
+def generate(model_dir: Path, samples: list[TrainingSample], instructions: str, max_new_tokens: int,
+             cache: Path | None = None) -> list[str]:
+    """Greedy completions in sample order; with `cache`, those already there for this model are reused and each new
+    one is appended as it finishes. The model is loaded only when something is left to generate."""
+    store = CompletionCache(cache, cache_key(model_dir, instructions, max_new_tokens)) if cache else None
+    done = dict(store.done) if store else {}
+    todo = [s for s in samples if s.id not in done]
+    if todo:
+        import torch
+        from transformers import AutoModelForCausalLM, AutoTokenizer
+
+        tokenizer = AutoTokenizer.from_pretrained(model_dir)
+        model = AutoModelForCausalLM.from_pretrained(model_dir).eval()
+        progress = Progress(len(samples), f"generate {model_dir.name}", "sample", True, None, initial=len(samples) - len(todo))
+        try:
+            for sample in todo:
+                ids = tokenizer.apply_chat_template(policy_messages(sample.context, instructions), add_generation_prompt=True,
+                                                    return_tensors="pt", return_dict=True)
+                with torch.no_grad():
+                    out = model.generate(**ids, max_new_tokens=max_new_tokens, do_sample=False,
+                                         pad_token_id=tokenizer.eos_token_id)
+                done[sample.id] = tokenizer.decode(out[0, ids["input_ids"].shape[1]:], skip_special_tokens=True)
+                if store:
+                    store.add(sample.id, done[sample.id])
+                progress.step()
+        finally:
+            progress.close()
+    return [done[s.id] for s in samples]

@@ -1,0 +1,77 @@
+"""eval.html: the base vs trained comparison as one self-contained page in the calibration report's style (its CSS,
+read from calibrator/report, inlined). No script and no external resource; every text from a log, a model or a
+record is escaped."""
+
+from html import escape
+from importlib.resources import files
+from typing import Any
+
+from calibrator.components.extract import TrainingSample
+from calibrator.logs import render
+from train.evaluate import GraderAgreement, MetricComparison, SampleScore, figure
+
+GRADED = ("good_question_rate", "mean_content")  # the metrics that rest on the grader's agreement with humans
+EXTRA_CSS = """body { max-width: 110rem; }
+td.text { text-align: left; white-space: pre-wrap; max-width: 26rem; overflow-wrap: anywhere; }
+td.improved { background: #eef3ee; } td.worse { background: #fbeeee; }
+tr.differs td, tr.differs th { background: #fff6d6; } .mark { color: #b36b00; font-weight: 600; }"""
+
+
+def render_eval(result: dict[str, Any], samples: list[TrainingSample]) -> str:
+    css = files("calibrator.report").joinpath("templates/style.css").read_text(encoding="utf-8")
+    grader = GraderAgreement.model_validate(result["grader"])
+    warning = grader.warning()
+    banner = f"<p class='banner' role='alert'>{escape(warning)}</p>" if warning else ""
+    return ("<!doctype html>\n<html lang='en'><head><meta charset='utf-8'>"
+            "<meta name='viewport' content='width=device-width, initial-scale=1'><title>policy eval: base vs trained</title>"
+            f"<style>{css}\n{EXTRA_CSS}</style></head><body>"
+            "<h1>Base vs trained policy on held-out samples</h1>"
+            f"<p>{escape(result['note'])}</p>{banner}"
+            f"{_metrics_table([MetricComparison.model_validate(c) for c in result['comparison']], grader)}"
+            f"{_samples_table(result, samples)}</body></html>\n")
+
+
+def _metrics_table(comparison: list[MetricComparison], grader: GraderAgreement) -> str:
+    rows = []
+    for c in comparison:
+        about = ""
+        if c.name in GRADED:
+            mark = "" if grader.established else "<span class='mark'>not established: </span>"
+            about = f"<br><span class='ci'>{mark}{escape(grader.summary())}</span>"
+        rows.append(f"<tr><th scope='row'>{escape(c.name)}{about}</th><td>{c.n}</td><td>{c.sessions}</td>"
+                    f"<td>{figure(c.base, c.base_ci)}</td><td>{figure(c.trained, c.trained_ci)}</td>"
+                    f"<td>{figure(c.delta, c.delta_ci, '+')}</td>"
+                    f"<td class='{c.verdict.replace(' ', '-')}'>{escape(c.verdict)}</td></tr>")
+    return ("<h2>Metrics</h2><table><caption>Point value and 95% interval from a bootstrap over held-out sessions (all samples "
+            "of each drawn session), the same draws for base and trained; Δ is trained − base.</caption>"
+            f"<thead><tr>{_headers('metric', 'n', 'sessions', 'base [CI]', 'trained [CI]', 'Δ [CI]', 'verdict')}</tr></thead>"
+            f"<tbody>{''.join(rows)}</tbody></table>")
+
+
+def _headers(*names: str) -> str:
+    return "".join(f"<th scope='col'>{escape(n)}</th>" for n in names)
+
+
+def _output(s: SampleScore) -> str:
+    failed = " (grader failed)" if s.terms.grader_failed else ""
+    return (f"<td class='text'>{escape(s.completion)}<br><span class='ci'>→ {s.predicted}</span></td>"
+            f"<td>{s.reward:.2f}{failed}</td>")
+
+
+def _samples_table(result: dict[str, Any], samples: list[TrainingSample]) -> str:
+    base = [SampleScore.model_validate(s) for s in result["scores"]["base"]]
+    trained = [SampleScore.model_validate(s) for s in result["scores"]["trained"]]
+    rows, differ = [], 0
+    for sample, b, t in zip(samples, base, trained, strict=True):
+        differs = b.predicted != t.predicted
+        differ += differs
+        mark = "<br><span class='mark' title='base and trained decide differently'>≠ decision</span>" if differs else ""
+        cells = [escape(sample.session_id), sample.decision, escape("; ".join(sample.target_info)) or "–",
+                 escape(render(sample.context[-2:]))]
+        rows.append(f"<tr{' class=differs' if differs else ''}><th scope='row'>{escape(sample.id)}{mark}</th>"
+                    + "".join(f"<td class='text'>{c}</td>" for c in cells) + _output(b) + _output(t) + "</tr>")
+    headers = _headers("id", "session", "expert", "target info", "context", "base output", "base reward", "trained output",
+                       "trained reward")
+    return (f"<h2>Samples</h2><table><caption>{len(rows)} held-out samples; the {differ} where base and trained decide "
+            f"differently are marked ≠ and shaded. Context: the last 2 turns.</caption><thead><tr>{headers}</tr></thead>"
+            f"<tbody>{''.join(rows)}</tbody></table>")
