@@ -9,6 +9,7 @@ import csv
 import hashlib
 import io
 import json
+import re
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from itertools import groupby
@@ -325,29 +326,49 @@ def read_logs(path: Path) -> LogRead:
     return LogRead(sessions, stream.problems, stream.skipped)
 
 
-def segment(session: Session) -> list[Sample]:
-    """One sample per maximal pharmacist run that follows a patient message (an opening greeting answers nobody)."""
-    samples: list[Sample] = []
+StopRule = Literal["end", "advice"]
+STOP_RULES: dict[str, str] = {
+    "end": "the expert's last run is the stop point (a pharmacy chat ends with the recommendation)",
+    "advice": "the expert's first run after their last question is the stop point (the move from asking to advising "
+              "or diagnosing; consultations go on after it with explanations, advice and thanks)",
+}
+QUESTION = re.compile(r"[?？]|[吗呢么](?=[\s，。,.！!~…]*$|[\s，。,.！!~…]+)")
+
+
+def asks(text: str) -> bool:
+    """Whether an expert turn asks the patient something: a question mark, or a Chinese question particle ending a
+    clause (ReMeDi's doctors often drop the mark: `你打了疫苗了吗`). Deliberately simple: it is measured against
+    ReMeDi's human action labels in bench/remedi_actions.py, not tuned on them."""
+    return bool(QUESTION.search(text))
+
+
+def segment(session: Session, stop: StopRule = "end") -> list[Sample]:
+    """One sample per maximal expert run that follows a patient message (an opening greeting answers nobody).
+
+    stop="end": every run but the last is `continue`, a last run with no patient message after it is `stop`.
+    stop="advice": runs up to the last one that asks are `continue`; the run after it is `stop` and the runs after
+    that are dropped (the expert is advising by then, so what they do is not a decision to ask). A session whose
+    last run still asks has no stop sample; one with no asking run stops at its first run."""
+    runs: list[tuple[int, int]] = []
     messages, start = session.messages, 0
     for role, run in groupby(messages, key=lambda m: m.role):
         end = start + len(list(run))
         # Runs alternate roles, so an assistant run not at the start has a user message right before it.
         if role == "assistant" and start > 0:
-            samples.append(
-                Sample(
-                    id=f"{session.session_id}_{len(samples)}",
-                    session_id=session.session_id,
-                    context=messages[:start],
-                    future=messages[start:],
-                    decision="continue" if end < len(messages) else "stop",
-                )
-            )
+            runs.append((start, end))
         start = end
-    return samples
+    if stop == "end":
+        decisions = ["continue" if end < len(messages) else "stop" for _, end in runs]
+    else:
+        asking = [i for i, (a, b) in enumerate(runs) if any(asks(m.content) for m in messages[a:b])]
+        last = asking[-1] if asking else -1
+        decisions = ["continue"] * (last + 1) + ["stop"] * (last + 1 < len(runs))
+    return [Sample(id=f"{session.session_id}_{i}", session_id=session.session_id, context=messages[:a], future=messages[a:],
+                   decision=decision) for i, ((a, _), decision) in enumerate(zip(runs, decisions))]
 
 
-def segment_all(sessions: Iterable[Session]) -> list[Sample]:
-    return [sample for session in sessions for sample in segment(session)]
+def segment_all(sessions: Iterable[Session], stop: StopRule = "end") -> list[Sample]:
+    return [sample for session in sessions for sample in segment(session, stop)]
 
 
 def render(messages: list[Message]) -> str:

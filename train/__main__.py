@@ -2,6 +2,7 @@
 vs trained; a config checked whole against TRL, and started on a cluster through accelerate."""
 
 import argparse
+import hashlib
 import json
 import os
 import shlex
@@ -38,12 +39,16 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--model", help="Hugging Face model folder (default: the embedded SmolLM2, converted once)")
     source = run.add_mutually_exclusive_group()
     source.add_argument("--samples", type=Path, help="samples.jsonl from `python -m calibrator extract`")
-    source.add_argument("--logs", type=Path, help="expert logs, extracted on the fly with the calibrated extractor")
+    source.add_argument("--logs", type=Path, help="expert logs: a PriMock57 folder, an MTS-Dialog CSV, a ReMeDi file, or "
+                        "RealMedConv/transcript JSONL/CSV; segmented at the config's stop_rule, targets extracted with the "
+                        "calibrated extractor")
     run.add_argument("--grader-lm", metavar="SPEC", help="LM behind the grader (default: local)")
     run.add_argument("--fusion", choices=("default", "sum", "content", "stop"), help="how reward terms combine (default: default)")
     run.add_argument("--max-steps", type=int, help="GRPO steps")
     run.add_argument("--concurrency", type=int, metavar="N", help="grader LM calls at once (default: the config's concurrency, else 16 for an API grader, 1 for the embedded one)")
-    run.add_argument("--out", type=Path, help="checkpoints, metrics.jsonl, run.json (default: runs/grpo)")
+    run.add_argument("--out", type=Path, help="checkpoints, metrics.jsonl, run.json, eval.json/html (default: runs/grpo)")
+    run.add_argument("--limit", type=int, metavar="N", help="read only the first N sessions of --logs")
+    run.add_argument("--no-eval", action="store_true", help="stop after training (run `python -m train eval` later)")
     run.add_argument("--accept-newer-goldset", action="store_true", default=None,
                      help="accept a grader calibrated on an earlier version of its gold set (recorded)")
     run.add_argument("--allow-uncalibrated", action="store_true", default=None,
@@ -52,7 +57,9 @@ def _parser() -> argparse.ArgumentParser:
     ev.add_argument("--model", type=Path, required=True, metavar="DIR", help="the --out of `train run`")
     ev.add_argument("--samples", type=Path, help="samples to evaluate (default: DIR/heldout.jsonl)")
     ev.add_argument("--out", type=Path, help="JSON to write (default: DIR/eval.json, with eval.html beside it)")
-    ev.add_argument("--max-new-tokens", type=int, default=32)
+    ev.add_argument("--max-new-tokens", type=int, help="default: the run's max_completion_length, else 32")
+    ev.add_argument("--base", type=Path, metavar="DIR", help="compare with this model instead of the run's base model (e.g. "
+                    "DIR/warm_start/final, to see what GRPO added to the warm start)")
     ev.add_argument("--concurrency", type=int, metavar="N", help="grader LM calls at once (default: the run's concurrency)")
     val = commands.add_parser("validate", help="check a config: its keys, and the whole grpo block built into TRL's GRPOConfig")
     val.add_argument("--config", type=Path, required=True, help="YAML config")
@@ -145,63 +152,97 @@ def _grader(config, stack):
 
 
 def _format_source(config):
-    """Where the reward's format term comes from: chosen on the grader prompt's val agreement (see the grader)."""
-    from calibrator.components.grader import choose_format_source
+    """Where the reward's format term comes from: chosen on the grader prompt's val agreement (see the grader); the
+    rule when the run grades no content (no grader at all)."""
+    from calibrator.components.grader import FormatSource, choose_format_source
     from calibrator.prompt import load_prompt
 
+    if not config.content:
+        return FormatSource(source="rule", reason="content: false: no grader in this run; the question-count rule")
     calibration = load_prompt(config.grader_prompt).calibration
     return choose_format_source(calibration.val if calibration else None)
 
 
 def _run(args: argparse.Namespace) -> int:
+    """Every stage resumable: samples (the extraction's partial file), the warm start and GRPO (checkpoints), the eval
+    (completions cached per model, grader answers in the LM cache). A stage that finished is not run again."""
     from contextlib import ExitStack
 
+    from calibrator.logs import LogError
     from calibrator.prompt import load_prompt
     from train import data, trainer
     from train.config import grpo_config
     from train.model import ensure_model
     from train.rewards import CalibratedReward
+    from train.warm_start import warm_start
 
     grpo_overrides = {"max_steps": args.max_steps} if args.max_steps else {}
     try:
         config = load_config(args.config, model=args.model, samples=args.samples, logs=args.logs, grader_lm=args.grader_lm,
                              fusion=args.fusion, out=args.out, allow_uncalibrated=args.allow_uncalibrated,
-                             accept_newer_goldset=args.accept_newer_goldset, concurrency=args.concurrency)
+                             accept_newer_goldset=args.accept_newer_goldset, concurrency=args.concurrency, limit=args.limit,
+                             eval_after=False if args.no_eval else None)
         config.grpo |= grpo_overrides
         grpo_args = grpo_config(config, args.config)  # every grpo key checked before any sample is extracted
     except CONFIG_ERRORS as e:
         return _config_error(args.config, e)
-    try:
-        gate_record = trainer.gate(config)
-    except trainer.GateError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    if gate_record["overrides"]:
+    if config.content:
+        try:
+            gate_record = trainer.gate(config)
+        except trainer.GateError as e:
+            print(f"error: {e}", file=sys.stderr)
+            return 2
+    else:
+        gate_record = {"grader_prompt": None, "not_needed": "content: false: no grader scores this run's reward"}
+    if gate_record.get("overrides"):
         waived = "; ".join(f"{c['check']} {c['figure']} vs {c['threshold']} waived by {c['overridden_by']}"
                            for c in gate_record["checks"] if c["overridden_by"]) or "no calibration record, allowed by allow_uncalibrated"
         print(f"warning: the grader does not pass the gate ({waived}); the run's record says so", file=sys.stderr)
     config.out.mkdir(parents=True, exist_ok=True)
     trainer.write_from_main(config.out / "config.json", config.model_dump_json(indent=2))
-    samples = data.read_samples(config.samples) if config.samples else data.extract_from_logs(
-        config.logs, config.out / "samples.jsonl", config.extractor_prompt, config.lm, config.cache_dir, config.seed)
-    train_samples, heldout = data.split(samples, config.eval_fraction, config.seed)
+    try:
+        samples = data.read_samples(config.samples) if config.samples else data.samples_from_logs(config, config.out / "samples.jsonl")
+    except LogError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    train_samples, heldout = data.split(samples, config.eval_fraction, config.seed, config.content)
     trainer.write_from_main(config.out / "heldout.jsonl", "".join(s.model_dump_json() + "\n" for s in heldout))
-    print(f"{len(samples)} samples: {len(train_samples)} train, {len(heldout)} held out; model {config.model}")
+    rows = data.rebalance(train_samples, config.stop_share, config.seed)
+    stops = sum(s.decision == "stop" for s in rows)
+    print(f"{len(samples)} samples: {len(train_samples)} train ({len(rows)} rows, {stops} stop), {len(heldout)} held out; "
+          f"model {config.model}")
     model_dir = ensure_model(config.model, config.cache_dir)
     instructions = load_prompt(config.policy_prompt).instructions
-    with ExitStack() as stack:
-        handle, grade = _grader(config, stack)
-        format_source = _format_source(config)
-        print(f"format term: {format_source.source} ({format_source.reason})")
-        reward = CalibratedReward(grade, config.fusion, format_source.source, handle.concurrency)
-        summary = trainer.train(config, data.to_rows(train_samples, instructions), model_dir, reward, grpo_args)
-        usage = handle.usage().model_dump()
-    record = {"gate": gate_record, "model": str(model_dir), "samples": {"train": len(train_samples), "heldout": len(heldout)},
-              "format": format_source.model_dump(), **summary, "grader_usage": usage}
-    trainer.write_from_main(config.out / "run.json", json.dumps(record, indent=2))
-    print(f"trained {summary['steps']} steps; {summary['grader_failures']} grader failures; model in {config.out / 'final'}; "
-          f"metrics in {config.out / 'metrics.jsonl'}")
+    start_from = model_dir
+    if config.warm_start:
+        start_from = warm_start(config, data.warm_rows(rows, instructions, config.context_turns), model_dir)
+    if (config.out / "run.json").is_file() and (config.out / "final").is_dir():
+        print(f"training: done already, {config.out / 'final'}")
+    else:
+        with ExitStack() as stack:
+            handle, grade = _grader(config, stack) if config.content else (None, None)
+            format_source = _format_source(config)
+            print(f"format term: {format_source.source} ({format_source.reason})")
+            reward = CalibratedReward(grade, config.fusion, format_source.source, handle.concurrency if handle else 1)
+            summary = trainer.train(config, data.to_rows(rows, instructions, config.context_turns), start_from, reward, grpo_args)
+            usage = handle.usage().model_dump() if handle else None
+        record = {"gate": gate_record, "model": str(model_dir), "started_from": str(start_from),
+                  "samples": {"train": len(train_samples), "rows": len(rows), "rows_stop": stops, "heldout": len(heldout)},
+                  "format": format_source.model_dump(), **summary, "grader_usage": usage}
+        trainer.write_from_main(config.out / "run.json", json.dumps(record, indent=2))
+        print(f"trained {summary['steps']} steps; {summary['grader_failures']} grader failures; model in {config.out / 'final'}; "
+              f"metrics in {config.out / 'metrics.jsonl'}")
+    if config.eval_after and trainer.is_main_process():
+        if not heldout:
+            print("no held-out sample: eval skipped (raise eval_fraction)", file=sys.stderr)
+            return 0
+        evaluate_run(config.out, config, heldout, config.out / "eval.json", _max_new_tokens(config), concurrency=None)
     return 0
+
+
+def _max_new_tokens(config: TrainConfig) -> int:
+    """The eval generates as long as training did."""
+    return int(config.grpo.get("max_completion_length", 32))
 
 
 def _eval(args: argparse.Namespace) -> int:
@@ -223,12 +264,13 @@ def _eval(args: argparse.Namespace) -> int:
     if not samples:
         print(f"error: {samples_path} has no samples to evaluate", file=sys.stderr)
         return 2
-    evaluate_run(args.model, config, samples, args.out or args.model / "eval.json", args.max_new_tokens, concurrency=None)
+    evaluate_run(args.model, config, samples, args.out or args.model / "eval.json", args.max_new_tokens or _max_new_tokens(config),
+                 concurrency=None, base=args.base)
     return 0
 
 
 def evaluate_run(run_dir: Path, config: TrainConfig, samples: list["TrainingSample"], out: Path, max_new_tokens: int,
-                 concurrency: int | None) -> dict:
+                 concurrency: int | None, base: Path | None = None) -> dict:
     """Base vs trained policy of the run in `run_dir` on `samples`: eval.json at `out`, the HTML beside it, one line per
     metric printed. Completions are cached in run_dir/eval.{base,trained}.jsonl, so a killed eval resumes. concurrency:
     grader calls at once, over the config's."""
@@ -242,22 +284,29 @@ def evaluate_run(run_dir: Path, config: TrainConfig, samples: list["TrainingSamp
     if concurrency is not None:
         config = TrainConfig.model_validate(config.model_dump() | {"concurrency": concurrency})
     instructions = load_prompt(config.policy_prompt).instructions
-    models = {"base": ensure_model(config.model, config.cache_dir), "trained": run_dir / "final"}
-    completions = {side: generate(model_dir, samples, instructions, max_new_tokens, cache=run_dir / f"eval.{side}.jsonl")
+    models = {"base": base or ensure_model(config.model, config.cache_dir), "trained": run_dir / "final"}
+    caches = {"base": run_dir / ("eval.base.jsonl" if base is None else
+                                 f"eval.base-{hashlib.sha256(str(base.resolve()).encode()).hexdigest()[:8]}.jsonl"),
+              "trained": run_dir / "eval.trained.jsonl"}
+    completions = {side: generate(model_dir, samples, instructions, max_new_tokens, cache=caches[side],
+                                  context_turns=config.context_turns)
                    for side, model_dir in models.items()}
     with ExitStack() as stack:
-        handle, grade = _grader(config, stack)
+        handle, grade = _grader(config, stack) if config.content else (None, None)
         format_source = _format_source(config)
-        scores = {side: score(samples, texts, grade, config.fusion, format_source.source, handle.concurrency, show_progress=True)
-                  for side, texts in completions.items()}
+        scores = {side: score(samples, texts, grade, config.fusion, format_source.source, handle.concurrency if handle else 1,
+                              show_progress=True) for side, texts in completions.items()}
     comparison = compare(samples, scores["base"], scores["trained"], seed=config.seed)
     grader = grader_agreement(config.grader_prompt, load_prompt(config.grader_prompt).calibration, config.min_grader_qwk)
+    grader.used = config.content
     n_stop = sum(s.decision == "stop" for s in samples)
     result = {
         "note": (f"{len(samples)} held-out samples ({len(samples) - n_stop} continue, {n_stop} stop) from "
-                 f"{len({s.session_id for s in samples})} sessions; greedy decoding, at most {max_new_tokens} new tokens; reward "
-                 f"fusion {config.fusion}; grader {config.grader_prompt} on LM {config.grader_lm}; format term from the "
-                 f"{format_source.source}; {grader.summary()}."),
+                 f"{len({s.session_id for s in samples})} sessions; greedy decoding, at most {max_new_tokens} new tokens"
+                 + (f", the last {config.context_turns} messages shown" if config.context_turns else "")
+                 + f"; reward fusion {config.fusion}; "
+                 + (f"grader {config.grader_prompt} on LM {config.grader_lm}; " if config.content else "")
+                 + f"format term from the {format_source.source}; {grader.summary()}."),
         "models": {side: str(model_dir) for side, model_dir in models.items()},
         "format": format_source.model_dump(),
         "grader": grader.model_dump(mode="json"),

@@ -1,11 +1,19 @@
-"""Training samples: read samples.jsonl, or extract them from logs with the calibrated extractor (resumable),
-then split whole sessions into train and held-out eval deterministically, and shape them as policy prompts."""
+"""Training samples: expert logs in any supported format (calibrator.corpora) segmented at the config's stop rule, their
+targets extracted with the calibrated extractor when the run grades content (resumable), then whole sessions split into
+train and held-out eval deterministically, and shaped as policy prompts."""
 
 import hashlib
+import random
+import re
 from pathlib import Path
 
 from calibrator.components.extract import TrainingSample
-from calibrator.logs import Message, render
+from calibrator.logs import Message, Sample, render
+from calibrator.prompt import write_atomic_lines
+from train.config import TrainConfig
+
+STOP_TAG = "<stop />"
+QUESTION_SENTENCE = re.compile(r"[^.!?。！？]*[?？]")
 
 
 def read_samples(path: Path) -> list[TrainingSample]:
@@ -13,44 +21,105 @@ def read_samples(path: Path) -> list[TrainingSample]:
     return [TrainingSample.model_validate_json(line) for line in lines if line.strip()]
 
 
-def extract_from_logs(logs: Path, out: Path, extractor_prompt: Path | None, lm: str, cache_dir: Path, seed: int) -> list[TrainingSample]:
-    """The `calibrator extract` step, run in-process into `out` (resumable like the command: a record made by
-    another extractor prompt or LM is re-extracted)."""
+def segment_logs(config: TrainConfig) -> list[Sample]:
+    """The log's first `limit` sessions cut into samples at the config's stop rule; LogError if none is usable."""
+    from calibrator.corpora import read_corpus
+    from calibrator.logs import LogError, segment_all
+
+    read = read_corpus(config.logs)
+    for problem in read.problems[:5]:
+        print(f"warning: {problem}")
+    if len(read.problems) > 5:
+        print(f"warning: {len(read.problems) - 5} more problems in {config.logs}")
+    sessions = read.sessions[: config.limit]
+    samples = segment_all(sessions, config.stop_rule)
+    if not samples:
+        raise LogError(f"{config.logs}: no usable sample in {len(sessions)} sessions ({read.skipped} skipped)")
+    stops = sum(s.decision == "stop" for s in samples)
+    print(f"{config.logs}: {len(sessions)} sessions, {len(samples)} samples ({stops} stop) at stop rule {config.stop_rule!r}")
+    return samples
+
+
+def samples_from_logs(config: TrainConfig, out: Path) -> list[TrainingSample]:
+    """Written to `out`. With `content`, the `calibrator extract` step runs in-process (resumable like the command: a
+    record made by another extractor prompt or LM is re-extracted); without, no target is needed and none is extracted."""
+    samples = segment_logs(config)
+    if not config.content:
+        if not out.is_file():
+            write_atomic_lines(out, (TrainingSample(**s.model_dump(), target_info=[]).model_dump_json() + "\n" for s in samples))
+        return read_samples(out)
     import dspy
 
     from calibrator.components.extract import default_prompt, extract_samples
     from calibrator.lm import LMSpec, open_lm
     from calibrator.lm.adapter import CompactJSONAdapter
-    from calibrator.logs import LogError, read_logs, segment_all
     from calibrator.prompt import load_prompt
 
-    prompt = load_prompt(extractor_prompt or default_prompt())
-    read = read_logs(logs)
-    if not read.sessions:
-        raise LogError(f"{logs}: no usable session ({read.skipped} skipped)")
-    spec = LMSpec.parse(lm)
-    with open_lm(spec, cache_dir=cache_dir, seed=seed) as handle, dspy.context(lm=handle.lm, adapter=CompactJSONAdapter()):
-        summary = extract_samples(segment_all(read.sessions), prompt, spec, out, show_progress=True,
-                                  concurrency=handle.concurrency)
+    prompt = load_prompt(config.extractor_prompt or default_prompt())
+    spec = LMSpec.parse(config.lm)
+    with open_lm(spec, cache_dir=config.cache_dir, seed=config.seed) as handle, \
+            dspy.context(lm=handle.lm, adapter=CompactJSONAdapter()):
+        summary = extract_samples(samples, prompt, spec, out, show_progress=True, concurrency=handle.concurrency)
     print(f"extracted {summary.samples} samples into {out}: {summary.extracted} extracted now "
           f"({summary.reextracted} re-extracted: made by another prompt or LM), {summary.reused} from an earlier run")
     return read_samples(out)
 
 
-def split(samples: list[TrainingSample], fraction: float, seed: int) -> tuple[list[TrainingSample], list[TrainingSample]]:
+def split(samples: list[TrainingSample], fraction: float, seed: int,
+          content: bool = True) -> tuple[list[TrainingSample], list[TrainingSample]]:
     """Whole sessions go to one side, so no held-out dialogue was seen in training: sessions ranked by a hash
-    of (seed, id), the first round(fraction * sessions) held out. Continue samples with no target are dropped."""
-    usable = [s for s in samples if s.error is None and (s.decision == "stop" or s.target_info)]
+    of (seed, id), the first round(fraction * sessions) held out. When content is graded, continue samples with no
+    target are dropped (there is nothing to grade a question against)."""
+    usable = [s for s in samples if s.error is None and (s.decision == "stop" or s.target_info or not content)]
     sessions = sorted({s.session_id for s in usable}, key=lambda sid: hashlib.sha256(f"{seed}:{sid}".encode()).hexdigest())
     held = set(sessions[: round(fraction * len(sessions))])
     return [s for s in usable if s.session_id not in held], [s for s in usable if s.session_id in held]
 
 
-def policy_messages(context: list[Message], instructions: str) -> list[dict[str, str]]:
-    """The chat the policy continues: its instructions, then the dialogue so far (patient = user)."""
-    return [{"role": "system", "content": instructions.strip()}, *({"role": m.role, "content": m.content} for m in context)]
+def rebalance(samples: list[TrainingSample], stop_share: float | None, seed: int) -> list[TrainingSample]:
+    """Stop samples repeated (or continue samples, if stops are the majority) until stops make up stop_share of the
+    rows, then shuffled: at a log's natural share (one stop per session) most GRPO groups teach only `continue`."""
+    if stop_share is None:
+        return samples
+    stops = [s for s in samples if s.decision == "stop"]
+    goes_on = [s for s in samples if s.decision == "continue"]
+    if not stops or not goes_on:
+        return samples
+    rng = random.Random(seed)
+    if len(stops) / len(samples) < stop_share:
+        want = round(stop_share * len(goes_on) / (1 - stop_share))
+        stops = stops * (want // len(stops)) + rng.sample(stops, want % len(stops))
+    else:
+        want = round((1 - stop_share) * len(stops) / stop_share)
+        goes_on = goes_on * (want // len(goes_on)) + rng.sample(goes_on, want % len(goes_on))
+    rows = stops + goes_on
+    rng.shuffle(rows)
+    return rows
 
 
-def to_rows(samples: list[TrainingSample], instructions: str) -> list[dict]:
-    return [{"prompt": policy_messages(s.context, instructions), "context": render(s.context),
+def policy_messages(context: list[Message], instructions: str, context_turns: int | None = None) -> list[dict[str, str]]:
+    """The chat the policy continues: its instructions, then the dialogue so far (patient = user), its last
+    context_turns messages when set."""
+    shown = context[-context_turns:] if context_turns else context
+    return [{"role": "system", "content": instructions.strip()}, *({"role": m.role, "content": m.content} for m in shown)]
+
+
+def expert_move(sample: TrainingSample) -> str:
+    """What the expert did, as the policy should say it: `<stop />` at the stop point, else their first question
+    (a run often starts with an acknowledgement: `Okay. Any fever?`), else their first message."""
+    if sample.decision == "stop":
+        return STOP_TAG
+    run = [m.content for m in sample.future[: next((i for i, m in enumerate(sample.future) if m.role == "user"), None)]]
+    question = next((q.group().strip() for text in run if (q := QUESTION_SENTENCE.search(text))), None)
+    return question or run[0]
+
+
+def to_rows(samples: list[TrainingSample], instructions: str, context_turns: int | None = None) -> list[dict]:
+    return [{"prompt": policy_messages(s.context, instructions, context_turns), "context": render(s.context),
              "target_info": "; ".join(s.target_info), "decision": s.decision, "id": s.id} for s in samples]
+
+
+def warm_rows(samples: list[TrainingSample], instructions: str, context_turns: int | None = None) -> list[dict]:
+    """Prompt-completion rows for the warm start: the same prompt GRPO sees, the expert's move as the completion."""
+    return [{"prompt": policy_messages(s.context, instructions, context_turns),
+             "completion": [{"role": "assistant", "content": expert_move(s)}]} for s in samples]

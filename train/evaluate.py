@@ -37,9 +37,9 @@ class SampleScore(BaseModel):
 
 
 # metric -> (the expert decision it is measured on, None: every sample; its per-sample value)
-METRICS: dict[str, tuple[Decision | None, Callable[[SampleScore], float]]] = {
-    "good_question_rate": ("continue", lambda s: float(s.terms.content == 1.0)),
-    "mean_content": ("continue", lambda s: s.terms.content),
+METRICS: dict[str, tuple[Decision | None, Callable[[SampleScore], float | None]]] = {
+    "good_question_rate": ("continue", lambda s: float(s.terms.content == 1.0) if s.terms.graded else None),
+    "mean_content": ("continue", lambda s: s.terms.content if s.terms.graded else None),
     "termination_accuracy": ("stop", lambda s: float(s.predicted == "stop")),
     "continue_accuracy": ("continue", lambda s: float(s.predicted == "continue")),
     "decision_accuracy": (None, lambda s: float(s.predicted == s.expert)),
@@ -48,7 +48,7 @@ METRICS: dict[str, tuple[Decision | None, Callable[[SampleScore], float]]] = {
 }
 
 
-def score(samples: list[TrainingSample], completions: list[str], grade: Grade, fusion: str,
+def score(samples: list[TrainingSample], completions: list[str], grade: Grade | None, fusion: str,
           format_source: FormatSourceName, concurrency: int = 1, show_progress: bool = False) -> list[SampleScore]:
     """concurrency: grader calls at once, as in the trainer's reward."""
     jobs = [(c, s.decision, render(s.context), "; ".join(s.target_info)) for s, c in zip(samples, completions, strict=True)]
@@ -65,7 +65,7 @@ def metrics(scores: list[SampleScore]) -> dict[str, Any]:
     result: dict[str, Any] = {"n": len(scores), "n_continue": sum(s.expert == "continue" for s in scores),
                               "n_stop": sum(s.expert == "stop" for s in scores)}
     for name, (subset, value) in METRICS.items():
-        values = [value(s) for s in scores if subset in (None, s.expert)]
+        values = [v for s in scores if subset in (None, s.expert) and (v := value(s)) is not None]
         result[name] = statistics.fmean(values) if values else None
     result["grader_failures"] = sum(s.terms.grader_failed for s in scores)
     return result
@@ -107,12 +107,14 @@ def compare(samples: list[TrainingSample], base: list[SampleScore], trained: lis
     points = {"base": metrics(base), "trained": metrics(trained)}
     out = []
     for name, (subset, value) in METRICS.items():
-        mask = np.array([subset in (None, s.decision) for s in samples], dtype=float)
+        values = {side: [value(s) for s in scores] for side, scores in (("base", base), ("trained", trained))}
+        mask = np.array([subset in (None, s.decision) and b is not None and t is not None
+                         for s, b, t in zip(samples, values["base"], values["trained"])], dtype=float)
         n = int(mask.sum())
         weight = draws @ np.bincount(cluster, weights=mask, minlength=len(sessions))
         kept = weight > 0
-        boot = {side: draws[kept] @ np.bincount(cluster, weights=mask * [value(s) for s in scores], minlength=len(sessions))
-                / weight[kept] for side, scores in (("base", base), ("trained", trained))}
+        boot = {side: draws[kept] @ np.bincount(cluster, weights=mask * [v or 0.0 for v in vs], minlength=len(sessions))
+                / weight[kept] for side, vs in values.items()}
         ci = {side: _interval(b, confidence) for side, b in boot.items()}
         delta_ci = _interval(boot["trained"] - boot["base"], confidence)
         b, t = points["base"][name], points["trained"][name]
@@ -153,6 +155,7 @@ class GraderAgreement(BaseModel):
     qwk: float | None = None
     qwk_ci: Interval | None = None
     n: int | None = None
+    used: bool = True  # False: the run grades no content (`content: false`), so no metric rests on the grader
 
     @computed_field
     @property
@@ -160,13 +163,15 @@ class GraderAgreement(BaseModel):
         return self.qwk_ci is not None and self.qwk_ci[0] >= self.threshold
 
     def summary(self) -> str:
+        if not self.used:
+            return "no grader: content not graded (content: false), so good_question_rate and mean_content are not measured"
         if not self.calibrated:
             return f"grader {self.prompt} has no calibration record"
         rows = "an unrecorded number of" if self.n is None else self.n
         return f"grader held-out qwk {figure(self.qwk, None)}, 95% CI {_bracket(self.qwk_ci)} on {rows} rows (LM {self.lm})"
 
     def warning(self) -> str | None:
-        if self.established:
+        if self.established or not self.used:
             return None
         why = ("no calibration record" if not self.calibrated else "no held-out qwk CI recorded" if self.qwk_ci is None
                else f"qwk CI lower bound {self.qwk_ci[0]:.2f} < {self.threshold:.2f}")
@@ -193,8 +198,8 @@ def model_identity(model_dir: Path) -> str:
     return " ".join([str(root), *(f"{p.name}:{p.stat().st_size}:{p.stat().st_mtime_ns}" for p in weights)])
 
 
-def cache_key(model_dir: Path, instructions: str, max_new_tokens: int) -> dict[str, Any]:
-    return {"model": model_identity(model_dir), "max_new_tokens": max_new_tokens,
+def cache_key(model_dir: Path, instructions: str, max_new_tokens: int, context_turns: int | None = None) -> dict[str, Any]:
+    return {"model": model_identity(model_dir), "max_new_tokens": max_new_tokens, "context_turns": context_turns,
             "prompt_sha256": hashlib.sha256(instructions.encode("utf-8")).hexdigest()}
 
 
@@ -230,10 +235,10 @@ class CompletionCache:
 
 
 def generate(model_dir: Path, samples: list[TrainingSample], instructions: str, max_new_tokens: int,
-             cache: Path | None = None) -> list[str]:
+             cache: Path | None = None, context_turns: int | None = None) -> list[str]:
     """Greedy completions in sample order; with `cache`, those already there for this model are reused and each new
     one is appended as it finishes. The model is loaded only when something is left to generate."""
-    store = CompletionCache(cache, cache_key(model_dir, instructions, max_new_tokens)) if cache else None
+    store = CompletionCache(cache, cache_key(model_dir, instructions, max_new_tokens, context_turns)) if cache else None
     done = dict(store.done) if store else {}
     todo = [s for s in samples if s.id not in done]
     if todo:
@@ -245,7 +250,8 @@ def generate(model_dir: Path, samples: list[TrainingSample], instructions: str, 
         progress = Progress(len(samples), f"generate {model_dir.name}", "sample", True, None, initial=len(samples) - len(todo))
         try:
             for sample in todo:
-                ids = tokenizer.apply_chat_template(policy_messages(sample.context, instructions), add_generation_prompt=True,
+                ids = tokenizer.apply_chat_template(policy_messages(sample.context, instructions, context_turns),
+                                                    add_generation_prompt=True,
                                                     return_tensors="pt", return_dict=True)
                 with torch.no_grad():
                     out = model.generate(**ids, max_new_tokens=max_new_tokens, do_sample=False,

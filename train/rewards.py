@@ -28,19 +28,23 @@ class Terms(BaseModel):
     content: float
     format: float
     grader_failed: bool = False
+    graded: bool = True  # False: content was not graded (a run with `content: false`); content is then 0 and means nothing
 
 
 def decision_of(completion: str) -> str:
     return "stop" if "<stop" in completion.lower() else "continue"
 
 
-def score_terms(completion: str, decision: str, context: str, target_info: str, grade: Grade,
+def score_terms(completion: str, decision: str, context: str, target_info: str, grade: Grade | None,
                 format_source: FormatSourceName) -> Terms:
+    """grade=None: no grader (`content: false`): a correct continue gets format by rule and content 0, marked ungraded."""
     if decision_of(completion) != decision:
         return Terms(stop=0.0, content=0.0, format=0.0)
     if decision == "stop":
         return Terms(stop=1.0, content=1.0, format=1.0 if completion.strip() == STOP_TAG else 0.0)
     candidate = completion.strip()
+    if grade is None:
+        return Terms(stop=1.0, content=0.0, format=format_by_rule(candidate), graded=False)
     graded = grade(context, target_info, candidate)
     if graded.error is not None or graded.content_score is None:
         return Terms(stop=0.0, content=0.0, format=0.0, grader_failed=True)
@@ -80,7 +84,7 @@ class CalibratedReward:
 
     __name__ = "learn_to_ask"
 
-    def __init__(self, grade: Grade, fusion: str, format_source: FormatSourceName, threads: int = 4):
+    def __init__(self, grade: Grade | None, fusion: str, format_source: FormatSourceName, threads: int = 4):
         self.grade, self.fusion, self.format_source, self.threads = grade, fusion, format_source, threads
         self.seconds = 0.0  # spent in this function, for the step-time split
         self.failures = 0
@@ -98,5 +102,6 @@ class CalibratedReward:
             for name in ("stop", "content", "format"):
                 log_metric(f"reward_terms/{name}", sum(getattr(t, name) for t in terms) / len(terms))
             log_metric("reward_terms/grader_failures", float(sum(t.grader_failed for t in terms)))
+            log_metric("completions/stop_share", sum(decision_of(t) == "stop" for t in texts) / len(texts))
         self.seconds += time.perf_counter() - started
         return [fuse(t, self.fusion) for t in terms]

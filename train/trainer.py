@@ -184,7 +184,10 @@ class StepLog(TrainerCallback):
     def on_log(self, args, state, control, logs=None, **kwargs):
         if not state.is_world_process_zero or not logs or "reward" not in logs:
             return
-        line = {"step": state.global_step, **{k: v for k, v in logs.items() if isinstance(v, (int, float))}, **self.last_split,
+        # TRL's frac_reward_zero_std, under the name the README uses: groups whose completions all got the same reward
+        # give no gradient, so this is the share of the step's prompts that taught nothing.
+        zero = {"zero_variance_groups": logs["frac_reward_zero_std"]} if "frac_reward_zero_std" in logs else {}
+        line = {"step": state.global_step, **{k: v for k, v in logs.items() if isinstance(v, (int, float))}, **zero, **self.last_split,
                 "grader_failures_total": self.reward.failures}
         with open(self.path, "a", encoding="utf-8") as f:
             f.write(json.dumps(line) + "\n")

@@ -1,0 +1,106 @@
+"""Learn-to-Ask on real expert dialogues, on this CPU: base vs trained policy on held-out sessions.
+
+    .venv/bin/python bench/l2a_cpu.py [--logs PATH] [--config train/configs/cpu-learn.yaml] [--out runs/l2a-bench]
+
+Runs the one command, `python -m train run --config CONFIG --out OUT` (samples from the logs, the warm start, GRPO,
+the held-out eval), timing each stage from its output, then `python -m train eval --base OUT/warm_start/final` to
+separate what GRPO added from what the warm start gave. Prints termination, continue and decision accuracy and mean
+format with their 95% session-bootstrap CIs and paired verdicts, the per-step time split (generation / reward /
+update) and the share of GRPO groups with zero reward variance over the run. Goal (issue 15): termination accuracy
+improves with a paired 95% CI above 0 and decision accuracy does not get worse. Resumable: run it again with the same
+--out and finished stages are reused.
+Data: MTS-Dialog (Ben Abacha et al., EACL 2023; CC BY 4.0) by default, read from ../shared/data.
+"""
+
+import argparse
+import json
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+METRICS = ("termination_accuracy", "continue_accuracy", "decision_accuracy", "mean_format", "mean_reward")
+STAGES = (("samples", "samples:"), ("warm start", "warm start:"), ("GRPO", "format term:"), ("eval", "trained "),
+          ("done", "wrote "))
+
+
+def run(command: list[str]) -> dict[str, float]:
+    """Runs the command with its output shown; the time at which each stage's first line appeared."""
+    seen: dict[str, float] = {}
+    started = time.perf_counter()
+    with subprocess.Popen(command, cwd=ROOT, stdout=subprocess.PIPE, text=True) as proc:
+        for line in proc.stdout:
+            print(line, end="", flush=True)
+            for stage, marker in STAGES:
+                if marker in line and stage not in seen:
+                    seen[stage] = time.perf_counter() - started
+    if proc.returncode:
+        sys.exit(f"{' '.join(command)} failed with exit code {proc.returncode}")
+    seen["end"] = time.perf_counter() - started
+    return seen
+
+
+def table(result: dict, title: str) -> None:
+    print(f"\n{title}")
+    rows = {c["name"]: c for c in result["comparison"]}
+    for name in METRICS:
+        c = rows[name]
+        if c["base"] is None:
+            print(f"  {name:22} not measured")
+            continue
+        ci = lambda v: "" if v is None else f" [{v[0]:.2f}, {v[1]:.2f}]"  # noqa: E731
+        delta = "" if c["delta_ci"] is None else f"{c['delta']:+.2f} [{c['delta_ci'][0]:+.2f}, {c['delta_ci'][1]:+.2f}]"
+        print(f"  {name:22} {c['base']:.2f}{ci(c['base_ci'])} → {c['trained']:.2f}{ci(c['trained_ci'])}  Δ {delta}  "
+              f"{c['verdict']} (n={c['n']}, {c['sessions']} sessions)")
+
+
+def steps(metrics_file: Path) -> None:
+    lines = [json.loads(line) for line in metrics_file.read_text().splitlines() if line.strip()]
+    if not lines:
+        return
+    third = max(1, len(lines) // 3)
+    print(f"\nGRPO steps: {len(lines)}; first third vs last third (means):")
+    for key in ("zero_variance_groups", "completions/stop_share", "reward", "completions/mean_length", "step_seconds",
+                "generation_seconds", "reward_seconds", "update_seconds"):
+        values = [line[key] for line in lines if key in line]
+        if values:
+            print(f"  {key:24} {statistics.fmean(values[:third]):8.3f} → {statistics.fmean(values[-third:]):8.3f}  "
+                  f"(median {statistics.median(values):.3f})")
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--logs", type=Path, help="expert logs (default: the config's, MTS-Dialog's training set)")
+    parser.add_argument("--config", type=Path, default=ROOT / "train/configs/cpu-learn.yaml")
+    parser.add_argument("--out", type=Path, default=ROOT / "runs/l2a-bench")
+    args = parser.parse_args()
+    command = [sys.executable, "-m", "train", "run", "--config", str(args.config), "--out", str(args.out)]
+    if args.logs:
+        command += ["--logs", str(args.logs)]
+    marks = run(command)
+    order = [s for s, _ in STAGES if s in marks] + ["end"]
+    print("\nstage times (s, from the run's output; a stage found finished takes ~0):")
+    for a, b in zip(order, order[1:]):
+        print(f"  {a:12} {marks[b] - marks[a]:8.1f}")
+    print(f"  total        {marks['end']:8.1f}")
+    result = json.loads((args.out / "eval.json").read_text())
+    print(f"\n{result['note']}")
+    table(result, "base (SmolLM2-135M-Instruct) → trained (warm start + GRPO)")
+    warm = args.out / "warm_start" / "final"
+    if warm.is_dir():
+        run([sys.executable, "-m", "train", "eval", "--model", str(args.out), "--base", str(warm),
+             "--out", str(args.out / "eval-vs-warm.json")])
+        table(json.loads((args.out / "eval-vs-warm.json").read_text()), "warm start → trained (what GRPO added)")
+    steps(args.out / "metrics.jsonl")
+    rows = {c["name"]: c for c in result["comparison"]}
+    term, dec = rows["termination_accuracy"], rows["decision_accuracy"]
+    met = term["verdict"] == "improved" and dec["verdict"] != "worse"
+    print(f"\ngoal (termination accuracy improved with paired CI > 0, decision accuracy not worse): {'met' if met else 'NOT met'}"
+          f" (termination {term['verdict']}, decision {dec['verdict']})")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,132 @@
+"""`python -m train run --logs` from a real corpus format to eval.json, killed with SIGKILL inside each stage and run
+again: every stage picks up what the killed one left (extraction's partial records, the warm start's and GRPO's
+checkpoints, the eval's cached completions). The extractor and grader LM is a stub server on 127.0.0.1; the policy is
+the real embedded 135M model, trained and evaluated on this CPU."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+from schema_server import SchemaServer
+
+ROOT = Path(__file__).resolve().parents[1]
+pytestmark = pytest.mark.slow
+
+
+def mts_csv(path: Path, sessions: int) -> Path:
+    """MTS-Dialog's format: a few questions, then advice, then thanks (the stop point is the advice)."""
+    rows = ["ID,section_header,section_text,dialogue"]
+    for i in range(sessions):
+        dialogue = (f"Doctor: What brings you in today?\nPatient: A cough, for {i + 2} days.\nDoctor: Okay. Any fever?\n"
+                    f"Patient: No fever.\nDoctor: Do you smoke?\nPatient: No.\nDoctor: It is a viral cough; rest and drink fluids."
+                    f"\nPatient: Thank you.")
+        rows.append(f'{i},GENHX,A cough.,"{dialogue}"')
+    path.write_text("\n".join(rows) + "\n")
+    return path
+
+
+def config(tmp_path: Path, url: str) -> Path:
+    path = tmp_path / "config.yaml"
+    path.write_text(f"""
+logs: {mts_csv(tmp_path / "mts.csv", 12)}
+stop_rule: advice
+policy_prompt: {ROOT / "prompts/policy.primary-care.yaml"}
+extractor_prompt: {ROOT / "prompts/extractor.primary-care.yaml"}
+grader_prompt: {ROOT / "prompts/grader.yaml"}
+lm: openai-compatible:stub@{url}
+grader_lm: openai-compatible:stub@{url}
+allow_uncalibrated: true
+concurrency: 1
+context_turns: 4
+stop_share: 0.4
+eval_fraction: 0.25
+out: {tmp_path / "out"}
+cache_dir: {tmp_path / "cache"}
+warm_start: {{steps: 4, batch_size: 2, save_steps: 2}}
+grpo: {{max_steps: 4, per_device_train_batch_size: 2, num_generations: 2, max_completion_length: 8, save_steps: 2,
+        logging_steps: 1, use_cpu: true, bf16: false, report_to: none, dataloader_num_workers: 0, beta: 0.0}}
+""")
+    return path
+
+
+def start(config_path: Path) -> subprocess.Popen:
+    """Output to a file, not a pipe: nobody reads a pipe while waiting for the kill point, and a full one would block."""
+    log = config_path.with_suffix(f".{time.monotonic_ns()}.log")
+    with open(log, "w") as sink:
+        proc = subprocess.Popen([sys.executable, "-m", "train", "run", "--config", str(config_path)], cwd=ROOT, stdout=sink,
+                                stderr=subprocess.STDOUT, text=True, env=os.environ | {"PYTHONUNBUFFERED": "1"})
+    proc.log = log
+    return proc
+
+
+def kill_when(proc: subprocess.Popen, ready: Callable[[], bool], timeout: float = 600) -> str:
+    """Kills the run once `ready()`; its output up to then."""
+    deadline = time.time() + timeout
+    while time.time() < deadline and proc.poll() is None and not ready():
+        time.sleep(0.05)
+    assert proc.poll() is None, f"the run ended before it could be killed:\n{proc.log.read_text()[-3000:]}"
+    assert ready(), "the stage never reached its kill point"
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    return proc.log.read_text()
+
+
+def lines(path: Path) -> list[str]:
+    return path.read_text().splitlines() if path.is_file() else []
+
+
+def test_train_run_from_logs_resumes_after_kill_in_every_stage(tmp_path):
+    out = tmp_path / "out"
+    with SchemaServer(delay=0.4) as server:
+        cfg = config(tmp_path, server.url)
+
+        # 1. extraction: killed with records in the partial file; one is marked, and the mark must survive the resume
+        proc = start(cfg)
+        partial = out / "samples.jsonl.partial"
+        kill_when(proc, lambda: len(lines(partial)) >= 3)
+        records = [json.loads(line) for line in lines(partial)]
+        marked = next(r for r in records if r["decision"] == "continue")
+        marked["target_info"] = ["symptom: MARKED by the test"]
+        partial.write_text("".join(json.dumps(r) + "\n" for r in records))
+        server.delay = 0.0
+
+        # 2. warm start: killed after its first checkpoint
+        proc = start(cfg)
+        kill_when(proc, lambda: (out / "warm_start/checkpoint-2/trainer_state.json").is_file())
+        samples = [json.loads(line) for line in lines(out / "samples.jsonl")]
+        assert [s["target_info"] for s in samples if s["id"] == marked["id"]] == [["symptom: MARKED by the test"]]
+        assert len(samples) == 24 and sum(s["decision"] == "stop" for s in samples) == 12
+
+        # 3. GRPO: killed after its first checkpoint
+        proc = start(cfg)
+        output = kill_when(proc, lambda: (out / "checkpoint-2/trainer_state.json").is_file())
+        assert "warm start: 4 supervised steps of 2 expert moves, resuming from checkpoint-2" in output
+        assert (out / "warm_start/final/config.json").is_file()
+
+        # 4. eval: killed once the base model's first completions are cached; one is replaced by a marker
+        proc = start(cfg)
+        base_cache = out / "eval.base.jsonl"
+        kill_when(proc, lambda: len(lines(base_cache)) >= 2)
+        run_record = json.loads((out / "run.json").read_text())
+        assert run_record["resumed_from"].endswith("checkpoint-2") and run_record["steps"] == 4
+        cached = [json.loads(line) for line in lines(base_cache)]
+        cached[0]["completion"] = "MARKED? by the test"
+        base_cache.write_text("".join(json.dumps(c) + "\n" for c in cached))
+
+        done = subprocess.run([sys.executable, "-m", "train", "run", "--config", str(cfg)], cwd=ROOT, capture_output=True,
+                              text=True, timeout=900)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    assert "warm start: done already" in done.stdout and "training: done already" in done.stdout
+    result = json.loads((out / "eval.json").read_text())
+    base_scores = {s["id"]: s["completion"] for s in result["scores"]["base"]}
+    assert base_scores[cached[0]["id"]] == "MARKED? by the test"
+    heldout = lines(out / "heldout.jsonl")
+    assert len(heldout) == len(base_scores) == len(result["scores"]["trained"]) == 6
+    assert {c["name"] for c in result["comparison"]} >= {"termination_accuracy", "decision_accuracy", "good_question_rate"}
+    assert (out / "eval.html").is_file()

@@ -1,0 +1,39 @@
+"""The warm start: a few supervised steps (TRL's SFTTrainer) on the experts' own moves before GRPO, so the policy
+has said `<stop />` at least sometimes and GRPO's groups on stop samples can differ in reward (see WarmStart).
+
+Resumable like the GRPO stage: checkpoints in <out>/warm_start every few steps; a finished warm start
+(<out>/warm_start/final) is reused as it is. Loss on the completion only: the prompt is the dialogue, not the policy's."""
+
+from pathlib import Path
+
+from train.config import TrainConfig
+
+def warm_start(config: TrainConfig, rows: list[dict], model_dir: Path) -> Path:
+    """The warm-started model folder (built now, or found finished)."""
+    from datasets import Dataset
+    from transformers import AutoTokenizer
+    from trl import SFTConfig, SFTTrainer
+
+    from train.trainer import last_checkpoint
+
+    out = config.out / "warm_start"
+    final = out / "final"
+    if (final / "config.json").is_file():
+        print(f"warm start: done already, {final}")
+        return final
+    settings = config.warm_start
+    args = SFTConfig(output_dir=str(out), max_steps=settings.steps, learning_rate=settings.learning_rate,
+                     per_device_train_batch_size=settings.batch_size, logging_steps=5, save_steps=settings.save_steps, save_total_limit=1,
+                     use_cpu=config.grpo.get("use_cpu", False), bf16=False, report_to="none", seed=config.seed,
+                     dataloader_num_workers=0, completion_only_loss=True)
+    last = last_checkpoint(out) if out.is_dir() else None
+    print(f"warm start: {settings.steps} supervised steps of {settings.batch_size} expert moves"
+          + (f", resuming from {last.name}" if last else ""))
+    trainer = SFTTrainer(model=str(model_dir), args=args, train_dataset=Dataset.from_list(rows),
+                         processing_class=AutoTokenizer.from_pretrained(model_dir))
+    trainer.train(resume_from_checkpoint=str(last) if last else None)
+    partial = out / "final.partial"
+    trainer.save_model(str(partial))
+    trainer.processing_class.save_pretrained(str(partial))
+    partial.rename(final)
+    return final
