@@ -16,6 +16,14 @@ Diagnosis take a slot. Found in the dev file and handled: an empty action (`<|ac
 between separators) is no action; a known act inside an action starts another one (`Chitchat   Recommend precaution
 注意卫生`: a lost separator); an action that repeats the one before it (`Chitchat   Chitchat`) is kept once; a second
 word that is not a slot name (`Recommend 布洛芬 退热治疗`) is part of the value.
+
+The labels mapped onto the project's (bench/remedi_actions.py checks the hindsight split and the extractor against
+them): a doctor turn with an Inquire action is `continue` (still asking, even if it also advises); else one that
+diagnoses, recommends, informs or answers a question is `stop` (moved to advising); a turn with only Chitchat/Other or
+no action has no label. An Inquire slot maps to a field of the extractor's vocabulary (INQUIRY_FIELDS); `other`,
+`precaution` and a bare Inquire map to none. The gold stop point is the "advice" stop rule (calibrator.logs.STOP_RULES)
+applied to these labels instead of to question marks: the first `stop` turn after the last `continue` turn, unlabelled
+turns skipped; none when the last labelled turn still asks.
 """
 
 import re
@@ -24,7 +32,7 @@ from pathlib import Path
 
 from pydantic import BaseModel, model_validator
 
-from calibrator.logs import LogError, LogProblem, LogRead, Message, Session
+from calibrator.logs import Decision, LogError, LogProblem, LogRead, Message, Session
 
 FIELDS = ("context", "currentuser", "action", "response")
 ACTS = ("Inquire", "Recommend", "Inform", "Diagnosis", "QuestionAnswering", "Chitchat", "Other")
@@ -33,6 +41,13 @@ SLOT = re.compile(r"[a-z_]+")
 CONTEXT_TURN = re.compile(r"<\|(user|system)\|>")
 EMPTY_CONTEXT = re.compile(r"<\|context\|>\s*<\|endofcontext\|>")
 ROLES = {"user": "user", "system": "assistant"}
+ADVISING = ("Diagnosis", "Recommend", "Inform", "QuestionAnswering")
+INQUIRY_FIELDS: dict[str, str] = {  # Inquire slot -> field of prompts/extractor.primary-care.yaml
+    "symptom": "symptom", "temperature": "symptom", "time": "duration", "medicine": "current medication",
+    "dose": "current medication", "check_item": "test results", "frequency": "frequency", "treatment": "previous treatment",
+    "effect": "previous treatment", "disease_history": "medical history", "disease": "medical history",
+    "range_body": "location", "degree": "severity", "pathogeny": "trigger",
+}
 
 
 class Action(BaseModel):
@@ -67,6 +82,25 @@ def parse_actions(text: str) -> list[Action]:
             if not actions or action != actions[-1]:
                 actions.append(action)
     return actions
+
+
+def turn_decision(actions: list[Action]) -> Decision | None:
+    """The human label of a doctor turn as a split decision; None (no label) for chit-chat or nothing."""
+    acts = {a.act for a in actions}
+    if "Inquire" in acts:
+        return "continue"
+    return "stop" if acts & set(ADVISING) else None
+
+
+def turn_fields(actions: list[Action]) -> set[str]:
+    """The extractor fields a doctor turn asks about; slots with no field (`other`, `precaution`, none) are left out."""
+    return {INQUIRY_FIELDS[a.slot] for a in actions if a.act == "Inquire" and a.slot in INQUIRY_FIELDS}
+
+
+def gold_stop_turn(decisions: list[Decision | None]) -> int | None:
+    """Index of the first `stop` turn after the last `continue` one (the "advice" rule on human labels), or None."""
+    last = max((i for i, d in enumerate(decisions) if d == "continue"), default=-1)
+    return next((i for i, d in enumerate(decisions) if i > last and d == "stop"), None)
 
 
 def fields(line: str) -> dict[str, str] | str:
