@@ -86,10 +86,11 @@ def test_train_run_from_logs_resumes_after_kill_in_every_stage(tmp_path):
     with SchemaServer(delay=0.4) as server:
         cfg = config(tmp_path, server.url)
 
-        # 1. extraction: killed with records in the partial file; one is marked, and the mark must survive the resume
+        # 1. extraction: killed once an extracted record is in the partial file (stop samples need no LM call, so they
+        # come first); it is marked, and the mark must survive the resume
         proc = start(cfg)
         partial = out / "samples.jsonl.partial"
-        kill_when(proc, lambda: len(lines(partial)) >= 3)
+        kill_when(proc, lambda: any('"continue"' in line for line in lines(partial)))
         records = [json.loads(line) for line in lines(partial)]
         marked = next(r for r in records if r["decision"] == "continue")
         marked["target_info"] = ["symptom: MARKED by the test"]
@@ -101,7 +102,7 @@ def test_train_run_from_logs_resumes_after_kill_in_every_stage(tmp_path):
         kill_when(proc, lambda: (out / "warm_start/checkpoint-2/trainer_state.json").is_file())
         samples = [json.loads(line) for line in lines(out / "samples.jsonl")]
         assert [s["target_info"] for s in samples if s["id"] == marked["id"]] == [["symptom: MARKED by the test"]]
-        assert len(samples) == 24 and sum(s["decision"] == "stop" for s in samples) == 12
+        assert len(samples) == 36 and sum(s["decision"] == "stop" for s in samples) == 12
 
         # 3. GRPO: killed after its first checkpoint
         proc = start(cfg)
@@ -126,7 +127,8 @@ def test_train_run_from_logs_resumes_after_kill_in_every_stage(tmp_path):
     result = json.loads((out / "eval.json").read_text())
     base_scores = {s["id"]: s["completion"] for s in result["scores"]["base"]}
     assert base_scores[cached[0]["id"]] == "MARKED? by the test"
-    heldout = lines(out / "heldout.jsonl")
-    assert len(heldout) == len(base_scores) == len(result["scores"]["trained"]) == 6
+    heldout = [json.loads(line) for line in lines(out / "heldout.jsonl")]
+    assert len(heldout) == len(base_scores) == len(result["scores"]["trained"]) >= 3  # continue samples the stub gave no target drop
+    assert len({s["session_id"] for s in heldout}) == 3  # a quarter of the 12 sessions
     assert {c["name"] for c in result["comparison"]} >= {"termination_accuracy", "decision_accuracy", "good_question_rate"}
     assert (out / "eval.html").is_file()
