@@ -14,6 +14,7 @@ Data: MTS-Dialog (Ben Abacha et al., EACL 2023; CC BY 4.0) by default, read from
 
 import argparse
 import json
+import re
 import statistics
 import subprocess
 import sys
@@ -22,8 +23,8 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 METRICS = ("termination_accuracy", "continue_accuracy", "decision_accuracy", "mean_format", "mean_reward")
-STAGES = (("samples", "samples:"), ("warm start", "warm start:"), ("GRPO", "format term:"), ("eval", "trained "),
-          ("done", "wrote "))
+STAGES = (("samples", ""), ("warm start", "warm start:"), ("GRPO", "format term:"),
+          ("eval", re.compile(r"^(trained \d+ steps|training: done already)")), ("done", re.compile(r"^wrote ")))
 
 
 def run(command: list[str]) -> dict[str, float]:
@@ -34,7 +35,8 @@ def run(command: list[str]) -> dict[str, float]:
         for line in proc.stdout:
             print(line, end="", flush=True)
             for stage, marker in STAGES:
-                if marker in line and stage not in seen:
+                found = marker.search(line) if isinstance(marker, re.Pattern) else marker in line
+                if found and stage not in seen:
                     seen[stage] = time.perf_counter() - started
     if proc.returncode:
         sys.exit(f"{' '.join(command)} failed with exit code {proc.returncode}")

@@ -10,7 +10,7 @@ from hypothesis import strategies as st
 
 
 from calibrator.components.grader import GraderRow
-from calibrator.logs import LogError, Message, Session, read_logs, render, segment, segment_all
+from calibrator.logs import LogError, Message, Session, asks, read_logs, render, segment, segment_all
 
 GOOD = {"session_id": "s1", "messages": [{"role": "user", "content": "I have a cough."}, {"role": "assistant", "content": "How long?"}]}
 
@@ -99,6 +99,32 @@ def test_segmentation_properties(roles):
 
 
 # --- rendering ----------------------------------------------------------------------------------
+
+
+def test_advice_rule_stops_at_the_first_run_after_the_last_question():
+    s = session("u:I have a cough.", "a:Okay. Since when?", "u:Three days.", "a:I see.", "u:It is dry.", "a:Any fever?",
+                "u:No.", "a:It is viral.", "a:Rest and drink fluids.", "u:Thanks. Should I come back?", "a:If it lasts a week.",
+                "u:Bye.")
+    samples = segment(s, "advice")
+    assert [(x.id, x.decision, x.future[0].content) for x in samples] == [
+        ("s_0", "continue", "Okay. Since when?"), ("s_1", "continue", "I see."), ("s_2", "continue", "Any fever?"),
+        ("s_3", "stop", "It is viral.")]  # the advice after the stop point is dropped
+    assert samples[3].context == s.messages[:7] and samples[3].future == s.messages[7:]
+    assert [x.decision for x in segment(s, "end")] == ["continue"] * 5  # the patient speaks last: never a stop
+
+
+def test_advice_rule_without_a_final_advice_or_any_question():
+    still_asking = session("u:Cough.", "a:Since when?", "u:Monday.", "a:Any fever?", "u:No.")
+    assert [x.decision for x in segment(still_asking, "advice")] == ["continue", "continue"]
+    never_asks = session("u:Cough.", "a:It is viral.", "u:Thanks.", "a:Rest.", "u:Bye.")
+    assert [(x.id, x.decision) for x in segment(never_asks, "advice")] == [("s_0", "stop")]
+
+
+@pytest.mark.parametrize("text, expected", [
+    ("Any fever?", True), ("你打了疫苗了吗", True), ("你吃了什么药呢？", True), ("有没有发烧吗，咳嗽呢", True),
+    ("多喝水，注意休息。", False), ("It is viral. Rest.", False), ("吗啡止痛", False)])
+def test_asks_reads_question_marks_and_clause_final_chinese_particles(text, expected):
+    assert asks(text) is expected
 
 
 def test_render_one_turn_per_line_in_goldset_format():

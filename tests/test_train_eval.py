@@ -14,7 +14,7 @@ from calibrator.components.grader import GraderPrediction
 from calibrator.logs import Message
 from calibrator.metrics import percentile_interval
 from calibrator.prompt import Calibration
-from train.evaluate import (CompletionCache, cache_key, compare, describe, generate, grader_agreement, metrics, model_identity,
+from train.evaluate import (CompletionCache, cache_key, cache_slot, compare, describe, generate, grader_agreement, metrics, model_identity,
                             score)
 from train.report import render_eval
 
@@ -83,6 +83,20 @@ def test_always_stopping_where_the_expert_stopped_is_an_improvement():
     assert describe(comparison["mean_content"]) == "mean_content: no samples: too few examples"
 
 
+def test_without_a_grader_content_is_not_measured_on_either_side_while_decisions_are():
+    samples = [sample(f"s{i}", 0, "continue") for i in range(12)] + [sample(f"s{i}", 1, "stop") for i in range(12)]
+    base = score(samples, [STOP] * 12 + [ASK] * 12, None, "stop", "rule")  # every decision wrong
+    trained = score(samples, [ASK] * 12 + [STOP] * 12, None, "stop", "rule")  # every decision right
+    assert metrics(base)["good_question_rate"] is None and metrics(trained)["mean_content"] is None
+    comparison = by_name(compare(samples, base, trained))
+    for name in ("good_question_rate", "mean_content"):
+        c = comparison[name]
+        assert (c.n, c.base, c.trained, c.delta, c.verdict) == (0, None, None, None, "too few examples")
+    decision = comparison["decision_accuracy"]
+    assert (decision.base, decision.trained, decision.verdict) == (0.0, 1.0, "improved")
+    assert [s.reward for s in trained] == [4.0] * 24  # 3 R_stop + R_format: one question, or exactly <stop />
+
+
 def test_identical_outputs_change_nothing_and_a_degradation_is_worse():
     samples, base, trained = mixed()
     same = compare(samples, base, base)
@@ -140,9 +154,13 @@ def test_generate_reuses_a_full_cache_without_loading_the_model(tmp_path):
     samples = [sample("s", 0, "continue"), sample("s", 1, "stop")]
     key = cache_key(model_dir, "Ask one question.", 16)
     cache = tmp_path / "eval.trained.jsonl"
-    cache.write_text("".join(json.dumps({"id": i, "completion": c, **key}) + "\n" for i, c in (("s_1", STOP), ("s_0", ASK))))
+    cache.write_text("".join(json.dumps({"id": cache_slot(s), "completion": c, **key}) + "\n"
+                             for s, c in ((samples[1], STOP), (samples[0], ASK))))
     assert generate(model_dir, samples, "Ask one question.", 16, cache=cache) == [ASK, STOP]
-    assert cache_key(model_dir, "Ask two questions.", 16)["prompt_sha256"] != key["prompt_sha256"]
+    with pytest.raises(Exception):  # same ids, another dialogue: not taken from the cache, so the (broken) model loads
+        generate(model_dir, [sample("s", 0, "continue", context="another dialogue")], "Ask one question.", 16, cache=cache)
+    with pytest.raises(Exception):  # another policy prompt: nothing cached for it
+        generate(model_dir, samples, "Ask two questions.", 16, cache=cache)
     os.utime(model_dir / "model.safetensors", ns=(1, 1))  # the folder trained into again
     assert model_identity(model_dir) != key["model"]
 

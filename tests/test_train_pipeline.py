@@ -130,5 +130,12 @@ def test_train_run_from_logs_resumes_after_kill_in_every_stage(tmp_path):
     heldout = [json.loads(line) for line in lines(out / "heldout.jsonl")]
     assert len(heldout) == len(base_scores) == len(result["scores"]["trained"]) >= 3  # continue samples the stub gave no target drop
     assert len({s["session_id"] for s in heldout}) == 3  # a quarter of the 12 sessions
-    assert {c["name"] for c in result["comparison"]} >= {"termination_accuracy", "decision_accuracy", "good_question_rate"}
-    assert (out / "eval.html").is_file()
+    comparison = {c["name"]: c for c in result["comparison"]}
+    assert comparison["termination_accuracy"]["n"] == sum(s["decision"] == "stop" for s in heldout) == 3
+    assert "MARKED? by the test" in (out / "eval.html").read_text()
+
+    # the same --out with another stop rule: refused, since its samples and checkpoints are the old config's
+    cfg.write_text(cfg.read_text().replace("stop_rule: advice", "stop_rule: end"))
+    refused = subprocess.run([sys.executable, "-m", "train", "run", "--config", str(cfg)], cwd=ROOT, capture_output=True,
+                             text=True, timeout=300)
+    assert refused.returncode == 2 and "stop_rule differ" in refused.stderr

@@ -198,6 +198,11 @@ def _run(args: argparse.Namespace) -> int:
         waived = "; ".join(f"{c['check']} {c['figure']} vs {c['threshold']} waived by {c['overridden_by']}"
                            for c in gate_record["checks"] if c["overridden_by"]) or "no calibration record, allowed by allow_uncalibrated"
         print(f"warning: the grader does not pass the gate ({waived}); the run's record says so", file=sys.stderr)
+    if changed := _changed_since(config):
+        print(f"error: {config.out} holds a run made with another config ({', '.join(changed)} differ), and its samples, "
+              f"warm start and checkpoints would be reused as if they were this config's: use another --out, or delete "
+              f"{config.out} to start over", file=sys.stderr)
+        return 2
     config.out.mkdir(parents=True, exist_ok=True)
     trainer.write_from_main(config.out / "config.json", config.model_dump_json(indent=2))
     try:
@@ -236,8 +241,23 @@ def _run(args: argparse.Namespace) -> int:
         if not heldout:
             print("no held-out sample: eval skipped (raise eval_fraction)", file=sys.stderr)
             return 0
-        evaluate_run(config.out, config, heldout, config.out / "eval.json", _max_new_tokens(config), concurrency=None)
+        evaluate_run(config.out, config, heldout, config.out / "eval.json", _max_new_tokens(config))
     return 0
+
+
+RUN_ONLY = {"concurrency", "eval_after", "allow_below_gate", "accept_newer_goldset", "allow_uncalibrated", "launcher"}
+
+
+def _changed_since(config: TrainConfig) -> list[str]:
+    """The keys (other than how to run: concurrency, overrides, eval_after) in which `config` differs from the one
+    recorded in its --out, if that folder already holds stage results. Resuming reuses those results, so they must
+    be this config's."""
+    recorded = config.out / "config.json"
+    if not recorded.is_file():
+        return []
+    before = TrainConfig.model_validate_json(recorded.read_text()).model_dump(mode="json")
+    now = config.model_dump(mode="json")
+    return sorted(k for k in now if k not in RUN_ONLY and now[k] != before.get(k))
 
 
 def _max_new_tokens(config: TrainConfig) -> int:
@@ -249,8 +269,8 @@ def _eval(args: argparse.Namespace) -> int:
     from train import data
 
     config_path = args.model / "config.json"
-    if not config_path.is_file() or not (args.model / "final").is_dir():
-        print(f"error: {args.model} is not a finished `train run` folder (needs config.json and final/)", file=sys.stderr)
+    if not config_path.is_file() or not (args.model / "run.json").is_file() or not (args.model / "final").is_dir():
+        print(f"error: {args.model} is not a finished `train run` folder (needs config.json, run.json and final/)", file=sys.stderr)
         return 2
     recorded = json.loads(config_path.read_text())
     if "grader_threads" in recorded:  # a run recorded before the key was renamed
@@ -265,12 +285,12 @@ def _eval(args: argparse.Namespace) -> int:
         print(f"error: {samples_path} has no samples to evaluate", file=sys.stderr)
         return 2
     evaluate_run(args.model, config, samples, args.out or args.model / "eval.json", args.max_new_tokens or _max_new_tokens(config),
-                 concurrency=None, base=args.base)
+                 base=args.base)
     return 0
 
 
 def evaluate_run(run_dir: Path, config: TrainConfig, samples: list["TrainingSample"], out: Path, max_new_tokens: int,
-                 concurrency: int | None, base: Path | None = None) -> dict:
+                 base: Path | None = None) -> dict:
     """Base vs trained policy of the run in `run_dir` on `samples`: eval.json at `out`, the HTML beside it, one line per
     metric printed. Completions are cached in run_dir/eval.{base,trained}.jsonl, so a killed eval resumes. concurrency:
     grader calls at once, over the config's."""
@@ -281,8 +301,6 @@ def evaluate_run(run_dir: Path, config: TrainConfig, samples: list["TrainingSamp
     from train.model import ensure_model
     from train.report import render_eval
 
-    if concurrency is not None:
-        config = TrainConfig.model_validate(config.model_dump() | {"concurrency": concurrency})
     instructions = load_prompt(config.policy_prompt).instructions
     models = {"base": base or ensure_model(config.model, config.cache_dir), "trained": run_dir / "final"}
     caches = {"base": run_dir / ("eval.base.jsonl" if base is None else
@@ -297,7 +315,8 @@ def evaluate_run(run_dir: Path, config: TrainConfig, samples: list["TrainingSamp
         scores = {side: score(samples, texts, grade, config.fusion, format_source.source, handle.concurrency if handle else 1,
                               show_progress=True) for side, texts in completions.items()}
     comparison = compare(samples, scores["base"], scores["trained"], seed=config.seed)
-    grader = grader_agreement(config.grader_prompt, load_prompt(config.grader_prompt).calibration, config.min_grader_qwk)
+    calibration = load_prompt(config.grader_prompt).calibration if config.content else None
+    grader = grader_agreement(config.grader_prompt, calibration, config.min_grader_qwk)
     grader.used = config.content
     n_stop = sum(s.decision == "stop" for s in samples)
     result = {

@@ -69,7 +69,7 @@ class TrainConfig(BaseModel):
     content: bool = True  # grade question content (reward and good_question_rate); false: decision and format only
     warm_start: WarmStart | None = None
     eval_after: bool = True  # `train run` ends with the held-out eval
-    # grader LM calls at once, for the trainer's reward and `train eval`; None: the grader backend's default (calibrator/lm/policy.py)
+    # LM calls at once: extraction, the trainer's reward, `train eval`'s grading; None: the backend's default (calibrator/lm/policy.py)
     concurrency: int | None = Field(None, ge=1)
     seed: int = 0
     out: Path = Path("runs/grpo")

@@ -51,13 +51,14 @@ def samples_from_logs(config: TrainConfig, out: Path) -> list[TrainingSample]:
     import dspy
 
     from calibrator.components.extract import default_prompt, extract_samples
-    from calibrator.lm import LMSpec, open_lm
+    from calibrator.lm import CallPolicy, LMSpec, default_concurrency, open_lm
     from calibrator.lm.adapter import CompactJSONAdapter
     from calibrator.prompt import load_prompt
 
     prompt = load_prompt(config.extractor_prompt or default_prompt())
     spec = LMSpec.parse(config.lm)
-    with open_lm(spec, cache_dir=config.cache_dir, seed=config.seed) as handle, \
+    policy = CallPolicy(concurrency=config.concurrency or default_concurrency(spec))
+    with open_lm(spec, cache_dir=config.cache_dir, seed=config.seed, policy=policy) as handle, \
             dspy.context(lm=handle.lm, adapter=CompactJSONAdapter()):
         summary = extract_samples(samples, prompt, spec, out, show_progress=True, concurrency=handle.concurrency)
     print(f"extracted {summary.samples} samples into {out}: {summary.extracted} extracted now "

@@ -57,6 +57,8 @@ def score(samples: list[TrainingSample], completions: list[str], grade: Grade | 
         terms = map_ordered(lambda job: score_terms(*job, grade, format_source), jobs, concurrency=concurrency, progress=progress)
     finally:
         progress.close()
+    if grade is None:  # no grader: no content figure means anything, a wrong decision's 0 included
+        terms = [t.model_copy(update={"graded": False}) for t in terms]
     return [SampleScore(id=s.id, session_id=s.session_id, expert=s.decision, completion=c, predicted=decision_of(c), terms=t,
                         reward=fuse(t, fusion)) for s, c, t in zip(samples, completions, terms)]
 
@@ -120,7 +122,7 @@ def compare(samples: list[TrainingSample], base: list[SampleScore], trained: lis
         b, t = points["base"][name], points["trained"][name]
         out.append(MetricComparison(
             name=name, n=n, sessions=len(set(cluster[mask > 0])), replicates=int(kept.sum()), base=b, base_ci=ci["base"],
-            trained=t, trained_ci=ci["trained"], delta=None if b is None else t - b, delta_ci=delta_ci,
+            trained=t, trained_ci=ci["trained"], delta=None if b is None or t is None else t - b, delta_ci=delta_ci,
             verdict="too few examples" if delta_ci is None else verdict_for(name, n, delta_ci, min_n)))
     return out
 
@@ -240,7 +242,7 @@ def generate(model_dir: Path, samples: list[TrainingSample], instructions: str, 
     one is appended as it finishes. The model is loaded only when something is left to generate."""
     store = CompletionCache(cache, cache_key(model_dir, instructions, max_new_tokens, context_turns)) if cache else None
     done = dict(store.done) if store else {}
-    todo = [s for s in samples if s.id not in done]
+    todo = [s for s in samples if cache_slot(s) not in done]
     if todo:
         import torch
         from transformers import AutoModelForCausalLM, AutoTokenizer
@@ -256,10 +258,17 @@ def generate(model_dir: Path, samples: list[TrainingSample], instructions: str, 
                 with torch.no_grad():
                     out = model.generate(**ids, max_new_tokens=max_new_tokens, do_sample=False,
                                          pad_token_id=tokenizer.eos_token_id)
-                done[sample.id] = tokenizer.decode(out[0, ids["input_ids"].shape[1]:], skip_special_tokens=True)
+                done[cache_slot(sample)] = tokenizer.decode(out[0, ids["input_ids"].shape[1]:], skip_special_tokens=True)
                 if store:
-                    store.add(sample.id, done[sample.id])
+                    store.add(cache_slot(sample), done[cache_slot(sample)])
                 progress.step()
         finally:
             progress.close()
-    return [done[s.id] for s in samples]
+    return [done[cache_slot(s)] for s in samples]
+
+
+def cache_slot(sample: TrainingSample) -> str:
+    """A cached completion's address: the sample's id and a digest of its dialogue, so another samples file (or other
+    logs in the same folder) whose ids collide never gets this one's completion."""
+    dialogue = json.dumps([m.model_dump() for m in sample.context], ensure_ascii=False)
+    return f"{sample.id}#{hashlib.sha256(dialogue.encode('utf-8')).hexdigest()[:16]}"

@@ -25,7 +25,9 @@ def warm_start(config: TrainConfig, rows: list[dict], model_dir: Path) -> Path:
     args = SFTConfig(output_dir=str(out), max_steps=settings.steps, learning_rate=settings.learning_rate,
                      per_device_train_batch_size=settings.batch_size, logging_steps=5, save_steps=settings.save_steps, save_total_limit=1,
                      use_cpu=config.grpo.get("use_cpu", False), bf16=False, report_to="none", seed=config.seed,
-                     dataloader_num_workers=0, completion_only_loss=True)
+                     dataloader_num_workers=0, completion_only_loss=True,
+                     max_length=None)  # TRL cuts the end and drops a row left with no completion: a late stop sample
+                                       # would vanish; the rows are GRPO's prompts, bounded by context_turns
     last = last_checkpoint(out) if out.is_dir() else None
     print(f"warm start: {settings.steps} supervised steps of {settings.batch_size} expert moves"
           + (f", resuming from {last.name}" if last else ""))
@@ -33,7 +35,9 @@ def warm_start(config: TrainConfig, rows: list[dict], model_dir: Path) -> Path:
                          processing_class=AutoTokenizer.from_pretrained(model_dir))
     trainer.train(resume_from_checkpoint=str(last) if last else None)
     partial = out / "final.partial"
-    trainer.save_model(str(partial))
-    trainer.processing_class.save_pretrained(str(partial))
-    partial.rename(final)
+    trainer.save_model(str(partial))  # every process takes part; only the main one writes
+    if trainer.is_world_process_zero():
+        trainer.processing_class.save_pretrained(str(partial))
+        partial.rename(final)
+    trainer.accelerator.wait_for_everyone()
     return final
