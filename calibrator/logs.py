@@ -229,6 +229,13 @@ def _decode(file: str, data: bytes, offset: int = 0) -> str:
         raise LogError(f"{file}: not UTF-8 text (byte {offset + e.start}); save it as UTF-8") from None
 
 
+def read_text(path: Path) -> str:
+    """A whole log or corpus file as text; LogError when it is missing or not UTF-8."""
+    if not path.is_file():
+        raise LogError(f"{path}: no such file")
+    return _decode(str(path), path.read_bytes())
+
+
 class LogStream:
     """A log's sessions, read lazily. RealMedConv JSONL (one session per line) streams line by line, so memory stays
     flat whatever the file's size; a transcript (a dialogue's turns may be anywhere in the file) is read whole.

@@ -27,7 +27,7 @@ import io
 import re
 from pathlib import Path
 
-from calibrator.logs import LogError, LogProblem, LogRead, Message, Session
+from calibrator.logs import LogError, LogProblem, LogRead, Message, Session, read_text
 
 ROLES = {
     "doctor": "assistant",
@@ -89,13 +89,7 @@ def detect(path: Path) -> bool:
 
 def read(path: Path) -> LogRead:
     """One session per row, session_id = the row's ID; a bad row skips only itself."""
-    file = str(path)
-    if not path.is_file():
-        raise LogError(f"{file}: no such file")
-    try:
-        text = path.read_bytes().decode("utf-8-sig")
-    except UnicodeDecodeError as e:
-        raise LogError(f"{file}: not UTF-8 text (byte {e.start}); save it as UTF-8") from None
+    file, text = str(path), read_text(path)
     reader = csv.reader(io.StringIO(text, newline=""))
     header = [h.strip().lower() for h in next(reader, [])]
     if missing := [c for c in COLUMNS if c not in header]:

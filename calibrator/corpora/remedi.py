@@ -32,7 +32,7 @@ from pathlib import Path
 
 from pydantic import BaseModel, model_validator
 
-from calibrator.logs import Decision, LogError, LogProblem, LogRead, Message, Session
+from calibrator.logs import Decision, LogError, LogProblem, LogRead, Message, Session, read_text
 
 FIELDS = ("context", "currentuser", "action", "response")
 ACTS = ("Inquire", "Recommend", "Inform", "Diagnosis", "QuestionAnswering", "Chitchat", "Other")
@@ -152,13 +152,7 @@ def detect(path: Path) -> bool:
 
 
 def _read(path: Path) -> tuple[list[AnnotatedSession], list[LogProblem], int]:
-    file = str(path)
-    if not path.is_file():
-        raise LogError(f"{file}: no such file")
-    try:
-        text = path.read_bytes().decode("utf-8-sig")
-    except UnicodeDecodeError as e:
-        raise LogError(f"{file}: not UTF-8 text (byte {e.start}); save it as UTF-8") from None
+    file, text = str(path), read_text(path)
     if not text.strip():
         raise LogError(f"{file}: the file is empty")
     if not looks_like(next(line for line in text.split("\n") if line.strip())):
