@@ -92,6 +92,7 @@ class Manifest(BaseModel):
     samples: int  # records written
     prompt_sha256: str
     lm: str
+    stop_rule: str = "end"  # calibrator.logs.STOP_RULES; manifests written before the option were all "end"
 
 
 def manifest_path(out: Path) -> Path:
@@ -99,10 +100,15 @@ def manifest_path(out: Path) -> Path:
 
 
 def file_sha256(path: Path) -> str:
+    """The file's sha256; for a corpus folder (PriMock57), one over every file's relative path and content, in order."""
     digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        while chunk := f.read(1 << 20):
-            digest.update(chunk)
+    files = sorted(p for p in path.rglob("*") if p.is_file()) if path.is_dir() else [path]
+    for file in files:
+        if path.is_dir():
+            digest.update(file.relative_to(path).as_posix().encode() + b"\0")
+        with open(file, "rb") as f:
+            while chunk := f.read(1 << 20):
+                digest.update(chunk)
     return digest.hexdigest()
 
 
@@ -137,10 +143,11 @@ def check_shards(paths: list[Path]) -> tuple[list[Manifest], list[str]]:
     for path, m in zip(paths, manifests):
         if m.shard is None:
             raise ShardError(f"{path}: not a shard (extracted without --shard); nothing to merge it with")
-        for field, what in (("logs_sha256", "log file"), ("prompt_sha256", "prompt"), ("lm", "LM")):
+        for field, what in (("logs_sha256", "log file"), ("prompt_sha256", "prompt"), ("lm", "LM"), ("stop_rule", "stop rule")):
             if getattr(m, field) != getattr(first, field):
                 raise ShardError(f"{path}: made from another {what} than {paths[0]} ({getattr(m, field)[:16]} vs "
-                                 f"{getattr(first, field)[:16]}); shards must share the log, the prompt and the LM")
+                                 f"{getattr(first, field)[:16]}); shards must share the log, the prompt, the LM and the "
+                                 f"stop rule")
         if m.shard.count != first.shard.count:
             raise ShardError(f"{path}: shard {m.shard}, but {paths[0]} is shard {first.shard}: the shard counts differ")
     owners: dict[int, Path] = {}

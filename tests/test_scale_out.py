@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from calibrator.shards import Shard, shard_of
+from calibrator.shards import Shard, file_sha256, manifest_path, shard_of
 from schema_server import SchemaServer
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -226,3 +226,35 @@ def test_a_wrong_backend_stops_eval_fast_with_one_line_and_keeps_the_cache(tmp_p
     assert not (tmp_path / "reports").exists() or not any((tmp_path / "reports").iterdir())
     assert (tmp_path / "cache" / "lm-calls.sqlite").exists()
     assert elapsed < 30  # one preflight, not 75 rows of retries (measured figures are in the README)
+
+
+def test_extract_reads_a_corpus_at_a_stop_rule_and_redoes_only_what_the_rule_changes(tmp_path):
+    logs = tmp_path / "mts.csv"  # MTS-Dialog's format: consultations that end with thanks after the advice
+    logs.write_text("ID,section_header,section_text,dialogue\n" + "".join(
+        f'{i},GENHX,x,"Doctor: Hello.\nPatient: A cough for {i + 2} days.\nDoctor: Any fever?\nPatient: No.\n'
+        f'Doctor: Rest and drink fluids.\nPatient: Thank you."\n' for i in range(6)))
+    out, cache = tmp_path / "samples.jsonl", tmp_path / "cache"
+    with SchemaServer() as server:
+        done = run(*extract_args(logs, out, server.url, cache))
+        assert done.returncode == 0, done.stderr
+        assert [r["decision"] for r in records(out)] == ["continue", "continue"] * 6  # `end`: the patient speaks last
+        calls = server.requests
+        done = run(*extract_args(logs, out, server.url, cache, "--stop-rule", "advice"))
+        assert done.returncode == 0, done.stderr
+        assert server.requests == calls  # the questions' records are reused; a stop needs no LM call
+    got = records(out)
+    assert [(r["id"], r["decision"]) for r in got] == [(f"{i}_{k}", d) for i in range(6) for k, d in ((0, "continue"), (1, "stop"))]
+    assert all(r["target_info"] == [] for r in got if r["decision"] == "stop")
+    assert "6 from an earlier run" in done.stdout
+    assert json.loads(manifest_path(out).read_text())["stop_rule"] == "advice"
+
+
+def test_extract_reads_a_primock57_folder(tmp_path):
+    out = tmp_path / "samples.jsonl"
+    with SchemaServer() as server:
+        done = run(*extract_args(ROOT / "tests/fixtures/corpora/primock57", out, server.url, tmp_path / "cache"))
+    assert done.returncode == 0, done.stderr
+    got = records(out)
+    assert got and {r["session_id"] for r in got} == {"day1_consultation01"}
+    manifest = json.loads(manifest_path(out).read_text())
+    assert manifest["logs_sha256"] == file_sha256(ROOT / "tests/fixtures/corpora/primock57") and len(manifest["logs_sha256"]) == 64

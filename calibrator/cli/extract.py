@@ -19,7 +19,8 @@ def extract(args: argparse.Namespace) -> int:
     from calibrator.lm import LMSpec, LMSpecError, open_lm
     from calibrator.lm.adapter import CompactJSONAdapter
     from calibrator.lm.local import ModelMissingError
-    from calibrator.logs import LogError, LogStream, segment
+    from calibrator.corpora import open_log
+    from calibrator.logs import LogError, segment
     from calibrator.parallel import Progress
     from calibrator.prompt import load_prompt, write_atomic
     from calibrator.shards import Manifest, Selection, Shard, file_sha256, manifest_path, read_session_ids
@@ -28,7 +29,7 @@ def extract(args: argparse.Namespace) -> int:
     try:
         if args.limit is not None and args.limit < 1:
             raise ValueError(f"--limit {args.limit}: must be at least 1")
-        stream = LogStream(args.logs)
+        stream = open_log(args.logs)
         spec = LMSpec.parse(args.lm)
         policy = call_policy(args, spec)
         prompt = load_prompt(prompt_path)
@@ -63,7 +64,7 @@ def extract(args: argparse.Namespace) -> int:
             if selection.sessions is not None:
                 listed_seen.add(session.session_id)
             progress.step()
-            for sample in segment(session):
+            for sample in segment(session, args.stop_rule):
                 yield position, sample
 
     manifest_path(args.out).unlink(missing_ok=True)  # a manifest only ever describes the file beside it
@@ -95,7 +96,7 @@ def extract(args: argparse.Namespace) -> int:
     write_atomic(manifest_path(args.out), Manifest(
         logs=str(args.logs), logs_sha256=file_sha256(args.logs), shard=selection.shard, limit=selection.limit,
         sessions_file=str(args.sessions) if args.sessions else None, sessions=summary.sessions or 0, samples=summary.samples,
-        prompt_sha256=prompt.content_sha256(), lm=str(spec)).model_dump_json(indent=2))
+        prompt_sha256=prompt.content_sha256(), lm=str(spec), stop_rule=args.stop_rule).model_dump_json(indent=2))
     for problem in stream.problems:
         print(f"skipped: {problem}", file=sys.stderr)
     if selection.sessions is not None and (unseen := len(selection.sessions - listed_seen)) and selection.limit is None:
@@ -122,7 +123,7 @@ def merge(args: argparse.Namespace) -> int:
     write_atomic(manifest_path(args.merged_out), Manifest(
         logs=first.logs, logs_sha256=first.logs_sha256, shard=None, limit=None, sessions_file=None,
         sessions=sum(m.sessions for m in manifests), samples=sum(m.samples for m in manifests),
-        prompt_sha256=first.prompt_sha256, lm=first.lm).model_dump_json(indent=2))
+        prompt_sha256=first.prompt_sha256, lm=first.lm, stop_rule=first.stop_rule).model_dump_json(indent=2))
     for warning in warnings:
         print(f"warning: {warning}", file=sys.stderr)
     print(f"merged {len(manifests)} shards of {first.logs}: {sum(m.sessions for m in manifests)} sessions, "

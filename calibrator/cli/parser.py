@@ -138,7 +138,11 @@ def build() -> argparse.ArgumentParser:
                                          "<out>.manifest.json beside it. Split a big log across processes or machines with "
                                          "--shard I/N and join the pieces with `extract merge`.",
                              epilog=LOGS_EPILOG + EXTRACT_EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ex.add_argument("--logs", type=Path, help="RealMedConv JSONL, or a transcript .jsonl/.csv (dialogue_id, turn, speaker, text)")
+    ex.add_argument("--logs", type=Path, help="RealMedConv JSONL, a transcript .jsonl/.csv (dialogue_id, turn, speaker, text), or a "
+                    "public corpus: a PriMock57 folder, an MTS-Dialog CSV, a ReMeDi file")
+    ex.add_argument("--stop-rule", choices=("end", "advice"), default="end",
+                    help="where a session's stop point is: end (default; the expert's last run, as in a pharmacy chat) or "
+                         "advice (the expert's first run after their last question: consultations that go on advising)")
     ex.add_argument("--out", type=Path, help="samples JSONL to write (id, session_id, context, future, target_info, decision)")
     ex.add_argument("--prompt", type=Path, help="extractor prompt (default: prompts/extractor.calibrated.yaml if present, else prompts/extractor.yaml)")
     ex.add_argument("--shard", metavar="I/N",

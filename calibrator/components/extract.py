@@ -92,8 +92,10 @@ def index_path(out: Path) -> Path:
     return out.with_name(out.name + ".index.sqlite")
 
 
-def _digest(context: list[Message], future: list[Message]) -> str:
-    payload = json.dumps([[m.model_dump() for m in context], [m.model_dump() for m in future]], ensure_ascii=False)
+def _digest(context: list[Message], future: list[Message], decision: str) -> str:
+    """What a record was made for: its dialogue cut, and the decision the stop rule gave it (the same cut is `continue`
+    under one rule and `stop` under another)."""
+    payload = json.dumps([[m.model_dump() for m in context], [m.model_dump() for m in future], decision], ensure_ascii=False)
     return hashlib.sha256(payload.encode()).hexdigest()
 
 
@@ -136,7 +138,7 @@ class SampleIndex:
         self.db.execute(
             "INSERT INTO records VALUES (?, ?, ?, ?) ON CONFLICT(id) DO UPDATE SET fresh = excluded.fresh, "
             "digest = excluded.digest, line = excluded.line WHERE excluded.fresh >= records.fresh",
-            (record.id, fresh, _digest(record.context, record.future), line or record.model_dump_json()))
+            (record.id, fresh, _digest(record.context, record.future, record.decision), line or record.model_dump_json()))
         self._wrote()
 
     def load(self, paths: Iterable[Path]) -> None:
@@ -156,7 +158,7 @@ class SampleIndex:
         """reuse: finished by this prompt and LM for this very context and future; stale: finished, but by another
         prompt or LM (re-extracted and counted as such); new: anything else."""
         row = self.db.execute("SELECT fresh, digest FROM records WHERE id = ?", (sample.id,)).fetchone()
-        if row is None or row[1] != _digest(sample.context, sample.future):
+        if row is None or row[1] != _digest(sample.context, sample.future, sample.decision):
             return "new"
         return "reuse" if row[0] else "stale"
 
