@@ -87,7 +87,9 @@ def test_killed_run_resumes_from_its_checkpoint_then_eval(tmp_path):
     steps = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
     assert [s["step"] for s in steps] == [1, 2, 3]
     for s in steps:
-        assert {"reward", "reward_std", "generation_seconds", "reward_seconds", "update_seconds"} <= set(s)
+        assert {"reward", "reward_std", "zero_variance_groups", "completions/stop_share", "generation_seconds", "reward_seconds",
+                "update_seconds"} <= set(s)
+        assert 0.0 <= s["zero_variance_groups"] <= 1.0
 
     done = train("eval", "--model", str(out))
     assert done.returncode == 0, done.stderr[-3000:]
