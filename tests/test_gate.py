@@ -276,6 +276,7 @@ def test_train_run_writes_its_files_from_rank_zero_only(tmp_path, monkeypatch, r
     monkeypatch.setattr(trainer, "train", lambda config, rows, model_dir, reward, args: {"resumed_from": None, "steps": 0, "grader_failures": 0})
     out = tmp_path / "run"
     code = cli.main(["run", "--samples", str(small_samples(tmp_path / "samples.jsonl")), "--out", str(out), "--allow-uncalibrated",
+                     "--no-eval",
                      "--config", str(CONFIGS / "cpu-smoke.yaml")])
     assert code == 0
     assert {p.name for p in out.iterdir()} == written

@@ -17,10 +17,10 @@ between separators) is no action; a known act inside an action starts another on
 注意卫生`: a lost separator); an action that repeats the one before it (`Chitchat   Chitchat`) is kept once; a second
 word that is not a slot name (`Recommend 布洛芬 退热治疗`) is part of the value.
 
-The labels mapped onto the project's (bench/remedi_actions.py checks the hindsight split and the extractor against
+The labels mapped onto the project's (bench/remedi_actions.py checks the hindsight split and the micro-goal labeller against
 them): a doctor turn with an Inquire action is `continue` (still asking, even if it also advises); else one that
 diagnoses, recommends, informs or answers a question is `stop` (moved to advising); a turn with only Chitchat/Other or
-no action has no label. An Inquire slot maps to a field of the extractor's vocabulary (INQUIRY_FIELDS); `other`,
+no action has no label. An Inquire slot maps to a field of the micro-goal vocabulary (INQUIRY_FIELDS); `other`,
 `precaution` and a bare Inquire map to none. The gold stop point is the "advice" stop rule (calibrator.logs.STOP_RULES)
 applied to these labels instead of to question marks: the first `stop` turn after the last `continue` turn, unlabelled
 turns skipped; none when the last labelled turn still asks.
@@ -42,7 +42,7 @@ CONTEXT_TURN = re.compile(r"<\|(user|system)\|>")
 EMPTY_CONTEXT = re.compile(r"<\|context\|>\s*<\|endofcontext\|>")
 ROLES = {"user": "user", "system": "assistant"}
 ADVISING = ("Diagnosis", "Recommend", "Inform", "QuestionAnswering")
-INQUIRY_FIELDS: dict[str, str] = {  # Inquire slot -> field of prompts/extractor.primary-care.yaml
+INQUIRY_FIELDS: dict[str, str] = {  # Inquire slot -> field of the primary-care prompt's `fields:`
     "symptom": "symptom", "temperature": "symptom", "time": "duration", "medicine": "current medication",
     "dose": "current medication", "check_item": "test results", "frequency": "frequency", "treatment": "previous treatment",
     "effect": "previous treatment", "disease_history": "medical history", "disease": "medical history",
@@ -93,7 +93,7 @@ def turn_decision(actions: list[Action]) -> Decision | None:
 
 
 def turn_fields(actions: list[Action]) -> set[str]:
-    """The extractor fields a doctor turn asks about; slots with no field (`other`, `precaution`, none) are left out."""
+    """The vocabulary fields a doctor turn asks about; slots with no field (`other`, `precaution`, none) are left out."""
     return {INQUIRY_FIELDS[a.slot] for a in actions if a.act == "Inquire" and a.slot in INQUIRY_FIELDS}
 
 
