@@ -292,8 +292,8 @@ def _eval(args: argparse.Namespace) -> int:
 def evaluate_run(run_dir: Path, config: TrainConfig, samples: list["TrainingSample"], out: Path, max_new_tokens: int,
                  base: Path | None = None) -> dict:
     """Base vs trained policy of the run in `run_dir` on `samples`: eval.json at `out`, the HTML beside it, one line per
-    metric printed. Completions are cached in run_dir/eval.{base,trained}.jsonl, so a killed eval resumes. concurrency:
-    grader calls at once, over the config's."""
+    metric printed. Completions are cached in run_dir/eval.{base,trained}.jsonl, so a killed eval resumes; grader calls
+    go config.concurrency at a time. base: another model to compare with instead of the run's base model."""
     from contextlib import ExitStack
 
     from calibrator.prompt import load_prompt, write_atomic

@@ -11,8 +11,8 @@ from calibrator.components.extract import TrainingSample
 from calibrator.logs import Message, Sample, render
 from calibrator.prompt import write_atomic_lines
 from train.config import TrainConfig
+from train.rewards import STOP_TAG
 
-STOP_TAG = "<stop />"
 QUESTION_SENTENCE = re.compile(r"[^.!?。！？]*[?？]")
 
 

@@ -6,7 +6,7 @@ from pathlib import Path
 from types import ModuleType
 
 from calibrator.corpora import mts_dialog, primock57, remedi
-from calibrator.logs import LogError, LogProblem, LogRead, LogStream, Session, read_logs
+from calibrator.logs import LogError, LogProblem, LogRead, LogStream, Session
 
 FORMATS: dict[str, ModuleType] = {"primock57": primock57, "mts-dialog": mts_dialog, "remedi": remedi}
 SUPPORTED = (
@@ -21,14 +21,10 @@ def detect_format(path: Path) -> str:
 
 
 def read_corpus(path: Path) -> LogRead:
-    if not path.exists():
-        raise LogError(f"{path}: no such file or folder; supported: {SUPPORTED}")
-    name = detect_format(path)
-    if name != "log":
-        return FORMATS[name].read(path)
-    if path.is_dir():
-        raise LogError(f"{path}: a folder, but not a PriMock57 one; supported: {SUPPORTED}")
-    return read_logs(path)
+    """The sessions at `path` read whole, as `read_logs` does for the project's own formats; LogError if unusable."""
+    stream = open_log(path)
+    sessions = list(stream)
+    return LogRead(sessions, stream.problems, stream.skipped)
 
 
 class CorpusStream:
