@@ -61,9 +61,12 @@ def token_logprobs(text: str, seed: int, top: int) -> dict[str, Any]:
 class SchemaServer:
     """`with SchemaServer() as server:` then `--lm openai-compatible:stub@{server.url}`; counts requests."""
 
-    def __init__(self, *, logprobs: bool = True, delay: float = 0.0) -> None:
+    def __init__(self, *, logprobs: bool = True, delay: float = 0.0, hold_until: frozenset[str] = frozenset()) -> None:
         self.logprobs = logprobs  # False: ignore `logprobs` like a server that cannot give them
         self.delay = delay  # seconds before each answer, like an API's latency
+        self.hold_until = hold_until  # user messages every answer waits for (60 s at most), so callers are known to overlap
+        self._asked: set[str] = set()
+        self._all_asked = threading.Condition()
         self.requests = 0
         self.logprob_requests = 0
         self.seen: collections.Counter[str] = collections.Counter()  # requests by a digest of their messages
@@ -79,6 +82,10 @@ class SchemaServer:
                 with owner._lock:
                     owner.requests += 1
                     owner.seen[hashlib.sha256(json.dumps(body["messages"]).encode()).hexdigest()] += 1
+                with owner._all_asked:
+                    owner._asked.update(m.get("content") for m in body["messages"] if m.get("role") == "user")
+                    owner._all_asked.notify_all()
+                    owner._all_asked.wait_for(lambda: owner.hold_until <= owner._asked, timeout=60)
                 if owner.delay:
                     time.sleep(owner.delay)
                 seed = int(hashlib.sha256(json.dumps(body["messages"]).encode()).hexdigest()[:8], 16)

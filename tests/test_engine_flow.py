@@ -269,9 +269,10 @@ Path(sys.argv[3] + "." + str(os.getpid())).touch()  # ready: everything imported
 while not Path(sys.argv[3]).exists():  # start together: both processes ask for the same requests at the same time
     time.sleep(0.01)
 with open_lm(spec, cache_dir=Path(sys.argv[2]), policy=CallPolicy(concurrency=8, preflight=False)) as lm:
+    order = list(range(40))[::int(sys.argv[4])]  # one process from each end: they meet in the middle
     answers = map_ordered(lambda i: lm.engine.chat([{{"role": "user", "content": f"question {{i}}"}}], {{"max_tokens": 5}}).text,
-                          list(range(40)), concurrency=8)
-    print(json.dumps({{"answers": answers, "usage": lm.usage().model_dump()}}))
+                          order, concurrency=8)
+    print(json.dumps({{"answers": sorted(zip(order, answers)), "usage": lm.usage().model_dump()}}))
 """
 
 
@@ -279,9 +280,10 @@ def test_two_processes_on_one_cache_make_each_call_once_and_agree(tmp_path):
     script = tmp_path / "client.py"
     script.write_text(CLIENT.format(root=str(ROOT)))
     go = tmp_path / "go"
-    with SchemaServer(delay=0.3) as server:
-        procs = [subprocess.Popen([sys.executable, str(script), server.url, str(tmp_path / "cache"), str(go)], stdout=subprocess.PIPE,
-                                  stderr=subprocess.PIPE, text=True) for _ in range(2)]
+    # No answer leaves the server before each process has asked its first question, so neither can finish alone.
+    with SchemaServer(delay=0.3, hold_until=frozenset({"question 0", "question 39"})) as server:
+        procs = [subprocess.Popen([sys.executable, str(script), server.url, str(tmp_path / "cache"), str(go), step], stdout=subprocess.PIPE,
+                                  stderr=subprocess.PIPE, text=True) for step in ("1", "-1")]
         deadline = time.monotonic() + 120
         while len(list(tmp_path.glob("go.*"))) < 2 and time.monotonic() < deadline:
             time.sleep(0.05)
