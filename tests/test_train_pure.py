@@ -84,6 +84,17 @@ def test_split_keeps_sessions_whole_is_deterministic_and_drops_unusable_samples(
     assert data.split(samples, 0.25, seed=0) == (train, test)
 
 
+def test_rebalance_reaches_the_share_and_the_warm_start_keeps_its_own():
+    samples = [sample(f"s{i}", k, "stop" if k == 4 else "continue", ["duration: x"]) for i in range(20) for k in range(5)]
+    rows = data.rebalance(samples, 0.5, seed=0)
+    assert sum(s.decision == "stop" for s in rows) == sum(s.decision == "continue" for s in rows) == 80
+    stops = lambda rows: sum(r["completion"][0]["content"] == STOP_TAG for r in rows)
+    natural = data.warm_rows(samples, "Ask.", stop_share=None)
+    assert len(natural) == 100 and stops(natural) == 20  # the experts' own share: one stop in five
+    half = data.warm_rows(samples, "Ask.", stop_share=0.5)
+    assert len(half) == 160 and stops(half) == 80
+
+
 def test_policy_prompt_is_the_instructions_then_the_dialogue():
     rows = data.to_rows([sample("s", 1, "continue", ["duration: x", "allergies: none"])], "Ask one question.")
     assert rows[0]["prompt"] == [{"role": "system", "content": "Ask one question."}, {"role": "user", "content": "hi"}]

@@ -220,7 +220,8 @@ def _run(args: argparse.Namespace) -> int:
     instructions = load_prompt(config.policy_prompt).instructions
     start_from = model_dir
     if config.warm_start:
-        start_from = warm_start(config, data.warm_rows(rows, instructions, config.context_turns), model_dir)
+        warm = data.warm_rows(train_samples, instructions, config.context_turns, config.warm_start.stop_share, config.seed)
+        start_from = warm_start(config, warm, model_dir)
     if (config.out / "run.json").is_file() and (config.out / "final").is_dir():
         print(f"training: done already, {config.out / 'final'}")
     else:

@@ -42,6 +42,10 @@ class WarmStart(BaseModel):
     learning_rate: float = Field(5e-5, gt=0)
     batch_size: int = Field(8, ge=1)
     save_steps: int = Field(10, ge=1)  # a checkpoint this often, to resume from
+    # Its rows resampled so stops make up this share; None: the experts' own share. At the log's share the stop
+    # probability it learns is the log's, so greedy decoding stops only where a stop is likely; at 0.5 `<stop />`
+    # (one first token) outweighs every single first word of a question and greedy decoding stops nearly everywhere.
+    stop_share: float | None = Field(None, gt=0, lt=1)
 
 
 class TrainConfig(BaseModel):

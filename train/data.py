@@ -120,7 +120,9 @@ def to_rows(samples: list[TrainingSample], instructions: str, context_turns: int
              "target_info": "; ".join(s.target_info), "decision": s.decision, "id": s.id} for s in samples]
 
 
-def warm_rows(samples: list[TrainingSample], instructions: str, context_turns: int | None = None) -> list[dict]:
-    """Prompt-completion rows for the warm start: the same prompt GRPO sees, the expert's move as the completion."""
+def warm_rows(samples: list[TrainingSample], instructions: str, context_turns: int | None = None,
+              stop_share: float | None = None, seed: int = 0) -> list[dict]:
+    """Prompt-completion rows for the warm start: the same prompt GRPO sees, the expert's move as the completion;
+    resampled to the warm start's own stop share (None: the experts' share), not GRPO's."""
     return [{"prompt": policy_messages(s.context, instructions, context_turns),
-             "completion": [{"role": "assistant", "content": expert_move(s)}]} for s in samples]
+             "completion": [{"role": "assistant", "content": expert_move(s)}]} for s in rebalance(samples, stop_share, seed)]

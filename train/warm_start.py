@@ -7,6 +7,7 @@ Resumable like the GRPO stage: checkpoints in <out>/warm_start every few steps; 
 from pathlib import Path
 
 from train.config import TrainConfig
+from train.rewards import STOP_TAG
 
 def warm_start(config: TrainConfig, rows: list[dict], model_dir: Path) -> Path:
     """The warm-started model folder (built now, or found finished)."""
@@ -24,12 +25,14 @@ def warm_start(config: TrainConfig, rows: list[dict], model_dir: Path) -> Path:
     settings = config.warm_start
     args = SFTConfig(output_dir=str(out), max_steps=settings.steps, learning_rate=settings.learning_rate,
                      per_device_train_batch_size=settings.batch_size, logging_steps=5, save_steps=settings.save_steps, save_total_limit=1,
-                     use_cpu=config.grpo.get("use_cpu", False), bf16=False, report_to="none", seed=config.seed,
+                     use_cpu=config.grpo.get("use_cpu", False), bf16=False,
+                     gradient_checkpointing=config.grpo.get("gradient_checkpointing", True),  # GRPO's memory trade-off report_to="none", seed=config.seed,
                      dataloader_num_workers=0, completion_only_loss=True,
                      max_length=None)  # TRL cuts the end and drops a row left with no completion: a late stop sample
                                        # would vanish; the rows are GRPO's prompts, bounded by context_turns
     last = last_checkpoint(out) if out.is_dir() else None
-    print(f"warm start: {settings.steps} supervised steps of {settings.batch_size} expert moves"
+    stops = sum(row["completion"][0]["content"] == STOP_TAG for row in rows)
+    print(f"warm start: {settings.steps} supervised steps of {settings.batch_size} expert moves, from {len(rows)} rows ({stops} stop)"
           + (f", resuming from {last.name}" if last else ""))
     trainer = SFTTrainer(model=str(model_dir), args=args, train_dataset=Dataset.from_list(rows),
                          processing_class=AutoTokenizer.from_pretrained(model_dir))
