@@ -336,17 +336,32 @@ def read_logs(path: Path) -> LogRead:
 StopRule = Literal["end", "advice"]
 STOP_RULES: dict[str, str] = {
     "end": "the expert's last run is the stop point (a pharmacy chat ends with the recommendation)",
-    "advice": "the expert's first run after their last question is the stop point (the move from asking to advising "
-              "or diagnosing; consultations go on after it with explanations, advice and thanks)",
+    "advice": "the expert's first run after their last question (not counting checks such as 'Does that make sense?') "
+              "is the stop point (the move from asking to advising or diagnosing; consultations go on after it with "
+              "explanations, advice and thanks)",
 }
-QUESTION = re.compile(r"[?？]|[吗呢么](?=[\s，。,.！!~…]*$|[\s，。,.！!~…]+)")
+QUESTION_SENTENCE = re.compile(r"[^.!?。！？]*[?？]")
+PARTICLE_CLAUSE = re.compile(r"[吗呢么](?=[\s，。,.！!~…]*$|[\s，。,.！!~…]+)")
+# Questions that close advice instead of seeking information: a tag (`…, OK?`, `All right?`), a check of
+# understanding (`Does that make sense?`, `How's that sound?`), an invitation to ask (`Any questions for me?`) or a
+# request to repeat (`Could you say that again?`).
+# GPs end their advice with them, so counting them would put the stop point at the goodbye (PriMock57: 97% of the
+# way through a consultation, median, before this was added).
+TAG = r"(?:^|,\s*)(?:ok|okay|all right|alright|right|yeah|yes|good|great|fine|sure)"
+CHECK = re.compile(TAG + r"\W*$|\bmake sense\b|\b(?:is|was|are) (?:that|this|it|everything|all that|the [\w ]+?) "
+                   r"(?:clear|ok|okay|all right|alright|fine)\b|\bunderstand\b|\bany (?:other |more |further )?questions\b|"
+                   r"\bquestions? (?:for|to ask) me\b|\b(?:like|want) to ask\b|\b(?:that|this)(?: all)? sounds?\b|"
+                   r"\b(?:say|repeat) that\b|\bpardon\b")
+FILLER = re.compile(r"^(?:[\W_]|\b(?:um+|uh+|er+|so|and|but|well)\b)+")
 
 
 def asks(text: str) -> bool:
-    """Whether an expert turn asks the patient something: a question mark, or a Chinese question particle ending a
-    clause (ReMeDi's doctors often drop the mark: `你打了疫苗了吗`). Deliberately simple: it is measured against
-    ReMeDi's human action labels in bench/remedi_actions.py, not tuned on them."""
-    return bool(QUESTION.search(text))
+    """Whether an expert turn asks the patient something: a question (up to `?` or `？`) that is not a check closing
+    the advice (CHECK), or a Chinese question particle ending a clause (ReMeDi's doctors often drop the mark:
+    `你打了疫苗了吗`). Deliberately simple: it is measured against ReMeDi's human action labels in
+    bench/remedi_actions.py, not tuned on them."""
+    questions = (FILLER.sub("", q.group().strip().lower()) for q in QUESTION_SENTENCE.finditer(text))
+    return any(not CHECK.search(q) for q in questions) or bool(PARTICLE_CLAUSE.search(text))
 
 
 def segment(session: Session, stop: StopRule = "end") -> list[Sample]:

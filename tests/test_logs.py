@@ -122,7 +122,12 @@ def test_advice_rule_without_a_final_advice_or_any_question():
 
 @pytest.mark.parametrize("text, expected", [
     ("Any fever?", True), ("你打了疫苗了吗", True), ("你吃了什么药呢？", True), ("有没有发烧吗，咳嗽呢", True),
-    ("多喝水，注意休息。", False), ("It is viral. Rest.", False), ("吗啡止痛", False)])
+    ("多喝水，注意休息。", False), ("It is viral. Rest.", False), ("吗啡止痛", False),
+    # checks that close advice are not inquiries; a turn with a check and a real question still asks
+    ("OK?", False), ("Um, all right?", False), ("If it gets worse, give me a call, OK?", False), ("Does that make sense?", False),
+    ("Okay, and is uh is the treatment plan clear?", False), ("Right. Do you have any questions for me?", False),
+    ("How's that sound?", False), ("Could you say that again, sorry?", False),
+    ("Does that make sense? Any pain when you pass water?", True), ("Is that right?", True), ("And what about smoking, sir?", True)])
 def test_asks_reads_question_marks_and_clause_final_chinese_particles(text, expected):
     assert asks(text) is expected
 

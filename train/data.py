@@ -4,17 +4,13 @@ train and held-out eval deterministically, and shaped as policy prompts."""
 
 import hashlib
 import random
-import re
 from pathlib import Path
 
 from calibrator.components.extract import TrainingSample
-from calibrator.logs import Message, Sample, render
+from calibrator.logs import QUESTION_SENTENCE, Message, Sample, render
 from calibrator.prompt import write_atomic_lines
 from train.config import TrainConfig
 from train.rewards import STOP_TAG
-
-QUESTION_SENTENCE = re.compile(r"[^.!?。！？]*[?？]")
-
 
 def read_samples(path: Path) -> list[TrainingSample]:
     lines = path.read_text(encoding="utf-8").splitlines()
