@@ -313,12 +313,12 @@ def evaluate_run(run_dir: Path, config: TrainConfig, samples: list["TrainingSamp
     with ExitStack() as stack:
         handle, grade = _grader(config, stack) if config.content else (None, None)
         format_source = _format_source(config)
-        scores = {side: score(samples, texts, grade, config.fusion, format_source.source, handle.concurrency if handle else 1,
-                              show_progress=True) for side, texts in completions.items()}
+        threads = handle.concurrency if handle else 1
+        scores = {side: score(samples, texts, grade, config.fusion, format_source.source, threads, show_progress=True)
+                  for side, texts in completions.items()}
     comparison = compare(samples, scores["base"], scores["trained"], seed=config.seed)
     calibration = load_prompt(config.grader_prompt).calibration if config.content else None
-    grader = grader_agreement(config.grader_prompt, calibration, config.min_grader_qwk)
-    grader.used = config.content
+    grader = grader_agreement(config.grader_prompt, calibration, config.min_grader_qwk, used=config.content)
     n_stop = sum(s.decision == "stop" for s in samples)
     result = {
         "note": (f"{len(samples)} held-out samples ({len(samples) - n_stop} continue, {n_stop} stop) from "

@@ -185,12 +185,12 @@ def _bracket(ci: Interval | None) -> str:
     return "[–, –]" if ci is None else f"[{ci[0]:.2f}, {ci[1]:.2f}]"
 
 
-def grader_agreement(prompt: Path, calibration: Calibration | None, threshold: float) -> GraderAgreement:
+def grader_agreement(prompt: Path, calibration: Calibration | None, threshold: float, used: bool = True) -> GraderAgreement:
     if calibration is None:
-        return GraderAgreement(prompt=str(prompt), threshold=threshold, calibrated=False)
+        return GraderAgreement(prompt=str(prompt), threshold=threshold, calibrated=False, used=used)
     test = calibration.test
     return GraderAgreement(prompt=str(prompt), threshold=threshold, calibrated=True, run_id=calibration.run_id, lm=calibration.lm,
-                           qwk=test.get("qwk"), qwk_ci=test.get("qwk_ci"), n=test.get("n"))
+                           qwk=test.get("qwk"), qwk_ci=test.get("qwk_ci"), n=test.get("n"), used=used)
 
 
 def model_identity(model_dir: Path) -> str:
