@@ -3,7 +3,9 @@
     .venv/bin/python bench/l2a_cpu.py [--logs PATH] [--config train/configs/cpu-learn.yaml] [--out runs/l2a-bench]
 
 Runs the one command, `python -m train run --config CONFIG --out OUT` (samples from the logs, the warm start, GRPO,
-the held-out eval), timing each stage from its output, then `python -m train eval --base OUT/warm_start/final` to
+the held-out eval), timing each stage from its output; then `python -m train eval --logs TEST` on sessions of a corpus
+file training never read (the held-out sessions of the training file are looked at after every run, so choices
+between runs are made on them; the test file is not); then `python -m train eval --base OUT/warm_start/final` to
 separate what GRPO added from what the warm start gave. Prints termination, continue and decision accuracy and mean
 format with their 95% session-bootstrap CIs and paired verdicts, the per-step time split (generation / reward /
 update) and the share of GRPO groups with zero reward variance over the run. Goal (issue 15): termination accuracy
@@ -77,6 +79,9 @@ def main() -> int:
     parser.add_argument("--logs", type=Path, help="expert logs (default: the config's, MTS-Dialog's training set)")
     parser.add_argument("--config", type=Path, default=ROOT / "train/configs/cpu-learn.yaml")
     parser.add_argument("--out", type=Path, default=ROOT / "runs/l2a-bench")
+    parser.add_argument("--test-logs", type=lambda v: Path(v) if v else None, default=ROOT.parent / "shared/data/mts-dialog/Main-Dataset/MTS-Dialog-TestSet-1-MEDIQA-Chat-2023.csv",
+                        help="logs training never read, evaluated after the run (default: MTS-Dialog's first test set; '' skips)")
+    parser.add_argument("--test-limit", type=int, default=60, help="sessions of --test-logs to evaluate (default 60)")
     args = parser.parse_args()
     command = [sys.executable, "-m", "train", "run", "--config", str(args.config), "--out", str(args.out)]
     if args.logs:
@@ -89,18 +94,27 @@ def main() -> int:
     print(f"  total        {marks['end']:8.1f}")
     result = json.loads((args.out / "eval.json").read_text())
     print(f"\n{result['note']}")
-    table(result, "base (SmolLM2-135M-Instruct) → trained (warm start + GRPO)")
+    table(result, "held-out sessions of the training logs: base (SmolLM2-135M-Instruct) → trained (warm start + GRPO)")
+    results = {"held-out sessions": result}
+    if args.test_logs:
+        test_out = args.out / "eval-test.json"
+        run([sys.executable, "-m", "train", "eval", "--model", str(args.out), "--logs", str(args.test_logs),
+             "--limit", str(args.test_limit), "--out", str(test_out)])
+        results["test logs"] = json.loads(test_out.read_text())
+        print(f"\n{results['test logs']['note']}")
+        table(results["test logs"], f"{args.test_logs.name}, first {args.test_limit} sessions: base → trained")
+    for name, res in results.items():
+        rows = {c["name"]: c for c in res["comparison"]}
+        term, dec = rows["termination_accuracy"], rows["decision_accuracy"]
+        met = term["verdict"] == "improved" and dec["verdict"] != "worse"
+        print(f"goal on the {name} (termination accuracy improved with paired CI > 0, decision accuracy not worse): "
+              f"{'met' if met else 'NOT met'} (termination {term['verdict']}, decision {dec['verdict']})")
     warm = args.out / "warm_start" / "final"
     if warm.is_dir():
         run([sys.executable, "-m", "train", "eval", "--model", str(args.out), "--base", str(warm),
              "--out", str(args.out / "eval-vs-warm.json")])
-        table(json.loads((args.out / "eval-vs-warm.json").read_text()), "warm start → trained (what GRPO added)")
+        table(json.loads((args.out / "eval-vs-warm.json").read_text()), "held-out sessions: warm start → trained (what GRPO added)")
     steps(args.out / "metrics.jsonl")
-    rows = {c["name"]: c for c in result["comparison"]}
-    term, dec = rows["termination_accuracy"], rows["decision_accuracy"]
-    met = term["verdict"] == "improved" and dec["verdict"] != "worse"
-    print(f"\ngoal (termination accuracy improved with paired CI > 0, decision accuracy not worse): {'met' if met else 'NOT met'}"
-          f" (termination {term['verdict']}, decision {dec['verdict']})")
     return 0
 
 

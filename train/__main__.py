@@ -55,7 +55,11 @@ def _parser() -> argparse.ArgumentParser:
                      help="train even if the grader prompt has no calibration record or fails any check of the gate (recorded)")
     ev = commands.add_parser("eval", help="base vs trained policy on the held-out samples")
     ev.add_argument("--model", type=Path, required=True, metavar="DIR", help="the --out of `train run`")
-    ev.add_argument("--samples", type=Path, help="samples to evaluate (default: DIR/heldout.jsonl)")
+    held = ev.add_mutually_exclusive_group()
+    held.add_argument("--samples", type=Path, help="samples to evaluate (default: DIR/heldout.jsonl)")
+    held.add_argument("--logs", type=Path, help="evaluate on every session of these expert logs instead (e.g. a corpus file "
+                      "training never read), cut at the run's stop rule; with content, targets extracted as `train run` does")
+    ev.add_argument("--limit", type=int, metavar="N", help="with --logs: only the first N sessions")
     ev.add_argument("--out", type=Path, help="JSON to write (default: DIR/eval.json, with eval.html beside it)")
     ev.add_argument("--max-new-tokens", type=int, help="default: the run's max_completion_length, else 32")
     ev.add_argument("--base", type=Path, metavar="DIR", help="compare with this model instead of the run's base model (e.g. "
@@ -280,8 +284,23 @@ def _eval(args: argparse.Namespace) -> int:
         config = TrainConfig.model_validate(recorded | ({"concurrency": args.concurrency} if args.concurrency is not None else {}))
     except ValueError as e:
         return _config_error(config_path, e)
-    samples_path = args.samples or args.model / "heldout.jsonl"
-    samples = data.read_samples(samples_path)
+    if args.limit is not None and not args.logs:
+        print("error: --limit applies to --logs only", file=sys.stderr)
+        return 2
+    if args.logs:
+        from calibrator.logs import LogError
+
+        key = hashlib.sha256(f"{args.logs.resolve()}|{args.limit}|{config.stop_rule}".encode()).hexdigest()[:8]
+        samples_path = args.model / f"eval-logs-{key}.jsonl"
+        try:
+            everything = data.samples_from_logs(config.model_copy(update={"logs": args.logs, "limit": args.limit}), samples_path)
+        except LogError as e:
+            print(f"error: {e}", file=sys.stderr)
+            return 2
+        samples, _ = data.split(everything, 0.0, config.seed, config.content)  # no session held back: all of them are held out
+    else:
+        samples_path = args.samples or args.model / "heldout.jsonl"
+        samples = data.read_samples(samples_path)
     if not samples:
         print(f"error: {samples_path} has no samples to evaluate", file=sys.stderr)
         return 2
