@@ -93,6 +93,23 @@ def test_rebalance_reaches_the_share_and_the_warm_start_keeps_its_own():
     assert len(natural) == 100 and stops(natural) == 20  # the experts' own share: one stop in five
     half = data.warm_rows(samples, "Ask.", stop_share=0.5)
     assert len(half) == 160 and stops(half) == 80
+    some = data.rebalance(samples, 0.3, seed=0)  # 34 stops: each of the 20 once, 14 of them twice
+    assert sum(s.decision == "stop" for s in some) == 34 and len(some) == 114
+    assert len({s.id for s in some if s.decision == "stop"}) == 20 and data.rebalance(samples, 0.3, seed=0) == some
+    mostly_stops = [sample(f"t{i}", 0, "stop" if i % 5 else "continue", []) for i in range(20)]  # 16 stops, 4 continue
+    rows = data.rebalance(mostly_stops, 0.5, seed=0)
+    assert sum(s.decision == "continue" for s in rows) == 16 and len(rows) == 32
+
+
+def test_warm_start_args_carry_the_run_seed_and_the_grpo_memory_setting(tmp_path):
+    from train.warm_start import sft_args
+
+    base = load_config(CONFIGS / "cpu-learn.yaml")
+    config = base.model_copy(update={"seed": 7, "grpo": base.grpo | {"gradient_checkpointing": False}})
+    args = sft_args(config, tmp_path)
+    assert args.seed == 7 and args.gradient_checkpointing is False and args.max_steps == base.warm_start.steps
+    assert args.report_to in ([], "none", ["none"])
+    assert sft_args(config.model_copy(update={"grpo": {}}), tmp_path).gradient_checkpointing is True  # TRL's default
 
 
 def test_policy_prompt_is_the_instructions_then_the_dialogue():
@@ -226,3 +243,11 @@ def test_resume_skips_a_checkpoint_cut_short_by_a_kill(tmp_path):
     (tmp_path / "checkpoint-6").mkdir()  # the kill came while this one was being written
     assert last_checkpoint(tmp_path) == tmp_path / "checkpoint-4"
     assert not (tmp_path / "checkpoint-6").exists()
+
+
+@pytest.mark.parametrize("argv", [["--limit", "3"], ["--logs", "x.csv", "--limit", "0"]])
+def test_eval_limit_needs_logs_and_a_positive_count(argv, tmp_path, capsys):
+    from train.__main__ import main
+
+    assert main(["eval", "--model", str(tmp_path), *argv]) == 2
+    assert "--limit takes a positive number of sessions" in capsys.readouterr().err

@@ -273,6 +273,9 @@ def _max_new_tokens(config: TrainConfig) -> int:
 def _eval(args: argparse.Namespace) -> int:
     from train import data
 
+    if args.limit is not None and (not args.logs or args.limit < 1):
+        print("error: --limit takes a positive number of sessions, and applies to --logs only", file=sys.stderr)
+        return 2
     config_path = args.model / "config.json"
     if not config_path.is_file() or not (args.model / "run.json").is_file() or not (args.model / "final").is_dir():
         print(f"error: {args.model} is not a finished `train run` folder (needs config.json, run.json and final/)", file=sys.stderr)
@@ -284,9 +287,6 @@ def _eval(args: argparse.Namespace) -> int:
         config = TrainConfig.model_validate(recorded | ({"concurrency": args.concurrency} if args.concurrency is not None else {}))
     except ValueError as e:
         return _config_error(config_path, e)
-    if args.limit is not None and not args.logs:
-        print("error: --limit applies to --logs only", file=sys.stderr)
-        return 2
     if args.logs:
         from calibrator.logs import LogError
 

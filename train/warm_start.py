@@ -9,11 +9,27 @@ from pathlib import Path
 from train.config import TrainConfig
 from train.rewards import STOP_TAG
 
+
+def sft_args(config: TrainConfig, out: Path):
+    """TRL's SFTConfig for the warm start: its own steps, rate and batch; the run's seed, device and the GRPO block's
+    memory trade-off (gradient checkpointing)."""
+    from trl import SFTConfig
+
+    settings = config.warm_start
+    return SFTConfig(output_dir=str(out), max_steps=settings.steps, learning_rate=settings.learning_rate,
+                     per_device_train_batch_size=settings.batch_size, logging_steps=5, save_steps=settings.save_steps,
+                     save_total_limit=1, use_cpu=config.grpo.get("use_cpu", False), bf16=False,
+                     gradient_checkpointing=config.grpo.get("gradient_checkpointing", True), report_to="none",
+                     seed=config.seed, dataloader_num_workers=0, completion_only_loss=True,
+                     max_length=None)  # TRL cuts the end and drops a row left with no completion: a late stop sample
+                                       # would vanish; the rows are GRPO's prompts, bounded by context_turns
+
+
 def warm_start(config: TrainConfig, rows: list[dict], model_dir: Path) -> Path:
     """The warm-started model folder (built now, or found finished)."""
     from datasets import Dataset
     from transformers import AutoTokenizer
-    from trl import SFTConfig, SFTTrainer
+    from trl import SFTTrainer
 
     from train.trainer import last_checkpoint
 
@@ -23,13 +39,7 @@ def warm_start(config: TrainConfig, rows: list[dict], model_dir: Path) -> Path:
         print(f"warm start: done already, {final}")
         return final
     settings = config.warm_start
-    args = SFTConfig(output_dir=str(out), max_steps=settings.steps, learning_rate=settings.learning_rate,
-                     per_device_train_batch_size=settings.batch_size, logging_steps=5, save_steps=settings.save_steps, save_total_limit=1,
-                     use_cpu=config.grpo.get("use_cpu", False), bf16=False,
-                     gradient_checkpointing=config.grpo.get("gradient_checkpointing", True),  # GRPO's memory trade-off report_to="none", seed=config.seed,
-                     dataloader_num_workers=0, completion_only_loss=True,
-                     max_length=None)  # TRL cuts the end and drops a row left with no completion: a late stop sample
-                                       # would vanish; the rows are GRPO's prompts, bounded by context_turns
+    args = sft_args(config, out)
     last = last_checkpoint(out) if out.is_dir() else None
     stops = sum(row["completion"][0]["content"] == STOP_TAG for row in rows)
     print(f"warm start: {settings.steps} supervised steps of {settings.batch_size} expert moves, from {len(rows)} rows ({stops} stop)"
