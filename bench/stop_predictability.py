@@ -39,7 +39,8 @@ def mostly_cjk(texts: list[str]) -> bool:
 
 def session_bootstrap_auc(y: np.ndarray, p: np.ndarray, groups: list[str], n_boot: int, seed: int) -> tuple[float, float]:
     sessions = sorted(set(groups))
-    index = {s: np.flatnonzero(np.array(groups) == s) for s in sessions}
+    labels = np.array(groups)
+    index = {s: np.flatnonzero(labels == s) for s in sessions}
     rng = np.random.default_rng(seed)
     values = []
     for _ in range(n_boot):

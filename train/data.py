@@ -12,6 +12,7 @@ from calibrator.prompt import write_atomic_lines
 from train.config import TrainConfig
 from train.rewards import STOP_TAG
 
+
 def read_samples(path: Path) -> list[TrainingSample]:
     lines = path.read_text(encoding="utf-8").splitlines()
     return [TrainingSample.model_validate_json(line) for line in lines if line.strip()]
