@@ -4,6 +4,7 @@ tests/test_concurrency.py proves it against the real embedded server."""
 
 import email.utils
 import json
+import multiprocessing
 import sqlite3
 import subprocess
 import sys
@@ -300,6 +301,29 @@ def test_two_processes_on_one_cache_make_each_call_once_and_agree(tmp_path):
     assert db.execute("PRAGMA integrity_check").fetchone() == ("ok",)
     assert db.execute("SELECT COUNT(*) FROM calls").fetchone() == (40,)
     assert db.execute("SELECT COUNT(*) FROM claims").fetchone() == (0,)
+
+
+def _open_cache_at(path: str, start: float) -> str:
+    while time.time() < start:  # spin, not sleep: the processes open the file within microseconds of each other
+        pass
+    try:
+        CallCache(Path(path))
+    except sqlite3.Error as err:
+        return repr(err)
+    return "ok"
+
+
+def test_processes_opening_a_new_cache_at_the_same_instant_all_get_it(tmp_path):
+    # Before the fix about 4 rounds in 10 lost a process to "database is locked" while the file was switched to WAL.
+    with multiprocessing.get_context("fork").Pool(6) as pool:
+        for round in range(12):
+            start = time.time() + 0.2
+            opened = pool.starmap(_open_cache_at, [(str(tmp_path / str(round) / "calls.sqlite"), start)] * 6)
+            assert opened == ["ok"] * 6, (round, opened)
+            db = sqlite3.connect(tmp_path / str(round) / "calls.sqlite")
+            assert db.execute("PRAGMA journal_mode").fetchone() == ("wal",)
+            tables = db.execute("SELECT name FROM sqlite_master WHERE type = 'table' ORDER BY name").fetchall()
+            assert tables == [("calls",), ("claims",)]
 
 
 def test_short_lived_worker_threads_reuse_the_cache_connections(tmp_path):

@@ -11,6 +11,7 @@ import hashlib
 import json
 import os
 import queue
+import random
 import socket
 import sqlite3
 import threading
@@ -48,10 +49,34 @@ class CallCache:
         self.opened = 0  # connections made: as many as callers ever used the cache at once
         self._lock = threading.Lock()
         self._closed = False
-        with self._db() as db:
-            db.execute("PRAGMA journal_mode=WAL")
-            db.execute("CREATE TABLE IF NOT EXISTS calls (key TEXT PRIMARY KEY, answer TEXT NOT NULL)")
-            db.execute("CREATE TABLE IF NOT EXISTS claims (key TEXT PRIMARY KEY, owner TEXT NOT NULL, since REAL NOT NULL)")
+        self._create()
+
+    def _create(self, patience: float = 60.0) -> None:
+        """WAL mode and the tables, safe when several processes open a new cache at the same moment.
+
+        Switching to WAL upgrades a read lock to an exclusive one, and SQLite answers "database is locked" at once,
+        without its busy timeout, when two connections race for that upgrade; so the loser waits and tries again.
+        """
+        deadline = time.monotonic() + patience
+        while True:
+            try:
+                with self._db() as db:
+                    if db.execute("PRAGMA journal_mode").fetchone()[0] != "wal":
+                        db.execute("PRAGMA journal_mode=WAL")
+                    db.execute("BEGIN IMMEDIATE")
+                    try:
+                        db.execute("CREATE TABLE IF NOT EXISTS calls (key TEXT PRIMARY KEY, answer TEXT NOT NULL)")
+                        db.execute("CREATE TABLE IF NOT EXISTS claims (key TEXT PRIMARY KEY, owner TEXT NOT NULL, "
+                                   "since REAL NOT NULL)")
+                    except BaseException:
+                        db.execute("ROLLBACK")
+                        raise
+                    db.execute("COMMIT")
+                return
+            except sqlite3.OperationalError as err:
+                if "locked" not in str(err) or time.monotonic() > deadline:
+                    raise
+                time.sleep(random.uniform(0.01, 0.1))
 
     @contextmanager
     def _db(self) -> Iterator[sqlite3.Connection]:
