@@ -24,7 +24,8 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-METRICS = ("termination_accuracy", "continue_accuracy", "decision_accuracy", "mean_format", "mean_reward")
+METRICS = ("termination_accuracy", "continue_accuracy", "decision_accuracy", "stop_discrimination", "mean_format",
+           "mean_reward")
 STAGES = (("samples", ""), ("warm start", "warm start:"), ("GRPO", "format term:"),
           ("eval", re.compile(r"^(trained \d+ steps|training: done already)")), ("done", re.compile(r"^wrote ")))
 

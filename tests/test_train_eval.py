@@ -14,8 +14,8 @@ from calibrator.components.grader import GraderPrediction
 from calibrator.logs import Message
 from calibrator.metrics import percentile_interval
 from calibrator.prompt import Calibration
-from train.evaluate import (CompletionCache, cache_key, cache_slot, compare, describe, generate, grader_agreement, metrics, model_identity,
-                            score)
+from train.evaluate import (Completion, CompletionCache, cache_key, cache_slot, compare, describe, generate, grader_agreement, metrics, model_identity,
+                            score, weighted_auc)
 from train.report import render_eval
 
 STOP, ASK = "<stop />", "How long has it lasted?"
@@ -132,18 +132,27 @@ def test_the_bootstrap_resamples_sessions_not_samples():
 KEY = {"model": "/models/a w.safetensors:10:1", "max_new_tokens": 32, "prompt_sha256": "ab"}
 
 
+def made(text: str, p_stop: float = 0.25) -> Completion:
+    return Completion(text=text, p_stop=p_stop)
+
+
 def test_the_cache_reuses_matching_lines_and_drops_other_models_and_a_torn_last_line(tmp_path):
     path = tmp_path / "eval.base.jsonl"
     other = KEY | {"model": "/models/b"}
-    lines = [json.dumps({"id": "x", "completion": "Fever?", **KEY}), json.dumps({"id": "y", "completion": STOP, **other}),
-             json.dumps({"id": "z", "completion": "Any pain?", **KEY | {"max_new_tokens": 8}}),
-             json.dumps({"id": "w", "completion": "Since when?", **KEY})]
+    lines = [json.dumps({"id": "x", "completion": "Fever?", "p_stop": 0.25, **KEY}),
+             json.dumps({"id": "y", "completion": STOP, "p_stop": 0.25, **other}),
+             json.dumps({"id": "z", "completion": "Any pain?", "p_stop": 0.25, **KEY | {"max_new_tokens": 8}}),
+             json.dumps({"id": "u", "completion": "Any rash?", **KEY}),  # written before P(<stop) was measured
+             json.dumps({"id": "w", "completion": "Since when?", "p_stop": 0.25, **KEY})]
     path.write_text("\n".join(lines) + "\n" + '{"id": "v", "completion": "Ha')
     cache = CompletionCache(path, KEY)
-    assert cache.done == {"x": "Fever?", "w": "Since when?"}
-    cache.add("v", "How old?")
-    assert CompletionCache(path, KEY).done == {"x": "Fever?", "w": "Since when?", "v": "How old?"}
-    assert [json.loads(line)["id"] for line in path.read_text().splitlines()] == ["x", "w", "v"]
+    assert cache.done == {"x": made("Fever?"), "w": made("Since when?")} and cache.texts == {"u": "Any rash?"}
+    cache.add("v", made("How old?", 0.5))
+    cache.add("u", made("Any rash?", 0.125))
+    again = CompletionCache(path, KEY)
+    assert again.done == {"x": made("Fever?"), "w": made("Since when?"), "v": made("How old?", 0.5), "u": made("Any rash?", 0.125)}
+    assert again.texts == {}
+    assert [json.loads(line)["id"] for line in path.read_text().splitlines()] == ["x", "u", "w", "v"]
     assert CompletionCache(path, other).done == {} and path.read_text() == ""
 
 
@@ -154,9 +163,9 @@ def test_generate_reuses_a_full_cache_without_loading_the_model(tmp_path):
     samples = [sample("s", 0, "continue"), sample("s", 1, "stop")]
     key = cache_key(model_dir, "Ask one question.", 16)
     cache = tmp_path / "eval.trained.jsonl"
-    cache.write_text("".join(json.dumps({"id": cache_slot(s), "completion": c, **key}) + "\n"
-                             for s, c in ((samples[1], STOP), (samples[0], ASK))))
-    assert generate(model_dir, samples, "Ask one question.", 16, cache=cache) == [ASK, STOP]
+    cache.write_text("".join(json.dumps({"id": cache_slot(s), "completion": c, "p_stop": p, **key}) + "\n"
+                             for s, c, p in ((samples[1], STOP, 0.75), (samples[0], ASK, 0.125))))
+    assert generate(model_dir, samples, "Ask one question.", 16, cache=cache) == [made(ASK, 0.125), made(STOP, 0.75)]
     with pytest.raises(Exception):  # same ids, another dialogue: not taken from the cache, so the (broken) model loads
         generate(model_dir, [sample("s", 0, "continue", context="another dialogue")], "Ask one question.", 16, cache=cache)
     with pytest.raises(Exception):  # another policy prompt: nothing cached for it
@@ -202,3 +211,45 @@ def test_the_page_warns_when_the_graders_agreement_is_not_established():
     assert "not established" not in page(calibration((0.05, 0.52)), threshold=0.0)
     missing = page(None)
     assert "not established (no calibration record)" in missing and "has no calibration record" in missing
+
+
+def test_weighted_auc_is_sklearns_auc_of_the_samples_repeated_by_their_weights():
+    from sklearn.metrics import roc_auc_score
+
+    rng = np.random.default_rng(3)
+    positive = rng.random(40) < 0.3
+    score = rng.integers(0, 6, 40) / 5  # many ties
+    weights = rng.integers(0, 4, size=(5, 40)).astype(float)
+    got = weighted_auc(positive, score, weights)
+    for row, value in zip(weights, got):
+        repeated = np.repeat(np.arange(40), row.astype(int))
+        assert value == pytest.approx(roc_auc_score(positive[repeated], score[repeated]))
+    assert np.isnan(weighted_auc(positive, score, np.where(positive, 0.0, 1.0)[None, :]))[0]  # no positive drawn
+
+
+def discriminating(samples, stop_p: float, continue_p: float):
+    completions = [ASK] * len(samples)
+    return score(samples, completions, None, "stop", "rule",
+                 p_stop=[stop_p if s.decision == "stop" else continue_p for s in samples])
+
+
+def test_stop_discrimination_rises_when_the_policy_ranks_stops_first_whatever_it_says():
+    samples = [sample(f"s{i}", k, "stop" if k == 2 else "continue") for i in range(12) for k in range(3)]
+    flat = discriminating(samples, 0.1, 0.1)  # no idea where the expert stopped: every pair a tie
+    ranked = discriminating(samples, 0.3, 0.2)  # still says a question everywhere, but ranks every stop first
+    c = by_name(compare(samples, flat, ranked))["stop_discrimination"]
+    assert (c.base, c.trained, c.delta) == (0.5, 1.0, 0.5)
+    assert c.delta_ci == (0.5, 0.5) and c.verdict == "improved"
+    assert by_name(compare(samples, flat, ranked))["termination_accuracy"].verdict == "no significant change"
+    assert metrics(ranked)["stop_discrimination"] == 1.0
+    backwards = by_name(compare(samples, ranked, discriminating(samples, 0.2, 0.3)))["stop_discrimination"]
+    assert backwards.trained == 0.0 and backwards.verdict == "worse"
+
+
+def test_stop_discrimination_counts_the_stops_against_min_n_and_is_absent_without_probabilities():
+    samples = [sample(f"s{i}", k, "stop" if (i, k) in {(0, 2), (1, 2)} else "continue") for i in range(12) for k in range(3)]
+    c = by_name(compare(samples, discriminating(samples, 0.1, 0.1), discriminating(samples, 0.3, 0.2)))["stop_discrimination"]
+    assert c.verdict == "too few examples"  # 2 stops among 36 samples: an AUC over two positives
+    unmeasured = score(samples, [ASK] * 36, None, "stop", "rule")
+    assert "stop_discrimination" not in by_name(compare(samples, unmeasured, unmeasured))
+    assert metrics(unmeasured)["stop_discrimination"] is None

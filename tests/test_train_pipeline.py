@@ -133,6 +133,9 @@ def test_train_run_from_logs_resumes_after_kill_in_every_stage(tmp_path):
     assert len({s["session_id"] for s in heldout}) == 3  # a quarter of the 12 sessions
     comparison = {c["name"]: c for c in result["comparison"]}
     assert comparison["termination_accuracy"]["n"] == sum(s["decision"] == "stop" for s in heldout) == 3
+    assert comparison["stop_discrimination"]["n"] == len(heldout)
+    assert all(0.0 <= comparison["stop_discrimination"][side] <= 1.0 for side in ("base", "trained"))
+    assert all(0.0 < s["p_stop"] < 1.0 for side in ("base", "trained") for s in result["scores"][side])
     assert "MARKED? by the test" in (out / "eval.html").read_text()
 
     # the same --out with another stop rule: refused, since its samples and checkpoints are the old config's

@@ -333,8 +333,9 @@ def evaluate_run(run_dir: Path, config: TrainConfig, samples: list["TrainingSamp
         handle, grade = _grader(config, stack) if config.content else (None, None)
         format_source = _format_source(config)
         threads = handle.concurrency if handle else 1
-        scores = {side: score(samples, texts, grade, config.fusion, format_source.source, threads, show_progress=True)
-                  for side, texts in completions.items()}
+        scores = {side: score(samples, [c.text for c in made], grade, config.fusion, format_source.source, threads,
+                              show_progress=True, p_stop=[c.p_stop for c in made])
+                  for side, made in completions.items()}
     comparison = compare(samples, scores["base"], scores["trained"], seed=config.seed)
     calibration = load_prompt(config.grader_prompt).calibration if config.content else None
     grader = grader_agreement(config.grader_prompt, calibration, config.min_grader_qwk, used=config.content)
@@ -342,6 +343,7 @@ def evaluate_run(run_dir: Path, config: TrainConfig, samples: list["TrainingSamp
     result = {
         "note": (f"{len(samples)} held-out samples ({len(samples) - n_stop} continue, {n_stop} stop) from "
                  f"{len({s.session_id for s in samples})} sessions; greedy decoding, at most {max_new_tokens} new tokens"
+                 + "; stop_discrimination is the ROC AUC of the policy's probability of beginning with <stop"
                  + (f", the last {config.context_turns} messages shown" if config.context_turns else "")
                  + f"; reward fusion {config.fusion}; "
                  + (f"grader {config.grader_prompt} on LM {config.grader_lm}; " if config.content else "")

@@ -2,19 +2,23 @@
 
 Greedy decoding, one completion per sample, cached per model so a killed eval resumes. good_question_rate is the
 share of continue samples whose question the grader scores content 1; termination_accuracy the share of stop samples
-answered `<stop />`. Intervals come from a bootstrap over held-out sessions, paired between base and trained: samples
+answered `<stop />`. Those depend on where greedy decoding puts the line between asking and stopping; whether the policy
+knows *which* contexts are stops does not: stop_discrimination is the ROC AUC of its probability of beginning the
+answer with `<stop` (teacher-forced, one forward pass), stop samples against continue samples (0.5: no idea where the
+expert stopped; 1: every stop sample above every continue sample). Intervals come from a bootstrap over held-out sessions, paired between base and trained: samples
 of one dialogue are correlated, so resampling them one by one would claim more certainty than the sessions give.
 """
 
 import hashlib
 import json
+import math
 import statistics
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-from pydantic import BaseModel, computed_field
+from pydantic import BaseModel, Field, computed_field
 
 from calibrator.components.extract import TrainingSample
 from calibrator.components.grader import FormatSourceName
@@ -25,6 +29,15 @@ from calibrator.prompt import Calibration, write_atomic
 from train.data import policy_messages
 from train.rewards import Grade, Terms, decision_of, fuse, score_terms
 
+STOP_PREFIX = "<stop"  # what decision_of reads as a stop
+
+
+class Completion(BaseModel):
+    """The policy's greedy answer to one sample, and the probability it gives to beginning that answer with `<stop`."""
+
+    text: str
+    p_stop: float = Field(ge=0.0, le=1.0)
+
 
 class SampleScore(BaseModel):
     id: str
@@ -34,6 +47,7 @@ class SampleScore(BaseModel):
     predicted: Decision
     terms: Terms
     reward: float
+    p_stop: float | None = None  # None: not measured (scores made without the policy's probabilities)
 
 
 # metric -> (the expert decision it is measured on, None: every sample; its per-sample value)
@@ -46,11 +60,15 @@ METRICS: dict[str, tuple[Decision | None, Callable[[SampleScore], float | None]]
     "mean_format": (None, lambda s: s.terms.format),
     "mean_reward": (None, lambda s: s.reward),
 }
+DISCRIMINATION = "stop_discrimination"  # a ranking over all samples, not a mean of per-sample values
 
 
 def score(samples: list[TrainingSample], completions: list[str], grade: Grade | None, fusion: str,
-          format_source: FormatSourceName, concurrency: int = 1, show_progress: bool = False) -> list[SampleScore]:
-    """concurrency: grader calls at once, as in the trainer's reward."""
+          format_source: FormatSourceName, concurrency: int = 1, show_progress: bool = False,
+          p_stop: list[float] | None = None) -> list[SampleScore]:
+    """concurrency: grader calls at once, as in the trainer's reward. p_stop: the policy's P(`<stop`) per sample."""
+    if p_stop is not None and len(p_stop) != len(samples):
+        raise ValueError(f"{len(p_stop)} stop probabilities for {len(samples)} samples")
     jobs = [(c, s.decision, render(s.context), "; ".join(s.target_info)) for s, c in zip(samples, completions, strict=True)]
     progress = Progress(len(jobs), "grade", "sample", show_progress, None, leave=False)
     try:
@@ -60,7 +78,8 @@ def score(samples: list[TrainingSample], completions: list[str], grade: Grade | 
     if grade is None:  # no grader: no content figure means anything, a wrong decision's 0 included
         terms = [t.model_copy(update={"graded": False}) for t in terms]
     return [SampleScore(id=s.id, session_id=s.session_id, expert=s.decision, completion=c, predicted=decision_of(c), terms=t,
-                        reward=fuse(t, fusion)) for s, c, t in zip(samples, completions, terms)]
+                        reward=fuse(t, fusion), p_stop=None if p_stop is None else p_stop[i])
+            for i, (s, c, t) in enumerate(zip(samples, completions, terms))]
 
 
 def metrics(scores: list[SampleScore]) -> dict[str, Any]:
@@ -69,8 +88,32 @@ def metrics(scores: list[SampleScore]) -> dict[str, Any]:
     for name, (subset, value) in METRICS.items():
         values = [v for s in scores if subset in (None, s.expert) and (v := value(s)) is not None]
         result[name] = statistics.fmean(values) if values else None
+    result[DISCRIMINATION] = _discrimination(scores)
     result["grader_failures"] = sum(s.terms.grader_failed for s in scores)
     return result
+
+
+def _discrimination(scores: list[SampleScore]) -> float | None:
+    if any(s.p_stop is None for s in scores):
+        return None
+    y = np.array([s.expert == "stop" for s in scores])
+    auc = weighted_auc(y, np.array([s.p_stop for s in scores]), np.ones((1, len(scores))))
+    return None if np.isnan(auc[0]) else float(auc[0])
+
+
+def weighted_auc(positive: np.ndarray, score: np.ndarray, weights: np.ndarray) -> np.ndarray:
+    """ROC AUC per row of `weights` (replicates x samples): the chance that a positive drawn by weight outranks a
+    negative drawn by weight, ties counting one half; nan for a row without a positive or without a negative."""
+    values, group = np.unique(score, return_inverse=True)
+    onehot = np.zeros((len(score), len(values)))
+    onehot[np.arange(len(score)), group] = 1.0
+    pos = (weights * positive) @ onehot  # replicates x distinct scores, ascending
+    neg = (weights * ~positive) @ onehot
+    below = np.cumsum(neg, axis=1) - neg  # negatives strictly below each distinct score
+    wins = (pos * (below + 0.5 * neg)).sum(axis=1)
+    total = pos.sum(axis=1) * neg.sum(axis=1)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(total > 0, wins / np.where(total > 0, total, 1.0), np.nan)
 
 
 class MetricComparison(BaseModel):
@@ -124,7 +167,30 @@ def compare(samples: list[TrainingSample], base: list[SampleScore], trained: lis
             name=name, n=n, sessions=len(set(cluster[mask > 0])), replicates=int(kept.sum()), base=b, base_ci=ci["base"],
             trained=t, trained_ci=ci["trained"], delta=None if b is None or t is None else t - b, delta_ci=delta_ci,
             verdict="too few examples" if delta_ci is None else verdict_for(name, n, delta_ci, min_n)))
+    if all(s.p_stop is not None for s in (*base, *trained)):
+        out.append(_compare_discrimination(samples, base, trained, cluster, draws, points, confidence, min_n))
     return out
+
+
+def _compare_discrimination(samples: list[TrainingSample], base: list[SampleScore], trained: list[SampleScore],
+                            cluster: np.ndarray, draws: np.ndarray, points: dict[str, dict[str, Any]], confidence: float,
+                            min_n: int) -> MetricComparison:
+    """stop_discrimination under the same session draws: each replicate weighs a sample by its session's draw count.
+    min_n applies to the smaller class: an AUC over a handful of stops says little however many continues there are."""
+    positive = np.array([s.decision == "stop" for s in samples])
+    weights = draws[:, cluster].astype(float)
+    boot = {side: weighted_auc(positive, np.array([s.p_stop for s in scores]), weights)
+            for side, scores in (("base", base), ("trained", trained))}
+    kept = ~np.isnan(boot["base"])
+    ci = {side: _interval(b[kept], confidence) for side, b in boot.items()}
+    delta_ci = _interval(boot["trained"][kept] - boot["base"][kept], confidence)
+    b, t = points["base"][DISCRIMINATION], points["trained"][DISCRIMINATION]
+    smaller = int(min(positive.sum(), (~positive).sum()))
+    return MetricComparison(
+        name=DISCRIMINATION, n=len(samples), sessions=len(set(cluster)), replicates=int(kept.sum()),
+        base=b, base_ci=ci["base"] if b is not None else None, trained=t, trained_ci=ci["trained"] if t is not None else None,
+        delta=None if b is None or t is None else t - b, delta_ci=delta_ci if b is not None else None,
+        verdict="too few examples" if delta_ci is None or b is None else verdict_for(DISCRIMINATION, smaller, delta_ci, min_n))
 
 
 def _interval(replicates: np.ndarray, confidence: float) -> Interval | None:
@@ -207,7 +273,9 @@ def cache_key(model_dir: Path, instructions: str, max_new_tokens: int, context_t
 
 class CompletionCache:
     """Completions of one (model, instructions, max_new_tokens), one JSON line each, appended as they finish. On open,
-    lines of another key and a line torn by a kill are dropped (the file is rewritten), so appends start clean."""
+    lines of another key and a line torn by a kill are dropped (the file is rewritten), so appends start clean. A line
+    without a stop probability (written before it was measured) keeps its text in `texts`: only the probability is
+    left to compute."""
 
     def __init__(self, path: Path, key: dict[str, Any]):
         self.path, self.key = path, key
@@ -221,7 +289,9 @@ class CompletionCache:
             if isinstance(record, dict) and isinstance(record.get("completion"), str) and all(
                     record.get(k) == v for k, v in key.items()):
                 kept[record["id"]] = record
-        self.done = {i: r["completion"] for i, r in kept.items()}
+        self.done = {i: Completion(text=r["completion"], p_stop=r["p_stop"]) for i, r in kept.items()
+                     if isinstance(r.get("p_stop"), float)}
+        self.texts = {i: r["completion"] for i, r in kept.items() if i not in self.done}
         clean = "".join(self._line(r) for r in kept.values())
         if clean != text:
             write_atomic(path, clean)
@@ -230,18 +300,19 @@ class CompletionCache:
     def _line(record: dict[str, Any]) -> str:
         return json.dumps(record, ensure_ascii=False) + "\n"
 
-    def add(self, sample_id: str, completion: str) -> None:
+    def add(self, sample_id: str, completion: Completion) -> None:
         with open(self.path, "a", encoding="utf-8") as f:
-            f.write(self._line({"id": sample_id, "completion": completion, **self.key}))
+            f.write(self._line({"id": sample_id, "completion": completion.text, "p_stop": completion.p_stop, **self.key}))
             f.flush()
 
 
 def generate(model_dir: Path, samples: list[TrainingSample], instructions: str, max_new_tokens: int,
-             cache: Path | None = None, context_turns: int | None = None) -> list[str]:
-    """Greedy completions in sample order; with `cache`, those already there for this model are reused and each new
-    one is appended as it finishes. The model is loaded only when something is left to generate."""
+             cache: Path | None = None, context_turns: int | None = None) -> list[Completion]:
+    """Greedy completions and P(`<stop`) in sample order; with `cache`, those already there for this model are reused
+    and each new one is appended as it finishes. The model is loaded only when something is left to generate."""
     store = CompletionCache(cache, cache_key(model_dir, instructions, max_new_tokens, context_turns)) if cache else None
     done = dict(store.done) if store else {}
+    texts = dict(store.texts) if store else {}
     todo = [s for s in samples if cache_slot(s) not in done]
     if todo:
         import torch
@@ -249,16 +320,22 @@ def generate(model_dir: Path, samples: list[TrainingSample], instructions: str, 
 
         tokenizer = AutoTokenizer.from_pretrained(model_dir)
         model = AutoModelForCausalLM.from_pretrained(model_dir).eval()
+        stop = torch.tensor([tokenizer(STOP_PREFIX, add_special_tokens=False)["input_ids"]])
         progress = Progress(len(samples), f"generate {model_dir.name}", "sample", True, None, initial=len(samples) - len(todo))
         try:
             for sample in todo:
                 ids = tokenizer.apply_chat_template(policy_messages(sample.context, instructions, context_turns),
                                                     add_generation_prompt=True,
                                                     return_tensors="pt", return_dict=True)
+                prompt = ids["input_ids"]
                 with torch.no_grad():
-                    out = model.generate(**ids, max_new_tokens=max_new_tokens, do_sample=False,
-                                         pad_token_id=tokenizer.eos_token_id)
-                done[cache_slot(sample)] = tokenizer.decode(out[0, ids["input_ids"].shape[1]:], skip_special_tokens=True)
+                    if (text := texts.get(cache_slot(sample))) is None:
+                        out = model.generate(**ids, max_new_tokens=max_new_tokens, do_sample=False,
+                                             pad_token_id=tokenizer.eos_token_id)
+                        text = tokenizer.decode(out[0, prompt.shape[1]:], skip_special_tokens=True)
+                    forced = model(torch.cat([prompt, stop], dim=1)).logits[0, prompt.shape[1] - 1:-1].float()
+                logp = torch.log_softmax(forced, dim=-1).gather(1, stop[0][:, None]).sum().item()
+                done[cache_slot(sample)] = Completion(text=text, p_stop=min(1.0, math.exp(logp)))
                 if store:
                     store.add(cache_slot(sample), done[cache_slot(sample)])
                 progress.step()

@@ -54,7 +54,8 @@ def _headers(*names: str) -> str:
 
 def _output(s: SampleScore) -> str:
     failed = " (grader failed)" if s.terms.grader_failed else ""
-    return (f"<td class='text'>{escape(s.completion)}<br><span class='ci'>→ {s.predicted}</span></td>"
+    p_stop = "" if s.p_stop is None else f", P(&lt;stop) {s.p_stop:.2f}"
+    return (f"<td class='text'>{escape(s.completion)}<br><span class='ci'>→ {s.predicted}{p_stop}</span></td>"
             f"<td>{s.reward:.2f}{failed}</td>")
 
 
