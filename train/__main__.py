@@ -343,8 +343,8 @@ def evaluate_run(run_dir: Path, config: TrainConfig, samples: list["TrainingSamp
     result = {
         "note": (f"{len(samples)} held-out samples ({len(samples) - n_stop} continue, {n_stop} stop) from "
                  f"{len({s.session_id for s in samples})} sessions; greedy decoding, at most {max_new_tokens} new tokens"
-                 + "; stop_discrimination is the ROC AUC of the policy's probability of beginning with <stop"
                  + (f", the last {config.context_turns} messages shown" if config.context_turns else "")
+                 + "; stop_discrimination is the ROC AUC of the policy's probability of beginning with <stop"
                  + f"; reward fusion {config.fusion}; "
                  + (f"grader {config.grader_prompt} on LM {config.grader_lm}; " if config.content else "")
                  + f"format term from the {format_source.source}; {grader.summary()}."),
