@@ -251,3 +251,40 @@ def test_eval_limit_needs_logs_and_a_positive_count(argv, tmp_path, capsys):
 
     assert main(["eval", "--model", str(tmp_path), *argv]) == 2
     assert "--limit takes a positive number of sessions" in capsys.readouterr().err
+
+
+def _samples_with_manifest(tmp_path, stop_rule: str | None):
+    from calibrator.shards import Manifest, manifest_path
+
+    samples = tmp_path / "samples.jsonl"
+    samples.write_text("")
+    if stop_rule:
+        manifest_path(samples).write_text(Manifest(logs="l.csv", logs_sha256="0", shard=None, limit=None, sessions_file=None, sessions=1,
+                                                   samples=0, prompt_sha256="0", lm="local", stop_rule=stop_rule).model_dump_json())
+    return samples
+
+
+def test_a_samples_file_cut_at_another_stop_rule_is_refused_before_anything_runs(tmp_path, capsys):
+    from train.__main__ import main
+
+    samples = _samples_with_manifest(tmp_path, "end")
+    config = tmp_path / "c.yaml"
+    config.write_text(f"stop_rule: advice\ncontent: false\nfusion: stop\nout: {tmp_path / 'out'}\ngrpo:\n  use_cpu: true\n  bf16: false\n")
+    assert main(["run", "--config", str(config), "--samples", str(samples)]) == 2
+    err = capsys.readouterr().err
+    assert "cut at stop rule 'end'" in err and "stop_rule: advice" in err and "--stop-rule advice" in err
+    assert not (tmp_path / "out").exists()
+
+
+def test_a_samples_file_notes_what_the_log_options_do_not_do(tmp_path):
+    from train import data
+    from train.config import load_config
+
+    config = tmp_path / "c.yaml"
+    config.write_text("stop_rule: advice\nlimit: 40\ncontent: false\nfusion: stop\n")
+    same = load_config(config, samples=_samples_with_manifest(tmp_path, "advice"))
+    assert data.samples_file_notes(same) == [f"limit 40 reads the first sessions of --logs; it does not cut --samples {same.samples}"]
+    bare = tmp_path / "bare"
+    bare.mkdir()
+    unknown = data.samples_file_notes(load_config(config, samples=_samples_with_manifest(bare, None)))
+    assert len(unknown) == 2 and "no manifest" in unknown[0] and "stop rule it was cut at is unknown" in unknown[0]

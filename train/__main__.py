@@ -207,6 +207,13 @@ def _run(args: argparse.Namespace) -> int:
               f"warm start and checkpoints would be reused as if they were this config's: use another --out, or delete "
               f"{config.out} to start over", file=sys.stderr)
         return 2
+    if config.samples:
+        try:
+            for note in data.samples_file_notes(config):
+                print(f"note: {note}", file=sys.stderr)
+        except data.SamplesCutElsewhere as e:
+            print(f"error: {e}", file=sys.stderr)
+            return 2
     config.out.mkdir(parents=True, exist_ok=True)
     trainer.write_from_main(config.out / "config.json", config.model_dump_json(indent=2))
     try:

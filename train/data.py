@@ -9,6 +9,7 @@ from pathlib import Path
 from calibrator.components.extract import TrainingSample
 from calibrator.logs import QUESTION_SENTENCE, Message, Sample, render
 from calibrator.prompt import write_atomic_lines
+from calibrator.shards import Manifest, manifest_path
 from train.config import TrainConfig
 from train.rewards import STOP_TAG
 
@@ -61,6 +62,32 @@ def samples_from_logs(config: TrainConfig, out: Path) -> list[TrainingSample]:
     print(f"extracted {summary.samples} samples into {out}: {summary.extracted} extracted now "
           f"({summary.reextracted} re-extracted: made by another prompt or LM), {summary.reused} from an earlier run")
     return read_samples(out)
+
+
+class SamplesCutElsewhere(ValueError):
+    """A --samples file cut at another stop rule than the config's."""
+
+
+def samples_file_notes(config: TrainConfig) -> list[str]:
+    """A --samples file was cut from logs by `calibrator extract`; the config's stop_rule and limit, which cut --logs,
+    do not apply to it. Refused when the manifest beside it names another stop rule than the config's, since
+    `train eval --logs` would then cut test logs at a different stop point than training saw; notes otherwise."""
+    assert config.samples is not None
+    notes = []
+    path = manifest_path(config.samples)
+    if path.is_file():
+        cut = Manifest.model_validate_json(path.read_text(encoding="utf-8")).stop_rule
+        if cut != config.stop_rule:
+            raise SamplesCutElsewhere(
+                f"{config.samples} was cut at stop rule {cut!r} (its manifest, {path.name}) but the config says "
+                f"stop_rule: {config.stop_rule}: set stop_rule: {cut}, or re-extract with "
+                f"`python -m calibrator extract --stop-rule {config.stop_rule}`")
+    else:
+        notes.append(f"{config.samples} has no manifest ({path.name}), so the stop rule it was cut at is unknown; the "
+                     f"config's stop_rule ({config.stop_rule}) applies only to --logs and `train eval --logs`")
+    if config.limit is not None:
+        notes.append(f"limit {config.limit} reads the first sessions of --logs; it does not cut --samples {config.samples}")
+    return notes
 
 
 def split(samples: list[TrainingSample], fraction: float, seed: int,
