@@ -61,6 +61,20 @@ def table(result: dict, title: str) -> None:
               f"{c['verdict']} (n={c['n']}, {c['sessions']} sessions)")
 
 
+def stop_mass(result: dict, title: str) -> None:
+    """How much probability each side puts on `<stop`, and how greedy decoding turns it into stops."""
+    print(f"\n{title}: P(<stop) per side")
+    for side, scores in result["scores"].items():
+        if any(s.get("p_stop") is None for s in scores):
+            continue
+        by = {d: [s["p_stop"] for s in scores if s["expert"] == d] for d in ("stop", "continue")}
+        said = sum(s["predicted"] == "stop" for s in scores)
+        print(f"  {side:8} mean on stop samples {statistics.fmean(by['stop']):.3f}, on continue samples "
+              f"{statistics.fmean(by['continue']):.3f}; above 0.5 on {sum(p > 0.5 for p in by['stop'] + by['continue'])} "
+              f"of {len(scores)} samples ({sum(p > 0.5 for p in by['stop'])} of them stop samples); greedy said <stop /> "
+              f"on {said}")
+
+
 def steps(metrics_file: Path) -> None:
     lines = [json.loads(line) for line in metrics_file.read_text().splitlines() if line.strip()]
     if not lines:
@@ -96,6 +110,7 @@ def main() -> int:
     result = json.loads((args.out / "eval.json").read_text())
     print(f"\n{result['note']}")
     table(result, "held-out sessions of the training logs: base (SmolLM2-135M-Instruct) → trained (warm start + GRPO)")
+    stop_mass(result, "held-out sessions")
     results = {"held-out sessions": result}
     if args.test_logs:
         test_out = args.out / "eval-test.json"
@@ -104,6 +119,7 @@ def main() -> int:
         results["test logs"] = json.loads(test_out.read_text())
         print(f"\n{results['test logs']['note']}")
         table(results["test logs"], f"{args.test_logs.name}, first {args.test_limit} sessions: base → trained")
+        stop_mass(results["test logs"], "test logs")
     for name, res in results.items():
         rows = {c["name"]: c for c in res["comparison"]}
         term, dec = rows["termination_accuracy"], rows["decision_accuracy"]

@@ -15,8 +15,9 @@ pytestmark = pytest.mark.slow
 INSTRUCTIONS = "You are a doctor. Ask the patient one short question, or reply <stop /> when you have asked enough."
 
 
-def test_the_eval_probability_of_stopping_is_what_a_constrained_generation_gives(tmp_path):
+def test_the_eval_probability_of_stopping_is_what_a_constrained_generation_gives(tmp_path, monkeypatch):
     import torch
+    import transformers
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     model_dir = ensure_model(EMBEDDED, tmp_path / "cache")
@@ -25,7 +26,9 @@ def test_the_eval_probability_of_stopping_is_what_a_constrained_generation_gives
                               future=[], target_info=[], decision="continue")
                for k, said in enumerate(["A cough, for a week now.", "Thanks doctor, that is all, bye."])]
     made = generate(model_dir, samples, INSTRUCTIONS, 8, cache=tmp_path / "eval.jsonl")
-    assert generate(model_dir, samples, INSTRUCTIONS, 8, cache=tmp_path / "eval.jsonl") == made  # read back, not redone
+    with monkeypatch.context() as patched:  # read back from the cache: the model is not even loaded
+        patched.setattr(transformers.AutoModelForCausalLM, "from_pretrained", lambda *a, **k: pytest.fail("model loaded"))
+        assert generate(model_dir, samples, INSTRUCTIONS, 8, cache=tmp_path / "eval.jsonl") == made
     # a cache written before P(<stop) was measured: its completions are kept, only the probabilities are computed
     old = [json.loads(line) for line in (tmp_path / "eval.jsonl").read_text().splitlines()]
     (tmp_path / "eval.jsonl").write_text("".join(json.dumps({k: v for k, v in r.items() if k != "p_stop"}

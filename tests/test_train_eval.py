@@ -225,6 +225,9 @@ def test_weighted_auc_is_sklearns_auc_of_the_samples_repeated_by_their_weights()
         repeated = np.repeat(np.arange(40), row.astype(int))
         assert value == pytest.approx(roc_auc_score(positive[repeated], score[repeated]))
     assert np.isnan(weighted_auc(positive, score, np.where(positive, 0.0, 1.0)[None, :]))[0]  # no positive drawn
+    assert weighted_auc(positive.astype(int), score, weights) == pytest.approx(got)  # 0/1 labels read as booleans
+    with pytest.raises(ValueError, match="NaN"):
+        weighted_auc(positive, np.where(positive, np.nan, 0.5), weights)
 
 
 def discriminating(samples, stop_p: float, continue_p: float):
@@ -244,6 +247,21 @@ def test_stop_discrimination_rises_when_the_policy_ranks_stops_first_whatever_it
     assert metrics(ranked)["stop_discrimination"] == 1.0
     backwards = by_name(compare(samples, ranked, discriminating(samples, 0.2, 0.3)))["stop_discrimination"]
     assert backwards.trained == 0.0 and backwards.verdict == "worse"
+
+
+def test_stop_discrimination_is_paired_and_drops_the_same_replicates_on_both_sides():
+    rng = np.random.default_rng(5)
+    samples = [sample(f"s{i}", k, "stop" if k == 2 and i < 2 else "continue") for i in range(30) for k in range(3)]
+    noisy = score(samples, [ASK] * 90, None, "stop", "rule", p_stop=list(rng.random(90)))
+    same = by_name(compare(samples, noisy, noisy, n_boot=400, min_n=1))["stop_discrimination"]
+    assert same.delta_ci == (0.0, 0.0)  # the same draws on both sides: unpaired draws would give a spread here
+    assert same.base_ci[0] < same.base < same.base_ci[1]
+    # 2 stops in 30 sessions: (28/30)^30, about 1 replicate in 8, draws no stop at all, and is dropped from both sides
+    assert 0.8 * 400 < same.replicates < 0.95 * 400
+    shifted = score(samples, [ASK] * 90, None, "stop", "rule",
+                    p_stop=[min(1.0, s.p_stop + 0.3) if s.expert == "stop" else s.p_stop for s in noisy])
+    up = by_name(compare(samples, noisy, shifted, n_boot=400, min_n=1))["stop_discrimination"]
+    assert up.replicates == same.replicates and not np.isnan(up.delta_ci).any() and up.delta_ci[0] >= 0.0 < up.delta
 
 
 def test_stop_discrimination_counts_the_stops_against_min_n_and_is_absent_without_probabilities():

@@ -211,7 +211,7 @@ def _run(args: argparse.Namespace) -> int:
         try:
             for note in data.samples_file_notes(config):
                 print(f"note: {note}", file=sys.stderr)
-        except data.SamplesCutElsewhere as e:
+        except data.SamplesFileError as e:
             print(f"error: {e}", file=sys.stderr)
             return 2
     config.out.mkdir(parents=True, exist_ok=True)

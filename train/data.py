@@ -64,8 +64,8 @@ def samples_from_logs(config: TrainConfig, out: Path) -> list[TrainingSample]:
     return read_samples(out)
 
 
-class SamplesCutElsewhere(ValueError):
-    """A --samples file cut at another stop rule than the config's."""
+class SamplesFileError(ValueError):
+    """A --samples file whose manifest is unreadable or names another stop rule than the config's."""
 
 
 def samples_file_notes(config: TrainConfig) -> list[str]:
@@ -76,9 +76,13 @@ def samples_file_notes(config: TrainConfig) -> list[str]:
     notes = []
     path = manifest_path(config.samples)
     if path.is_file():
-        cut = Manifest.model_validate_json(path.read_text(encoding="utf-8")).stop_rule
+        try:
+            cut = Manifest.model_validate_json(path.read_text(encoding="utf-8")).stop_rule
+        except ValueError as e:
+            raise SamplesFileError(f"{path}: not a manifest `calibrator extract` wrote ({e.__class__.__name__}: "
+                                   f"{str(e).splitlines()[0]}); re-extract, or remove it to go without") from None
         if cut != config.stop_rule:
-            raise SamplesCutElsewhere(
+            raise SamplesFileError(
                 f"{config.samples} was cut at stop rule {cut!r} (its manifest, {path.name}) but the config says "
                 f"stop_rule: {config.stop_rule}: set stop_rule: {cut}, or re-extract with "
                 f"`python -m calibrator extract --stop-rule {config.stop_rule}`")

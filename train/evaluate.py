@@ -29,7 +29,7 @@ from calibrator.prompt import Calibration, write_atomic
 from train.data import policy_messages
 from train.rewards import Grade, Terms, decision_of, fuse, score_terms
 
-STOP_PREFIX = "<stop"  # what decision_of reads as a stop
+STOP_PREFIX = "<stop"  # an answer that begins so is a stop (decision_of also reads `<stop` later on: P is a lower bound)
 
 
 class Completion(BaseModel):
@@ -104,6 +104,9 @@ def _discrimination(scores: list[SampleScore]) -> float | None:
 def weighted_auc(positive: np.ndarray, score: np.ndarray, weights: np.ndarray) -> np.ndarray:
     """ROC AUC per row of `weights` (replicates x samples): the chance that a positive drawn by weight outranks a
     negative drawn by weight, ties counting one half; nan for a row without a positive or without a negative."""
+    positive = np.asarray(positive, dtype=bool)
+    if np.isnan(score).any():
+        raise ValueError("a NaN score has no rank")
     values, group = np.unique(score, return_inverse=True)
     onehot = np.zeros((len(score), len(values)))
     onehot[np.arange(len(score)), group] = 1.0
@@ -335,6 +338,8 @@ def generate(model_dir: Path, samples: list[TrainingSample], instructions: str, 
                         text = tokenizer.decode(out[0, prompt.shape[1]:], skip_special_tokens=True)
                     forced = model(torch.cat([prompt, stop], dim=1)).logits[0, prompt.shape[1] - 1:-1].float()
                 logp = torch.log_softmax(forced, dim=-1).gather(1, stop[0][:, None]).sum().item()
+                if math.isnan(logp):
+                    raise RuntimeError(f"{model_dir}: the probability of {STOP_PREFIX!r} is NaN on sample {sample.id}")
                 done[cache_slot(sample)] = Completion(text=text, p_stop=min(1.0, math.exp(logp)))
                 if store:
                     store.add(cache_slot(sample), done[cache_slot(sample)])
