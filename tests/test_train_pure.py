@@ -82,6 +82,7 @@ def test_split_keeps_sessions_whole_is_deterministic_and_drops_unusable_samples(
     assert {s.session_id for s in train}.isdisjoint({s.session_id for s in test})
     assert 0 < len(test) < len(train) and all(s.session_id != "bad" for s in train + test)
     assert data.split(samples, 0.25, seed=0) == (train, test)
+    assert data.usable(samples) == samples[:-1] and data.usable(samples, content=False) == samples  # ungraded: no target needed
 
 
 def test_rebalance_reaches_the_share_and_the_warm_start_keeps_its_own():

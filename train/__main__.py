@@ -304,7 +304,7 @@ def _eval(args: argparse.Namespace) -> int:
         except LogError as e:
             print(f"error: {e}", file=sys.stderr)
             return 2
-        samples, _ = data.split(everything, 0.0, config.seed, config.content)  # no session held back: all of them are held out
+        samples = data.usable(everything, config.content)  # every session of a file training never read is held out
     else:
         samples_path = args.samples or args.model / "heldout.jsonl"
         samples = data.read_samples(samples_path)

@@ -99,10 +99,16 @@ def split(samples: list[TrainingSample], fraction: float, seed: int,
     """Whole sessions go to one side, so no held-out dialogue was seen in training: sessions ranked by a hash
     of (seed, id), the first round(fraction * sessions) held out. When content is graded, continue samples with no
     target are dropped (there is nothing to grade a question against)."""
-    usable = [s for s in samples if s.error is None and (s.decision == "stop" or s.target_info or not content)]
-    sessions = sorted({s.session_id for s in usable}, key=lambda sid: hashlib.sha256(f"{seed}:{sid}".encode()).hexdigest())
+    kept = usable(samples, content)
+    sessions = sorted({s.session_id for s in kept}, key=lambda sid: hashlib.sha256(f"{seed}:{sid}".encode()).hexdigest())
     held = set(sessions[: round(fraction * len(sessions))])
-    return [s for s in usable if s.session_id not in held], [s for s in usable if s.session_id in held]
+    return [s for s in kept if s.session_id not in held], [s for s in kept if s.session_id in held]
+
+
+def usable(samples: list[TrainingSample], content: bool = True) -> list[TrainingSample]:
+    """Samples a run can train or be evaluated on: extracted without error and, when content is graded, either a stop
+    or a continue with a target to grade the question against."""
+    return [s for s in samples if s.error is None and (s.decision == "stop" or s.target_info or not content)]
 
 
 def rebalance(samples: list[TrainingSample], stop_share: float | None, seed: int) -> list[TrainingSample]:
