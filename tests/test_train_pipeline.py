@@ -123,6 +123,14 @@ def test_train_run_from_logs_resumes_after_kill_in_every_stage(tmp_path):
 
         done = subprocess.run([sys.executable, "-m", "train", "run", "--config", str(cfg)], cwd=ROOT, capture_output=True,
                               text=True, timeout=900)
+        # 5. a log file training never read: every one of its first 2 sessions is held out
+        test_logs = tmp_path / "test.csv"
+        test_logs.write_text("ID,section_header,section_text,dialogue\n" + "".join(
+            f'T{i},GENHX,A rash.,"Doctor: Where is the rash?\nPatient: On my arm, for {i + 1} weeks.\nDoctor: Does it itch?\n'
+            f'Patient: Yes.\nDoctor: It looks like eczema; use the cream twice a day.\nPatient: Thanks."\n' for i in range(4)))
+        tested = subprocess.run([sys.executable, "-m", "train", "eval", "--model", str(out), "--logs", str(test_logs),
+                                 "--limit", "2", "--out", str(tmp_path / "eval-test.json")], cwd=ROOT, capture_output=True,
+                                text=True, timeout=900)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     assert "warm start: done already" in done.stdout and "training: done already" in done.stdout
     result = json.loads((out / "eval.json").read_text())
@@ -137,6 +145,15 @@ def test_train_run_from_logs_resumes_after_kill_in_every_stage(tmp_path):
     assert all(0.0 <= comparison["stop_discrimination"][side] <= 1.0 for side in ("base", "trained"))
     assert all(0.0 < s["p_stop"] < 1.0 for side in ("base", "trained") for s in result["scores"][side])
     assert "MARKED? by the test" in (out / "eval.html").read_text()
+
+    assert tested.returncode == 0, tested.stdout[-3000:] + tested.stderr[-3000:]
+    test_result = json.loads((tmp_path / "eval-test.json").read_text())
+    test_samples = [json.loads(line) for path in out.glob("eval-logs-*.jsonl") for line in lines(path)]
+    assert {s["session_id"] for s in test_samples} == {"T0", "T1"}  # --limit 2: the first two sessions, and only them
+    assert [s["id"] for s in test_result["scores"]["trained"]] == [s["id"] for s in test_samples if
+                                                                   s["decision"] == "stop" or s["target_info"]]
+    assert {c["name"]: c for c in test_result["comparison"]}["decision_accuracy"]["sessions"] == 2
+    assert (tmp_path / "eval-test.html").is_file()
 
     # the same --out with another stop rule: refused, since its samples and checkpoints are the old config's
     cfg.write_text(cfg.read_text().replace("stop_rule: advice", "stop_rule: end"))
