@@ -8,8 +8,9 @@ file training never read (the held-out sessions of the training file are looked 
 between runs are made on them; the test file is not); then `python -m train eval --base OUT/warm_start/final` to
 separate what GRPO added from what the warm start gave. Prints termination, continue and decision accuracy, stop
 discrimination (ROC AUC of the policy's P(<stop)) and mean format with their 95% session-bootstrap CIs and paired
-verdicts, the per-step time split (generation / reward / update) and the share of GRPO groups with zero reward variance over the run. Goal (issue 15): termination accuracy
-improves with a paired 95% CI above 0 and decision accuracy does not get worse. Resumable: run it again with the same
+verdicts, P(<stop) per side, the per-step time split (generation / reward / update) and the share of GRPO groups
+with zero reward variance over the run. Goal (issue 15): termination accuracy improves with a paired 95% CI above 0
+and decision accuracy does not get worse. Resumable: run it again with the same
 --out and finished stages are reused.
 Data: MTS-Dialog (Ben Abacha et al., EACL 2023; CC BY 4.0) by default, read from ../shared/data.
 """

@@ -4,9 +4,11 @@ Greedy decoding, one completion per sample, cached per model so a killed eval re
 share of continue samples whose question the grader scores content 1; termination_accuracy the share of stop samples
 answered `<stop />`. Those depend on where greedy decoding puts the line between asking and stopping; whether the policy
 knows *which* contexts are stops does not: stop_discrimination is the ROC AUC of its probability of beginning the
-answer with `<stop` (teacher-forced, one forward pass), stop samples against continue samples (0.5: no idea where the
-expert stopped; 1: every stop sample above every continue sample). Intervals come from a bootstrap over held-out sessions, paired between base and trained: samples
-of one dialogue are correlated, so resampling them one by one would claim more certainty than the sessions give.
+answer with `<stop` (teacher-forced, one forward pass; decision_of also reads `<stop` later in an answer, so this is a
+lower bound on P(stop)), stop samples against continue samples (0.5: no idea where the expert stopped; 1: every stop
+sample above every continue sample). Intervals come from a bootstrap over held-out sessions, paired between base and
+trained: samples of one dialogue are correlated, so resampling them one by one would claim more certainty than the
+sessions give.
 """
 
 import hashlib
@@ -27,9 +29,7 @@ from calibrator.metrics import Interval, Verdict, percentile_interval, verdict_f
 from calibrator.parallel import Progress, map_ordered
 from calibrator.prompt import Calibration, write_atomic
 from train.data import policy_messages
-from train.rewards import Grade, Terms, decision_of, fuse, score_terms
-
-STOP_PREFIX = "<stop"  # an answer that begins so is a stop (decision_of also reads `<stop` later on: P is a lower bound)
+from train.rewards import STOP_PREFIX, Grade, Terms, decision_of, fuse, score_terms
 
 
 class Completion(BaseModel):
@@ -184,16 +184,16 @@ def _compare_discrimination(samples: list[TrainingSample], base: list[SampleScor
     weights = draws[:, cluster].astype(float)
     boot = {side: weighted_auc(positive, np.array([s.p_stop for s in scores]), weights)
             for side, scores in (("base", base), ("trained", trained))}
-    kept = ~np.isnan(boot["base"])
+    kept = ~np.isnan(boot["base"])  # no replicate is kept when the samples lack a class, the case where b and t are None
     ci = {side: _interval(b[kept], confidence) for side, b in boot.items()}
     delta_ci = _interval(boot["trained"][kept] - boot["base"][kept], confidence)
     b, t = points["base"][DISCRIMINATION], points["trained"][DISCRIMINATION]
     smaller = int(min(positive.sum(), (~positive).sum()))
     return MetricComparison(
-        name=DISCRIMINATION, n=len(samples), sessions=len(set(cluster)), replicates=int(kept.sum()),
-        base=b, base_ci=ci["base"] if b is not None else None, trained=t, trained_ci=ci["trained"] if t is not None else None,
-        delta=None if b is None or t is None else t - b, delta_ci=delta_ci if b is not None else None,
-        verdict="too few examples" if delta_ci is None or b is None else verdict_for(DISCRIMINATION, smaller, delta_ci, min_n))
+        name=DISCRIMINATION, n=len(samples), sessions=len(set(cluster)), replicates=int(kept.sum()), base=b,
+        base_ci=ci["base"], trained=t, trained_ci=ci["trained"], delta=None if b is None or t is None else t - b,
+        delta_ci=delta_ci,
+        verdict="too few examples" if delta_ci is None else verdict_for(DISCRIMINATION, smaller, delta_ci, min_n))
 
 
 def _interval(replicates: np.ndarray, confidence: float) -> Interval | None:

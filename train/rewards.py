@@ -20,6 +20,7 @@ from calibrator.components.grader import FormatSourceName, GraderPrediction, for
 from calibrator.parallel import map_ordered
 
 STOP_TAG = "<stop />"
+STOP_PREFIX = "<stop"  # what makes an answer a stop, wherever it appears
 Grade = Callable[[str, str, str], GraderPrediction]  # (context, target info, candidate) -> scores
 
 
@@ -32,7 +33,7 @@ class Terms(BaseModel):
 
 
 def decision_of(completion: str) -> str:
-    return "stop" if "<stop" in completion.lower() else "continue"
+    return "stop" if STOP_PREFIX in completion.lower() else "continue"
 
 
 def score_terms(completion: str, decision: str, context: str, target_info: str, grade: Grade | None,

@@ -39,6 +39,18 @@ def _alive(pid: int) -> bool:
     return True
 
 
+@contextmanager
+def _write(db: sqlite3.Connection) -> Iterator[None]:
+    """One write transaction, its lock taken up front (waiting out other writers), committed or rolled back."""
+    db.execute("BEGIN IMMEDIATE")
+    try:
+        yield
+    except BaseException:
+        db.execute("ROLLBACK")  # never hand a connection holding the write lock back to the pool
+        raise
+    db.execute("COMMIT")
+
+
 class CallCache:
     def __init__(self, path: Path, *, stale_after: float = 900.0) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -63,15 +75,10 @@ class CallCache:
                 with self._db() as db:
                     if db.execute("PRAGMA journal_mode").fetchone()[0] != "wal":
                         db.execute("PRAGMA journal_mode=WAL")
-                    db.execute("BEGIN IMMEDIATE")
-                    try:
+                    with _write(db):
                         db.execute("CREATE TABLE IF NOT EXISTS calls (key TEXT PRIMARY KEY, answer TEXT NOT NULL)")
                         db.execute("CREATE TABLE IF NOT EXISTS claims (key TEXT PRIMARY KEY, owner TEXT NOT NULL, "
                                    "since REAL NOT NULL)")
-                    except BaseException:
-                        db.execute("ROLLBACK")
-                        raise
-                    db.execute("COMMIT")
                 return
             except sqlite3.OperationalError as err:
                 if "locked" not in str(err) or time.monotonic() > deadline:
@@ -104,15 +111,9 @@ class CallCache:
         return json.loads(row[0]) if row else None
 
     def put(self, key: str, answer: dict[str, Any]) -> None:
-        with self._db() as db:
-            db.execute("BEGIN IMMEDIATE")
-            try:
-                db.execute("INSERT OR REPLACE INTO calls VALUES (?, ?)", (key, json.dumps(answer)))
-                db.execute("DELETE FROM claims WHERE key = ? AND owner = ?", (key, self.owner))
-            except BaseException:
-                db.execute("ROLLBACK")  # never hand a connection holding the write lock back to the pool
-                raise
-            db.execute("COMMIT")
+        with self._db() as db, _write(db):
+            db.execute("INSERT OR REPLACE INTO calls VALUES (?, ?)", (key, json.dumps(answer)))
+            db.execute("DELETE FROM claims WHERE key = ? AND owner = ?", (key, self.owner))
 
     def claim(self, key: str) -> bool:
         """True when this cache now owns the call for `key`; False while a live owner elsewhere is making it."""
