@@ -38,7 +38,8 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--config", type=Path, default=CONFIGS / "cpu-smoke.yaml", help="YAML config (default: train/configs/cpu-smoke.yaml)")
     run.add_argument("--model", help="Hugging Face model folder (default: the embedded SmolLM2, converted once)")
     source = run.add_mutually_exclusive_group()
-    source.add_argument("--samples", type=Path, help="samples.jsonl from `python -m calibrator extract`")
+    source.add_argument("--samples", type=Path, help="samples.jsonl from `python -m calibrator extract` (refused when its "
+                        "manifest names another stop rule than the config's stop_rule)")
     source.add_argument("--logs", type=Path, help="expert logs: a PriMock57 folder, an MTS-Dialog CSV, a ReMeDi file, or "
                         "RealMedConv/transcript JSONL/CSV; segmented at the config's stop_rule, targets extracted with the "
                         "calibrated extractor")
