@@ -2,8 +2,8 @@
 
     .venv/bin/python bench/report_scale.py [--n 1000]
 
-Run folders are written by the real scoring/writing code with made-up predictions (tests/synthetic_run.py);
-load time is the Navigation Timing load event in Debian's chromium (tests/browser.py), median of 3 opens.
+Run folders are written by the real scoring/writing code with made-up predictions (tests/support/synthetic_run.py);
+load time is the Navigation Timing load event in Debian's chromium (tests/support/browser.py), median of 3 opens.
 Every example has a 12-line context of ~90-character turns by default (--turns), the history the
 extractor reads. Goal: under 5 MB and under 2 s at 1,000 examples.
 """
@@ -18,8 +18,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tests"))
 
-from browser import chromium_available, open_page  # noqa: E402
-from synthetic_run import make_run  # noqa: E402
+from support.browser import chromium_available, open_page  # noqa: E402
+from support.synthetic_run import make_run  # noqa: E402
 
 
 def measure(parent: Path, component: str, n: int, turns: int) -> tuple[float, float, float]:

@@ -1,14 +1,60 @@
-"""Helpers shared by the gold-set tests: the contract's header and a CSV writer."""
+"""Fixtures every test file may ask for: the CLI runner, the schema-following stub server, the embedded model's
+server and one headless Chromium, each started once per session. Helpers that are not fixtures live in
+tests/support/."""
 
-import csv
-from pathlib import Path
+import os
 
-HEADER = ["id", "context", "target_info", "candidate", "content_score", "format_score", "note"]
+import pytest
+
+from support import ROOT
+
+# What `python -m calibrator` sets before DSPy or Hugging Face load, so in-process runs see the same environment.
+os.environ.setdefault("DSPY_CACHEDIR", str(ROOT / ".cache" / "dspy"))
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 
-def write_csv(path: Path, rows: list[dict], header: list[str] = HEADER) -> Path:
-    with open(path, "w", newline="", encoding="utf-8") as f:
-        writer = csv.DictWriter(f, fieldnames=header, extrasaction="ignore")
-        writer.writeheader()
-        writer.writerows(rows)
-    return path
+@pytest.fixture
+def cli():
+    """`cli.calibrator(*args)` and `cli.train(*args)`: the command run in this process, its exit code and output as a
+    `support.cli.Result`."""
+    from support import cli as runner
+
+    return runner
+
+
+@pytest.fixture(scope="session")
+def schema_server():
+    from support.schema_server import SchemaServer
+
+    with SchemaServer() as server:
+        yield server
+
+
+@pytest.fixture
+def stub(schema_server):
+    """The session's schema server, reset: no delay, nothing held, log-probabilities on, counters at zero."""
+    schema_server.reset()
+    yield schema_server
+    schema_server.reset()
+
+
+@pytest.fixture(scope="session")
+def embedded():
+    """The embedded SmolLM2 served by llama.cpp in this process, one slot, for the tests whose point is its answers."""
+    from calibrator.lm.local import LocalServer, embedded_gguf
+
+    server = LocalServer(embedded_gguf(), n_ctx=8192)
+    yield server
+    server.close()
+
+
+@pytest.fixture(scope="session")
+def chromium():
+    from support.browser import chromium_available, launch
+
+    if not chromium_available():
+        pytest.skip("Debian's chromium (/usr/bin/chromium) or the playwright package is missing; .ci/run installs both")
+    with launch() as browser:
+        yield browser

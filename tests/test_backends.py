@@ -2,7 +2,6 @@
 (llama.cpp's, serving the embedded model), plus retries and recorded failures through a real flaky proxy."""
 
 import json
-from pathlib import Path
 
 import dspy
 import pytest
@@ -14,9 +13,9 @@ from calibrator.lm import CallPolicy, LMSpec, open_lm
 from calibrator.lm.adapter import CompactJSONAdapter
 from calibrator.lm.local import LocalServer, embedded_gguf
 from calibrator.prompt import load_prompt
-from fault_proxy import FaultProxy
+from support.fault_proxy import FaultProxy
+from support import ROOT
 
-ROOT = Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture(scope="module")

@@ -1,20 +1,8 @@
-"""The headless-Chromium helper (tests/browser.py) that the HTML-report tests build on."""
+"""The headless-Chromium helper (tests/support/browser.py) that the HTML-report tests build on."""
 
-import importlib.util
 from pathlib import Path
 
-import pytest
-
-from browser import CHROMIUM, chromium_available, open_page
-
-pytestmark = pytest.mark.skipif(
-    not chromium_available(),
-    reason=(
-        "Python package playwright is missing (bash .ci/bootstrap installs the test extra)"
-        if importlib.util.find_spec("playwright") is None
-        else f"{CHROMIUM} is missing: install Debian's chromium (apt-get install chromium; .ci/run does)"
-    ),
-)
+from support.browser import open_page
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
@@ -29,7 +17,7 @@ def page(tmp_path: Path, body: str, head: str = "") -> Path:
     return path
 
 
-def test_clean_page_has_no_errors_no_requests_and_a_screenshot(tmp_path):
+def test_clean_page_has_no_errors_no_requests_and_a_screenshot(tmp_path, chromium):
     html = page(
         tmp_path,
         '<h1>Report</h1><p>All local.</p><img alt="dot" src="data:image/gif;base64,'
@@ -38,7 +26,7 @@ def test_clean_page_has_no_errors_no_requests_and_a_screenshot(tmp_path):
         head="<style>h1 { color: #234; }</style>",
     )
     shot = tmp_path / "shots" / "page.png"
-    report = open_page(html, shot, width=800)
+    report = open_page(html, shot, width=800, browser=chromium)
     assert report.console_errors == []
     assert report.page_errors == []
     assert report.external_requests == []
@@ -47,21 +35,21 @@ def test_clean_page_has_no_errors_no_requests_and_a_screenshot(tmp_path):
     assert 0 < report.load_seconds < 10
 
 
-def test_console_error_is_reported(tmp_path):
-    report = open_page(page(tmp_path, '<script>console.error("boom")</script>'))
+def test_console_error_is_reported(tmp_path, chromium):
+    report = open_page(page(tmp_path, '<script>console.error("boom")</script>'), browser=chromium)
     assert report.console_errors == ["boom"]
     assert report.page_errors == []
     assert report.screenshot is None
 
 
-def test_external_request_is_recorded_and_blocked(tmp_path):
-    report = open_page(page(tmp_path, '<img src="https://example.com/x.png">'))
+def test_external_request_is_recorded_and_blocked(tmp_path, chromium):
+    report = open_page(page(tmp_path, '<img src="https://example.com/x.png">'), browser=chromium)
     assert report.external_requests == ["https://example.com/x.png"]
     # Blocked, not fetched: Chromium sees the aborted load, never the network's answer.
     assert report.console_errors == ["Failed to load resource: net::ERR_FAILED"]
     assert report.load_seconds < 10
 
 
-def test_uncaught_exception_is_a_page_error(tmp_path):
-    report = open_page(page(tmp_path, '<script>throw new TypeError("kaput")</script>'))
+def test_uncaught_exception_is_a_page_error(tmp_path, chromium):
+    report = open_page(page(tmp_path, '<script>throw new TypeError("kaput")</script>'), browser=chromium)
     assert report.page_errors == ["TypeError: kaput"]

@@ -15,9 +15,9 @@ from calibrator.goldset import load_goldset
 from calibrator.optimize import BUDGETS
 from calibrator.prompt import load_prompt
 
-from schema_server import SchemaServer
+from support.schema_server import SchemaServer
+from support import ROOT
 
-ROOT = Path(__file__).resolve().parents[1]
 SLICE = 24  # rows of the shipped gold set, spread over the file so every label is in: a few seconds per combination
 pytestmark = pytest.mark.slow
 

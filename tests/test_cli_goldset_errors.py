@@ -12,9 +12,9 @@ from pathlib import Path
 
 import pytest
 
-from conftest import HEADER, write_csv
+from support.goldrows import HEADER, write_csv
+from support import ROOT
 
-ROOT = Path(__file__).resolve().parents[1]
 PROMPT = ROOT / "prompts" / "grader.yaml"
 CALIBRATED = ROOT / "prompts" / "grader.calibrated.yaml"
 GOOD = {

@@ -17,9 +17,9 @@ from calibrator.lm import CallPolicy, LMSpec, open_lm
 from calibrator.lm.adapter import CompactJSONAdapter
 from calibrator.lm.local import LocalServer, embedded_gguf
 from calibrator.prompt import load_prompt
-from fault_proxy import FaultProxy
+from support.fault_proxy import FaultProxy
+from support import ROOT
 
-ROOT = Path(__file__).resolve().parents[1]
 pytestmark = pytest.mark.slow
 
 

@@ -9,7 +9,7 @@ from pathlib import Path
 import openpyxl
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from synthetic_run import make_run
+from support.synthetic_run import make_run
 
 from calibrator.components.grader import GraderRow
 from calibrator.components.extractor import ExtractorRow

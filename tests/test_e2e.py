@@ -1,49 +1,56 @@
-"""The CLI end to end on the embedded model: a smoke run, its cached re-run, a killed run resumed, eval."""
+"""The grader's command line end to end. On the embedded model, where its answers are the point: one smoke run (its
+artifacts, then the same command answered wholly from the cache) and the DSPy optimizers. Against the stub, where the
+machinery is: a run killed mid-way (SIGKILL, SIGINT) resumed from the cache, and eval by split."""
 
 import csv
 import json
-import os
+import shutil
 import signal
 import sqlite3
-import subprocess
-import sys
-import time
 from pathlib import Path
 
 import pytest
 
 from calibrator.components.grader import GRADER
 from calibrator.optimize import BUDGETS
+from support import ROOT
+from support.cli import Started
 
-ROOT = Path(__file__).resolve().parents[1]
 pytestmark = pytest.mark.slow
 
 
-def calibrator(*args: str, tmp: Path) -> subprocess.CompletedProcess:
-    cmd = [sys.executable, "-m", "calibrator", *args, "--out", str(tmp / "reports"), "--cache-dir", str(tmp / "cache"), "--no-progress"]
-    return subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=1200)
-
-
-def runs(tmp: Path) -> list[Path]:
-    return sorted(p for p in (tmp / "reports").iterdir() if p.is_dir() and not p.name.startswith("."))
+def runs(out: Path) -> list[Path]:
+    return sorted(p for p in out.iterdir() if p.is_dir() and not p.name.startswith("."))
 
 
 def record(folder: Path) -> dict:
     return json.loads((folder / "run.json").read_text())
 
 
-def run_args(tmp: Path) -> list[str]:
-    return ["run", "--component", "grader", "--budget", "smoke", "--save-prompt", str(tmp / "grader.calibrated.yaml")]
+def smoke_args(tmp: Path, *lm: str) -> list[str]:
+    return ["run", "--component", "grader", "--budget", "smoke", "--save-prompt", str(tmp / "grader.calibrated.yaml"),
+            "--out", str(tmp / "reports"), "--cache-dir", str(tmp / "cache"), "--no-progress", *lm]
 
 
-def test_smoke_run_writes_artifacts_and_reruns_from_cache(tmp_path):
-    first = calibrator(*run_args(tmp_path), tmp=tmp_path)
-    assert first.returncode == 0, first.stderr
-    [folder] = runs(tmp_path)
+@pytest.fixture(scope="module")
+def smoke_run(tmp_path_factory):
+    """One smoke run on the embedded model with a fresh cache: the artifacts test reads it, the optimizer tests start
+    from a copy of its cache (their baseline asks the same questions)."""
+    from support.cli import calibrator
+
+    tmp = tmp_path_factory.mktemp("smoke")
+    done = calibrator(*smoke_args(tmp))
+    assert done.code == 0, done.err
+    return tmp
+
+
+def test_smoke_run_writes_artifacts_and_reruns_from_cache(smoke_run, cli):
+    [folder] = runs(smoke_run / "reports")
     rec = record(folder)
     for key in ("run_id", "command", "component", "lm", "optimizer", "seed", "goldset", "baseline", "calibrated",
                 "verdict", "usage", "wall_seconds", "prompt"):
         assert key in rec
+    assert rec["lm"] == "local"
     assert rec["goldset"]["n"]["test"] > 0 and len(rec["goldset"]["sha256"]) == 64
     for split in ("val", "test"):
         for side in ("baseline", "calibrated"):
@@ -57,13 +64,16 @@ def test_smoke_run_writes_artifacts_and_reruns_from_cache(tmp_path):
     assert rows and {"id", "split", "gold", "baseline", "calibrated"} <= set(rows[0])
     assert sum(sum(r) for r in rec["calibrated"]["test"]["confusion"]) == sum(
         1 for r in rows if r["split"] == "test" and r["calibrated"] != "")
-    assert "<html" in (folder / "index.html").read_text() and folder.name in (tmp_path / "reports" / "index.html").read_text()
-    saved = (tmp_path / "grader.calibrated.yaml").read_text()
+    assert "<html" in (folder / "index.html").read_text()
+    assert folder.name in (smoke_run / "reports" / "index.html").read_text()
+    saved = (smoke_run / "grader.calibrated.yaml").read_text()
     assert "calibration:" in saved and rec["run_id"] in saved
 
-    again = calibrator(*run_args(tmp_path), tmp=tmp_path)
-    assert again.returncode == 0, again.stderr
-    rerun = record(runs(tmp_path)[-1])
+    again = cli.calibrator(*smoke_args(smoke_run))
+    assert again.code == 0, again.err
+    first, rerun = runs(smoke_run / "reports")
+    assert first == folder
+    rerun = record(rerun)
     assert rerun["usage"]["lm_calls"] == 0 and rerun["usage"]["cache_hits"] > 0
     for side in ("baseline", "calibrated"):
         assert rerun[side] == rec[side]
@@ -78,35 +88,34 @@ def _cached_calls(cache: Path) -> int:
         return 0
 
 
-@pytest.mark.parametrize("sig", [signal.SIGKILL, signal.SIGINT])
-def test_killed_run_resumes_from_cache(tmp_path, sig):
-    cmd = [sys.executable, "-m", "calibrator", *run_args(tmp_path), "--out", str(tmp_path / "reports"),
-           "--cache-dir", str(tmp_path / "cache"), "--no-progress"]
-    proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    deadline = time.time() + 600
-    while _cached_calls(tmp_path / "cache") < 4 and time.time() < deadline and proc.poll() is None:
-        time.sleep(0.5)
-    assert proc.poll() is None, "the run finished before it could be interrupted"
-    os.kill(proc.pid, sig)
-    proc.communicate(timeout=120)
+@pytest.mark.parametrize("sig", [signal.SIGKILL, signal.SIGINT], ids=["SIGKILL", "SIGINT"])
+def test_killed_run_resumes_from_cache(tmp_path, sig, stub, cli):
+    stub.delay = 0.1  # slow enough to be caught mid-run, one call at a time
+    args = smoke_args(tmp_path, "--lm", f"openai-compatible:stub@{stub.url}", "--concurrency", "1")
+    killed = Started("calibrator", *args, logs=tmp_path / "logs").kill_when(lambda: _cached_calls(tmp_path / "cache") >= 4, sig)
     made = _cached_calls(tmp_path / "cache")
     assert made >= 4
     reports = tmp_path / "reports"
-    assert not any(p for p in reports.iterdir() if not p.name.startswith(".")), \
-        "no run folder (and no index) may exist for a killed run"
     assert not (tmp_path / "grader.calibrated.yaml").exists()
     if sig == signal.SIGINT:
-        assert not any(reports.iterdir()), "an interrupted run cleans up its partial folder"
+        assert killed.code == 130
+        assert killed.err.strip().splitlines()[-1] == ("interrupted: nothing half-written; run the same command again to "
+                                                       "resume from the cached LM answers")
+        assert not reports.exists() or not any(reports.iterdir()), "an interrupted run cleans up its partial folder"
+    else:
+        assert killed.code == -signal.SIGKILL
+        assert not [p for p in reports.iterdir() if not p.name.startswith(".")], "no run folder (and no index) for a killed run"
 
-    resumed = calibrator(*run_args(tmp_path), tmp=tmp_path)
-    assert resumed.returncode == 0, resumed.stderr
-    [folder] = runs(tmp_path)
+    stub.delay = 0.0
+    resumed = cli.calibrator(*args)
+    assert resumed.code == 0, resumed.err
+    [folder] = runs(reports)
     usage = record(folder)["usage"]
     assert usage["cache_hits"] >= made
     assert not [p for p in reports.iterdir() if p.name.startswith(".partial")]
 
 
-def test_eval_scores_every_row_by_split_and_judges_on_test(tmp_path):
+def test_eval_scores_every_row_by_split_and_judges_on_test(tmp_path, stub, cli):
     gold = tmp_path / "small.csv"
     with open(ROOT / "goldsets/grader.csv", newline="", encoding="utf-8") as f:
         rows = list(csv.DictReader(f))
@@ -115,33 +124,28 @@ def test_eval_scores_every_row_by_split_and_judges_on_test(tmp_path):
         w = csv.DictWriter(f, fieldnames=list(rows[0]))
         w.writeheader()
         w.writerows(picked)
-    done = calibrator("eval", "--component", "grader", "--goldset", str(gold), tmp=tmp_path)
-    assert done.returncode == 0, done.stderr
-    [folder] = runs(tmp_path)
+    done = cli.calibrator("eval", "--component", "grader", "--goldset", gold, "--lm", f"openai-compatible:stub@{stub.url}",
+                          "--out", tmp_path / "reports", "--cache-dir", tmp_path / "cache", "--no-progress")
+    assert done.code == 0, done.err
+    [folder] = runs(tmp_path / "reports")
     rec = record(folder)
     assert rec["kind"] == "eval" and rec["calibrated"] is None
     assert "all" not in rec["baseline"] and rec["excluded"] == []  # the baseline carries no demos: every row is scored
     assert sum(rec["baseline"][s]["n"] for s in ("train", "val", "test") if s in rec["baseline"]) == 9
     test = rec["baseline"].get("test")
     assert (f"on {test['n']} held-out test rows" if test else "no test rows to judge on") in rec["verdict"]
-
-
-@pytest.fixture(scope="module")
-def proposer_server():
-    from calibrator.lm.local import LocalServer, embedded_gguf
-
-    server = LocalServer(embedded_gguf(), n_ctx=8192)
-    yield server
-    server.close()
+    assert stub.requests >= 9
 
 
 @pytest.mark.parametrize("optimizer, separate_proposer", [("mipro", True), ("gepa", False)])
-def test_dspy_optimizers_run_on_the_smoke_budget(tmp_path, optimizer, separate_proposer, proposer_server):
-    extra = ["--proposer-lm", f"openai-compatible:smollm2@{proposer_server.base_url}/v1"] if separate_proposer else []
-    done = calibrator("run", "--component", "grader", "--budget", "smoke", "--optimizer", optimizer,
-                      "--save-prompt", str(tmp_path / "p.yaml"), *extra, tmp=tmp_path)
-    assert done.returncode == 0, done.stderr
-    [folder] = runs(tmp_path)
+def test_dspy_optimizers_run_on_the_smoke_budget(tmp_path, optimizer, separate_proposer, embedded, smoke_run, cli):
+    shutil.copytree(smoke_run / "cache", tmp_path / "cache")  # the baseline's answers are the smoke run's
+    extra = ["--proposer-lm", f"openai-compatible:smollm2@{embedded.base_url}/v1"] if separate_proposer else []
+    done = cli.calibrator("run", "--component", "grader", "--budget", "smoke", "--optimizer", optimizer,
+                          "--save-prompt", tmp_path / "p.yaml", "--out", tmp_path / "reports", "--cache-dir", tmp_path / "cache",
+                          "--no-progress", *extra)
+    assert done.code == 0, done.err
+    [folder] = runs(tmp_path / "reports")
     rec = record(folder)
     search = rec["optimization"]
     strategies = {c["strategy"] for c in search["candidates"]}

@@ -1,33 +1,29 @@
-"""The extractor end to end on the embedded model: a smoke calibration run, and `extract` over a RealMedConv
-file with malformed lines, killed half-way and resumed, then extracted again with another prompt."""
+"""The extractor's command line end to end against the stub (the machinery is the point; the embedded model's
+extraction is proven in tests/test_concurrency.py): a smoke calibration run, and `extract` over a RealMedConv file with
+malformed lines, killed half-way and resumed, then extracted again with another prompt."""
 
 import csv
 import json
-import os
 import re
-import signal
-import subprocess
-import sys
-import time
 from pathlib import Path
 
 import pytest
+from support import ROOT
+from support.cli import Started
 
-ROOT = Path(__file__).resolve().parents[1]
 pytestmark = pytest.mark.slow
 
 METRICS = ("item_precision", "item_recall", "item_f1", "decision_accuracy", "parse_failure_rate")
 
 
-def calibrator(*args: str, tmp: Path) -> subprocess.CompletedProcess:
-    cmd = [sys.executable, "-m", "calibrator", *args, "--cache-dir", str(tmp / "cache"), "--no-progress"]
-    return subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=1200)
+def stub_lm(stub, tmp: Path) -> list[str]:
+    return ["--lm", f"openai-compatible:stub@{stub.url}", "--cache-dir", str(tmp / "cache"), "--no-progress"]
 
 
-def test_smoke_run_writes_the_same_artifact_set_as_the_grader(tmp_path):
-    done = calibrator("run", "--component", "extractor", "--budget", "smoke", "--out", str(tmp_path / "reports"),
-                      "--save-prompt", str(tmp_path / "extractor.calibrated.yaml"), tmp=tmp_path)
-    assert done.returncode == 0, done.stderr
+def test_smoke_run_writes_the_same_artifact_set_as_the_grader(tmp_path, stub, cli):
+    done = cli.calibrator("run", "--component", "extractor", "--budget", "smoke", "--out", tmp_path / "reports",
+                          "--save-prompt", tmp_path / "extractor.calibrated.yaml", *stub_lm(stub, tmp_path))
+    assert done.code == 0, done.err
     [folder] = sorted(p for p in (tmp_path / "reports").iterdir() if p.is_dir())
     assert folder.name in (tmp_path / "reports" / "index.html").read_text()
     assert {p.name for p in folder.iterdir()} == {"run.json", "predictions.csv", "index.html", "prompt.calibrated.yaml"}
@@ -74,30 +70,25 @@ def realmedconv(path: Path, n_long: int) -> Path:
     return path
 
 
-def test_extract_segments_reports_bad_lines_and_resumes_after_a_kill(tmp_path):
+def test_extract_segments_reports_bad_lines_and_resumes_after_a_kill(tmp_path, stub, cli):
     logs = realmedconv(tmp_path / "sessions.jsonl", n_long=4)
     out = tmp_path / "samples.jsonl"
     partial = tmp_path / "samples.jsonl.partial"
-    args = ["extract", "--logs", str(logs), "--out", str(out), "--prompt", str(ROOT / "prompts/extractor.yaml")]
-    cmd = [sys.executable, "-m", "calibrator", *args, "--cache-dir", str(tmp_path / "cache"), "--no-progress"]
-    proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    deadline = time.time() + 600
-    while time.time() < deadline and proc.poll() is None:
-        if partial.exists() and len(partial.read_text().splitlines()) >= 3:
-            break
-        time.sleep(0.2)
-    assert proc.poll() is None, "extract finished before it could be killed"
-    os.kill(proc.pid, signal.SIGKILL)
-    proc.communicate(timeout=60)
+    args = ["extract", "--logs", logs, "--out", out, "--prompt", ROOT / "prompts/extractor.yaml", *stub_lm(stub, tmp_path),
+            "--concurrency", "1"]
+    stub.delay = 0.2
+    Started("calibrator", *args, logs=tmp_path / "logs").kill_when(
+        lambda: partial.exists() and len(partial.read_text().splitlines()) >= 3)
     assert not out.exists()
     before = len(partial.read_text().splitlines())
 
-    done = calibrator(*args, tmp=tmp_path)
-    assert done.returncode == 0, done.stderr
+    stub.delay = 0.0
+    done = cli.calibrator(*args)
+    assert done.code == 0, done.err
     for line in (2, 3, 4):
-        assert f"sessions.jsonl, line {line}:" in done.stderr
-    assert "3 skipped" in done.stdout
-    assert f"{before} from an earlier run" in done.stdout or f"{before - 1} from an earlier run" in done.stdout
+        assert f"sessions.jsonl, line {line}:" in done.err
+    assert "3 skipped" in done.out
+    assert f"{before} from an earlier run" in done.out or f"{before - 1} from an earlier run" in done.out
     records = [json.loads(line) for line in out.read_text().splitlines()]
     ids = [r["id"] for r in records]
     assert len(ids) == len(set(ids)) == 3 + 2 + 4 * 4  # greet: 3 runs after the greeting; pairs: 2; long: 4 each
@@ -112,7 +103,7 @@ def test_extract_segments_reports_bad_lines_and_resumes_after_a_kill(tmp_path):
     assert not partial.exists()
 
 
-def test_extract_with_another_prompt_re_extracts_every_continue_sample(tmp_path):
+def test_extract_with_another_prompt_re_extracts_every_continue_sample(tmp_path, stub, cli):
     from calibrator.prompt import load_prompt, save_prompt
 
     logs = realmedconv(tmp_path / "sessions.jsonl", n_long=0)  # greet: 2 continue + 1 stop; pairs: 1 continue + 1 stop
@@ -124,19 +115,22 @@ def test_extract_with_another_prompt_re_extracts_every_continue_sample(tmp_path)
     prompt_b = tmp_path / "extractor.b.yaml"
     save_prompt(base.model_copy(update={"instructions": base.instructions.replace(sentence, "List only what the pharmacist asked.")}), prompt_b)
 
-    first = calibrator("extract", "--logs", str(logs), "--out", str(out), "--prompt", str(prompt_a), tmp=tmp_path)
-    assert first.returncode == 0, first.stderr
-    continues = [r for r in map(json.loads, out.read_text().splitlines()) if r["decision"] == "continue"]
-    finished = sum(r["error"] is None for r in continues)
-    assert len(continues) == 3 and finished > 0
+    first = cli.calibrator("extract", "--logs", logs, "--out", out, "--prompt", prompt_a, *stub_lm(stub, tmp_path))
+    assert first.code == 0, first.err
+    by_a = {r["id"]: r for r in map(json.loads, out.read_text().splitlines())}
+    continues = [r for r in by_a.values() if r["decision"] == "continue"]
+    assert len(continues) == 3 and all(r["error"] is None for r in continues)
 
-    second = calibrator("extract", "--logs", str(logs), "--out", str(out), "--prompt", str(prompt_b), tmp=tmp_path)
-    assert second.returncode == 0, second.stderr
-    assert f": 3 extracted now ({finished} re-extracted: made by another prompt or LM), 0 from an earlier run," in second.stdout
-    calls = re.search(r"^(\d+) LM calls, (\d+) cache hits", second.stdout, re.MULTILINE)
+    asked = stub.requests
+    second = cli.calibrator("extract", "--logs", logs, "--out", out, "--prompt", prompt_b, *stub_lm(stub, tmp_path))
+    assert second.code == 0, second.err
+    assert ": 3 extracted now (3 re-extracted: made by another prompt or LM), 0 from an earlier run," in second.out
+    calls = re.search(r"^(\d+) LM calls, (\d+) cache hits", second.out, re.MULTILINE)
     assert calls is not None
-    assert int(calls[1]) >= 3  # the new instructions are in every request: no answer comes from prompt A's cache
+    assert int(calls[1]) == 3 and int(calls[2]) == 0  # the new instructions are in every request: none is prompt A's
+    assert stub.requests - asked == 3 + 1  # the three continue samples and the preflight
     records = [json.loads(line) for line in out.read_text().splitlines()]
     assert len(records) == 5
-    assert {(r["prompt_sha256"], r["lm"]) for r in records} == {(load_prompt(prompt_b).content_sha256(), "local")}
+    lm = f"openai-compatible:stub@{stub.url}"
+    assert {(r["prompt_sha256"], r["lm"]) for r in records} == {(load_prompt(prompt_b).content_sha256(), lm)}
     assert load_prompt(prompt_b).content_sha256() != base.content_sha256()

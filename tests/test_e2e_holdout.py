@@ -1,11 +1,9 @@
-"""The gold set lives and the held-out split holds, on the embedded model: calibrate with knn, adjudicate 5 rows
+"""The gold set lives and the held-out split holds, through the command line against the stub: calibrate with knn, adjudicate 5 rows
 through `review` and add 10 new ones through `goldset add`, calibrate again. No test row of the first run is in
 the second run's train or val, and `eval` of the first prompt leaves its own pool rows out and names what changed."""
 
 import csv
 import json
-import subprocess
-import sys
 from pathlib import Path
 
 import openpyxl
@@ -16,21 +14,17 @@ from calibrator.components.grader import GRADER
 from calibrator.goldset import load_goldset
 from calibrator.optimize import knn_prompt
 from calibrator.prompt import load_prompt, save_prompt
+from support import ROOT
+from support.cli import calibrator
 
-ROOT = Path(__file__).resolve().parents[1]
 pytestmark = pytest.mark.slow
 SLICE = 30
 
 
-def calibrator(tmp: Path, *args: str) -> subprocess.CompletedProcess:
-    cmd = [sys.executable, "-m", "calibrator", *args]
-    return subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=1200)
-
-
-def run(tmp: Path, out: str, *args: str) -> dict:
-    done = calibrator(tmp, *args, "--goldset", str(tmp / "grader.csv"), "--out", str(tmp / out), "--cache-dir", str(tmp / "cache"),
-                      "--no-progress")
-    assert done.returncode == 0, done.stderr
+def run(tmp: Path, stub, out: str, *args: str) -> dict:
+    done = calibrator(*args, "--goldset", tmp / "grader.csv", "--out", tmp / out, "--cache-dir", tmp / "cache", "--no-progress",
+                      "--lm", f"openai-compatible:stub@{stub.url}")
+    assert done.code == 0, done.err
     folder = next(p for p in (tmp / out).iterdir() if p.is_dir() and not p.name.startswith("."))
     return json.loads((folder / "run.json").read_text()) | {"folder": str(folder)}
 
@@ -49,7 +43,7 @@ def new_rows(path: Path) -> Path:
     return path
 
 
-def test_splits_hold_across_review_and_add(tmp_path):
+def test_splits_hold_across_review_and_add(tmp_path, stub):
     with open(ROOT / "goldsets" / "grader.csv", newline="", encoding="utf-8") as f:
         records = list(csv.reader(f))
     with open(tmp_path / "grader.csv", "w", newline="", encoding="utf-8") as f:
@@ -57,11 +51,11 @@ def test_splits_hold_across_review_and_add(tmp_path):
 
     first_goldset = load_goldset(tmp_path / "grader.csv", GraderRow)
     calibrate = ["run", "--component", "grader", "--optimizer", "knn", "--budget", "smoke"]
-    first = run(tmp_path, "first", *calibrate, "--save-prompt", str(tmp_path / "first.yaml"))
+    first = run(tmp_path, stub, "first", *calibrate, "--save-prompt", str(tmp_path / "first.yaml"))
 
     review = tmp_path / "review.xlsx"
-    done = calibrator(tmp_path, "review", first["folder"], "-o", str(review), "--goldset", str(tmp_path / "grader.csv"))
-    assert done.returncode == 0, done.stderr
+    done = calibrator("review", first["folder"], "-o", review, "--goldset", tmp_path / "grader.csv")
+    assert done.code == 0, done.err
     book = openpyxl.load_workbook(review)
     sheet = book["review"]
     header = [c.value for c in sheet[1]]
@@ -74,14 +68,14 @@ def test_splits_hold_across_review_and_add(tmp_path):
     assert len(relabelled) == 5
     book.save(review)
     for incoming in (review, new_rows(tmp_path / "new.csv")):
-        done = calibrator(tmp_path, "goldset", "add", str(incoming), "--component", "grader", "--goldset", str(tmp_path / "grader.csv"))
-        assert done.returncode == 0, done.stderr
+        done = calibrator("goldset", "add", incoming, "--component", "grader", "--goldset", tmp_path / "grader.csv")
+        assert done.code == 0, done.err
     with open(tmp_path / "grader.csv", newline="", encoding="utf-8") as f:
         now = {r["id"]: r for r in csv.DictReader(f)}
     assert len(now) == SLICE + 10
     assert all(float(now[i]["content_score"]) == label for i, label in relabelled.items())
 
-    second = run(tmp_path, "second", *calibrate, "--save-prompt", str(tmp_path / "second.yaml"))
+    second = run(tmp_path, stub, "second", *calibrate, "--save-prompt", str(tmp_path / "second.yaml"))
     before, after = first["goldset"]["splits"], second["goldset"]["splits"]
     assert not set(before["test"]) & (set(after["train"]) | set(after["val"]))
     for split in ("train", "val", "test"):
@@ -92,7 +86,7 @@ def test_splits_hold_across_review_and_add(tmp_path):
     train_rows = [r for r in first_goldset.rows if r.id in set(before["train"])]
     pooled = knn_prompt(GRADER, first_prompt, train_rows, k=2, keys=["candidate"])
     save_prompt(pooled.model_copy(update={"calibration": first_prompt.calibration}), tmp_path / "first-knn.yaml")
-    evaluated = run(tmp_path, "eval", "eval", "--component", "grader", "--prompt", str(tmp_path / "first-knn.yaml"))
+    evaluated = run(tmp_path, stub, "eval", "eval", "--component", "grader", "--prompt", str(tmp_path / "first-knn.yaml"))
     pool = set(before["train"])
     assert set(evaluated["excluded"]) == pool
     with open(Path(evaluated["folder"]) / "predictions.csv", newline="", encoding="utf-8") as f:

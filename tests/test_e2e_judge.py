@@ -14,8 +14,8 @@ from calibrator.goldset import load_goldset
 from calibrator.lm import LMSpec, open_lm
 from calibrator.lm.adapter import CompactJSONAdapter
 from calibrator.prompt import load_prompt
+from support import ROOT
 
-ROOT = Path(__file__).resolve().parents[1]
 GRADER = COMPONENTS["grader"]
 pytestmark = pytest.mark.slow
 

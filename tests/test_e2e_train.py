@@ -15,8 +15,8 @@ from calibrator.components.grader import choose_format_source
 from calibrator.components.extract import TrainingSample
 from calibrator.logs import Message
 from calibrator.prompt import load_prompt, save_prompt
+from support import ROOT
 
-ROOT = Path(__file__).resolve().parents[1]
 pytestmark = pytest.mark.slow
 
 

@@ -24,9 +24,8 @@ from calibrator.lm.policy import CallPolicy
 from calibrator.lm.usage import UsageMeter
 from calibrator.lm.wire import Answer
 from calibrator.parallel import imap_unordered, map_ordered
-from schema_server import SchemaServer
+from support.schema_server import SchemaServer
 
-ROOT = Path(__file__).resolve().parents[1]
 FAST = {"backoff_base": 0.001, "backoff_cap": 0.01}
 
 
@@ -266,6 +265,7 @@ from calibrator.lm import CallPolicy, LMSpec, open_lm
 spec = LMSpec.parse("openai-compatible:stub@" + sys.argv[1])
 import os, time
 from calibrator.parallel import map_ordered
+from support import ROOT
 Path(sys.argv[3] + "." + str(os.getpid())).touch()  # ready: everything imported
 while not Path(sys.argv[3]).exists():  # start together: both processes ask for the same requests at the same time
     time.sleep(0.01)

@@ -21,8 +21,8 @@ from calibrator.lm.spec import LMSpec
 from calibrator.logs import Message, Sample
 from calibrator.prompt import load_prompt
 from train.data import read_samples
+from support import ROOT
 
-ROOT = Path(__file__).resolve().parents[1]
 LOCAL = LMSpec.parse("local")
 SHIPPED = ROOT / "goldsets" / "extractor.csv"
 HEADER = ["id", "context", "future", "target_info", "decision", "note"]

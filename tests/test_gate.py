@@ -12,11 +12,11 @@ from calibrator.components.extract import TrainingSample
 from calibrator.goldset import load_goldset
 from calibrator.logs import Message
 from calibrator.prompt import Calibration, load_prompt, save_prompt
-from conftest import write_csv
+from support.goldrows import write_csv
 from train.config import CONFIGS, TrainConfig, load_config
 from train.trainer import GateError, StepLog, gate
+from support import ROOT
 
-ROOT = Path(__file__).resolve().parents[1]
 GOLD_ROWS = [
     {"id": "a", "context": "patient: I have a cough.", "target_info": "duration: a week", "candidate": "How long have you had it?",
      "content_score": "1", "format_score": "1"},

@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 from calibrator.components.grader import GraderRow
 from calibrator.goldset import SPLITS, GoldSetError, load_goldset, parse_label, stable_id
 
-from conftest import HEADER, write_csv
+from support.goldrows import HEADER, write_csv
 
 ROOT = Path(__file__).resolve().parents[1]
 SHIPPED = ROOT / "goldsets" / "grader.csv"

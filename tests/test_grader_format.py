@@ -13,8 +13,8 @@ from calibrator.prompt import Calibration, load_prompt, save_prompt
 from train.__main__ import _format_source
 from train.config import TrainConfig
 from train.rewards import CalibratedReward, score_terms
+from support import ROOT
 
-ROOT = Path(__file__).resolve().parents[1]
 
 
 def test_the_rule_equals_every_shipped_gold_format_score():

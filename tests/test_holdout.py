@@ -18,9 +18,9 @@ from calibrator.lm import Usage
 from calibrator.prompt import Calibration, load_prompt, save_prompt
 from calibrator.runs import _cost, unsaved_reason
 
-from schema_server import SchemaServer
+from support.schema_server import SchemaServer
+from support import ROOT
 
-ROOT = Path(__file__).resolve().parents[1]
 GRADER = COMPONENTS["grader"]
 
 

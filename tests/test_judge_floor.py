@@ -28,7 +28,7 @@ from calibrator.goldset import load_goldset
 from calibrator.metrics import quadratic_weighted_kappa
 from calibrator.optimize import BUDGETS, Candidate, optimize
 from calibrator.prompt import load_prompt
-from schema_server import SchemaServer
+from support.schema_server import SchemaServer
 from train.rewards import grader_call
 
 ROOT = Path(__file__).resolve().parents[1]

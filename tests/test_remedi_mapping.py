@@ -3,7 +3,6 @@ the bench's figures are only as good as this logic, and it runs with no LM."""
 
 import importlib.util
 import math
-from pathlib import Path
 
 import pytest
 
@@ -11,8 +10,8 @@ from calibrator.corpora.remedi import (INQUIRY_FIELDS, Action, AnnotatedSession,
                                        turn_fields)
 from calibrator.logs import Message, Session
 from calibrator.prompt import load_prompt
+from support import ROOT
 
-ROOT = Path(__file__).resolve().parents[1]
 FIXTURE = ROOT / "tests" / "fixtures" / "corpora" / "remedi.txt"
 _spec = importlib.util.spec_from_file_location("remedi_actions", ROOT / "bench" / "remedi_actions.py")
 bench = importlib.util.module_from_spec(_spec)

@@ -1,5 +1,5 @@
 """The HTML report and the review export, on run folders written by the real scoring and writing code
-(tests/synthetic_run.py) with made-up predictions; the browser test opens them in headless Chromium."""
+(tests/support/synthetic_run.py) with made-up predictions; the browser test opens them in headless Chromium."""
 
 import csv
 import json
@@ -8,8 +8,8 @@ import re
 import openpyxl
 import pytest
 from markupsafe import escape
-from browser import chromium_available, open_page
-from synthetic_run import make_run
+from support.browser import open_page
+from support.synthetic_run import make_run
 
 from calibrator.components.grader import GraderRow
 from calibrator.cli import main
@@ -123,13 +123,12 @@ def test_review_refuses_a_folder_that_is_not_a_run(tmp_path, capsys):
     assert "not a run folder" in capsys.readouterr().err
 
 
-@pytest.mark.skipif(not chromium_available(), reason="Debian's chromium is not installed (.ci/run installs it)")
 @pytest.mark.parametrize("component", ["grader", "extractor"])
-def test_report_opens_in_headless_chromium_without_errors_or_network(tmp_path, component):
+def test_report_opens_in_headless_chromium_without_errors_or_network(tmp_path, component, chromium):
     folder = make_run(tmp_path, component=component, text=ATTACKS[1])
     for page in (folder / "index.html", tmp_path / "index.html"):
         shot = page.with_suffix(".png")
-        report = open_page(page, shot)
+        report = open_page(page, shot, browser=chromium)
         assert report.console_errors == [] and report.page_errors == [], report
         assert report.external_requests == []
         assert shot.stat().st_size > 10_000

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import openpyxl
 import pytest
-from synthetic_run import make_run
+from support.synthetic_run import make_run
 
 from calibrator.components.grader import GraderRow
 from calibrator.cli import main

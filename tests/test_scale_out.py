@@ -4,12 +4,9 @@ in one line. The answers are the stub's; tests/test_concurrency.py runs the embe
 
 import http.server
 import json
-import os
 import re
-import signal
 import socket
-import subprocess
-import sys
+import sqlite3
 import threading
 import time
 from pathlib import Path
@@ -17,9 +14,9 @@ from pathlib import Path
 import pytest
 
 from calibrator.shards import Shard, file_sha256, manifest_path, shard_of
-from schema_server import SchemaServer
+from support import ROOT
+from support.cli import Started, calibrator
 
-ROOT = Path(__file__).resolve().parents[1]
 
 
 def write_log(path: Path, n: int) -> Path:
@@ -35,10 +32,6 @@ def write_log(path: Path, n: int) -> Path:
     return path
 
 
-def run(*args: str, cwd: Path = ROOT) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "calibrator", *args], cwd=cwd, capture_output=True, text=True, timeout=600)
-
-
 def extract_args(logs: Path, out: Path, url: str, cache: Path, *extra: str) -> list[str]:
     return ["extract", "--logs", str(logs), "--out", str(out), "--prompt", str(ROOT / "prompts/extractor.yaml"),
             "--lm", f"openai-compatible:stub@{url}", "--cache-dir", str(cache), "--no-progress", *extra]
@@ -48,77 +41,67 @@ def records(path: Path) -> list[dict]:
     return [json.loads(line) for line in path.read_text().splitlines()]
 
 
-def test_extract_at_concurrency_killed_and_resumed_loses_and_duplicates_nothing(tmp_path):
+def test_extract_at_concurrency_killed_and_resumed_loses_and_duplicates_nothing(tmp_path, stub):
     logs, out = write_log(tmp_path / "log.jsonl", 60), tmp_path / "samples.jsonl"
     partial = tmp_path / "samples.jsonl.partial"
-    with SchemaServer(delay=0.2) as server:
-        cmd = [sys.executable, "-m", "calibrator", *extract_args(logs, out, server.url, tmp_path / "cache", "--concurrency", "8")]
-        proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-        deadline = time.time() + 120
-        while time.time() < deadline and proc.poll() is None:
-            if partial.exists() and len(partial.read_text().splitlines()) >= 40:
-                break
-            time.sleep(0.02)
-        assert proc.poll() is None, "extract finished before it could be killed"
-        os.kill(proc.pid, signal.SIGKILL)
-        proc.communicate(timeout=60)
-        assert not out.exists()
-        valid = [line for line in partial.read_text().splitlines() if line.endswith("}")]
-        # a fresh call cache: whatever is not redone came from the partial file, not from cached answers
-        done = run(*extract_args(logs, out, server.url, tmp_path / "cache-2", "--concurrency", "8"))
-    assert done.returncode == 0, done.stderr
+    stub.delay = 0.2
+    Started("calibrator", *extract_args(logs, out, stub.url, tmp_path / "cache", "--concurrency", "8"), logs=tmp_path / "logs").kill_when(
+        lambda: partial.exists() and len(partial.read_text().splitlines()) >= 40)
+    assert not out.exists()
+    valid = [line for line in partial.read_text().splitlines() if line.endswith("}")]
+    # a fresh call cache: whatever is not redone came from the partial file, not from cached answers
+    done = calibrator(*extract_args(logs, out, stub.url, tmp_path / "cache-2", "--concurrency", "8"))
+    assert done.code == 0, done.err
     got = records(out)
     ids = [r["id"] for r in got]
     assert ids == [f"s{i:04d}_{k}" for i in range(60) for k in range(3)]  # every sample once, in log order
     assert all(r["error"] is None for r in got)
     assert [r["session_index"] for r in got] == [i for i in range(60) for _ in range(3)]
-    reused = int(re.search(r"(\d+) from an earlier run", done.stdout).group(1))
+    reused = int(re.search(r"(\d+) from an earlier run", done.out).group(1))
     assert reused >= len(valid) - 1 >= 39  # every whole line the kill left is reused (one may be torn mid-write)
     assert reused < 180  # and the rest was really extracted now
     continue_ids = {r["id"] for r in got if r["decision"] == "continue"}
-    assert sum(server.seen.values()) - 2 <= len(continue_ids) + 8  # two preflights; at most the calls in flight made twice
+    assert sum(stub.seen.values()) - 2 <= len(continue_ids) + 8  # two preflights; at most the calls in flight made twice
     assert not partial.exists() and not (tmp_path / "samples.jsonl.index.sqlite").exists()
 
 
-def test_shards_merge_back_into_the_whole_extraction(tmp_path):
+def test_shards_merge_back_into_the_whole_extraction(tmp_path, stub):
     logs = write_log(tmp_path / "log.jsonl", 40)
-    with SchemaServer() as server:
-        whole = run(*extract_args(logs, tmp_path / "whole.jsonl", server.url, tmp_path / "cache", "--concurrency", "4"))
-        assert whole.returncode == 0, whole.stderr
-        parts = []
-        for i in (1, 2, 3):
-            part = tmp_path / f"part{i}.jsonl"
-            done = run(*extract_args(logs, part, server.url, tmp_path / "cache-shards", "--shard", f"{i}/3", "--concurrency", "4"))
-            assert done.returncode == 0, done.stderr
-            parts.append(part)
+    whole = calibrator(*extract_args(logs, tmp_path / "whole.jsonl", stub.url, tmp_path / "cache", "--concurrency", "4"))
+    assert whole.code == 0, whole.err
+    parts = []
+    for i in (1, 2, 3):
+        part = tmp_path / f"part{i}.jsonl"
+        done = calibrator(*extract_args(logs, part, stub.url, tmp_path / "cache-shards", "--shard", f"{i}/3", "--concurrency", "4"))
+        assert done.code == 0, done.err
+        parts.append(part)
     sessions = [{r["session_id"] for r in records(p)} for p in parts]
     assert all(s for s in sessions) and sum(len(s) for s in sessions) == 40  # every session in exactly one shard
     assert all(shard_of(sid, 3) == i + 1 for i, s in enumerate(sessions) for sid in s)
-    merged = run("extract", "merge", str(parts[2]), str(parts[0]), str(parts[1]), "--out", str(tmp_path / "merged.jsonl"))
-    assert merged.returncode == 0, merged.stderr
+    merged = calibrator("extract", "merge", str(parts[2]), str(parts[0]), str(parts[1]), "--out", str(tmp_path / "merged.jsonl"))
+    assert merged.code == 0, merged.err
     assert (tmp_path / "merged.jsonl").read_text() == (tmp_path / "whole.jsonl").read_text()
-    assert "merged 3 shards" in merged.stdout and "40 sessions, 120 samples" in merged.stdout
+    assert "merged 3 shards" in merged.out and "40 sessions, 120 samples" in merged.out
 
 
-def _shards(tmp_path: Path, n: int = 12) -> list[Path]:
+def _shards(tmp_path: Path, url: str, n: int = 12) -> list[Path]:
     logs = write_log(tmp_path / "log.jsonl", n)
     parts = []
-    with SchemaServer() as server:
-        for i in (1, 2):
-            part = tmp_path / f"part{i}.jsonl"
-            assert run(*extract_args(logs, part, server.url, tmp_path / "cache", "--shard", f"{i}/2")).returncode == 0
-            parts.append(part)
+    for i in (1, 2):
+        part = tmp_path / f"part{i}.jsonl"
+        assert calibrator(*extract_args(logs, part, url, tmp_path / "cache", "--shard", f"{i}/2")).code == 0
+        parts.append(part)
     return parts
 
 
-def test_merge_refuses_shards_that_do_not_make_one_whole(tmp_path):
-    one, two = _shards(tmp_path)
+def test_merge_refuses_shards_that_do_not_make_one_whole(tmp_path, stub):
+    one, two = _shards(tmp_path, stub.url)
     merged = tmp_path / "merged.jsonl"
 
     def refused(*paths: Path) -> str:
-        done = run("extract", "merge", *map(str, paths), "--out", str(merged))
-        assert done.returncode == 2 and not merged.exists()
-        return done.stderr
+        done = calibrator("extract", "merge", *map(str, paths), "--out", str(merged))
+        assert done.code == 2 and not merged.exists()
+        return done.err
 
     assert "shard(s) 2/2 missing" in refused(one)
     assert "shard 1/2 given twice" in refused(one, one)
@@ -142,20 +125,19 @@ def test_merge_refuses_shards_that_do_not_make_one_whole(tmp_path):
     assert "made from another LM" in refused(one, two)
 
 
-def test_limit_and_a_session_list_select_what_is_extracted(tmp_path):
+def test_limit_and_a_session_list_select_what_is_extracted(tmp_path, stub):
     logs = write_log(tmp_path / "log.jsonl", 20)
     listed = tmp_path / "ids.txt"
     listed.write_text("# wanted\ns0003\n\ns0017\nnot-there\n")
-    with SchemaServer() as server:
-        limited = run(*extract_args(logs, tmp_path / "a.jsonl", server.url, tmp_path / "cache", "--limit", "5"))
-        chosen = run(*extract_args(logs, tmp_path / "b.jsonl", server.url, tmp_path / "cache", "--sessions", str(listed)))
-        bad = run(*extract_args(logs, tmp_path / "c.jsonl", server.url, tmp_path / "cache", "--shard", "0/2"))
-    assert limited.returncode == 0 and chosen.returncode == 0
+    limited = calibrator(*extract_args(logs, tmp_path / "a.jsonl", stub.url, tmp_path / "cache", "--limit", "5"))
+    chosen = calibrator(*extract_args(logs, tmp_path / "b.jsonl", stub.url, tmp_path / "cache", "--sessions", str(listed)))
+    bad = calibrator(*extract_args(logs, tmp_path / "c.jsonl", stub.url, tmp_path / "cache", "--shard", "0/2"))
+    assert limited.code == 0 and chosen.code == 0
     assert [r["session_id"] for r in records(tmp_path / "a.jsonl")][::3] == [f"s{i:04d}" for i in range(5)]
     assert [r["session_id"] for r in records(tmp_path / "b.jsonl")][::3] == ["s0003", "s0017"]
     assert [r["session_index"] for r in records(tmp_path / "b.jsonl")][::3] == [3, 17]  # positions in the whole log
-    assert "1 session id(s) listed" in chosen.stderr
-    assert bad.returncode == 2 and "--shard '0/2': expected I/N with 1 <= I <= N" in bad.stderr
+    assert "1 session id(s) listed" in chosen.err
+    assert bad.code == 2 and "--shard '0/2': expected I/N with 1 <= I <= N" in bad.err
 
 
 def test_shard_parsing():
@@ -192,15 +174,24 @@ class _Refusing(http.server.BaseHTTPRequestHandler):
 def test_a_wrong_backend_stops_extract_in_one_line_and_keeps_the_partial_file(tmp_path):
     logs = write_log(tmp_path / "log.jsonl", 5)
     url = f"http://127.0.0.1:{_free_port()}/v1"
-    done = run(*extract_args(logs, tmp_path / "out.jsonl", url, tmp_path / "cache"))
-    assert done.returncode == 1
-    [line] = [l for l in done.stderr.splitlines() if l.startswith("error:")]
+    done = calibrator(*extract_args(logs, tmp_path / "out.jsonl", url, tmp_path / "cache"))
+    assert done.code == 1
+    [line] = [l for l in done.err.splitlines() if l.startswith("error:")]
     assert f"--lm openai-compatible:stub@{url}: connection refused (preflight request)" in line
-    assert "finished samples are kept in" in done.stderr and not (tmp_path / "out.jsonl").exists()
+    assert "finished samples are kept in" in done.err and not (tmp_path / "out.jsonl").exists()
+
+
+def cached(cache: Path) -> list[tuple]:
+    with sqlite3.connect(cache / "lm-calls.sqlite") as db:
+        return db.execute("SELECT * FROM calls ORDER BY key").fetchall()
 
 
 @pytest.mark.parametrize("case", ["nothing listening", "401", "404"])
-def test_a_wrong_backend_stops_eval_fast_with_one_line_and_keeps_the_cache(tmp_path, case):
+def test_a_wrong_backend_stops_eval_fast_with_one_line_and_keeps_the_cache(tmp_path, case, stub):
+    seeded = calibrator(*extract_args(write_log(tmp_path / "log.jsonl", 2), tmp_path / "seed.jsonl", stub.url, tmp_path / "cache"))
+    assert seeded.code == 0, seeded.err
+    before = cached(tmp_path / "cache")
+    assert len(before) == 4  # two sessions' two questions
     httpd = None
     if case == "nothing listening":
         url = f"http://127.0.0.1:{_free_port()}/v1"
@@ -211,7 +202,7 @@ def test_a_wrong_backend_stops_eval_fast_with_one_line_and_keeps_the_cache(tmp_p
         url = f"http://127.0.0.1:{httpd.server_port}/v1"
     started = time.monotonic()
     try:
-        done = run("eval", "--component", "grader", "--lm", f"openai-compatible:qwen@{url}", "--cache-dir", str(tmp_path / "cache"),
+        done = calibrator("eval", "--component", "grader", "--lm", f"openai-compatible:qwen@{url}", "--cache-dir", str(tmp_path / "cache"),
                    "--out", str(tmp_path / "reports"), "--no-progress")
     finally:
         if httpd is not None:
@@ -219,41 +210,39 @@ def test_a_wrong_backend_stops_eval_fast_with_one_line_and_keeps_the_cache(tmp_p
     elapsed = time.monotonic() - started
     expected = {"nothing listening": "connection refused", "401": "HTTP 401: the API key was refused",
                 "404": "HTTP 404: unknown model or wrong URL"}[case]
-    assert done.returncode == 1
-    [line] = [l for l in done.stderr.splitlines() if l.startswith("error:")]
+    assert done.code == 1
+    [line] = [l for l in done.err.splitlines() if l.startswith("error:")]
     assert f"--lm openai-compatible:qwen@{url}: {expected} (preflight request)" in line
     assert str(tmp_path / "cache") in line
     assert not (tmp_path / "reports").exists() or not any((tmp_path / "reports").iterdir())
-    assert (tmp_path / "cache" / "lm-calls.sqlite").exists()
+    assert cached(tmp_path / "cache") == before
     assert elapsed < 30  # one preflight, not 75 rows of retries (measured figures are in the README)
 
 
-def test_extract_reads_a_corpus_at_a_stop_rule_and_redoes_only_what_the_rule_changes(tmp_path):
+def test_extract_reads_a_corpus_at_a_stop_rule_and_redoes_only_what_the_rule_changes(tmp_path, stub):
     logs = tmp_path / "mts.csv"  # MTS-Dialog's format: consultations that end with thanks after the advice
     logs.write_text("ID,section_header,section_text,dialogue\n" + "".join(
         f'{i},GENHX,x,"Doctor: Hello.\nPatient: A cough for {i + 2} days.\nDoctor: Any fever?\nPatient: No.\n'
         f'Doctor: Rest and drink fluids.\nPatient: Thank you."\n' for i in range(6)))
     out, cache = tmp_path / "samples.jsonl", tmp_path / "cache"
-    with SchemaServer() as server:
-        done = run(*extract_args(logs, out, server.url, cache))
-        assert done.returncode == 0, done.stderr
-        assert [r["decision"] for r in records(out)] == ["continue", "continue"] * 6  # `end`: the patient speaks last
-        calls = server.requests
-        done = run(*extract_args(logs, out, server.url, cache, "--stop-rule", "advice"))
-        assert done.returncode == 0, done.stderr
-        assert server.requests == calls  # the questions' records are reused; a stop needs no LM call
+    done = calibrator(*extract_args(logs, out, stub.url, cache))
+    assert done.code == 0, done.err
+    assert [r["decision"] for r in records(out)] == ["continue", "continue"] * 6  # `end`: the patient speaks last
+    calls = stub.requests
+    done = calibrator(*extract_args(logs, out, stub.url, cache, "--stop-rule", "advice"))
+    assert done.code == 0, done.err
+    assert stub.requests == calls  # the questions' records are reused; a stop needs no LM call
     got = records(out)
     assert [(r["id"], r["decision"]) for r in got] == [(f"{i}_{k}", d) for i in range(6) for k, d in ((0, "continue"), (1, "stop"))]
     assert all(r["target_info"] == [] for r in got if r["decision"] == "stop")
-    assert "6 from an earlier run" in done.stdout
+    assert "6 from an earlier run" in done.out
     assert json.loads(manifest_path(out).read_text())["stop_rule"] == "advice"
 
 
-def test_extract_reads_a_primock57_folder(tmp_path):
+def test_extract_reads_a_primock57_folder(tmp_path, stub):
     out = tmp_path / "samples.jsonl"
-    with SchemaServer() as server:
-        done = run(*extract_args(ROOT / "tests/fixtures/corpora/primock57", out, server.url, tmp_path / "cache"))
-    assert done.returncode == 0, done.stderr
+    done = calibrator(*extract_args(ROOT / "tests/fixtures/corpora/primock57", out, stub.url, tmp_path / "cache"))
+    assert done.code == 0, done.err
     got = records(out)
     assert got and {r["session_id"] for r in got} == {"day1_consultation01"}
     manifest = json.loads(manifest_path(out).read_text())

@@ -1,7 +1,6 @@
 """Three roles, three slices: each strategy learns from train, MIPROv2 and GEPA select on dev (never val), and
 nothing but val reaches the choice among strategies. The optimizers' compile is intercepted to see the ids."""
 
-from pathlib import Path
 
 import dspy
 import pytest
@@ -10,8 +9,8 @@ from calibrator.components import COMPONENTS
 from calibrator.goldset import load_goldset
 from calibrator.optimize import BUDGETS, Candidate, optimize
 from calibrator.prompt import load_prompt
+from support import ROOT
 
-ROOT = Path(__file__).resolve().parents[1]
 
 
 class Seen(Exception):

@@ -1,12 +1,10 @@
 """The stop judge, a third component added behind the Component interface: its rows, its metrics (accuracy and Cohen's
-kappa), its disagreements and floors, and the whole round trip on the embedded model (run, report, review, template,
-add)."""
+kappa), its disagreements and floors, and the whole round trip through the command line against the stub (run, report,
+review, template, add)."""
 
 import csv
 import json
-import subprocess
-import sys
-from pathlib import Path
+import re
 
 import pytest
 from openpyxl import load_workbook
@@ -15,8 +13,9 @@ from sklearn.metrics import cohen_kappa_score
 from calibrator.components import COMPONENTS
 from calibrator.components.stop import STOP, StopPrediction, StopRow, pharmacist_questions
 from calibrator.goldset import GoldSetError, load_goldset
+from support import ROOT
+from support.cli import Result, calibrator
 
-ROOT = Path(__file__).resolve().parents[1]
 
 
 def test_the_shipped_stop_gold_set_has_both_labels_in_every_split():
@@ -63,16 +62,16 @@ def test_questions_asked_counts_the_pharmacists_questions_only():
 
 
 @pytest.mark.slow
-def test_run_report_review_and_template_round_trip_on_the_embedded_model(tmp_path):
+def test_run_report_review_and_template_round_trip(tmp_path, stub):
     store = tmp_path / "stop.csv"
     store.write_bytes((ROOT / "goldsets/stop.csv").read_bytes())
 
-    def cli(*args: str) -> subprocess.CompletedProcess:
-        out = subprocess.run([sys.executable, "-m", "calibrator", *args], cwd=ROOT, capture_output=True, text=True, timeout=1200)
-        assert out.returncode == 0, out.stderr
-        return out
+    def cli(*args: object) -> Result:
+        done = calibrator(*args)
+        assert done.code == 0, done.err
+        return done
 
-    common = ["--cache-dir", str(tmp_path / "cache"), "--no-progress"]
+    common = ["--cache-dir", str(tmp_path / "cache"), "--no-progress", "--lm", f"openai-compatible:stub@{stub.url}"]
     cli("run", "--component", "stop", "--budget", "smoke", "--goldset", str(store), "--out", str(tmp_path / "reports"),
         "--save-prompt", str(tmp_path / "stop.calibrated.yaml"), *common)
     folder = next(p for p in (tmp_path / "reports").iterdir() if p.is_dir())
@@ -82,7 +81,12 @@ def test_run_report_review_and_template_round_trip_on_the_embedded_model(tmp_pat
     assert set(record["floors"]) == {"questions", "neighbours"} and "model-free floor" in record["verdict"]
     html = (folder / "index.html").read_text()
     assert "Cohen&#39;s kappa" in html or "Cohen's kappa" in html
-    assert 'data-gold="stop"' in html or 'data-gold="continue"' in html or "Disagreements on the test split (0)" in html
+    with open(folder / "predictions.csv", newline="", encoding="utf-8") as f:
+        wrong = sorted(r["id"] for r in csv.DictReader(f) if r["split"] == "test" and r["calibrated"] != r["gold"])
+    assert wrong  # the stub's answers follow a hash of the messages: some test rows are wrong
+    assert f"Disagreements on the test split ({len(wrong)})" in html
+    table = html.split('id="disagreements-table"')[1].split("</table>")[0]
+    assert sorted(re.findall(r'data-id="([^"]+)"', table)) == wrong
 
     review = tmp_path / "review.xlsx"
     cli("review", str(folder), "-o", str(review))
@@ -95,7 +99,7 @@ def test_run_report_review_and_template_round_trip_on_the_embedded_model(tmp_pat
     first[header.index("adjudicated_label")].value = flipped
     book.save(review)
     added = cli("goldset", "add", str(review), "--component", "stop", "--goldset", str(store))
-    assert "added 0, updated 1" in added.stdout
+    assert "added 0, updated 1" in added.out
     after = {r.id: r.decision for r in load_goldset(store, StopRow).rows}
     assert after[first[0].value] == flipped
 
@@ -107,6 +111,6 @@ def test_run_report_review_and_template_round_trip_on_the_embedded_model(tmp_pat
     data.append(["sx1", "patient: I need something for a dry cough.\npharmacist: Is it for you?\npatient: Yes.", "continue", "", "", ""])
     book.save(template)
     added = cli("goldset", "add", str(template), "--component", "stop", "--goldset", str(store))
-    assert "added 1" in added.stdout
+    assert "added 1" in added.out
     with open(store, newline="", encoding="utf-8") as f:
         assert any(r["id"] == "sx1" for r in csv.DictReader(f))

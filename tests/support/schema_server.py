@@ -113,6 +113,14 @@ class SchemaServer:
         self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}/v1"
         self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
 
+    def reset(self) -> None:
+        """As new: no delay, nothing held, log-probabilities on, nothing counted (the session's server between tests)."""
+        with self._lock, self._all_asked:
+            self.logprobs, self.delay, self.hold_until = True, 0.0, frozenset()
+            self.requests = self.logprob_requests = 0
+            self.seen.clear()
+            self._asked.clear()
+
     def __enter__(self) -> "SchemaServer":
         self.thread.start()
         return self

@@ -1,12 +1,13 @@
 """Open a local HTML file in headless Chromium and report what a person's browser would have seen.
 
-Not a test module: the browser tests import it (``from browser import chromium_available, open_page``).
+Not a test module: the browser tests import it (``from support.browser import open_page``) and share one browser
+through the ``chromium`` fixture.
 
 The browser is Debian's ``chromium`` at /usr/bin/chromium (``.ci/run`` installs it with apt), driven by
 the PyPI package ``playwright`` through ``executable_path``; ``playwright install`` is never run. As root,
 on a machine whose network is closed, Chromium is started headless with the sandbox, GPU, QUIC and every
-background service (first-run, component updates, sync, background networking) turned off, in a new empty
-user-data dir that is deleted afterwards.
+background service (first-run, component updates, sync, background networking) turned off; every page opens
+in a new browser context, which shares no cookies, storage or cache with another.
 
 Nothing is fetched from the network: every request whose URL is not ``file:``, ``data:``, ``blob:`` or
 ``about:`` (nor to 127.0.0.1 / localhost) is recorded as external and aborted at once (a WebSocket to
@@ -25,14 +26,19 @@ external resource as a console error too ("Failed to load resource: net::ERR_FAI
 
 from __future__ import annotations
 
+import contextlib
 import importlib.util
 import os
-import tempfile
 import time
+from collections.abc import Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING
 from urllib.parse import urlsplit
 
 from pydantic import BaseModel
+
+if TYPE_CHECKING:
+    from playwright.sync_api import Browser
 
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMIUM_ARGS = [
@@ -76,13 +82,29 @@ def is_external(url: str) -> bool:
     return (parts.hostname or "").lower() not in LOCAL_HOSTS
 
 
-def open_page(html: Path, screenshot: Path | None = None, *, width: int = 1280) -> PageReport:
+@contextlib.contextmanager
+def launch() -> Iterator["Browser"]:
+    """One headless Chromium for many pages (a test session's fixture); each page gets a fresh context."""
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=str(CHROMIUM), headless=True, args=CHROMIUM_ARGS, timeout=TIMEOUT_MS)
+        try:
+            yield browser
+        finally:
+            browser.close()
+
+
+def open_page(html: Path, screenshot: Path | None = None, *, width: int = 1280, browser: "Browser | None" = None) -> PageReport:
     """Open ``html`` (as a file:// URL) in headless Chromium, wait for ``load`` and report.
 
     ``screenshot``: where to write a full-page PNG (parent folders are made), or None for none.
     ``width``: the viewport's width in CSS pixels (height 800; the screenshot covers the whole page).
+    ``browser``: a running browser from ``launch()``; without one, a browser is started for this page alone.
     """
-    from playwright.sync_api import sync_playwright
+    if browser is None:
+        with launch() as started:
+            return open_page(html, screenshot, width=width, browser=started)
 
     html = Path(html).resolve()
     console_errors: list[str] = []
@@ -109,41 +131,33 @@ def open_page(html: Path, screenshot: Path | None = None, *, width: int = 1280) 
     def on_page_error(err) -> None:
         page_errors.append(f"{err.name}: {err.message}" if err.name else err.message)
 
-    with tempfile.TemporaryDirectory(prefix="calibrator-chromium-") as profile, sync_playwright() as p:
-        context = p.chromium.launch_persistent_context(
-            profile,
-            executable_path=str(CHROMIUM),
-            headless=True,
-            args=CHROMIUM_ARGS,
-            viewport={"width": width, "height": VIEWPORT_HEIGHT},
-            timeout=TIMEOUT_MS,
+    context = browser.new_context(viewport={"width": width, "height": VIEWPORT_HEIGHT})
+    try:
+        context.set_default_timeout(TIMEOUT_MS)
+        context.route("**/*", route)
+        context.route_web_socket("**/*", route_ws)
+        context.on("request", on_request)
+        page = context.new_page()
+        page.on("console", lambda msg: console_errors.append(msg.text) if msg.type == "error" else None)
+        page.on("pageerror", on_page_error)
+
+        start = time.perf_counter()
+        page.goto(html.as_uri(), wait_until="load")
+        wall = time.perf_counter() - start
+        nav_ms = page.evaluate(
+            """() => {
+                const e = performance.getEntriesByType("navigation")[0];
+                return e && e.loadEventEnd > 0 ? e.loadEventEnd - e.startTime : null;
+            }"""
         )
-        try:
-            context.set_default_timeout(TIMEOUT_MS)
-            context.route("**/*", route)
-            context.route_web_socket("**/*", route_ws)
-            context.on("request", on_request)
-            page = context.pages[0] if context.pages else context.new_page()
-            page.on("console", lambda msg: console_errors.append(msg.text) if msg.type == "error" else None)
-            page.on("pageerror", on_page_error)
+        load_seconds = nav_ms / 1000 if nav_ms is not None else wall
 
-            start = time.perf_counter()
-            page.goto(html.as_uri(), wait_until="load")
-            wall = time.perf_counter() - start
-            nav_ms = page.evaluate(
-                """() => {
-                    const e = performance.getEntriesByType("navigation")[0];
-                    return e && e.loadEventEnd > 0 ? e.loadEventEnd - e.startTime : null;
-                }"""
-            )
-            load_seconds = nav_ms / 1000 if nav_ms is not None else wall
-
-            if screenshot is not None:
-                screenshot = Path(screenshot)
-                screenshot.parent.mkdir(parents=True, exist_ok=True)
-                page.screenshot(path=str(screenshot), full_page=True)
-        finally:
-            context.close()
+        if screenshot is not None:
+            screenshot = Path(screenshot)
+            screenshot.parent.mkdir(parents=True, exist_ok=True)
+            page.screenshot(path=str(screenshot), full_page=True)
+    finally:
+        context.close()
 
     return PageReport(
         console_errors=console_errors,
