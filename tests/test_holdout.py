@@ -18,16 +18,9 @@ from calibrator.lm import Usage
 from calibrator.prompt import Calibration, load_prompt, save_prompt
 from calibrator.runs import _cost, unsaved_reason
 
-from support.schema_server import SchemaServer
 from support import ROOT
 
 GRADER = COMPONENTS["grader"]
-
-
-@pytest.fixture(scope="module")
-def server():
-    with SchemaServer() as s:
-        yield s
 
 
 @pytest.fixture
@@ -39,8 +32,8 @@ def project(tmp_path, monkeypatch):
     return tmp_path
 
 
-def cli(server, *args: str) -> int:
-    return main([*args, "--lm", f"openai-compatible:stub@{server.url}", "--cache-dir", "cache", "--no-progress"])
+def cli(stub, *args: str) -> int:
+    return main([*args, "--lm", f"openai-compatible:stub@{stub.url}", "--cache-dir", "cache", "--no-progress"])
 
 
 def prompt_with(rows, *, pool: bool) -> object:
@@ -52,12 +45,12 @@ def prompt_with(rows, *, pool: bool) -> object:
     return base.model_copy(update={"demos": records})
 
 
-def test_run_refuses_a_prompt_carrying_test_rows(project, server, capsys):
+def test_run_refuses_a_prompt_carrying_test_rows(project, stub, capsys):
     gold = load_goldset(Path("goldsets/grader.csv"), GraderRow)
     leaked = gold.split("test")[:2]
     demos = [{k: v for k, v in d.items() if k != "id"} for d in prompt_with(leaked, pool=False).demos]  # found by content too
     save_prompt(load_prompt(Path("prompts/grader.yaml")).model_copy(update={"demos": demos}), Path("leaky.yaml"))
-    code = cli(server, "run", "--component", "grader", "--budget", "smoke", "--prompt", "leaky.yaml", "--out", "reports")
+    code = cli(stub, "run", "--component", "grader", "--budget", "smoke", "--prompt", "leaky.yaml", "--out", "reports")
     err = capsys.readouterr().err
     assert code == 2
     assert f"carries 2 test row(s) as demonstrations or retrieval pool: {leaked[0].id}, {leaked[1].id}" in err
@@ -65,11 +58,11 @@ def test_run_refuses_a_prompt_carrying_test_rows(project, server, capsys):
     assert not Path("prompts/grader.calibrated.yaml").read_text() != (ROOT / "prompts/grader.calibrated.yaml").read_text()
 
 
-def test_eval_leaves_out_the_prompts_own_rows_and_judges_on_test(project, server, capsys):
+def test_eval_leaves_out_the_prompts_own_rows_and_judges_on_test(project, stub, capsys):
     gold = load_goldset(Path("goldsets/grader.csv"), GraderRow)
     pool = gold.split("train")[:8] + gold.split("test")[:3]
     save_prompt(prompt_with(pool, pool=True), Path("pooled.yaml"))
-    assert cli(server, "eval", "--component", "grader", "--prompt", "pooled.yaml", "--out", "reports") == 0
+    assert cli(stub, "eval", "--component", "grader", "--prompt", "pooled.yaml", "--out", "reports") == 0
     out = capsys.readouterr().out
     folder = next(p for p in Path("reports").iterdir() if p.is_dir())
     record = json.loads((folder / "run.json").read_text())
@@ -85,7 +78,7 @@ def test_eval_leaves_out_the_prompts_own_rows_and_judges_on_test(project, server
     assert record["goldset"]["splits"]["test"] == sorted(r.id for r in gold.split("test"))
 
 
-def test_eval_flags_a_prompt_calibrated_on_another_goldset_version(project, server, capsys):
+def test_eval_flags_a_prompt_calibrated_on_another_goldset_version(project, stub, capsys):
     path = Path("goldsets/grader.csv")
     before = load_goldset(path, GraderRow)
     calibration = Calibration(run_id="r", created="2026-01-01T00:00:00Z", optimizer="auto:knn", lm="local", seed=0,
@@ -102,7 +95,7 @@ def test_eval_flags_a_prompt_calibrated_on_another_goldset_version(project, serv
         writer = csv.DictWriter(f, fieldnames=list(records[0]))
         writer.writeheader()
         writer.writerows(records)
-    assert cli(server, "eval", "--component", "grader", "--prompt", "old.yaml", "--out", "reports") == 0
+    assert cli(stub, "eval", "--component", "grader", "--prompt", "old.yaml", "--out", "reports") == 0
     out = capsys.readouterr().out
     record = json.loads(next(p for p in Path("reports").iterdir() if p.is_dir()).joinpath("run.json").read_text())
     assert record["goldset_changes"] == {"added": ["brand-new"], "removed": [removed], "changed": [relabelled]}
@@ -110,14 +103,14 @@ def test_eval_flags_a_prompt_calibrated_on_another_goldset_version(project, serv
     assert f"1 changed ({relabelled})" in out
 
 
-def test_a_smoke_run_does_not_replace_the_calibrated_prompt_unless_asked(project, server, capsys):
+def test_a_smoke_run_does_not_replace_the_calibrated_prompt_unless_asked(project, stub, capsys):
     saved = Path("prompts/grader.calibrated.yaml")
     shipped = saved.read_text()
-    assert cli(server, "run", "--component", "grader", "--budget", "smoke", "--optimizer", "knn", "--out", "reports") == 0
+    assert cli(stub, "run", "--component", "grader", "--budget", "smoke", "--optimizer", "knn", "--out", "reports") == 0
     out = capsys.readouterr().out
     assert saved.read_text() == shipped
     assert "calibrated prompt not saved to prompts/grader.calibrated.yaml: a --budget smoke run only checks the machinery" in out
-    assert cli(server, "run", "--component", "grader", "--budget", "smoke", "--optimizer", "knn", "--out", "reports",
+    assert cli(stub, "run", "--component", "grader", "--budget", "smoke", "--optimizer", "knn", "--out", "reports",
                "--save-prompt", str(saved)) == 0
     assert saved.read_text() != shipped
     assert load_prompt(saved).calibration.goldset_rows == row_versions(load_goldset(Path("goldsets/grader.csv"), GraderRow).rows)

@@ -2,6 +2,7 @@
 round a loop (a cycle hidden by an import inside a function is still a cycle: it is counted too)."""
 
 import ast
+import json
 import subprocess
 import sys
 from pathlib import Path
@@ -86,17 +87,86 @@ def test_no_import_cycle_in_the_package():
     assert find_cycle(graph) is None
 
 
+ISOLATE = """
+import importlib, json, os, sys, traceback
+names = json.loads(sys.argv[1])
+for lib in json.loads(sys.argv[2]):  # the heavy libraries once, before any project module: each child inherits them
+    importlib.import_module(lib)
+assert not [m for m in sys.modules if m.split(".")[0] in ("calibrator", "train")], "a library imported the project"
+failed = {}
+for name in names:
+    read, write = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # a child with no project module loaded yet
+        os.close(read)
+        try:
+            importlib.import_module(name)
+            code = 0
+        except BaseException:
+            os.write(write, traceback.format_exc().strip().splitlines()[-1].encode())
+            code = 1
+        os._exit(code)
+    os.close(write)
+    with os.fdopen(read) as pipe:
+        said = pipe.read()
+    if os.waitpid(pid, 0)[1]:
+        failed[name] = said or "the child died"
+print(json.dumps(failed))
+"""
+
+
+def module_level(body: list[ast.stmt]):
+    """Statements that run when the module is imported: the body, and what `if`/`try` blocks hold (not functions)."""
+    for node in body:
+        yield node
+        if not isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
+            for field in ("body", "orelse", "finalbody"):
+                yield from module_level(getattr(node, field, []))
+            for handler in getattr(node, "handlers", []):
+                yield from module_level(handler.body)
+
+
+def third_party(found: dict[str, Path]) -> list[str]:
+    """The top-level packages the project imports at module level, outside itself and the standard library."""
+    roots = set()
+    for path in found.values():
+        for node in module_level(ast.parse(path.read_text(encoding="utf-8")).body):
+            if isinstance(node, ast.Import):
+                roots |= {a.name.split(".")[0] for a in node.names}
+            elif isinstance(node, ast.ImportFrom) and not node.level and node.module:
+                roots.add(node.module.split(".")[0])
+    return sorted(roots - set(sys.stdlib_module_names) - set(PACKAGES) - {"__future__"})
+
+
+def isolated_imports(names: list[str], libraries: list[str]) -> dict[str, str]:
+    out = subprocess.run([sys.executable, "-c", ISOLATE, json.dumps(names), json.dumps(libraries)], cwd=ROOT, capture_output=True,
+                         text=True, timeout=600)
+    assert out.returncode == 0, out.stderr[-3000:]
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
 @pytest.mark.slow
 def test_every_module_imports_on_its_own():
-    """One fresh interpreter per module: a module that only works when another was imported first fails here."""
-    failed = {}
-    for name in modules():
-        if name.endswith("__main__"):
-            continue
-        out = subprocess.run([sys.executable, "-c", f"import {name}"], cwd=ROOT, capture_output=True, text=True, timeout=300)
-        if out.returncode:
-            failed[name] = out.stderr.strip().splitlines()[-1]
-    assert failed == {}
+    """Each module imported first in a forked child of one interpreter that holds only third-party libraries: a module
+    that only works when another project module was imported first fails here; torch and DSPy load once, not per module."""
+    names = [name for name in modules() if not name.endswith("__main__")]
+    libraries = third_party(modules())
+    assert {"dspy", "pydantic", "yaml"} <= set(libraries)
+    assert isolated_imports(names, libraries) == {}
+
+
+def test_the_isolation_check_finds_a_module_that_needs_another_imported_first(tmp_path, monkeypatch):
+    """The same check on a made-up package whose `b` works only after `a` was imported (and `c` not at all)."""
+    package = tmp_path / "pkg"
+    package.mkdir()
+    (package / "__init__.py").write_text("")
+    (package / "a.py").write_text("import sys\nsys.modules['pkg'].shared = 1\n")
+    (package / "b.py").write_text("import pkg\nvalue = pkg.shared\n")
+    (package / "c.py").write_text("raise ImportError('c is broken')\n")
+    monkeypatch.setenv("PYTHONPATH", str(tmp_path))
+    failed = isolated_imports(["pkg.a", "pkg.b", "pkg.c"], ["json"])
+    assert set(failed) == {"pkg.b", "pkg.c"}
+    assert "AttributeError" in failed["pkg.b"] and "c is broken" in failed["pkg.c"]
 
 
 # The CLI's examples in `--help` name components; the choices and the default come from the registry.

@@ -4,18 +4,12 @@ checkpoints, the eval's cached completions). The extractor and grader LM is a st
 the real embedded 135M model, trained and evaluated on this CPU."""
 
 import json
-import os
 import re
-import signal
-import subprocess
-import sys
-import time
-from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-from support.schema_server import SchemaServer
 from support import ROOT
+from support.cli import Started
 
 pytestmark = pytest.mark.slow
 
@@ -56,83 +50,59 @@ grpo: {{max_steps: 4, per_device_train_batch_size: 2, num_generations: 2, max_co
     return path
 
 
-def start(config_path: Path) -> subprocess.Popen:
-    """Output to a file, not a pipe: nobody reads a pipe while waiting for the kill point, and a full one would block."""
-    log = config_path.with_suffix(f".{time.monotonic_ns()}.log")
-    with open(log, "w") as sink:
-        proc = subprocess.Popen([sys.executable, "-m", "train", "run", "--config", str(config_path)], cwd=ROOT, stdout=sink,
-                                stderr=subprocess.STDOUT, text=True, env=os.environ | {"PYTHONUNBUFFERED": "1"})
-    proc.log = log
-    return proc
-
-
-def kill_when(proc: subprocess.Popen, ready: Callable[[], bool], timeout: float = 600) -> str:
-    """Kills the run once `ready()`; its output up to then."""
-    deadline = time.time() + timeout
-    while time.time() < deadline and proc.poll() is None and not ready():
-        time.sleep(0.05)
-    assert proc.poll() is None, f"the run ended before it could be killed:\n{proc.log.read_text()[-3000:]}"
-    assert ready(), "the stage never reached its kill point"
-    os.kill(proc.pid, signal.SIGKILL)
-    proc.wait()
-    return proc.log.read_text()
+def start(config_path: Path) -> Started:
+    return Started("train", "run", "--config", config_path, logs=config_path.parent / "logs")
 
 
 def lines(path: Path) -> list[str]:
     return path.read_text().splitlines() if path.is_file() else []
 
 
-def test_train_run_from_logs_resumes_after_kill_in_every_stage(tmp_path):
+def test_train_run_from_logs_resumes_after_kill_in_every_stage(tmp_path, stub, cli):
     out = tmp_path / "out"
-    with SchemaServer(delay=0.4) as server:
-        cfg = config(tmp_path, server.url)
+    stub.delay = 0.4
+    cfg = config(tmp_path, stub.url)
 
-        # 1. extraction: killed once an extracted record is in the partial file (stop samples need no LM call, so they
-        # come first); it is marked, and the mark must survive the resume
-        proc = start(cfg)
-        partial = out / "samples.jsonl.partial"
-        kill_when(proc, lambda: any('"continue"' in line for line in lines(partial)))
-        records = [json.loads(line) for line in lines(partial)]
-        marked = next(r for r in records if r["decision"] == "continue")
-        marked["target_info"] = ["symptom: MARKED by the test"]
-        partial.write_text("".join(json.dumps(r) + "\n" for r in records))
-        server.delay = 0.0
+    # 1. extraction: killed once an extracted record is in the partial file (stop samples need no LM call, so they
+    # come first); it is marked, and the mark must survive the resume
+    partial = out / "samples.jsonl.partial"
+    start(cfg).kill_when(lambda: any('"continue"' in line for line in lines(partial)))
+    records = [json.loads(line) for line in lines(partial)]
+    marked = next(r for r in records if r["decision"] == "continue")
+    marked["target_info"] = ["symptom: MARKED by the test"]
+    partial.write_text("".join(json.dumps(r) + "\n" for r in records))
+    stub.delay = 0.0
 
-        # 2. warm start: killed after its first checkpoint
-        proc = start(cfg)
-        kill_when(proc, lambda: (out / "warm_start/checkpoint-2/trainer_state.json").is_file())
-        samples = [json.loads(line) for line in lines(out / "samples.jsonl")]
-        assert [s["target_info"] for s in samples if s["id"] == marked["id"]] == [["symptom: MARKED by the test"]]
-        assert len(samples) == 36 and sum(s["decision"] == "stop" for s in samples) == 12
+    # 2. warm start: killed after its first checkpoint
+    start(cfg).kill_when(lambda: (out / "warm_start/checkpoint-2/trainer_state.json").is_file())
+    samples = [json.loads(line) for line in lines(out / "samples.jsonl")]
+    assert [s["target_info"] for s in samples if s["id"] == marked["id"]] == [["symptom: MARKED by the test"]]
+    assert len(samples) == 36 and sum(s["decision"] == "stop" for s in samples) == 12
 
-        # 3. GRPO: killed after its first checkpoint
-        proc = start(cfg)
-        output = kill_when(proc, lambda: (out / "checkpoint-2/trainer_state.json").is_file())
-        assert re.search(r"warm start: 4 supervised steps of 2 expert moves, from \d+ rows \(\d+ stop\), resuming from checkpoint-2", output)
-        assert (out / "warm_start/final/config.json").is_file()
+    # 3. GRPO: killed after its first checkpoint
+    killed = start(cfg).kill_when(lambda: (out / "checkpoint-2/trainer_state.json").is_file())
+    assert re.search(r"warm start: 4 supervised steps of 2 expert moves, from \d+ rows \(\d+ stop\), resuming from checkpoint-2",
+                     killed.out + killed.err)
+    assert (out / "warm_start/final/config.json").is_file()
 
-        # 4. eval: killed once the base model's first completions are cached; one is replaced by a marker
-        proc = start(cfg)
-        base_cache = out / "eval.base.jsonl"
-        kill_when(proc, lambda: len(lines(base_cache)) >= 2)
-        run_record = json.loads((out / "run.json").read_text())
-        assert run_record["resumed_from"].endswith("checkpoint-2") and run_record["steps"] == 4
-        cached = [json.loads(line) for line in lines(base_cache)]
-        cached[0]["completion"] = "MARKED? by the test"
-        base_cache.write_text("".join(json.dumps(c) + "\n" for c in cached))
+    # 4. eval: killed once the base model's first completions are cached; one is replaced by a marker
+    base_cache = out / "eval.base.jsonl"
+    start(cfg).kill_when(lambda: len(lines(base_cache)) >= 2)
+    run_record = json.loads((out / "run.json").read_text())
+    assert run_record["resumed_from"].endswith("checkpoint-2") and run_record["steps"] == 4
+    cached = [json.loads(line) for line in lines(base_cache)]
+    cached[0]["completion"] = "MARKED? by the test"
+    base_cache.write_text("".join(json.dumps(c) + "\n" for c in cached))
 
-        done = subprocess.run([sys.executable, "-m", "train", "run", "--config", str(cfg)], cwd=ROOT, capture_output=True,
-                              text=True, timeout=900)
-        # 5. a log file training never read: every one of its first 2 sessions is held out
-        test_logs = tmp_path / "test.csv"
-        test_logs.write_text("ID,section_header,section_text,dialogue\n" + "".join(
-            f'T{i},GENHX,A rash.,"Doctor: Where is the rash?\nPatient: On my arm, for {i + 1} weeks.\nDoctor: Does it itch?\n'
-            f'Patient: Yes.\nDoctor: It looks like eczema; use the cream twice a day.\nPatient: Thanks."\n' for i in range(4)))
-        tested = subprocess.run([sys.executable, "-m", "train", "eval", "--model", str(out), "--logs", str(test_logs),
-                                 "--limit", "2", "--out", str(tmp_path / "eval-test.json")], cwd=ROOT, capture_output=True,
-                                text=True, timeout=900)
-    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
-    assert "warm start: done already" in done.stdout and "training: done already" in done.stdout
+    done = cli.train("run", "--config", cfg)
+    # 5. a log file training never read: every one of its first 2 sessions is held out
+    test_logs = tmp_path / "test.csv"
+    test_logs.write_text("ID,section_header,section_text,dialogue\n" + "".join(
+        f'T{i},GENHX,A rash.,"Doctor: Where is the rash?\nPatient: On my arm, for {i + 1} weeks.\nDoctor: Does it itch?\n'
+        f'Patient: Yes.\nDoctor: It looks like eczema; use the cream twice a day.\nPatient: Thanks."\n' for i in range(4)))
+    tested = cli.train("eval", "--model", out, "--logs", test_logs, "--limit", "2", "--out", tmp_path / "eval-test.json")
+    assert done.code == 0, done.out[-3000:] + done.err[-3000:]
+    assert "warm start: done already" in done.out and "training: done already" in done.out
     result = json.loads((out / "eval.json").read_text())
     base_scores = {s["id"]: s["completion"] for s in result["scores"]["base"]}
     assert base_scores[cached[0]["id"].split("#")[0]] == "MARKED? by the test"  # cached under id#dialogue-digest
@@ -146,17 +116,18 @@ def test_train_run_from_logs_resumes_after_kill_in_every_stage(tmp_path):
     assert all(0.0 < s["p_stop"] < 1.0 for side in ("base", "trained") for s in result["scores"][side])
     assert "MARKED? by the test" in (out / "eval.html").read_text()
 
-    assert tested.returncode == 0, tested.stdout[-3000:] + tested.stderr[-3000:]
+    assert tested.code == 0, tested.out[-3000:] + tested.err[-3000:]
     test_result = json.loads((tmp_path / "eval-test.json").read_text())
     test_samples = [json.loads(line) for path in out.glob("eval-logs-*.jsonl") for line in lines(path)]
     assert {s["session_id"] for s in test_samples} == {"T0", "T1"}  # --limit 2: the first two sessions, and only them
     assert [s["id"] for s in test_result["scores"]["trained"]] == [s["id"] for s in test_samples if
                                                                    s["decision"] == "stop" or s["target_info"]]
     assert {c["name"]: c for c in test_result["comparison"]}["decision_accuracy"]["sessions"] == 2
-    assert (tmp_path / "eval-test.html").is_file()
+    page = (tmp_path / "eval-test.html").read_text()
+    shown = set(re.findall(r"<th scope='row'>([^<]+)", page)) & ({s["id"] for s in test_samples} | {s["id"] for s in heldout})
+    assert shown == {s["id"] for s in test_result["scores"]["trained"]}  # the test file's samples, none of the held-out ones
 
     # the same --out with another stop rule: refused, since its samples and checkpoints are the old config's
     cfg.write_text(cfg.read_text().replace("stop_rule: advice", "stop_rule: end"))
-    refused = subprocess.run([sys.executable, "-m", "train", "run", "--config", str(cfg)], cwd=ROOT, capture_output=True,
-                             text=True, timeout=300)
-    assert refused.returncode == 2 and "stop_rule differ" in refused.stderr
+    refused = cli.train("run", "--config", cfg)
+    assert refused.code == 2 and "stop_rule differ" in refused.err
