@@ -24,7 +24,7 @@ from calibrator.lm.policy import CallPolicy
 from calibrator.lm.usage import UsageMeter
 from calibrator.lm.wire import Answer
 from calibrator.parallel import imap_unordered, map_ordered
-from support.schema_server import SchemaServer
+from support import ROOT
 
 FAST = {"backoff_base": 0.001, "backoff_cap": 0.01}
 
@@ -265,7 +265,6 @@ from calibrator.lm import CallPolicy, LMSpec, open_lm
 spec = LMSpec.parse("openai-compatible:stub@" + sys.argv[1])
 import os, time
 from calibrator.parallel import map_ordered
-from support import ROOT
 Path(sys.argv[3] + "." + str(os.getpid())).touch()  # ready: everything imported
 while not Path(sys.argv[3]).exists():  # start together: both processes ask for the same requests at the same time
     time.sleep(0.01)
@@ -277,23 +276,23 @@ with open_lm(spec, cache_dir=Path(sys.argv[2]), policy=CallPolicy(concurrency=8,
 """
 
 
-def test_two_processes_on_one_cache_make_each_call_once_and_agree(tmp_path):
+def test_two_processes_on_one_cache_make_each_call_once_and_agree(tmp_path, stub):
     script = tmp_path / "client.py"
     script.write_text(CLIENT.format(root=str(ROOT)))
     go = tmp_path / "go"
     # No answer leaves the server before each process has asked its first question, so neither can finish alone.
-    with SchemaServer(delay=0.3, hold_until=frozenset({"question 0", "question 39"})) as server:
-        procs = [subprocess.Popen([sys.executable, str(script), server.url, str(tmp_path / "cache"), str(go), step], stdout=subprocess.PIPE,
-                                  stderr=subprocess.PIPE, text=True) for step in ("1", "-1")]
-        deadline = time.monotonic() + 120
-        while len(list(tmp_path.glob("go.*"))) < 2 and time.monotonic() < deadline:
-            time.sleep(0.05)
-        go.touch()
-        outs = [p.communicate(timeout=300) for p in procs]
+    stub.delay, stub.hold_until = 0.3, frozenset({"question 0", "question 39"})
+    procs = [subprocess.Popen([sys.executable, str(script), stub.url, str(tmp_path / "cache"), str(go), step], stdout=subprocess.PIPE,
+                              stderr=subprocess.PIPE, text=True) for step in ("1", "-1")]
+    deadline = time.monotonic() + 120
+    while len(list(tmp_path.glob("go.*"))) < 2 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    go.touch()
+    outs = [p.communicate(timeout=300) for p in procs]
     assert all(p.returncode == 0 for p in procs), [err for _, err in outs]
     first, second = (json.loads(out) for out, _ in outs)
     assert first["answers"] == second["answers"]
-    assert server.requests == 40 and set(server.seen.values()) == {1}  # 40 distinct requests, each made once
+    assert stub.requests == 40 and set(stub.seen.values()) == {1}  # 40 distinct requests, each made once
     assert first["usage"]["lm_calls"] + second["usage"]["lm_calls"] == 40
     assert first["usage"]["lm_calls"] > 0 and second["usage"]["lm_calls"] > 0  # both really competed for the keys
     assert first["usage"]["lm_calls"] + first["usage"]["cache_hits"] == 40

@@ -120,6 +120,7 @@ class SchemaServer:
             self.requests = self.logprob_requests = 0
             self.seen.clear()
             self._asked.clear()
+            self._all_asked.notify_all()  # a request still held by the last test's hold_until is let go
 
     def __enter__(self) -> "SchemaServer":
         self.thread.start()
