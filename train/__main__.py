@@ -203,7 +203,11 @@ def _run(args: argparse.Namespace) -> int:
         waived = "; ".join(f"{c['check']} {c['figure']} vs {c['threshold']} waived by {c['overridden_by']}"
                            for c in gate_record["checks"] if c["overridden_by"]) or "no calibration record, allowed by allow_uncalibrated"
         print(f"warning: the grader does not pass the gate ({waived}); the run's record says so", file=sys.stderr)
-    if changed := _changed_since(config):
+    try:
+        changed = _changed_since(config)
+    except ValueError as e:  # pydantic's ValidationError and json's JSONDecodeError
+        return _config_error(config.out / "config.json", e)
+    if changed:
         print(f"error: {config.out} holds a run made with another config ({', '.join(changed)} differ), and its samples, "
               f"warm start and checkpoints would be reused as if they were this config's: use another --out, or delete "
               f"{config.out} to start over", file=sys.stderr)
@@ -261,6 +265,15 @@ def _run(args: argparse.Namespace) -> int:
 RUN_ONLY = {"concurrency", "eval_after", "allow_below_gate", "accept_newer_goldset", "allow_uncalibrated", "launcher"}
 
 
+def _recorded(path: Path) -> dict:
+    """A run's config.json with keys renamed since it was written under their current names; ValueError if it is not
+    JSON."""
+    recorded = json.loads(path.read_text())
+    if "grader_threads" in recorded:  # a run recorded before the key was renamed
+        recorded["concurrency"] = recorded.pop("grader_threads")
+    return recorded
+
+
 def _changed_since(config: TrainConfig) -> list[str]:
     """The keys (other than how to run: concurrency, overrides, eval_after) in which `config` differs from the one
     recorded in its --out, if that folder already holds stage results. Resuming reuses those results, so they must
@@ -268,7 +281,7 @@ def _changed_since(config: TrainConfig) -> list[str]:
     recorded = config.out / "config.json"
     if not recorded.is_file():
         return []
-    before = TrainConfig.model_validate_json(recorded.read_text()).model_dump(mode="json")
+    before = TrainConfig.model_validate(_recorded(recorded)).model_dump(mode="json")
     now = config.model_dump(mode="json")
     return sorted(k for k in now if k not in RUN_ONLY and now[k] != before.get(k))
 
@@ -288,11 +301,9 @@ def _eval(args: argparse.Namespace) -> int:
     if not config_path.is_file() or not (args.model / "run.json").is_file() or not (args.model / "final").is_dir():
         print(f"error: {args.model} is not a finished `train run` folder (needs config.json, run.json and final/)", file=sys.stderr)
         return 2
-    recorded = json.loads(config_path.read_text())
-    if "grader_threads" in recorded:  # a run recorded before the key was renamed
-        recorded["concurrency"] = recorded.pop("grader_threads")
     try:
-        config = TrainConfig.model_validate(recorded | ({"concurrency": args.concurrency} if args.concurrency is not None else {}))
+        config = TrainConfig.model_validate(_recorded(config_path)
+                                            | ({"concurrency": args.concurrency} if args.concurrency is not None else {}))
     except ValueError as e:
         return _config_error(config_path, e)
     if args.logs:
