@@ -107,4 +107,8 @@ def save_prompt(prompt: PromptFile, path: Path) -> None:
 
 def load_prompt(path: Path) -> PromptFile:
     with open(path, encoding="utf-8") as f:
-        return PromptFile.model_validate(yaml.safe_load(f))
+        try:
+            data = yaml.safe_load(f)
+        except yaml.YAMLError as e:  # a ValueError, like every other bad prompt, so the commands report it in one line
+            raise ValueError(f"{path}: not a prompt file, the YAML does not parse ({' '.join(str(e).split())})") from None
+    return PromptFile.model_validate(data)

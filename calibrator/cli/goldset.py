@@ -43,6 +43,9 @@ def goldset(args: argparse.Namespace) -> int:
             print(f"{store} ({args.component}), sha256 {goldset.sha256[:12]}")
             print(curation.describe_stats(curation.stats(goldset)))
         else:
+            if args.top < 0:
+                print(f"error: --top must be 0 or more, got {args.top}", file=sys.stderr)
+                return 2
             suspects = curation.audit(args.component, args.run)
             print(f"{len(suspects)} gold row(s) that baseline and calibrated both contradict in at least one of {len(args.run)} run(s); "
                   "re-check them by hand (nothing is changed):")

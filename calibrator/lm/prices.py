@@ -8,7 +8,7 @@ List prices move; these are the providers' published per-million-token prices fo
 from pathlib import Path
 
 import yaml
-from pydantic import BaseModel
+from pydantic import BaseModel, ValidationError
 
 from calibrator.lm.usage import Usage
 
@@ -33,10 +33,18 @@ def load_prices(path: Path | None) -> dict[str, Price]:
     table = dict(PRICES)
     if path is not None:
         with open(path, encoding="utf-8") as f:
-            data = yaml.safe_load(f) or {}
+            try:
+                data = yaml.safe_load(f) or {}
+            except yaml.YAMLError as e:
+                raise ValueError(f"{path}: the YAML does not parse ({' '.join(str(e).split())})") from None
         if not isinstance(data, dict):
             raise ValueError(f"{path}: expected a mapping of model -> {{input, output}} USD per 1M tokens")
-        table |= {str(k): Price.model_validate(v) for k, v in data.items()}
+        for model, price in data.items():
+            try:
+                table[str(model)] = Price.model_validate(price)
+            except ValidationError as e:
+                wrong = "; ".join(f"{'.'.join(map(str, err['loc'])) or 'the entry'}: {err['msg']}" for err in e.errors())
+                raise ValueError(f"{path}: {model}: expected {{input: .., output: ..}} USD per 1M tokens ({wrong})") from None
     return table
 
 
