@@ -18,6 +18,7 @@ DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 PRIMOCK = FIXTURES / "primock57"
 MTS = FIXTURES / "mts-dialog.csv"
 REMEDI = FIXTURES / "remedi.txt"
+MTS_LABELS = FIXTURES / "mts-dialog-labels.csv"  # the training set's label variants, CRLF inside cells
 
 
 def turns(session: Session) -> list[tuple[str, str]]:
@@ -181,6 +182,25 @@ def test_mts_dialog_detect(tmp_path):
     assert not mts_dialog.detect(transcript)
     assert not mts_dialog.detect(REMEDI)
     assert not mts_dialog.detect(tmp_path)
+
+
+def test_mts_dialog_label_variants_of_the_training_set():
+    """What only the real training set held before this fixture: the `Docotr_2` and `Guest_clinican` typos,
+    `Guest_family2` (a number with no underscore), `Guest_family_1`, a label after a comma (`Yes, I am, Doctor:`)
+    that is not a new utterance, and a dialogue whose only clinician is a (misspelled) guest clinician."""
+    assert b"\r\n" in MTS_LABELS.read_bytes()
+    read = mts_dialog.read(MTS_LABELS)
+    assert (read.problems, read.skipped) == ([], 0)
+    by_id = {s.session_id: turns(s) for s in read.sessions}
+    assert list(by_id) == ["20", "21"]
+    assert by_id["20"] == [
+        ("assistant", "Are you here with anyone today?"),
+        ("user", "Yes, I am, Doctor:"),
+        ("user", "I'm her daughter."),
+        ("assistant", "And how is the rash today?"),
+        ("user", "Worse. It spread to her arms."),
+    ]
+    assert by_id["21"] == [("user", "I need my blood pressure checked."), ("assistant", "It is one thirty over eighty-five.")]
 
 
 # --- ReMeDi -------------------------------------------------------------------------------------

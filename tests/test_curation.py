@@ -94,6 +94,7 @@ def test_template_fill_add_stats_readd_and_adjudicated_review(tmp_path, capsys):
         sheet.cell(row=line, column=header.index("adjudication_note") + 1, value="re-checked by a pharmacist")
         changed[sheet.cell(row=line, column=1).value] = float(new)
     book.save(review)
+    as_it_was = store.read_bytes()
     code, out, err = run(capsys, "add", str(review), "--goldset", str(store))
     assert code == 0, err
     assert f"added 0, updated 2, unchanged {n_review - 2}" in out and " → content_score" in out
@@ -101,6 +102,8 @@ def test_template_fill_add_stats_readd_and_adjudicated_review(tmp_path, capsys):
     for row_id, label in changed.items():
         assert after[row_id].content_score == label and after[row_id].note == "re-checked by a pharmacist"
     assert (tmp_path / "gold.csv.bak").exists()
+    # the backup is the gold set as it was before this add, byte for byte, and not the one just written
+    assert (tmp_path / "gold.csv.bak").read_bytes() == as_it_was != store.read_bytes()
 
 
 def test_dry_run_writes_nothing(tmp_path, capsys):

@@ -83,6 +83,10 @@ def test_prior_correction_undoes_a_constant_lean():
     rule = fit_rule(probs, gold, LABELS)
     assert rule.cv_qwk["argmax"] <= 0.0 < rule.cv_qwk["prior"]
     assert rule.kind in ("prior", "cuts") and rule.signal
+    # prior and cut points both order every row right out of fold; on a tie the rule with fewer parameters wins
+    assert rule.cv_qwk["prior"] == rule.cv_qwk["cuts"] == pytest.approx(1.0)
+    assert rule.kind == "prior" and rule.cuts is None
+    assert [rule.apply(p) for p in probs] == gold
     prior_rule = DecisionRule(kind="prior", labels=list(LABELS), prior=[0.5, 0.25, 0.25], fitted_on=30, cv_qwk={},
                               rank_correlation=None, signal=True)
     assert prior_rule.apply([0.45, 0.3, 0.25]) == 0.5  # 0.9 / 1.2 / 1.0 after dividing out the prior
@@ -236,6 +240,17 @@ def test_floors_are_fitted_on_train_only(component, monkeypatch):
     assert set(result.predictions) == {r.id for r in val + test}
     # every prediction failed, so the prompt cannot beat a floor
     assert result.comparison is not None and result.comparison.verdict != "improved" and " beats " not in result.sentence
+    assert (result.comparison.verdict, result.comparison.calibrated) == ALL_FAILED[component][:2]
+    assert result.sentence.startswith(ALL_FAILED[component][2])
+
+
+# What the floor says of a prompt whose every prediction failed to parse, on each shipped gold set's test split: the
+# verdict, the prompt's score, and how the sentence starts.
+ALL_FAILED = {
+    "grader": ("no significant change", 0.0, "the prompt does not beat the model-free floor (neighbours: qwk"),
+    "extractor": ("no significant change", 0.0, "the prompt is level with the model-free floor (lexical: item_f1"),
+    "stop": ("worse", 0.0, "the prompt is below the model-free floor (questions: kappa"),
+}
 
 
 def _comparison(verdict: str, delta: float, n: int = 21) -> PairedComparison:

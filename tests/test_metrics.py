@@ -222,6 +222,12 @@ def test_higher_confidence_gives_wider_interval():
     narrow = score_ordinal(gold, pred, confidence=0.8).qwk_ci
     wide = score_ordinal(gold, pred, confidence=0.99).qwk_ci
     assert wide[0] <= narrow[0] and narrow[1] <= wide[1]
+    # strictly wider at both ends, for every interval, by about the ratio of the normal quantiles (2.58 / 1.28)
+    a, b = score_ordinal(gold, pred, confidence=0.8), score_ordinal(gold, pred, confidence=0.99)
+    for name in ("accuracy_ci", "qwk_ci", "mae_ci"):
+        (nl, nh), (wl, wh) = getattr(a, name), getattr(b, name)
+        assert wl < nl and nh < wh, name
+        assert (wh - wl) > 1.5 * (nh - nl), name
 
 
 @pytest.mark.parametrize("kwargs", [{"n_boot": 0}, {"confidence": 1.0}, {"confidence": 0.0}])

@@ -69,6 +69,36 @@ def test_atomic_write_leaves_no_temp_files(tmp_path):
     assert load_prompt(path).instructions == "again\nand again"
 
 
+def test_atomic_write_that_fails_midway_keeps_the_old_file_and_no_temp_file(tmp_path, monkeypatch):
+    from calibrator import prompt as module
+    from calibrator.prompt import write_atomic_lines
+
+    folder = tmp_path / "prompts"
+    path = folder / "p.yaml"
+    save_prompt(full_prompt(), path)
+    old = path.read_bytes()
+
+    def pieces():
+        yield "component: grader\n"
+        raise RuntimeError("serializer failed mid-way")
+
+    with pytest.raises(RuntimeError, match="mid-way"):
+        write_atomic_lines(path, pieces())
+    assert path.read_bytes() == old
+    assert [p.name for p in folder.iterdir()] == ["p.yaml"]
+
+    def refuse(src, dst):
+        raise OSError("rename refused")
+
+    monkeypatch.setattr(module.os, "replace", refuse)
+    with pytest.raises(OSError, match="rename refused"):
+        save_prompt(PromptFile(component="grader", instructions="never saved"), path)
+    monkeypatch.undo()
+    assert path.read_bytes() == old
+    assert [p.name for p in folder.iterdir()] == ["p.yaml"]
+    assert load_prompt(path) == full_prompt()
+
+
 def test_content_sha256_ignores_the_calibration_record_and_survives_a_round_trip(tmp_path):
     prompt = full_prompt()
     path = tmp_path / "p.yaml"
@@ -274,12 +304,59 @@ def test_response_format_only_sent_to_schema_wires(tmp_path):
     cache_b.close()
 
 
-def test_anthropic_wire_declares_no_response_schema():
+class RecordingSDK:
+    """Stands in for an SDK client's `create`: records its keyword arguments and returns `reply`."""
+
+    def __init__(self, reply: Any) -> None:
+        self.reply, self.calls = reply, []
+
+    def create(self, **kwargs: Any) -> Any:
+        self.calls.append(kwargs)
+        return self.reply
+
+    def close(self) -> None:
+        pass
+
+
+def test_anthropic_wire_declares_no_response_schema(tmp_path):
+    """The real wires behind a caching engine: a request with a JSON schema reaches OpenAI's `create` as
+    `response_format`, and reaches Anthropic's `messages.create` with no schema anywhere (the Messages API has no
+    JSON-schema decoding), so the engine does not offer `response_format` to DSPy either."""
+    from types import SimpleNamespace
+
     from calibrator.lm.anthropic_messages import AnthropicWire
     from calibrator.lm.openai_chat import OpenAIChatWire
 
     assert AnthropicWire.supports_response_schema is False
     assert OpenAIChatWire.supports_response_schema is True
+    fmt = {"type": "json_schema", "name": "grade", "schema": SCHEMA}
+    text = SimpleNamespace(type="text", text="{}")
+    messages = RecordingSDK(SimpleNamespace(content=[text], stop_reason="end_turn",
+                                            usage=SimpleNamespace(input_tokens=5, output_tokens=2)))
+    completions = RecordingSDK(SimpleNamespace(choices=[SimpleNamespace(message=SimpleNamespace(content="{}"), finish_reason="stop")],
+                                               usage=SimpleNamespace(prompt_tokens=5, completion_tokens=2, prompt_tokens_details=None)))
+    options = {"base_url": "http://127.0.0.1:9", "api_key": "unused", "timeout": 1.0, "max_retries": 0}
+    anthropic_wire, openai_wire = AnthropicWire("claude-x", **options), OpenAIChatWire("gpt-x", **options)
+    anthropic_wire.client.close()
+    openai_wire.client.close()
+    anthropic_wire.client = SimpleNamespace(messages=messages, close=lambda: None)
+    openai_wire.client = SimpleNamespace(chat=SimpleNamespace(completions=completions), close=lambda: None)
+    a, cache_a = engine_for(tmp_path / "a", anthropic_wire, {"backend": "anthropic", "model": "claude-x"})
+    o, cache_o = engine_for(tmp_path / "o", openai_wire)
+    try:
+        assert a.supports_response_schema is False and "response_format" not in a.supported_params
+        assert o.supports_response_schema is True and "response_format" in o.supported_params
+        assert a.complete(request(response_format=fmt)).message.parts[0].text == "{}"
+        assert o.complete(request(response_format=fmt)).message.parts[0].text == "{}"
+    finally:
+        cache_a.close()
+        cache_o.close()
+    assert len(messages.calls) == len(completions.calls) == 1
+    sent = messages.calls[0]
+    assert sent["model"] == "claude-x" and sent["messages"] == [{"role": "user", "content": "hi"}]
+    assert "response_format" not in sent and "grade" not in repr(sent) and "properties" not in repr(sent)
+    assert sent.get("extra_body") == {"temperature": 0.0}  # only sampling goes through extra_body, never the schema
+    assert completions.calls[0]["response_format"] == {"type": "json_schema", "json_schema": {"name": "grade", "schema": SCHEMA}}
 
 
 def test_predictions_csv_never_writes_a_live_formula():

@@ -210,10 +210,13 @@ def test_rows_come_from_the_gold_set_as_it_is_now(tmp_path, capsys):
 def test_a_gold_set_without_the_runs_rows_is_refused_and_a_missing_one_warned(tmp_path, capsys):
     folder = make_run(tmp_path / "reports", seed=2)
     other = make_run(tmp_path / "other", seed=2, text="other ", goldset=tmp_path / "other.csv")
-    assert other.exists()
+    # the other gold set is a valid one, just not this run's: 32 rows of its own, none of them a row of the run
+    other_ids = {r.id for r in load_goldset(tmp_path / "other.csv", GraderRow).rows}
+    assert len(other_ids) == 32 and not other_ids & {r["id"] for r in read_predictions(folder / "predictions.csv")}
     code = main(["review", str(folder), "-o", str(tmp_path / "r.xlsx"), "--goldset", str(tmp_path / "other.csv")])
     err = capsys.readouterr().err
     assert code == 2 and "holds none of the 32 rows" in err and not (tmp_path / "r.xlsx").exists()
+    assert f"error: {tmp_path / 'other.csv'} has 1 problem(s)" in err  # the --goldset given was read, not run.json's
     record = json.loads((folder / "run.json").read_text())
     record["goldset"]["path"] = str(tmp_path / "moved.csv")
     (folder / "run.json").write_text(json.dumps(record))

@@ -88,13 +88,54 @@ def test_empty_template_is_a_valid_but_empty_gold_set(template):
     with pytest.raises(GoldSetError) as error:
         load_goldset(path, GraderRow if component == "grader" else ExtractorRow)
     assert [p.message for p in error.value.problems] == ["no rows: expected a header and at least one labelled row"]
+    # valid: every column of its header is one the loader reads (an optional column it misnamed would silently drop
+    # what labellers type there), so a row typed under it loads with every cell in place
+    row = FULL_ROW[component]
+    assert list(row) == HEADERS[component]
+    book = openpyxl.load_workbook(path)
+    for column, value in enumerate(row.values(), 1):  # typed under the template's columns, in its order
+        book["data"].cell(row=2, column=column, value=value)
+    book.save(path)
+    gold = load_goldset(path, GraderRow if component == "grader" else ExtractorRow)
+    assert len(gold.rows) == 1
+    loaded = gold.rows[0]
+    assert (loaded.id, loaded.context, loaded.target_info) == ("t1", "patient: I have a cough.", ["duration: three days"])
+    assert (loaded.note, loaded.annotator, loaded.labelled_at) == ("asks duration", "AB", "2026-11-24")
+    if component == "grader":
+        assert (loaded.candidate, loaded.content_score, loaded.format_score) == ("How long?", 1.0, 0.5)
+    else:
+        assert (loaded.future, loaded.decision) == ("pharmacist: How long?\npatient: Three days.", "continue")
 
 
-def test_save_is_atomic_and_overwrites(tmp_path):
+FULL_ROW = {
+    "grader": {"id": "t1", "context": "patient: I have a cough.", "target_info": "duration: three days", "candidate": "How long?",
+               "content_score": "1", "format_score": "0.5", "note": "asks duration", "annotator": "AB", "labelled_at": "2026-11-24"},
+    "extractor": {"id": "t1", "context": "patient: I have a cough.", "future": "pharmacist: How long?\npatient: Three days.",
+                  "target_info": "duration: three days", "decision": "continue", "note": "asks duration", "annotator": "AB",
+                  "labelled_at": "2026-11-24"},
+}
+
+
+def test_save_is_atomic_and_overwrites(tmp_path, monkeypatch):
     path = tmp_path / "t.xlsx"
     path.write_text("old")
     write_template("grader", path)
     assert openpyxl.load_workbook(path).sheetnames == ["data", "instructions"]
+    assert [p.name for p in tmp_path.iterdir()] == ["t.xlsx"]
+
+    # atomic: a save that fails half-way leaves the file as it was and no temporary file beside it
+    written = path.read_bytes()
+
+    def half_save(book, filename):
+        with open(filename, "wb") as f:
+            f.write(written[: len(written) // 2])
+        raise OSError("disk full")
+
+    monkeypatch.setattr(openpyxl.Workbook, "save", half_save)
+    with pytest.raises(OSError, match="disk full"):
+        write_template("extractor", path)
+    monkeypatch.undo()
+    assert path.read_bytes() == written
     assert [p.name for p in tmp_path.iterdir()] == ["t.xlsx"]
 
 

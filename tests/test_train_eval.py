@@ -156,7 +156,7 @@ def test_the_cache_reuses_matching_lines_and_drops_other_models_and_a_torn_last_
     assert CompletionCache(path, other).done == {} and path.read_text() == ""
 
 
-def test_generate_reuses_a_full_cache_without_loading_the_model(tmp_path):
+def test_generate_reuses_a_full_cache_without_loading_the_model(tmp_path, monkeypatch):
     model_dir = tmp_path / "final"
     model_dir.mkdir()
     (model_dir / "model.safetensors").write_bytes(b"not a model")  # loading it would fail
@@ -165,11 +165,26 @@ def test_generate_reuses_a_full_cache_without_loading_the_model(tmp_path):
     cache = tmp_path / "eval.trained.jsonl"
     cache.write_text("".join(json.dumps({"id": cache_slot(s), "completion": c, "p_stop": p, **key}) + "\n"
                              for s, c, p in ((samples[1], STOP, 0.75), (samples[0], ASK, 0.125))))
+    import transformers
+
+    class ModelLoaded(Exception):
+        """Raised by the loader: proves generate went to load the model, not that something else failed."""
+
+    loaded: list[object] = []
+
+    def loader(path, *args, **kwargs):
+        loaded.append(path)
+        raise ModelLoaded(path)
+
+    monkeypatch.setattr(transformers.AutoTokenizer, "from_pretrained", loader)
+    monkeypatch.setattr(transformers.AutoModelForCausalLM, "from_pretrained", loader)
     assert generate(model_dir, samples, "Ask one question.", 16, cache=cache) == [made(ASK, 0.125), made(STOP, 0.75)]
-    with pytest.raises(Exception):  # same ids, another dialogue: not taken from the cache, so the (broken) model loads
+    assert loaded == []  # everything was cached: nothing loaded
+    with pytest.raises(ModelLoaded):  # same ids, another dialogue: not taken from the cache, so the model loads
         generate(model_dir, [sample("s", 0, "continue", context="another dialogue")], "Ask one question.", 16, cache=cache)
-    with pytest.raises(Exception):  # another policy prompt: nothing cached for it
+    with pytest.raises(ModelLoaded):  # another policy prompt: nothing cached for it
         generate(model_dir, samples, "Ask two questions.", 16, cache=cache)
+    assert loaded == [model_dir, model_dir]
     os.utime(model_dir / "model.safetensors", ns=(1, 1))  # the folder trained into again
     assert model_identity(model_dir) != key["model"]
 
