@@ -3,6 +3,7 @@ server and one headless Chromium, each started once per session. Helpers that ar
 tests/support/."""
 
 import os
+import shutil
 
 import pytest
 
@@ -22,6 +23,15 @@ def cli():
     from support import cli as runner
 
     return runner
+
+
+@pytest.fixture
+def project(tmp_path, monkeypatch):
+    """A user's working directory: copies of the shipped gold sets and prompts, and the test's cwd."""
+    shutil.copytree(ROOT / "goldsets", tmp_path / "goldsets")
+    shutil.copytree(ROOT / "prompts", tmp_path / "prompts")
+    monkeypatch.chdir(tmp_path)
+    return tmp_path
 
 
 @pytest.fixture(scope="session")

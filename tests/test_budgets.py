@@ -3,9 +3,7 @@
 schema-following server on 127.0.0.1. What the embedded model answers is proven elsewhere; this proves that
 no budget dies on its own settings (medium MIPROv2 once did) and that each search keeps to its slices."""
 
-import csv
 import json
-from pathlib import Path
 
 import pytest
 
@@ -14,20 +12,10 @@ from calibrator.goldset import load_goldset
 from calibrator.optimize import BUDGETS
 from calibrator.prompt import load_prompt
 
-from support import ROOT
+from support.files import gold_slice
 
 SLICE = 24  # rows of the shipped gold set, spread over the file so every label is in: a few seconds per combination
 pytestmark = pytest.mark.slow
-
-
-def gold_slice(component: str, folder: Path) -> Path:
-    with open(ROOT / "goldsets" / f"{component}.csv", newline="", encoding="utf-8") as f:
-        rows = list(csv.reader(f))
-    path = folder / f"{component}.csv"
-    header, body = rows[0], rows[1:]
-    with open(path, "w", newline="", encoding="utf-8") as f:
-        csv.writer(f).writerows([header, *body[:: max(1, round(len(body) / SLICE))][:SLICE]])
-    return path
 
 
 @pytest.mark.parametrize(("component", "optimizer"), [(c, o) for c in ("grader", "extractor", "stop") for o in ("auto", "knn", "mipro", "gepa")]
@@ -35,7 +23,7 @@ def gold_slice(component: str, folder: Path) -> Path:
 @pytest.mark.parametrize("budget", list(BUDGETS))
 def test_every_budget_optimizer_and_component_finishes(tmp_path, stub, budget, optimizer, component, cli):
     saved = tmp_path / "calibrated.yaml"
-    goldset = gold_slice(component, tmp_path)
+    goldset = gold_slice(component, tmp_path / f"{component}.csv", SLICE, spread=True)
     done = cli.calibrator("run", "--component", component, "--goldset", goldset, "--budget", budget, "--optimizer", optimizer,
                           "--no-progress", "--lm", f"openai-compatible:stub@{stub.url}", "--cache-dir", tmp_path / "cache",
                           "--out", tmp_path / "reports", "--save-prompt", saved)

@@ -17,7 +17,7 @@ import pytest
 
 from support import ROOT
 from support.cli import Result
-from support.goldrows import HEADER, write_csv
+from support.files import HEADER, write_csv
 from support.synthetic_run import make_run
 
 GOLD = {"grader": ROOT / "goldsets" / "grader.csv", "extractor": ROOT / "goldsets" / "extractor.csv"}

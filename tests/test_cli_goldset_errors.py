@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from support.goldrows import HEADER, write_csv
+from support.files import HEADER, write_csv
 from support import ROOT
 from support.cli import Result, calibrator
 

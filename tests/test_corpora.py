@@ -1,7 +1,6 @@
 """Tests for calibrator.corpora: PriMock57, MTS-Dialog and ReMeDi read as sessions, from hand-written fixtures in each
 corpus's real format, and from the real files in ../shared/data when they are there."""
 
-import csv
 import json
 import shutil
 from pathlib import Path
@@ -12,6 +11,9 @@ from pydantic import ValidationError
 from calibrator.corpora import FORMATS, detect_format, mts_dialog, primock57, read_corpus, remedi
 from calibrator.corpora.remedi import Action, AnnotatedSession, parse_actions
 from calibrator.logs import LogError, Message, Session
+from support.files import write_rows
+
+MTS_HEADER = ("ID", "section_header", "section_text", "dialogue")
 
 FIXTURES = Path(__file__).parent / "fixtures" / "corpora"
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
@@ -23,12 +25,6 @@ MTS_LABELS = FIXTURES / "mts-dialog-labels.csv"  # the training set's label vari
 
 def turns(session: Session) -> list[tuple[str, str]]:
     return [(m.role, m.content) for m in session.messages]
-
-
-def write_rows(path: Path, rows: list[list[str]], header: tuple[str, ...] = ("ID", "section_header", "section_text", "dialogue")):
-    with open(path, "w", newline="", encoding="utf-8") as f:
-        csv.writer(f).writerows([header, *rows])
-    return path
 
 
 def remedi_line(context: list[tuple[str, str]], patient: str, action: str, response: str) -> str:
@@ -153,7 +149,7 @@ def test_mts_dialog_row_problems(tmp_path):
         ["10", "CC", "x", "Doctor: Again."],
         ["", "CC", "x", "Doctor: No id."],
         ["14", "CC", "x", '"Doctor: Quoted label.\n Patient:  Leading space.'],
-    ])
+    ], MTS_HEADER)
     read = mts_dialog.read(path)
     assert [s.session_id for s in read.sessions] == ["10", "14"]
     assert turns(read.sessions[0]) == [("assistant", "Hi."), ("user", "Hello."), ("assistant", "Vitals are normal.")]

@@ -16,8 +16,9 @@ from calibrator.components.extractor import ExtractorRow
 from calibrator.cli import main
 from calibrator.curation import goldset_csv
 from calibrator.goldset import GoldSetError, load_goldset, read_rows
+from support import ROOT
+from support.files import fill
 
-ROOT = Path(__file__).resolve().parents[1]
 FIXTURES = Path(__file__).resolve().parent / "fixtures"
 
 
@@ -29,22 +30,6 @@ def run(capsys, *args: str) -> tuple[int, str, str]:
     code = main(["goldset", *args])
     out = capsys.readouterr()
     return code, out.out, out.err
-
-
-def fill(path: Path, rows: list[dict]) -> None:
-    """What a user does in Excel: type under the header, leave a blank line, stray spaces."""
-    book = openpyxl.load_workbook(path)
-    sheet = book["data"]
-    header = [c.value for c in sheet[1]]
-    line = 2
-    for row in rows:
-        if row is None:
-            line += 1
-            continue
-        for name, value in row.items():
-            sheet.cell(row=line, column=header.index(name) + 1, value=value)
-        line += 1
-    book.save(path)
 
 
 GRADER_ROWS = [

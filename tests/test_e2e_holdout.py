@@ -14,8 +14,8 @@ from calibrator.components.grader import GRADER
 from calibrator.goldset import load_goldset
 from calibrator.optimize import knn_prompt
 from calibrator.prompt import load_prompt, save_prompt
-from support import ROOT
 from support.cli import calibrator
+from support.files import gold_slice
 
 pytestmark = pytest.mark.slow
 SLICE = 30
@@ -44,10 +44,7 @@ def new_rows(path: Path) -> Path:
 
 
 def test_splits_hold_across_review_and_add(tmp_path, stub):
-    with open(ROOT / "goldsets" / "grader.csv", newline="", encoding="utf-8") as f:
-        records = list(csv.reader(f))
-    with open(tmp_path / "grader.csv", "w", newline="", encoding="utf-8") as f:
-        csv.writer(f).writerows(records[: SLICE + 1])
+    gold_slice("grader", tmp_path / "grader.csv", SLICE)
 
     first_goldset = load_goldset(tmp_path / "grader.csv", GraderRow)
     calibrate = ["run", "--component", "grader", "--optimizer", "knn", "--budget", "smoke"]

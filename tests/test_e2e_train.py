@@ -10,27 +10,11 @@ from pathlib import Path
 import pytest
 
 from calibrator.components.grader import choose_format_source
-from calibrator.components.extract import TrainingSample
-from calibrator.logs import Message
 from calibrator.prompt import load_prompt, save_prompt
 from support import ROOT
+from support.training import small_samples
 
 pytestmark = pytest.mark.slow
-
-
-def small_samples(path: Path) -> Path:
-    turns = [("user", "Hi, I need something for a dry cough."), ("assistant", "Who is it for?"), ("user", "Me, I'm 40."),
-             ("assistant", "How long have you had it?"), ("user", "About a week."), ("assistant", "Any other medicines?"),
-             ("user", "No, nothing."), ("assistant", "<med_search>")]
-    samples = []
-    for sid in ("a", "b", "c", "d", "e", "f"):
-        messages = [Message(role=r, content=c) for r, c in turns]
-        targets = [["age group: adult, 40"], ["duration: about a week"], ["current medication: none"], []]
-        for k, cut in enumerate((1, 3, 5, 7)):
-            samples.append(TrainingSample(id=f"{sid}_{k}", session_id=sid, context=messages[:cut], future=messages[cut:],
-                                          target_info=targets[k], decision="stop" if k == 3 else "continue"))
-    path.write_text("".join(s.model_dump_json() + "\n" for s in samples))
-    return path
 
 
 def lm_formats_better_on_val(tmp_path: Path) -> Path:

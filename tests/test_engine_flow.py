@@ -17,16 +17,13 @@ import openai
 import pytest
 
 from calibrator.lm.cache import CallCache, cache_key
-from calibrator.lm.engine import CachingEngine
 from calibrator.lm.failure import BackendUnavailable, Failure, classify, retry_after
 from calibrator.lm.flow import AdaptiveWindow, CircuitBreaker, TokenBucket
-from calibrator.lm.policy import CallPolicy
-from calibrator.lm.usage import UsageMeter
 from calibrator.lm.wire import Answer
 from calibrator.parallel import imap_unordered, map_ordered
 from support import ROOT
+from support.engine import ask, engine
 
-FAST = {"backoff_base": 0.001, "backoff_cap": 0.01}
 
 
 def status_error(status: int, headers: dict[str, str] | None = None) -> openai.APIStatusError:
@@ -174,15 +171,6 @@ class ScriptedWire:
         pass
 
 
-def engine(tmp_path: Path, wire, **policy) -> CachingEngine:
-    return CachingEngine(wire, identity={"backend": "openai", "model": "m"}, cache=CallCache(tmp_path / "calls.sqlite"),
-                         meter=UsageMeter(), policy=CallPolicy(**(FAST | policy)), where="--lm openai:m")
-
-
-def ask(e: CachingEngine, text: str) -> str:
-    return e.chat([{"role": "user", "content": text}], {"max_tokens": 5}).text
-
-
 def test_throttled_calls_wait_retry_and_cut_the_window(tmp_path):
     wire = ScriptedWire([status_error(429, {"retry-after": "0.01"})] * 3)
     e = engine(tmp_path, wire, concurrency=8, preflight=False)
@@ -276,6 +264,7 @@ with open_lm(spec, cache_dir=Path(sys.argv[2]), policy=CallPolicy(concurrency=8,
 """
 
 
+@pytest.mark.slow
 def test_two_processes_on_one_cache_make_each_call_once_and_agree(tmp_path, stub):
     script = tmp_path / "client.py"
     script.write_text(CLIENT.format(root=str(ROOT)))
@@ -312,6 +301,7 @@ def _open_cache_at(path: str, start: float) -> str:
     return "ok"
 
 
+@pytest.mark.slow
 def test_processes_opening_a_new_cache_at_the_same_instant_all_get_it(tmp_path):
     # Before the fix about 4 rounds in 10 lost a process to "database is locked" while the file was switched to WAL.
     with multiprocessing.get_context("fork").Pool(6) as pool:

@@ -3,7 +3,6 @@ that fails while others wait for it (in this process and in another), pacing by 
 long retry, and the circuit breaker opening in the middle of a run. tests/test_engine_flow.py has the logic with a
 fake wire; these prove the same paths end to end."""
 
-import http.server
 import json
 import sqlite3
 import threading
@@ -21,8 +20,9 @@ from calibrator.lm.failure import BackendUnavailable
 from calibrator.lm.openai_chat import OpenAIChatWire
 from calibrator.parallel import map_ordered
 from support.fault_proxy import FaultProxy
-from test_engine_flow import ask, engine
-from test_scale_out import cached, extract_args, write_log
+from support.http import Quiet, ThreadedServer, send_json
+from support.engine import ask, engine
+from support.extraction import cached, extract_args, write_log
 
 # ---- a scripted backend -------------------------------------------------------------------------------------------
 
@@ -38,7 +38,7 @@ class Reply:
     drop: bool = False
 
 
-class Backend:
+class Backend(ThreadedServer):
     """A tiny OpenAI-compatible server on 127.0.0.1 that plays `script(n, asked)` (n: the request's number from 1,
     asked: its last user message) and records each request's arrival, and how many were in flight at once. Answers
     are "answer {n} to {asked}", usage 10 prompt + 5 completion tokens."""
@@ -51,7 +51,7 @@ class Backend:
         self._arrived = threading.Condition(self._lock)
         owner = self
 
-        class Handler(http.server.BaseHTTPRequestHandler):
+        class Handler(Quiet):
             def do_POST(self) -> None:  # noqa: N802
                 body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
                 asked = [m["content"] for m in body["messages"] if m["role"] == "user"][-1]
@@ -73,24 +73,12 @@ class Backend:
                                 "usage": {"prompt_tokens": 10, "completion_tokens": 5, "total_tokens": 15}}
                     else:
                         data = {"error": {"message": f"scripted {reply.status}", "type": "error"}}
-                    payload = json.dumps(data).encode()
-                    self.send_response(reply.status)
-                    self.send_header("Content-Type", "application/json")
-                    self.send_header("Content-Length", str(len(payload)))
-                    if reply.retry_after is not None:
-                        self.send_header("Retry-After", reply.retry_after)
-                    self.end_headers()
-                    self.wfile.write(payload)
+                    send_json(self, reply.status, data, {} if reply.retry_after is None else {"Retry-After": reply.retry_after})
                 finally:
                     with owner._lock:
                         owner.in_flight -= 1
 
-            def log_message(self, *_: Any) -> None:
-                pass
-
-        self.httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.httpd.daemon_threads = True
-        self.url = f"http://127.0.0.1:{self.httpd.server_port}/v1"
+        super().__init__(Handler)
 
     @property
     def requests(self) -> int:
@@ -102,14 +90,6 @@ class Backend:
     def wait_for(self, requests: int, timeout: float = 10) -> None:
         with self._arrived:
             assert self._arrived.wait_for(lambda: len(self.arrivals) >= requests, timeout), self.arrivals
-
-    def __enter__(self) -> "Backend":
-        threading.Thread(target=self.httpd.serve_forever, daemon=True).start()
-        return self
-
-    def __exit__(self, *_: object) -> None:
-        self.httpd.shutdown()
-        self.httpd.server_close()
 
 
 class Outcome:

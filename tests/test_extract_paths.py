@@ -3,10 +3,8 @@
 batched commits (it is rebuilt at every start, so whatever a kill left in it is never read); and a record that failed
 in one run retried end to end by the next run of `extract`, against a server on 127.0.0.1 that fails some calls."""
 
-import http.server
 import json
 import re
-import threading
 import urllib.request
 from pathlib import Path
 
@@ -17,40 +15,15 @@ from dspy.utils.dummies import DummyLM
 from calibrator.components.extract import SampleIndex, _drop_torn_tail, extract_samples, index_path, partial_path
 from calibrator.lm import engine as lm_engine
 from calibrator.lm.spec import LMSpec
-from calibrator.logs import Message, Sample
+from calibrator.logs import Sample
 from calibrator.prompt import load_prompt
 from support import ROOT
+from support.extraction import Dies, samples
+from support.http import Quiet, ThreadedServer, send_json
 
 LOCAL = LMSpec.parse("local")
 PROMPT = ROOT / "prompts" / "extractor.yaml"
 KIB = 1 << 10
-
-
-def samples(n: int) -> list[Sample]:
-    """n `continue` samples and one `stop` sample (no LM call) at the end."""
-    out = []
-    for i in range(n):
-        context = [Message(role="user", content=f"I have had a cough for {i} days")]
-        future = [Message(role="assistant", content="Any allergies?"), Message(role="user", content="none")]
-        out.append(Sample(id=f"s{i}_0", session_id=f"s{i}", context=context, future=future, decision="continue"))
-    out.append(Sample(id="s_stop_1", session_id="s_stop", context=out[0].context,
-                      future=[Message(role="assistant", content="<med_search>")], decision="stop"))
-    return out
-
-
-class Dies(DummyLM):
-    """Answers like an LM, then dies like a killed process after `calls` answers."""
-
-    def __init__(self, calls: int):
-        super().__init__([{"decision": "continue", "target_info": ["allergies: none"]}] * 100)
-        self.left, self.made = calls, 0
-
-    def forward(self, *args, **kwargs):
-        if self.left == 0:
-            raise KeyboardInterrupt
-        self.left -= 1
-        self.made += 1
-        return super().forward(*args, **kwargs)
 
 
 def extract(todo: list[Sample], out: Path, lm: DummyLM):
@@ -131,7 +104,7 @@ def test_resume_after_a_partial_file_of_one_torn_line_appends_on_a_line_of_its_o
     out, todo = tmp_path / "samples.jsonl", samples(4)
     partial_path(out).write_text('{"id": "s0_0", "session_id": "s0", "context": [{"role": "us')
     kept = killed_after(todo, out, 2)
-    assert [json.loads(line)["id"] for line in kept if json.loads(line)["decision"] == "continue"] == ["s0_0", "s1_0"]
+    assert sorted(json.loads(line)["id"] for line in kept if json.loads(line)["decision"] == "continue") == ["s0_0", "s1_0"]
     lm = Dies(100)
     summary = extract(todo, out, lm)
     assert (summary.reused, lm.made) == (len(kept), 2)
@@ -185,7 +158,7 @@ def write_log(path: Path, markers: list[str]) -> Path:
     return path
 
 
-class Flaky:
+class Flaky(ThreadedServer):
     """An OpenAI-compatible server on 127.0.0.1 that forwards to the stub, except that while `failing` a request
     naming `fail-500` gets HTTP 500, one naming `bad-json` a body that is not JSON, and one naming `garbage` a
     well-formed answer of prose where JSON was asked for."""
@@ -194,10 +167,7 @@ class Flaky:
         self.failing, self.extractions = True, 0
         owner = self
 
-        class Handler(http.server.BaseHTTPRequestHandler):
-            def log_message(self, *_):
-                pass
-
+        class Handler(Quiet):
             def do_POST(self):  # noqa: N802
                 raw = self.rfile.read(int(self.headers["Content-Length"]))
                 text = json.dumps(json.loads(raw)["messages"])
@@ -205,39 +175,32 @@ class Flaky:
                 if "headache" in text:
                     owner.extractions += 1
                     if owner.failing and "fail-500" in text:
-                        status, body = 500, json.dumps({"error": {"message": "internal error"}}).encode()
+                        status, body = 500, {"error": {"message": "internal error"}}
                     elif owner.failing and "bad-json" in text:
                         body = b'{"id": "x", "choices": [{"message": '
                     elif owner.failing and "garbage" in text:
-                        body = json.dumps({"id": "x", "object": "chat.completion", "created": 0, "model": "stub", "choices": [
+                        body = {"id": "x", "object": "chat.completion", "created": 0, "model": "stub", "choices": [
                             {"index": 0, "finish_reason": "stop",
                              "message": {"role": "assistant", "content": "Sorry, I cannot help with that."}}],
-                            "usage": {"prompt_tokens": 1, "completion_tokens": 1, "total_tokens": 2}}).encode()
+                            "usage": {"prompt_tokens": 1, "completion_tokens": 1, "total_tokens": 2}}
                 if body is None:
                     request = urllib.request.Request(stub_url + "/chat/completions", data=raw,
                                                      headers={"Content-Type": "application/json"})
                     with urllib.request.urlopen(request, timeout=30) as answer:
                         body = answer.read()
-                self.send_response(status)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(body)))
-                self.end_headers()
-                self.wfile.write(body)
+                send_json(self, status, body)
 
-        self.httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.httpd.server_port}/v1"
-
-    def __enter__(self) -> "Flaky":
-        threading.Thread(target=self.httpd.serve_forever, daemon=True).start()
-        return self
-
-    def __exit__(self, *_) -> None:
-        self.httpd.shutdown()
-        self.httpd.server_close()
+        super().__init__(Handler)
 
 
 def records(path: Path) -> dict[str, dict]:
     return {r["id"]: r for r in map(json.loads, path.read_text().splitlines())}
+
+
+def extract_through(server: Flaky, logs: Path, out: Path, cache: Path) -> list:
+    """`extract` one sample at a time through the flaky server, with the call cache in `cache`."""
+    return ["extract", "--logs", logs, "--out", out, "--prompt", PROMPT, "--lm", f"openai-compatible:stub@{server.url}",
+            "--cache-dir", cache, "--no-progress", "--concurrency", "1"]
 
 
 def test_a_record_that_failed_is_retried_by_the_next_run(tmp_path, stub, cli, monkeypatch):
@@ -246,8 +209,7 @@ def test_a_record_that_failed_is_retried_by_the_next_run(tmp_path, stub, cli, mo
     logs = write_log(tmp_path / "log.jsonl", ["ok", "fail-500", "ok", "bad-json", "ok"])
     out = tmp_path / "samples.jsonl"
     with Flaky(stub.url) as server:
-        args = ["extract", "--logs", logs, "--out", out, "--prompt", PROMPT, "--lm", f"openai-compatible:stub@{server.url}",
-                "--cache-dir", tmp_path / "cache", "--no-progress", "--concurrency", "1"]
+        args = extract_through(server, logs, out, tmp_path / "cache")
         first = cli.calibrator(*args)
         assert first.code == 0, first.err
         assert "5 extracted now" in first.out and "2 failed (retried on the next run)" in first.out
@@ -273,8 +235,7 @@ def test_a_record_whose_answer_could_not_be_parsed_is_asked_again_by_the_next_ru
     logs = write_log(tmp_path / "log.jsonl", ["ok", "garbage", "ok"])
     out = tmp_path / "samples.jsonl"
     with Flaky(stub.url) as server:
-        args = ["extract", "--logs", logs, "--out", out, "--prompt", PROMPT, "--lm", f"openai-compatible:stub@{server.url}",
-                "--cache-dir", tmp_path / "cache", "--no-progress", "--concurrency", "1"]
+        args = extract_through(server, logs, out, tmp_path / "cache")
         first = cli.calibrator(*args)
         assert first.code == 0, first.err
         assert records(out)["s1_0"]["error"].startswith("parse:") and "1 failed (retried on the next run)" in first.out

@@ -18,10 +18,10 @@ from calibrator.components.extract import MadeBy, SampleIndex, TrainingSample, e
 from calibrator.goldset import GoldSetError, load_goldset
 from calibrator.items import match_items, normalise, paired_items, score_items, value_overlap
 from calibrator.lm.spec import LMSpec
-from calibrator.logs import Message, Sample
 from calibrator.prompt import load_prompt
 from train.data import read_samples
 from support import ROOT
+from support.extraction import Dies, samples
 
 LOCAL = LMSpec.parse("local")
 SHIPPED = ROOT / "goldsets" / "extractor.csv"
@@ -198,33 +198,6 @@ def test_loo_score_rewards_neighbours_with_the_same_fields_and_decision():
 
 
 # ---- extract: resumable, never truncated -----------------------------------------------------------------
-
-def samples(n: int) -> list[Sample]:
-    out = []
-    for i in range(n):
-        context = [Message(role="user", content=f"I have had a cough for {i} days")]
-        future = [Message(role="assistant", content="Any allergies?"), Message(role="user", content="none")]
-        out.append(Sample(id=f"s{i}_0", session_id=f"s{i}", context=context, future=future, decision="continue"))
-    out.append(Sample(id="s_stop_1", session_id="s_stop", context=out[0].context,
-                      future=[Message(role="assistant", content="<med_search>")], decision="stop"))
-    return out
-
-
-class Dies(DummyLM):
-    """Answers like an LM, then dies like a killed process after `calls` answers."""
-
-    def __init__(self, calls: int):
-        super().__init__([{"decision": "continue", "target_info": ["allergies: none"]}] * 50)
-        self.left = calls
-        self.made = 0
-
-    def forward(self, *args, **kwargs):
-        if self.left == 0:
-            raise KeyboardInterrupt
-        self.left -= 1
-        self.made += 1
-        return super().forward(*args, **kwargs)
-
 
 def test_extract_resumes_without_redoing_or_duplicating(tmp_path):
     prompt = load_prompt(ROOT / "prompts/extractor.yaml")

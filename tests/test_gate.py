@@ -8,14 +8,13 @@ import pytest
 from transformers import TrainerState
 
 from calibrator.components.grader import GraderRow
-from calibrator.components.extract import TrainingSample
 from calibrator.goldset import load_goldset
-from calibrator.logs import Message
 from calibrator.prompt import Calibration, load_prompt, save_prompt
-from support.goldrows import write_csv
+from support.files import write_csv
 from train.config import CONFIGS, TrainConfig, load_config
 from train.trainer import GateError, StepLog, gate
 from support import ROOT
+from support.training import small_samples
 
 GOLD_ROWS = [
     {"id": "a", "context": "patient: I have a cough.", "target_info": "duration: a week", "candidate": "How long have you had it?",
@@ -263,16 +262,6 @@ def test_step_log_writes_and_trims_metrics_from_process_zero_only(tmp_path):
     main.on_log(None, state(True, 2), None, logs={"reward": 3.0})
     assert [json.loads(line) for line in path.read_text().splitlines()] == [
         {"step": 1, "reward": 1.0}, {"step": 2, "reward": 3.0, "grader_failures_total": 0}]
-
-
-def small_samples(path: Path) -> Path:
-    turns = [("user", "I need something for a cough."), ("assistant", "How long?"), ("user", "A week."), ("assistant", "<med_search>")]
-    messages = [Message(role=r, content=c) for r, c in turns]
-    samples = [TrainingSample(id=f"{sid}_{k}", session_id=sid, context=messages[:cut], future=messages[cut:],
-                              target_info=target, decision=decision)
-               for sid in "abcdefgh" for k, (cut, target, decision) in enumerate([(1, ["duration: a week"], "continue"), (3, [], "stop")])]
-    path.write_text("".join(s.model_dump_json() + "\n" for s in samples))
-    return path
 
 
 @pytest.mark.parametrize("rank, written", [("1", set()), ("0", {"config.json", "heldout.jsonl", "run.json"})])

@@ -5,7 +5,6 @@ import random
 from collections import Counter
 from pathlib import Path
 
-import openpyxl
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -13,9 +12,9 @@ from hypothesis import strategies as st
 from calibrator.components.grader import GraderRow
 from calibrator.goldset import SPLITS, GoldSetError, load_goldset, parse_label, stable_id
 
-from support.goldrows import HEADER, write_csv
+from support.files import HEADER, write_csv, write_xlsx
+from support import ROOT
 
-ROOT = Path(__file__).resolve().parents[1]
 SHIPPED = ROOT / "goldsets" / "grader.csv"
 
 
@@ -30,16 +29,6 @@ def good(**overrides) -> dict:
         "note": "asks age group",
     }
     return row | overrides
-
-
-def write_xlsx(path: Path, rows: list[list], header: list[str] = HEADER) -> Path:
-    book = openpyxl.Workbook()
-    sheet = book.active
-    sheet.append(header)
-    for row in rows:
-        sheet.append(row)
-    book.save(path)
-    return path
 
 
 def csv_to_xlsx(src: Path, dst: Path) -> Path:

@@ -14,6 +14,7 @@ from train.__main__ import _format_source
 from train.config import TrainConfig
 from train.rewards import CalibratedReward, score_terms
 from support import ROOT
+from support.training import calibration
 
 
 
@@ -73,11 +74,6 @@ def test_no_gold_format_score_means_no_format_figures():
     scores = GRADER.score(rows, PREDS, seed=0, n_boot=50)
     assert (scores.format_n, scores.format_accuracy, scores.format_accuracy_ci, scores.format_rule_accuracy,
             scores.format_rule_accuracy_ci) == (0, None, None, None, None)
-
-
-def calibration(val: dict, test: dict) -> Calibration:
-    return Calibration(run_id="r", created="2026-11-24T00:00:00Z", optimizer="auto:knn", lm="local", seed=0, goldset_path="g",
-                       goldset_sha256="x", val=val, test=test, verdict="no significant change")
 
 
 def saved_grader(tmp_path: Path, record: Calibration | None) -> Path:

@@ -4,7 +4,6 @@ saved calibrated prompt. Runs go through the CLI against the schema-following se
 
 import csv
 import json
-import shutil
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -23,15 +22,6 @@ from support import ROOT
 GRADER = COMPONENTS["grader"]
 
 
-@pytest.fixture
-def project(tmp_path, monkeypatch):
-    """A copy of the shipped gold sets and prompts, as a user's working directory."""
-    shutil.copytree(ROOT / "goldsets", tmp_path / "goldsets")
-    shutil.copytree(ROOT / "prompts", tmp_path / "prompts")
-    monkeypatch.chdir(tmp_path)
-    return tmp_path
-
-
 def cli(stub, *args: str) -> int:
     return main([*args, "--lm", f"openai-compatible:stub@{stub.url}", "--cache-dir", "cache", "--no-progress"])
 
@@ -45,6 +35,7 @@ def prompt_with(rows, *, pool: bool) -> object:
     return base.model_copy(update={"demos": records})
 
 
+@pytest.mark.slow  # a whole run on the shipped gold set, through the stub
 def test_run_refuses_a_prompt_carrying_test_rows(project, stub, capsys):
     gold = load_goldset(Path("goldsets/grader.csv"), GraderRow)
     leaked = gold.split("test")[:2]
@@ -58,6 +49,7 @@ def test_run_refuses_a_prompt_carrying_test_rows(project, stub, capsys):
     assert not Path("prompts/grader.calibrated.yaml").read_text() != (ROOT / "prompts/grader.calibrated.yaml").read_text()
 
 
+@pytest.mark.slow  # a whole run on the shipped gold set, through the stub
 def test_eval_leaves_out_the_prompts_own_rows_and_judges_on_test(project, stub, capsys):
     gold = load_goldset(Path("goldsets/grader.csv"), GraderRow)
     pool = gold.split("train")[:8] + gold.split("test")[:3]
@@ -78,6 +70,7 @@ def test_eval_leaves_out_the_prompts_own_rows_and_judges_on_test(project, stub, 
     assert record["goldset"]["splits"]["test"] == sorted(r.id for r in gold.split("test"))
 
 
+@pytest.mark.slow  # a whole run on the shipped gold set, through the stub
 def test_eval_flags_a_prompt_calibrated_on_another_goldset_version(project, stub, capsys):
     path = Path("goldsets/grader.csv")
     before = load_goldset(path, GraderRow)
@@ -103,6 +96,7 @@ def test_eval_flags_a_prompt_calibrated_on_another_goldset_version(project, stub
     assert f"1 changed ({relabelled})" in out
 
 
+@pytest.mark.slow  # a whole run on the shipped gold set, through the stub
 def test_a_smoke_run_does_not_replace_the_calibrated_prompt_unless_asked(project, stub, capsys):
     saved = Path("prompts/grader.calibrated.yaml")
     shipped = saved.read_text()

@@ -4,7 +4,6 @@ with made-up numbers, the slices each piece may see, and a run through the real 
 import json
 import math
 import random
-from pathlib import Path
 
 import dspy
 import pytest
@@ -28,10 +27,9 @@ from calibrator.goldset import load_goldset
 from calibrator.metrics import quadratic_weighted_kappa
 from calibrator.optimize import BUDGETS, Candidate, optimize
 from calibrator.prompt import load_prompt
-from support.schema_server import SchemaServer
 from train.rewards import grader_call
+from support import ROOT
 
-ROOT = Path(__file__).resolve().parents[1]
 LABELS = (0.0, 0.5, 1.0)
 GRADER = COMPONENTS["grader"]
 TOKENS = {"0": 0.0, "1": 0.5, "2": 1.0}
@@ -40,6 +38,7 @@ TOKENS = {"0": 0.0, "1": 0.5, "2": 1.0}
 # --- cut points and rules ------------------------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 @settings(max_examples=40, deadline=None)
 @given(st.floats(0.05, 0.45), st.floats(0.55, 0.95), st.integers(0, 10_000))
 def test_cut_fitting_recovers_known_cut_points(low, high, seed):
@@ -355,11 +354,10 @@ def test_the_engine_asks_for_logprobs_caches_them_and_the_reader_gets_them(tmp_p
 
 
 @pytest.mark.slow
-def test_a_run_reports_the_floor_and_the_fitted_rule(tmp_path):
-    with SchemaServer() as server:
-        code = main(["run", "--component", "grader", "--budget", "light", "--no-progress", "--lm", f"openai-compatible:stub@{server.url}",
-                     "--cache-dir", str(tmp_path / "cache"), "--out", str(tmp_path / "reports"), "--save-prompt", str(tmp_path / "p.yaml")])
-        assert code == 0 and server.logprob_requests > 0
+def test_a_run_reports_the_floor_and_the_fitted_rule(tmp_path, stub):
+    code = main(["run", "--component", "grader", "--budget", "light", "--no-progress", "--lm", f"openai-compatible:stub@{stub.url}",
+                 "--cache-dir", str(tmp_path / "cache"), "--out", str(tmp_path / "reports"), "--save-prompt", str(tmp_path / "p.yaml")])
+    assert code == 0 and stub.logprob_requests > 0
     folder = next(p for p in (tmp_path / "reports").iterdir() if p.is_dir())
     record = json.loads((folder / "run.json").read_text())
     train = set(record["goldset"]["splits"]["train"])
@@ -379,10 +377,9 @@ def test_a_run_reports_the_floor_and_the_fitted_rule(tmp_path):
 
 
 @pytest.mark.slow
-def test_an_eval_reports_the_floor_and_leaves_train_rows_without_floor_cells(tmp_path):
-    with SchemaServer() as server:
-        assert main(["eval", "--component", "grader", "--no-progress", "--lm", f"openai-compatible:stub@{server.url}",
-                     "--cache-dir", str(tmp_path / "cache"), "--out", str(tmp_path / "reports")]) == 0
+def test_an_eval_reports_the_floor_and_leaves_train_rows_without_floor_cells(tmp_path, stub):
+    assert main(["eval", "--component", "grader", "--no-progress", "--lm", f"openai-compatible:stub@{stub.url}",
+                 "--cache-dir", str(tmp_path / "cache"), "--out", str(tmp_path / "reports")]) == 0
     folder = next(p for p in (tmp_path / "reports").iterdir() if p.is_dir())
     record = json.loads((folder / "run.json").read_text())
     assert record["floor"] in record["floors"] and "the prompt" in record["floor_sentence"]
@@ -395,17 +392,17 @@ def test_an_eval_reports_the_floor_and_leaves_train_rows_without_floor_cells(tmp
 
 
 @pytest.mark.slow
-def test_without_log_probabilities_the_parsed_label_stands_and_the_run_says_so(tmp_path):
+def test_without_log_probabilities_the_parsed_label_stands_and_the_run_says_so(tmp_path, stub):
     prompt = load_prompt(ROOT / "prompts/grader.yaml").model_copy(update={"label_tokens": GRADER.label_tokens()})
     path = tmp_path / "tokens.yaml"
     from calibrator.prompt import save_prompt
     save_prompt(prompt, path)
-    with SchemaServer(logprobs=False) as server:
-        args = ["--no-progress", "--lm", f"openai-compatible:stub@{server.url}", "--cache-dir", str(tmp_path / "cache"),
-                "--out", str(tmp_path / "reports")]
-        assert main(["run", "--component", "grader", "--optimizer", "threshold", "--budget", "light",
-                     "--save-prompt", str(tmp_path / "p.yaml"), *args]) == 0
-        assert main(["eval", "--component", "grader", "--prompt", str(path), *args]) == 0
+    stub.logprobs = False
+    args = ["--no-progress", "--lm", f"openai-compatible:stub@{stub.url}", "--cache-dir", str(tmp_path / "cache"),
+            "--out", str(tmp_path / "reports")]
+    assert main(["run", "--component", "grader", "--optimizer", "threshold", "--budget", "light",
+                 "--save-prompt", str(tmp_path / "p.yaml"), *args]) == 0
+    assert main(["eval", "--component", "grader", "--prompt", str(path), *args]) == 0
     records = sorted((json.loads(p.read_text()) for p in (tmp_path / "reports").glob("*/run.json")), key=lambda r: r["kind"])
     evaluated, run = records
     assert [c["strategy"] for c in run["optimization"]["candidates"]] == ["baseline"]

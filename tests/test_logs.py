@@ -11,6 +11,7 @@ from hypothesis import strategies as st
 
 from calibrator.components.grader import GraderRow
 from calibrator.logs import LogError, Message, Session, asks, read_logs, render, segment, segment_all
+from support.files import write_rows
 
 GOOD = {"session_id": "s1", "messages": [{"role": "user", "content": "I have a cough."}, {"role": "assistant", "content": "How long?"}]}
 
@@ -23,12 +24,6 @@ def session(*turns: str, sid: str = "s") -> Session:
 
 def write_jsonl(path: Path, lines: list) -> Path:
     path.write_text("\n".join(line if isinstance(line, str) else json.dumps(line) for line in lines) + "\n", encoding="utf-8")
-    return path
-
-
-def write_rows(path: Path, rows: list[list], header: list[str]) -> Path:
-    with open(path, "w", newline="", encoding="utf-8") as f:
-        csv.writer(f).writerows([header, *rows])
     return path
 
 

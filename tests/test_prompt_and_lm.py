@@ -15,8 +15,8 @@ from calibrator.lm.spec import LMSpec, LMSpecError
 from calibrator.lm.usage import UsageMeter
 from calibrator.lm.wire import Answer
 from calibrator.prompt import Calibration, PromptFile, Retrieval, load_prompt, save_prompt
+from support import ROOT
 
-ROOT = Path(__file__).resolve().parents[1]
 
 
 # --- prompt files -------------------------------------------------------------------------------

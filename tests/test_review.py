@@ -209,7 +209,7 @@ def test_rows_come_from_the_gold_set_as_it_is_now(tmp_path, capsys):
 
 def test_a_gold_set_without_the_runs_rows_is_refused_and_a_missing_one_warned(tmp_path, capsys):
     folder = make_run(tmp_path / "reports", seed=2)
-    other = make_run(tmp_path / "other", seed=2, text="other ", goldset=tmp_path / "other.csv")
+    make_run(tmp_path / "other", seed=2, text="other ", goldset=tmp_path / "other.csv")
     # the other gold set is a valid one, just not this run's: 32 rows of its own, none of them a row of the run
     other_ids = {r.id for r in load_goldset(tmp_path / "other.csv", GraderRow).rows}
     assert len(other_ids) == 32 and not other_ids & {r["id"] for r in read_predictions(folder / "predictions.csv")}

@@ -3,9 +3,7 @@ folders, in the order they ran; a partial folder is removed only when the proces
 names a gold set that moved on even when the prompt's record predates per-row versions; and a run whose search
 winner carries a test row is refused before anything is written. Commands run in-process against the stub."""
 
-import csv
 import json
-import shutil
 import subprocess
 import sys
 from datetime import datetime, timezone
@@ -20,7 +18,7 @@ from calibrator.goldset import load_goldset
 from calibrator.optimize import Candidate, Optimization
 from calibrator.prompt import Calibration, load_prompt, save_prompt
 from calibrator.runs import RunDirectory, new_run_id
-from support import ROOT
+from support.files import gold_slice
 
 GRADER = COMPONENTS["grader"]
 SLICE = 30  # gold rows: enough for every split, few enough that an eval against the stub takes a second or two
@@ -36,16 +34,10 @@ class FrozenClock(datetime):
 
 
 @pytest.fixture
-def project(tmp_path, monkeypatch):
-    """A user's working directory: the shipped prompts and the first SLICE rows of the grader's gold set."""
-    shutil.copytree(ROOT / "prompts", tmp_path / "prompts")
-    (tmp_path / "goldsets").mkdir()
-    with open(ROOT / "goldsets" / "grader.csv", newline="", encoding="utf-8") as f:
-        records = list(csv.reader(f))
-    with open(tmp_path / "goldsets" / "grader.csv", "w", newline="", encoding="utf-8") as f:
-        csv.writer(f).writerows(records[: SLICE + 1])
-    monkeypatch.chdir(tmp_path)
-    return tmp_path
+def project(project):
+    """The user's working directory with only the first SLICE rows of the grader's gold set."""
+    gold_slice("grader", project / "goldsets" / "grader.csv", SLICE)
+    return project
 
 
 def on_stub(stub, *args: str) -> list[str]:
@@ -65,6 +57,7 @@ def record(folder: Path) -> dict:
 
 def test_run_ids_in_one_instant_are_distinct_readable_and_ordered(monkeypatch):
     monkeypatch.setattr(runs, "datetime", FrozenClock)
+    monkeypatch.setattr(runs, "_last_ms", 0)  # no earlier run in this process: the frozen instant is the first stamp
     ids = [new_run_id("grader", "eval") for _ in range(3)]
     assert len(set(ids)) == 3
     assert ids == sorted(ids), "lexicographic order of run ids is the order the runs started"
@@ -73,6 +66,7 @@ def test_run_ids_in_one_instant_are_distinct_readable_and_ordered(monkeypatch):
 
 def test_two_evals_in_the_same_instant_both_land_in_order(project, stub, cli, monkeypatch):
     monkeypatch.setattr(runs, "datetime", FrozenClock)
+    monkeypatch.setattr(runs, "_last_ms", 0)  # no earlier run in this process: the frozen instant is the first stamp
     for seed in ("1", "2"):
         done = cli.calibrator(*on_stub(stub, "eval", "--component", "grader", "--seed", seed))
         assert done.code == 0, done.err

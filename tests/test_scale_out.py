@@ -2,12 +2,10 @@
 concurrency (killed with SIGKILL and resumed), shards and their merge, session selection, and a wrong backend stopped
 in one line. The answers are the stub's; tests/test_concurrency.py runs the embedded model itself."""
 
-import http.server
+import contextlib
 import json
 import re
 import socket
-import sqlite3
-import threading
 import time
 from pathlib import Path
 
@@ -16,31 +14,12 @@ import pytest
 from calibrator.shards import Shard, file_sha256, manifest_path, shard_of
 from support import ROOT
 from support.cli import Started, calibrator
+from support.extraction import cached, extract_args, records, write_log
+from support.http import Quiet, ThreadedServer, send_json
 
 
 
-def write_log(path: Path, n: int) -> Path:
-    """n sessions of 2 questions and a final answer: 3 samples each (2 continue, 1 stop)."""
-    lines = []
-    for i in range(n):
-        messages = [{"role": "user", "content": f"I have had a headache for {i + 1} days"},
-                    {"role": "assistant", "content": "Do you have a fever?"}, {"role": "user", "content": "No" if i % 2 else "A mild one"},
-                    {"role": "assistant", "content": "Any allergies?"}, {"role": "user", "content": f"Penicillin ({i})"},
-                    {"role": "assistant", "content": "Take paracetamol and rest."}]
-        lines.append(json.dumps({"session_id": f"s{i:04d}", "messages": messages}))
-    path.write_text("\n".join(lines) + "\n")
-    return path
-
-
-def extract_args(logs: Path, out: Path, url: str, cache: Path, *extra: str) -> list[str]:
-    return ["extract", "--logs", str(logs), "--out", str(out), "--prompt", str(ROOT / "prompts/extractor.yaml"),
-            "--lm", f"openai-compatible:stub@{url}", "--cache-dir", str(cache), "--no-progress", *extra]
-
-
-def records(path: Path) -> list[dict]:
-    return [json.loads(line) for line in path.read_text().splitlines()]
-
-
+@pytest.mark.slow
 def test_extract_at_concurrency_killed_and_resumed_loses_and_duplicates_nothing(tmp_path, stub):
     logs, out = write_log(tmp_path / "log.jsonl", 60), tmp_path / "samples.jsonl"
     partial = tmp_path / "samples.jsonl.partial"
@@ -155,20 +134,12 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-class _Refusing(http.server.BaseHTTPRequestHandler):
+class _Refusing(Quiet):
     status = 401
 
     def do_POST(self):  # noqa: N802
         self.rfile.read(int(self.headers["Content-Length"]))
-        body = json.dumps({"error": {"message": "nope"}}).encode()
-        self.send_response(self.status)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
-
-    def log_message(self, *args):
-        pass
+        send_json(self, self.status, {"error": {"message": "nope"}})
 
 
 def test_a_wrong_backend_stops_extract_in_one_line_and_keeps_the_partial_file(tmp_path):
@@ -181,32 +152,18 @@ def test_a_wrong_backend_stops_extract_in_one_line_and_keeps_the_partial_file(tm
     assert "finished samples are kept in" in done.err and not (tmp_path / "out.jsonl").exists()
 
 
-def cached(cache: Path) -> list[tuple]:
-    with sqlite3.connect(cache / "lm-calls.sqlite") as db:
-        return db.execute("SELECT * FROM calls ORDER BY key").fetchall()
-
-
 @pytest.mark.parametrize("case", ["nothing listening", "401", "404"])
 def test_a_wrong_backend_stops_eval_fast_with_one_line_and_keeps_the_cache(tmp_path, case, stub):
     seeded = calibrator(*extract_args(write_log(tmp_path / "log.jsonl", 2), tmp_path / "seed.jsonl", stub.url, tmp_path / "cache"))
     assert seeded.code == 0, seeded.err
     before = cached(tmp_path / "cache")
     assert len(before) == 4  # two sessions' two questions
-    httpd = None
-    if case == "nothing listening":
-        url = f"http://127.0.0.1:{_free_port()}/v1"
-    else:
-        handler = type("H", (_Refusing,), {"status": int(case)})
-        httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
-        threading.Thread(target=httpd.serve_forever, daemon=True).start()
-        url = f"http://127.0.0.1:{httpd.server_port}/v1"
+    refusing = None if case == "nothing listening" else ThreadedServer(type("H", (_Refusing,), {"status": int(case)}))
+    url = refusing.url if refusing else f"http://127.0.0.1:{_free_port()}/v1"
     started = time.monotonic()
-    try:
+    with refusing or contextlib.nullcontext():
         done = calibrator("eval", "--component", "grader", "--lm", f"openai-compatible:qwen@{url}", "--cache-dir", str(tmp_path / "cache"),
-                   "--out", str(tmp_path / "reports"), "--no-progress")
-    finally:
-        if httpd is not None:
-            httpd.shutdown()
+                          "--out", str(tmp_path / "reports"), "--no-progress")
     elapsed = time.monotonic() - started
     expected = {"nothing listening": "connection refused", "401": "HTTP 401: the API key was refused",
                 "404": "HTTP 404: unknown model or wrong URL"}[case]

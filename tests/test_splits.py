@@ -9,7 +9,7 @@ from calibrator.components.grader import GraderRow
 from calibrator.goldset import SPLITS, load_goldset
 from calibrator.splits import MIN_DEV, SPLIT_FRACTIONS, balance, dev_ids, split_of
 
-from support.goldrows import write_csv
+from support.files import write_csv
 
 LABELS = ("0", "0.5", "1")
 

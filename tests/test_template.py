@@ -8,6 +8,7 @@ from calibrator.components.grader import GraderRow
 from calibrator.components.extractor import ExtractorRow
 from calibrator.goldset import GoldSetError, load_goldset
 from calibrator.template import write_template
+from support.files import fill
 
 HEADERS = {
     "grader": ["id", "context", "target_info", "candidate", "content_score", "format_score", "note", "annotator", "labelled_at"],
@@ -143,17 +144,6 @@ def test_unknown_component_is_rejected(tmp_path):
     with pytest.raises(ValueError):
         write_template("ranker", tmp_path / "t.xlsx")  # type: ignore[arg-type]
     assert list(tmp_path.iterdir()) == []
-
-
-def fill(path, rows: list[dict | None]) -> None:
-    """Type rows into the data sheet as a user would; None leaves a blank line."""
-    book = openpyxl.load_workbook(path)
-    sheet = book["data"]
-    header = [c.value for c in sheet[1]]
-    for number, row in enumerate(rows, 2):
-        for name, value in (row or {}).items():
-            sheet.cell(row=number, column=header.index(name) + 1, value=value)
-    book.save(path)
 
 
 def test_filled_grader_template_loads(tmp_path):

@@ -14,8 +14,7 @@ from types import SimpleNamespace
 import pytest
 
 from support import ROOT
-from test_gate import small_samples
-from test_train_pure import copy_config
+from support.training import copy_config, small_samples
 from train.config import TrainConfig
 
 CONTENT_FREE = {"content": False, "fusion": "stop"}  # no grader, so no gate and no LM

@@ -4,26 +4,19 @@ cache and the HTML page. Fake graders only: no LM, no torch model."""
 import json
 import os
 import re
-from datetime import datetime, timezone
 
 import numpy as np
 import pytest
 
-from calibrator.components.extract import TrainingSample
 from calibrator.components.grader import GraderPrediction
-from calibrator.logs import Message
 from calibrator.metrics import percentile_interval
 from calibrator.prompt import Calibration
 from train.evaluate import (Completion, CompletionCache, cache_key, cache_slot, compare, describe, generate, grader_agreement, metrics, model_identity,
                             score, weighted_auc)
 from train.report import render_eval
+from support.training import calibration, sample
 
 STOP, ASK = "<stop />", "How long has it lasted?"
-
-
-def sample(sid: str, k: int, decision: str, context: str = "hi") -> TrainingSample:
-    return TrainingSample(id=f"{sid}_{k}", session_id=sid, context=[Message(role="user", content=context)], future=[],
-                          target_info=["duration: x"] if decision == "continue" else [], decision=decision)
 
 
 def grade(context: str, target: str, candidate: str) -> GraderPrediction:
@@ -189,10 +182,8 @@ def test_generate_reuses_a_full_cache_without_loading_the_model(tmp_path, monkey
     assert model_identity(model_dir) != key["model"]
 
 
-def calibration(ci: tuple[float, float]) -> Calibration:
-    return Calibration(run_id="r1", created=datetime(2025, 1, 1, tzinfo=timezone.utc), optimizer="gepa", lm="local", seed=0,
-                       goldset_path="g.jsonl", goldset_sha256="0" * 64, val={}, test={"qwk": 0.31, "qwk_ci": list(ci), "n": 40},
-                       verdict="improved")
+def qwk_calibration(ci: tuple[float, float]) -> Calibration:
+    return calibration(run_id="r1", optimizer="gepa", test={"qwk": 0.31, "qwk_ci": list(ci), "n": 40}, verdict="improved")
 
 
 def page(record: Calibration | None, threshold: float = 0.4) -> str:
@@ -207,7 +198,7 @@ def page(record: Calibration | None, threshold: float = 0.4) -> str:
 
 
 def test_the_page_escapes_model_and_log_text_and_loads_nothing_from_outside():
-    html = page(calibration((0.45, 0.6)))
+    html = page(qwk_calibration((0.45, 0.6)))
     assert html.startswith("<!doctype html>")
     assert "&lt;script&gt;alert(1)&lt;/script&gt;" in html and "<script" not in html.lower()
     assert "fever &amp; cough" in html and "fever & cough" not in html
@@ -218,12 +209,12 @@ def test_the_page_escapes_model_and_log_text_and_loads_nothing_from_outside():
 
 def test_the_page_warns_when_the_graders_agreement_is_not_established():
     agreement = "grader held-out qwk 0.31, 95% CI [0.05, 0.52] on 40 rows (LM local)"
-    weak = page(calibration((0.05, 0.52)))
+    weak = page(qwk_calibration((0.05, 0.52)))
     assert agreement in weak
     assert re.search(r"whose agreement with humans is not established \(qwk CI lower bound 0\.05 &lt; 0\.40\), so it does not "
                      r"measure question quality", weak)
-    assert "not established" not in page(calibration((0.45, 0.52)))
-    assert "not established" not in page(calibration((0.05, 0.52)), threshold=0.0)
+    assert "not established" not in page(qwk_calibration((0.45, 0.52)))
+    assert "not established" not in page(qwk_calibration((0.05, 0.52)), threshold=0.0)
     missing = page(None)
     assert "not established (no calibration record)" in missing and "has no calibration record" in missing
 

@@ -1,17 +1,15 @@
 """The trainer's pure parts: every reward term and fusion mode, the data split, configs and their validation against
 TRL and accelerate, `train launch` (the gate: test_gate.py)."""
 
-from pathlib import Path
 
 import pytest
 import yaml
 
 from calibrator.components.grader import GraderPrediction
-from calibrator.components.extract import TrainingSample
-from calibrator.logs import Message
 from train import data
 from train.config import CONFIGS, load_config
 from train.rewards import STOP_TAG, CalibratedReward, Terms, decision_of, fuse, score_terms
+from support.training import copy_config, sample
 
 
 def grader(content: float | None = 1.0, fmt: float | None = 1.0, error: str | None = None):
@@ -70,11 +68,6 @@ def test_reward_function_shape_and_terms_logged():
     assert decision_of("I'll <STOP />") == "stop"
 
 
-def sample(sid: str, k: int, decision: str, items: list[str]) -> TrainingSample:
-    return TrainingSample(id=f"{sid}_{k}", session_id=sid, context=[Message(role="user", content="hi")],
-                          future=[Message(role="assistant", content="?")], target_info=items, decision=decision)
-
-
 def test_split_keeps_sessions_whole_is_deterministic_and_drops_unusable_samples():
     samples = [sample(f"s{i}", k, "continue" if k else "stop", ["duration: x"] if k else []) for i in range(40) for k in range(3)]
     samples.append(sample("bad", 0, "continue", []))  # a continue sample the extractor found nothing in
@@ -117,14 +110,6 @@ def test_policy_prompt_is_the_instructions_then_the_dialogue():
     rows = data.to_rows([sample("s", 1, "continue", ["duration: x", "allergies: none"])], "Ask one question.")
     assert rows[0]["prompt"] == [{"role": "system", "content": "Ask one question."}, {"role": "user", "content": "hi"}]
     assert rows[0]["target_info"] == "duration: x; allergies: none" and rows[0]["context"] == "patient: hi"
-
-
-def copy_config(name: str, tmp_path, **changes) -> Path:
-    """A shipped config with its out in tmp_path (and any other top-level changes), written beside it."""
-    data = yaml.safe_load((CONFIGS / name).read_text()) | {"out": str(tmp_path / "out")} | changes
-    path = tmp_path / name
-    path.write_text(yaml.safe_dump(data, sort_keys=False))
-    return path
 
 
 def run_cli(argv: list[str], monkeypatch, capsys) -> tuple[int, str, str]:

@@ -6,13 +6,14 @@ DSPy adapters and optimizers at full budget sizes in seconds; the embedded model
 
 import collections
 import hashlib
-import http.server
 import json
 import math
 import re
 import threading
 import time
 from typing import Any
+
+from support.http import Quiet, ThreadedServer, send_json
 
 
 def instance(schema: dict[str, Any], defs: dict[str, Any], seed: int) -> Any:
@@ -58,7 +59,7 @@ def token_logprobs(text: str, seed: int, top: int) -> dict[str, Any]:
     return {"content": content}
 
 
-class SchemaServer:
+class SchemaServer(ThreadedServer):
     """`with SchemaServer() as server:` then `--lm openai-compatible:stub@{server.url}`; counts requests."""
 
     def __init__(self, *, logprobs: bool = True, delay: float = 0.0, hold_until: frozenset[str] = frozenset()) -> None:
@@ -73,10 +74,7 @@ class SchemaServer:
         self._lock = threading.Lock()
         owner = self
 
-        class Handler(http.server.BaseHTTPRequestHandler):
-            def log_message(self, *_: Any) -> None:
-                pass
-
+        class Handler(Quiet):
             def do_POST(self) -> None:
                 body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
                 with owner._lock:
@@ -102,16 +100,9 @@ class SchemaServer:
                 reply = {"id": "stub", "object": "chat.completion", "created": 0, "model": body.get("model", "stub"),
                          "choices": [choice],
                          "usage": {"prompt_tokens": 10, "completion_tokens": 5, "total_tokens": 15}}
-                data = json.dumps(reply).encode()
-                self.send_response(200)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(data)))
-                self.end_headers()
-                self.wfile.write(data)
+                send_json(self, 200, reply)
 
-        self.httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}/v1"
-        self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
+        super().__init__(Handler)
 
     def reset(self) -> None:
         """As new: no delay, nothing held, log-probabilities on, nothing counted (the session's server between tests)."""
@@ -121,11 +112,3 @@ class SchemaServer:
             self.seen.clear()
             self._asked.clear()
             self._all_asked.notify_all()  # a request still held by the last test's hold_until is let go
-
-    def __enter__(self) -> "SchemaServer":
-        self.thread.start()
-        return self
-
-    def __exit__(self, *_: Any) -> None:
-        self.httpd.shutdown()
-        self.httpd.server_close()
