@@ -16,6 +16,12 @@ os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 
+@pytest.fixture(scope="session", autouse=True)
+def at_root():
+    """Every test starts in the repository, as the README's command does: in-process runs read prompts/ and goldsets/."""
+    os.chdir(ROOT)
+
+
 @pytest.fixture
 def cli():
     """`cli.calibrator(*args)` and `cli.train(*args)`: the command run in this process, its exit code and output as a
@@ -58,6 +64,39 @@ def embedded():
     server = LocalServer(embedded_gguf(), n_ctx=8192)
     yield server
     server.close()
+
+
+@pytest.fixture(scope="session")
+def policy_cache(tmp_path_factory):
+    """A cache_dir holding the embedded SmolLM2 converted once to a Hugging Face folder (half a minute): a run whose
+    config keeps `model: smollm2` and names this cache_dir finds it there."""
+    from train.model import EMBEDDED, ensure_model
+
+    cache = tmp_path_factory.mktemp("policy")
+    ensure_model(EMBEDDED, cache)
+    return cache
+
+
+@pytest.fixture(scope="session")
+def policy_model(policy_cache):
+    """That converted folder, for configs and calls that name a model folder."""
+    from train.model import EMBEDDED, ensure_model
+
+    return ensure_model(EMBEDDED, policy_cache)
+
+
+@pytest.fixture(scope="session")
+def grader_smoke_run(tmp_path_factory):
+    """`run --component grader --budget smoke` on the embedded model, once, with a fresh cache: its folder holds
+    reports/, cache/ and grader.calibrated.yaml. Runs that ask the same baseline questions start from a copy of its
+    cache."""
+    from support.cli import calibrator
+
+    tmp = tmp_path_factory.mktemp("grader-smoke")
+    done = calibrator("run", "--component", "grader", "--budget", "smoke", "--save-prompt", tmp / "grader.calibrated.yaml",
+                      "--out", tmp / "reports", "--cache-dir", tmp / "cache", "--no-progress")
+    assert done.code == 0, done.err
+    return tmp
 
 
 @pytest.fixture(scope="session")

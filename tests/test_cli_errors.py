@@ -190,7 +190,12 @@ def test_review_refuses_an_output_that_is_not_xlsx_or_csv(tmp_path, cli, run_fol
 def test_review_takes_the_suffix_in_any_case(tmp_path, cli, run_folder, name):
     result = cli.calibrator("review", run_folder, "-o", tmp_path / name, "--goldset", tmp_path / "gold.csv")
     assert result.code == 0, result.err
-    assert (tmp_path / name).is_file() and f"to {tmp_path / name}" in result.out
+    assert f"to {tmp_path / name}" in result.out
+    if name.lower().endswith(".xlsx"):
+        header = [c.value for c in openpyxl.load_workbook(tmp_path / name)["review"][1]]
+    else:
+        header = (tmp_path / name).read_text(encoding="utf-8").splitlines()[0].split(",")
+    assert header[0] == "id" and "adjudicated_label" in header
 
 
 def test_review_refuses_a_goldset_that_does_not_exist(tmp_path, cli, run_folder):

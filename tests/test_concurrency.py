@@ -58,8 +58,7 @@ def test_concurrent_evaluation_equals_sequential_on_the_embedded_model(tmp_path,
 
 
 def test_a_429_storm_in_front_of_the_real_server_loses_and_duplicates_nothing(tmp_path, rows, prompt, embedded):
-    direct = f"openai-compatible:smollm2@{embedded.base_url}/v1"
-    calm, _ = evaluate(direct, tmp_path / "calm", 1, rows, prompt)
+    calm, _ = evaluate(f"openai-compatible:smollm2@{embedded.base_url}/v1", tmp_path / "calm", 1, rows, prompt)
     with FaultProxy(embedded.base_url, storm=0.3, retry_after="0.05", seed=1) as proxy:
         stormy, usage = evaluate(f"openai-compatible:smollm2@{proxy.url}/v1", tmp_path / "storm", 4, rows, prompt)
     assert proxy.injected >= 3 and usage.throttled == proxy.injected

@@ -32,20 +32,8 @@ def smoke_args(tmp: Path, *lm: str) -> list[str]:
             "--out", str(tmp / "reports"), "--cache-dir", str(tmp / "cache"), "--no-progress", *lm]
 
 
-@pytest.fixture(scope="module")
-def smoke_run(tmp_path_factory):
-    """One smoke run on the embedded model with a fresh cache: the artifacts test reads it, the optimizer tests start
-    from a copy of its cache (their baseline asks the same questions)."""
-    from support.cli import calibrator
-
-    tmp = tmp_path_factory.mktemp("smoke")
-    done = calibrator(*smoke_args(tmp))
-    assert done.code == 0, done.err
-    return tmp
-
-
-def test_smoke_run_writes_artifacts_and_reruns_from_cache(smoke_run, cli):
-    [folder] = runs(smoke_run / "reports")
+def test_smoke_run_writes_artifacts_and_reruns_from_cache(grader_smoke_run, cli, tmp_path):
+    [folder] = runs(grader_smoke_run / "reports")
     rec = record(folder)
     for key in ("run_id", "command", "component", "lm", "optimizer", "seed", "goldset", "baseline", "calibrated",
                 "verdict", "usage", "wall_seconds", "prompt"):
@@ -65,14 +53,14 @@ def test_smoke_run_writes_artifacts_and_reruns_from_cache(smoke_run, cli):
     assert sum(sum(r) for r in rec["calibrated"]["test"]["confusion"]) == sum(
         1 for r in rows if r["split"] == "test" and r["calibrated"] != "")
     assert "<html" in (folder / "index.html").read_text()
-    assert folder.name in (smoke_run / "reports" / "index.html").read_text()
-    saved = (smoke_run / "grader.calibrated.yaml").read_text()
+    assert folder.name in (grader_smoke_run / "reports" / "index.html").read_text()
+    saved = (grader_smoke_run / "grader.calibrated.yaml").read_text()
     assert "calibration:" in saved and rec["run_id"] in saved
 
-    again = cli.calibrator(*smoke_args(smoke_run))
+    shutil.copytree(grader_smoke_run / "cache", tmp_path / "cache")
+    again = cli.calibrator(*smoke_args(tmp_path))
     assert again.code == 0, again.err
-    first, rerun = runs(smoke_run / "reports")
-    assert first == folder
+    [rerun] = runs(tmp_path / "reports")
     rerun = record(rerun)
     assert rerun["usage"]["lm_calls"] == 0 and rerun["usage"]["cache_hits"] > 0
     for side in ("baseline", "calibrated"):
@@ -138,8 +126,8 @@ def test_eval_scores_every_row_by_split_and_judges_on_test(tmp_path, stub, cli):
 
 
 @pytest.mark.parametrize("optimizer, separate_proposer", [("mipro", True), ("gepa", False)])
-def test_dspy_optimizers_run_on_the_smoke_budget(tmp_path, optimizer, separate_proposer, embedded, smoke_run, cli):
-    shutil.copytree(smoke_run / "cache", tmp_path / "cache")  # the baseline's answers are the smoke run's
+def test_dspy_optimizers_run_on_the_smoke_budget(tmp_path, optimizer, separate_proposer, embedded, grader_smoke_run, cli):
+    shutil.copytree(grader_smoke_run / "cache", tmp_path / "cache")  # the baseline's answers are the smoke run's
     extra = ["--proposer-lm", f"openai-compatible:smollm2@{embedded.base_url}/v1"] if separate_proposer else []
     done = cli.calibrator("run", "--component", "grader", "--budget", "smoke", "--optimizer", optimizer,
                           "--save-prompt", tmp_path / "p.yaml", "--out", tmp_path / "reports", "--cache-dir", tmp_path / "cache",

@@ -1,6 +1,7 @@
 """The judge's label distribution read from the real embedded llama.cpp server, and a threshold run on it end to end."""
 
 import json
+import shutil
 from pathlib import Path
 
 import dspy
@@ -40,7 +41,8 @@ def test_label_probabilities_come_from_the_real_servers_top_logprobs_and_are_cac
     assert [p.label_probs for p in again] == [p.label_probs for p in preds]
 
 
-def test_threshold_run_on_the_embedded_model_fits_a_rule_and_names_the_floor(tmp_path, cli):
+def test_threshold_run_on_the_embedded_model_fits_a_rule_and_names_the_floor(tmp_path, cli, grader_smoke_run):
+    shutil.copytree(grader_smoke_run / "cache", tmp_path / "cache")  # the baseline's plain answers are the smoke run's
     out = cli.calibrator("run", "--component", "grader", "--optimizer", "threshold", "--budget", "smoke", "--no-progress",
                          "--cache-dir", tmp_path / "cache", "--out", tmp_path / "reports", "--save-prompt", tmp_path / "grader.yaml")
     assert out.code == 0, out.err

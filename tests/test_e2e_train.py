@@ -17,7 +17,7 @@ from support.training import small_samples
 pytestmark = pytest.mark.slow
 
 
-def lm_formats_better_on_val(tmp_path: Path) -> Path:
+def lm_formats_better_on_val(tmp_path: Path, cache: Path) -> Path:
     """The shipped calibrated grader, but its record says the LM's format answers beat the rule on val: the run
     and its eval must then take R_format from the LM (the gate reads only the test figures)."""
     shipped = load_prompt(ROOT / "prompts/grader.calibrated.yaml")
@@ -26,17 +26,18 @@ def lm_formats_better_on_val(tmp_path: Path) -> Path:
     path = tmp_path / "grader.yaml"
     save_prompt(shipped.model_copy(update={"calibration": shipped.calibration.model_copy(update={"val": val})}), path)
     config = tmp_path / "config.yaml"
-    config.write_text((ROOT / "train/configs/cpu-smoke.yaml").read_text() + f"grader_prompt: {path}\n")
+    config.write_text((ROOT / "train/configs/cpu-smoke.yaml").read_text() + f"grader_prompt: {path}\ncache_dir: {cache}\n")
     return config
 
 
-def test_run_with_the_calibrated_grader_then_eval(tmp_path, cli):
+def test_run_with_the_calibrated_grader_then_eval(tmp_path, cli, policy_cache):
+    """The shipped cpu-smoke config as it is (model: smollm2, found converted in the session's cache_dir), one step."""
     samples, out = small_samples(tmp_path / "samples.jsonl"), tmp_path / "run"
-    done = cli.train("run", "--config", lm_formats_better_on_val(tmp_path), "--samples", samples, "--max-steps", "2",
-                     "--out", out, "--no-eval")
+    done = cli.train("run", "--config", lm_formats_better_on_val(tmp_path, policy_cache), "--samples", samples,
+                     "--max-steps", "1", "--out", out, "--no-eval")
     assert done.code == 0, done.err[-3000:]
     record = json.loads((out / "run.json").read_text())
-    assert record["resumed_from"] is None and record["steps"] == 2
+    assert record["resumed_from"] is None and record["steps"] == 1
     gate_checks = {c["check"]: c for c in record["gate"]["checks"]}  # cpu-smoke waives quality, never gold set or LM
     assert record["gate"]["overrides"] == ["allow_below_gate"] and gate_checks["heldout_qwk_ci_low"]["figure"] < 0.4
     assert gate_checks["goldset_version"]["passed"] and gate_checks["grader_lm"]["passed"]
@@ -44,13 +45,13 @@ def test_run_with_the_calibrated_grader_then_eval(tmp_path, cli):
     assert record["format"] == choose_format_source(grader.calibration.val).model_dump()  # chosen on val, recorded
     assert record["format"]["source"] == "lm"
     steps = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
-    assert [s["step"] for s in steps] == [1, 2]
+    assert [s["step"] for s in steps] == [1]
     for s in steps:
         assert {"reward", "reward_std", "zero_variance_groups", "completions/stop_share", "generation_seconds", "reward_seconds",
                 "update_seconds"} <= set(s)
         assert 0.0 <= s["zero_variance_groups"] <= 1.0
 
-    done = cli.train("eval", "--model", out)
+    done = cli.train("eval", "--model", out, "--max-new-tokens", "8")  # generation is most of eval's time
     assert done.code == 0, done.err[-3000:]
     result = json.loads((out / "eval.json").read_text())
     for side in ("base", "trained"):
@@ -61,6 +62,7 @@ def test_run_with_the_calibrated_grader_then_eval(tmp_path, cli):
     for name in ("termination_accuracy", "decision_accuracy", "good_question_rate"):
         assert f"<th scope='row'>{name}" in page  # every metric's row, base beside trained
     for side in ("base", "trained"):
+        assert len(result["scores"][side]) == result[side]["n"] > 0
         for score in result["scores"][side]:
             assert f"<th scope='row'>{html.escape(score['id'])}" in page and html.escape(score["completion"]) in page
     assert result["format"]["source"] == record["format"]["source"] == "lm"  # eval scores with the reward it trained on

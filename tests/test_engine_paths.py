@@ -145,7 +145,7 @@ def test_when_the_leader_fails_its_followers_make_the_call_themselves_one_at_a_t
     assert (u.lm_calls, u.failures, u.cache_hits, u.retries) == (1, 1, 4, attempts - 1)
 
 
-def test_a_leader_in_another_process_that_fails_releases_its_claim_and_the_waiter_calls_at_once(tmp_path):
+def test_a_leader_of_another_cache_owner_that_fails_releases_its_claim_and_the_waiter_calls_at_once(tmp_path):
     with Backend(lambda n, asked: Reply(400, delay=0.5) if n == 1 else Reply()) as backend:
         first = engine(tmp_path, backend.wire(), preflight=False)
         other = engine(tmp_path, backend.wire(), preflight=False)  # its own CallCache on the file: another owner
@@ -186,12 +186,12 @@ def test_a_low_tpm_spreads_the_calls_as_the_token_budget_says(tmp_path):
 # ---- 3. a claim kept through a long retry --------------------------------------------------------------------------
 
 def test_a_claim_stays_fresh_through_a_long_retry_so_another_process_waits_instead_of_taking_over(tmp_path):
-    # The leader is throttled 12 times (Retry-After 0.15 s, waited 0.15-0.18 s): ~2 s of retrying, twice as long as the
-    # other process's patience for a silent claim (1 s), five times as long as one wait between attempts.
-    with Backend(lambda n, asked: Reply(429, retry_after="0.15") if n <= 12 else Reply()) as backend:
+    # The leader is throttled 12 times (Retry-After 0.3 s, waited 0.3-0.36 s): ~4 s of retrying, twice as long as the
+    # other process's patience for a silent claim (2 s), more than five times as long as one wait between attempts.
+    with Backend(lambda n, asked: Reply(429, retry_after="0.3") if n <= 12 else Reply()) as backend:
         first = engine(tmp_path, backend.wire(), preflight=False, throttle_retries=12)
         other = engine(tmp_path, backend.wire(), preflight=False)
-        other.cache.stale_after = 1.0
+        other.cache.stale_after = 2.0
         leader = Outcome(lambda: ask(first, "slow"))
         backend.wait_for(1)
         waiter = Outcome(lambda: ask(other, "slow"))
@@ -232,11 +232,10 @@ def test_the_breaker_opens_mid_run_when_the_backend_stops_answering_and_later_ca
         assert 8 * 2 <= dropped <= (8 + 3) * 2, dropped
         assert sum(text.startswith("answer") for text in rows.values()) == good - 1
         assert len(rows) < 40 - 4  # the run stopped: most rows were never tried
-        started = time.monotonic()
         for i in range(40):
             with pytest.raises(BackendUnavailable, match="8 calls in a row"):
                 ask(e, f"later {i}")
-        assert time.monotonic() - started < 2 and backend.requests == good + dropped  # fast, and nothing reached the server
+        assert backend.requests == good + dropped  # nothing reached the server
     assert e.meter.snapshot().lm_calls == good - 1 and claims(tmp_path) == []
 
 

@@ -229,8 +229,12 @@ def test_a_record_that_failed_is_retried_by_the_next_run(tmp_path, stub, cli, mo
     assert len({(r["prompt_sha256"], r["lm"]) for r in got.values()}) == 1  # the retried ones stamped like the rest
 
 
-@pytest.mark.xfail(strict=True, reason="known bug: the unparseable answer is cached, so the next run 'retries' a failed "
-                                       "parse by reading the same answer back (0 LM calls) and fails it again")
+class KnownBug(AssertionError):
+    """What the known bug below breaks; any other failure of its test is a real failure."""
+
+
+@pytest.mark.xfail(raises=KnownBug, strict=True, reason="known bug: the unparseable answer is cached, so the next run "
+                   "'retries' a failed parse by reading the same answer back (0 LM calls) and fails it again")
 def test_a_record_whose_answer_could_not_be_parsed_is_asked_again_by_the_next_run(tmp_path, stub, cli):
     logs = write_log(tmp_path / "log.jsonl", ["ok", "garbage", "ok"])
     out = tmp_path / "samples.jsonl"
@@ -242,5 +246,6 @@ def test_a_record_whose_answer_could_not_be_parsed_is_asked_again_by_the_next_ru
         server.failing, server.extractions = False, 0
         second = cli.calibrator(*args)
     assert second.code == 0, second.err
-    assert records(out)["s1_0"]["error"] is None and "0 failed" in second.out
-    assert re.search(r"^[1-9]\d* LM calls", second.out, re.M)
+    if records(out)["s1_0"]["error"] is not None or not re.search(r"^[1-9]\d* LM calls", second.out, re.M):
+        raise KnownBug(f"s1_0 still failed: {records(out)['s1_0']['error']!r}; {second.out.strip().splitlines()[-1]!r}")
+    assert "0 failed" in second.out

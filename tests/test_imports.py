@@ -93,6 +93,8 @@ names = json.loads(sys.argv[1])
 for lib in json.loads(sys.argv[2]):  # the heavy libraries once, before any project module: each child inherits them
     importlib.import_module(lib)
 assert not [m for m in sys.modules if m.split(".")[0] in ("calibrator", "train")], "a library imported the project"
+import threading
+assert threading.active_count() == 1, threading.enumerate()  # a fork copies one thread: no other may hold a lock
 failed = {}
 for name in names:
     read, write = os.pipe()

@@ -9,18 +9,17 @@ from calibrator.components.extract import TrainingSample
 from calibrator.logs import Message
 from train.data import policy_messages
 from train.evaluate import STOP_PREFIX, generate
-from train.model import EMBEDDED, ensure_model
 
 pytestmark = pytest.mark.slow
 INSTRUCTIONS = "You are a doctor. Ask the patient one short question, or reply <stop /> when you have asked enough."
 
 
-def test_the_eval_probability_of_stopping_is_what_a_constrained_generation_gives(tmp_path, monkeypatch):
+def test_the_eval_probability_of_stopping_is_what_a_constrained_generation_gives(tmp_path, monkeypatch, policy_model):
     import torch
     import transformers
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    model_dir = ensure_model(EMBEDDED, tmp_path / "cache")
+    model_dir = policy_model
     samples = [TrainingSample(id=f"s_{k}", session_id="s", context=[Message(role="assistant", content="What brings you in?"),
                                                                     Message(role="user", content=said)],
                               future=[], target_info=[], decision="continue")

@@ -26,10 +26,11 @@ def mts_csv(path: Path, sessions: int) -> Path:
     return path
 
 
-def config(tmp_path: Path, url: str) -> Path:
+def config(tmp_path: Path, url: str, model: Path) -> Path:
     path = tmp_path / "config.yaml"
     path.write_text(f"""
 logs: {mts_csv(tmp_path / "mts.csv", 12)}
+model: {model}
 stop_rule: advice
 policy_prompt: {ROOT / "prompts/policy.primary-care.yaml"}
 extractor_prompt: {ROOT / "prompts/extractor.primary-care.yaml"}
@@ -43,8 +44,8 @@ stop_share: 0.4
 eval_fraction: 0.25
 out: {tmp_path / "out"}
 cache_dir: {tmp_path / "cache"}
-warm_start: {{steps: 4, batch_size: 2, save_steps: 2}}
-grpo: {{max_steps: 4, per_device_train_batch_size: 2, num_generations: 2, max_completion_length: 8, save_steps: 2,
+warm_start: {{steps: 2, batch_size: 2, save_steps: 1}}
+grpo: {{max_steps: 2, per_device_train_batch_size: 2, num_generations: 2, max_completion_length: 8, save_steps: 1,
         logging_steps: 1, use_cpu: true, bf16: false, report_to: none, dataloader_num_workers: 0, beta: 0.0}}
 """)
     return path
@@ -58,10 +59,10 @@ def lines(path: Path) -> list[str]:
     return path.read_text().splitlines() if path.is_file() else []
 
 
-def test_train_run_from_logs_resumes_after_kill_in_every_stage(tmp_path, stub, cli):
+def test_train_run_from_logs_resumes_after_kill_in_every_stage(tmp_path, stub, cli, policy_model):
     out = tmp_path / "out"
     stub.delay = 0.4
-    cfg = config(tmp_path, stub.url)
+    cfg = config(tmp_path, stub.url, policy_model)
 
     # 1. extraction: killed once an extracted record is in the partial file (stop samples need no LM call, so they
     # come first); it is marked, and the mark must survive the resume
@@ -74,22 +75,23 @@ def test_train_run_from_logs_resumes_after_kill_in_every_stage(tmp_path, stub, c
     stub.delay = 0.0
 
     # 2. warm start: killed after its first checkpoint
-    start(cfg).kill_when(lambda: (out / "warm_start/checkpoint-2/trainer_state.json").is_file())
+    start(cfg).kill_when(lambda: (out / "warm_start/checkpoint-1/trainer_state.json").is_file())
     samples = [json.loads(line) for line in lines(out / "samples.jsonl")]
     assert [s["target_info"] for s in samples if s["id"] == marked["id"]] == [["symptom: MARKED by the test"]]
     assert len(samples) == 36 and sum(s["decision"] == "stop" for s in samples) == 12
 
     # 3. GRPO: killed after its first checkpoint
-    killed = start(cfg).kill_when(lambda: (out / "checkpoint-2/trainer_state.json").is_file())
-    assert re.search(r"warm start: 4 supervised steps of 2 expert moves, from \d+ rows \(\d+ stop\), resuming from checkpoint-2",
+    killed = start(cfg).kill_when(lambda: (out / "checkpoint-1/trainer_state.json").is_file())
+    assert re.search(r"warm start: 2 supervised steps of 2 expert moves, from \d+ rows \(\d+ stop\), resuming from checkpoint-1",
                      killed.out + killed.err)
-    assert (out / "warm_start/final/config.json").is_file()
+    assert (out / "warm_start/final/config.json").is_file() and not (out / "final").exists()
 
     # 4. eval: killed once the base model's first completions are cached; one is replaced by a marker
     base_cache = out / "eval.base.jsonl"
     start(cfg).kill_when(lambda: len(lines(base_cache)) >= 2)
     run_record = json.loads((out / "run.json").read_text())
-    assert run_record["resumed_from"].endswith("checkpoint-2") and run_record["steps"] == 4
+    assert run_record["resumed_from"].endswith("checkpoint-1") and run_record["steps"] == 2
+    assert [json.loads(line)["step"] for line in lines(out / "metrics.jsonl")] == [1, 2]  # the killed step's line once
     cached = [json.loads(line) for line in lines(base_cache)]
     cached[0]["completion"] = "MARKED? by the test"
     base_cache.write_text("".join(json.dumps(c) + "\n" for c in cached))

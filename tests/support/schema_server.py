@@ -95,7 +95,8 @@ class SchemaServer(ThreadedServer):
                     text = "```\nRead the target and the candidate, then answer with the label the rubric gives.\n```"
                 choice = {"index": 0, "finish_reason": "stop", "message": {"role": "assistant", "content": text}}
                 if body.get("logprobs") and owner.logprobs:
-                    owner.logprob_requests += 1
+                    with owner._lock:
+                        owner.logprob_requests += 1
                     choice["logprobs"] = token_logprobs(text, seed, body.get("top_logprobs") or 0)
                 reply = {"id": "stub", "object": "chat.completion", "created": 0, "model": body.get("model", "stub"),
                          "choices": [choice],
