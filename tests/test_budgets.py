@@ -30,6 +30,7 @@ def test_every_budget_optimizer_and_component_finishes(tmp_path, stub, budget, o
     assert done.code == 0, done.err
     assert stub.requests > 0
     record = json.loads(next((tmp_path / "reports").glob("*/run.json")).read_text())
+    assert "proposer_lm" not in record["optimization"]  # no --proposer-lm: the task LM proposes and reflects
     searched = BUDGETS[budget].auto if optimizer == "auto" else () if optimizer == "threshold" else (optimizer,)
     composed = component == "grader" and (optimizer == "threshold" or optimizer == "auto" and BUDGETS[budget].threshold)
     thresholds = ("threshold", *(f"{s}+threshold" for s in searched)) if composed else ()

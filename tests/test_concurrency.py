@@ -22,7 +22,7 @@ pytestmark = pytest.mark.slow
 
 @pytest.fixture(scope="module")
 def rows():
-    return load_goldset(ROOT / "goldsets/grader.csv", GRADER.row_model).rows[:10]
+    return load_goldset(ROOT / "goldsets/grader.csv", GRADER.row_model).rows[:6]
 
 
 @pytest.fixture(scope="module")
@@ -52,7 +52,7 @@ def test_concurrent_evaluation_equals_sequential_on_the_embedded_model(tmp_path,
     concurrent, con_usage = evaluate("local", tmp_path / "three", 3, rows, prompt)
     assert [p.model_dump() for p in concurrent] == [p.model_dump() for p in sequential]
     assert all(p.error is None for p in sequential)
-    assert cache_contents(tmp_path / "three") == cache_contents(tmp_path / "one") and len(cache_contents(tmp_path / "one")) == 10
+    assert cache_contents(tmp_path / "three") == cache_contents(tmp_path / "one") and len(cache_contents(tmp_path / "one")) == len(rows)
     fields = ("lm_calls", "cache_hits", "failures", "prompt_tokens", "completion_tokens", "throttled", "retries")
     assert {f: getattr(con_usage, f) for f in fields} == {f: getattr(seq_usage, f) for f in fields}
 
@@ -61,7 +61,7 @@ def test_a_429_storm_in_front_of_the_real_server_loses_and_duplicates_nothing(tm
     calm, _ = evaluate(f"openai-compatible:smollm2@{embedded.base_url}/v1", tmp_path / "calm", 1, rows, prompt)
     with FaultProxy(embedded.base_url, storm=0.3, retry_after="0.05", seed=1) as proxy:
         stormy, usage = evaluate(f"openai-compatible:smollm2@{proxy.url}/v1", tmp_path / "storm", 4, rows, prompt)
-    assert proxy.injected >= 3 and usage.throttled == proxy.injected
+    assert proxy.injected >= 2 and usage.throttled == proxy.injected  # the seeded storm throttles 2 requests
     assert [p.model_dump() for p in stormy] == [p.model_dump() for p in calm] and all(p.error is None for p in stormy)
     # every forwarded request answered exactly one row (the preflight aside): nothing made twice, nothing dropped
     bodies = [json.dumps(request["messages"]) for _, request, _ in proxy.exchanges if request.get("max_tokens") != 1]
@@ -74,7 +74,7 @@ def test_extraction_through_a_429_storm_writes_every_sample_once(tmp_path, embed
     sessions = [{"session_id": f"s{i}", "messages": [
         {"role": "user", "content": f"My child has had a rash for {i + 2} days"},
         {"role": "assistant", "content": "Is it itchy?"}, {"role": "user", "content": "Yes, a lot" if i % 2 else "Not really"},
-        {"role": "assistant", "content": "Try an antihistamine cream."}]} for i in range(5)]
+        {"role": "assistant", "content": "Try an antihistamine cream."}]} for i in range(3)]
     logs.write_text("".join(json.dumps(s) + "\n" for s in sessions))
     with FaultProxy(embedded.base_url, storm=0.3, retry_after="0.05", seed=2) as proxy:
         out = tmp_path / "samples.jsonl"
@@ -83,9 +83,9 @@ def test_extraction_through_a_429_storm_writes_every_sample_once(tmp_path, embed
                               "--cache-dir", tmp_path / "cache", "--no-progress")
     assert done.code == 0, done.err
     got = [json.loads(line) for line in out.read_text().splitlines()]
-    assert [r["id"] for r in got] == [f"s{i}_{k}" for i in range(5) for k in range(2)]
+    assert [r["id"] for r in got] == [f"s{i}_{k}" for i in range(3) for k in range(2)]
     assert all(r["error"] is None for r in got)
-    assert [r["decision"] for r in got] == ["continue", "stop"] * 5
+    assert [r["decision"] for r in got] == ["continue", "stop"] * 3
     assert proxy.injected >= 1 and f"{proxy.injected} throttled" in done.out
     bodies = [json.dumps(request["messages"]) for _, request, _ in proxy.exchanges if request.get("max_tokens") != 1]
-    assert len(bodies) == len(set(bodies)) == 5  # the five continue samples, each forwarded once
+    assert len(bodies) == len(set(bodies)) == 3  # the three continue samples, each forwarded once

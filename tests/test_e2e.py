@@ -1,6 +1,7 @@
 """The grader's command line end to end. On the embedded model, where its answers are the point: one smoke run (its
-artifacts, then the same command answered wholly from the cache) and the DSPy optimizers. Against the stub, where the
-machinery is: a run killed mid-way (SIGKILL, SIGINT) resumed from the cache, and eval by split."""
+artifacts, then the same command answered wholly from the cache) and the text the DSPy optimizers' proposer writes.
+Against the stub, where the machinery is: a run killed mid-way (SIGKILL, SIGINT) resumed from the cache, and eval by
+split."""
 
 import csv
 import json
@@ -125,13 +126,14 @@ def test_eval_scores_every_row_by_split_and_judges_on_test(tmp_path, stub, cli):
     assert stub.requests >= 9
 
 
-@pytest.mark.parametrize("optimizer, separate_proposer", [("mipro", True), ("gepa", False)])
-def test_dspy_optimizers_run_on_the_smoke_budget(tmp_path, optimizer, separate_proposer, embedded, grader_smoke_run, cli):
-    shutil.copytree(grader_smoke_run / "cache", tmp_path / "cache")  # the baseline's answers are the smoke run's
-    extra = ["--proposer-lm", f"openai-compatible:smollm2@{embedded.base_url}/v1"] if separate_proposer else []
+@pytest.mark.parametrize("optimizer", ["mipro", "gepa"])
+def test_dspy_optimizers_run_with_the_embedded_model_writing_the_prompts(tmp_path, optimizer, embedded, stub, cli):
+    """The embedded model is the proposer: its free text becomes MIPROv2's instruction candidates and GEPA's reflections
+    (what the stub cannot write); the stub answers the grader's rows, which the smoke run above already asks the model."""
     done = cli.calibrator("run", "--component", "grader", "--budget", "smoke", "--optimizer", optimizer,
+                          "--lm", f"openai-compatible:stub@{stub.url}", "--proposer-lm", f"openai-compatible:smollm2@{embedded.base_url}/v1",
                           "--save-prompt", tmp_path / "p.yaml", "--out", tmp_path / "reports", "--cache-dir", tmp_path / "cache",
-                          "--no-progress", *extra)
+                          "--no-progress")
     assert done.code == 0, done.err
     [folder] = runs(tmp_path / "reports")
     rec = record(folder)
@@ -145,8 +147,5 @@ def test_dspy_optimizers_run_on_the_smoke_budget(tmp_path, optimizer, separate_p
     [appended] = [t for t in search["trials"] if t["strategy"] == optimizer and t["metric"] != "example_metric"]
     assert appended["metric"] == "qwk" and appended["score"] == next(c["val_score"] for c in search["candidates"] if c["strategy"] == optimizer)
     assert search["winner"] in strategies
-    if separate_proposer:
-        assert search["proposer_lm"].startswith("openai-compatible:smollm2@")
-        assert search["proposer_usage"]["lm_calls"] > 0
-    else:
-        assert "proposer_lm" not in search
+    assert search["proposer_lm"] == f"openai-compatible:smollm2@{embedded.base_url}/v1"
+    assert search["proposer_usage"]["lm_calls"] > 0

@@ -8,11 +8,13 @@ import json
 from pathlib import Path
 
 import pytest
+import yaml
 
 from calibrator.components.grader import choose_format_source
 from calibrator.prompt import load_prompt, save_prompt
 from support import ROOT
-from support.training import small_samples
+from support.training import copy_config, small_samples
+from train.config import CONFIGS
 
 pytestmark = pytest.mark.slow
 
@@ -25,13 +27,14 @@ def lm_formats_better_on_val(tmp_path: Path, cache: Path) -> Path:
                                      "format_rule_accuracy": 0.5, "format_rule_accuracy_ci": [0.3, 0.7]}
     path = tmp_path / "grader.yaml"
     save_prompt(shipped.model_copy(update={"calibration": shipped.calibration.model_copy(update={"val": val})}), path)
-    config = tmp_path / "config.yaml"
-    config.write_text((ROOT / "train/configs/cpu-smoke.yaml").read_text() + f"grader_prompt: {path}\ncache_dir: {cache}\n")
-    return config
+    shipped = yaml.safe_load((CONFIGS / "cpu-smoke.yaml").read_text())
+    # half the completions a step (every one is a grader call on the embedded model), the shipped config otherwise
+    grpo = shipped["grpo"] | {"per_device_train_batch_size": 2, "num_generations": 2}
+    return copy_config("cpu-smoke.yaml", tmp_path, grader_prompt=str(path), cache_dir=str(cache), grpo=grpo)
 
 
 def test_run_with_the_calibrated_grader_then_eval(tmp_path, cli, policy_cache):
-    """The shipped cpu-smoke config as it is (model: smollm2, found converted in the session's cache_dir), one step."""
+    """The shipped cpu-smoke config (model: smollm2, found converted in the session's cache_dir), one smaller step."""
     samples, out = small_samples(tmp_path / "samples.jsonl"), tmp_path / "run"
     done = cli.train("run", "--config", lm_formats_better_on_val(tmp_path, policy_cache), "--samples", samples,
                      "--max-steps", "1", "--out", out, "--no-eval")

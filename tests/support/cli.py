@@ -65,6 +65,12 @@ def run_process(module: str, *args: object, env: dict[str, str] | None = None, t
     return Result(done.returncode, done.stdout, done.stderr)
 
 
+def _as_from_a_terminal() -> None:
+    """In the child before exec: SIGINT's default action, as a terminal gives it. A shell that starts a job in the
+    background (CI may) sets SIGINT to ignored, and Python then never raises KeyboardInterrupt."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 class Started:
     """A child `python -m module args` whose output goes to two files beside `logs`."""
 
@@ -74,7 +80,7 @@ class Started:
         logs.mkdir(parents=True, exist_ok=True)
         with open(self.stdout, "w") as out, open(self.stderr, "w") as err:
             self.proc = subprocess.Popen(command(module, *args), cwd=ROOT, stdout=out, stderr=err, text=True,
-                                         env=(env or os.environ) | {"PYTHONUNBUFFERED": "1"})
+                                         env=(env or os.environ) | {"PYTHONUNBUFFERED": "1"}, preexec_fn=_as_from_a_terminal)
 
     def result(self) -> Result:
         return Result(self.proc.returncode, self.stdout.read_text(), self.stderr.read_text())
