@@ -1,7 +1,6 @@
-"""The judge's label distribution read from the real embedded llama.cpp server, and a threshold run on it end to end."""
+"""The judge's label distribution read from the real embedded llama.cpp server (the threshold run that fits a rule on such
+distributions is tests/test_judge_floor.py, against the stub)."""
 
-import json
-import shutil
 from pathlib import Path
 
 import dspy
@@ -39,23 +38,3 @@ def test_label_probabilities_come_from_the_real_servers_top_logprobs_and_are_cac
     again, usage = _read(prompt, rows, tmp_path)
     assert usage.lm_calls == 0 and usage.cache_hits == 3
     assert [p.label_probs for p in again] == [p.label_probs for p in preds]
-
-
-def test_threshold_run_on_the_embedded_model_fits_a_rule_and_names_the_floor(tmp_path, cli, grader_smoke_run):
-    shutil.copytree(grader_smoke_run / "cache", tmp_path / "cache")  # the baseline's plain answers are the smoke run's
-    out = cli.calibrator("run", "--component", "grader", "--optimizer", "threshold", "--budget", "smoke", "--no-progress",
-                         "--cache-dir", tmp_path / "cache", "--out", tmp_path / "reports", "--save-prompt", tmp_path / "grader.yaml")
-    assert out.code == 0, out.err
-    folder = next(p for p in (tmp_path / "reports").iterdir() if p.is_dir())
-    record = json.loads((folder / "run.json").read_text())
-    cv = [t for t in record["optimization"]["trials"] if t["kind"] == "train-cv"]
-    assert [t["detail"] for t in cv] == ["argmax", "prior", "cuts"]
-    assert record["optimization"]["notes"][0].startswith("threshold: ") and "cross-validation inside 12 train rows" in record["optimization"]["notes"][0]
-    assert [c["strategy"] for c in record["optimization"]["candidates"]] == ["baseline", "threshold"]
-    assert record["floor"] in ("similarity", "neighbours") and "model-free floor" in record["verdict"]
-    assert "decision rule: threshold: " in out.out and "model-free floor: " in out.out
-    saved = load_prompt(tmp_path / "grader.yaml")
-    won = record["optimization"]["winner"] == "threshold"
-    assert (saved.decision is not None) == won and (saved.label_tokens == GRADER.label_tokens()) == won
-    read = record["prompt"]["calibrated"]["probabilities_read"]
-    assert read == (record["calibrated"]["test"]["n"] + record["calibrated"]["val"]["n"] if won else None)

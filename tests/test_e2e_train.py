@@ -54,7 +54,10 @@ def test_run_with_the_calibrated_grader_then_eval(tmp_path, cli, policy_cache):
                 "update_seconds"} <= set(s)
         assert 0.0 <= s["zero_variance_groups"] <= 1.0
 
-    done = cli.train("eval", "--model", out, "--max-new-tokens", "8")  # generation is most of eval's time
+    heldout = [json.loads(line) for line in (out / "heldout.jsonl").read_text().splitlines()]
+    one_session = tmp_path / "one-session.jsonl"  # its continue samples and its stop: every metric, half the grader calls
+    one_session.write_text("".join(json.dumps(s) + "\n" for s in heldout if s["session_id"] == heldout[0]["session_id"]))
+    done = cli.train("eval", "--model", out, "--samples", one_session, "--max-new-tokens", "8")
     assert done.code == 0, done.err[-3000:]
     result = json.loads((out / "eval.json").read_text())
     for side in ("base", "trained"):

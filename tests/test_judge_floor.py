@@ -409,3 +409,24 @@ def test_without_log_probabilities_the_parsed_label_stands_and_the_run_says_so(t
     assert any("gave no token log-probabilities" in n for n in run["optimization"]["notes"])
     assert evaluated["prompt"]["baseline"]["probabilities_read"] == 0
     assert any("its parsed labels were used" in w for w in evaluated["warnings"])
+
+
+@pytest.mark.slow
+def test_a_smoke_threshold_run_fits_a_rule_and_saves_it_only_if_it_won(tmp_path, cli, stub):
+    out = cli.calibrator("run", "--component", "grader", "--optimizer", "threshold", "--budget", "smoke", "--no-progress",
+                         "--lm", f"openai-compatible:stub@{stub.url}", "--cache-dir", tmp_path / "cache", "--out", tmp_path / "reports",
+                         "--save-prompt", tmp_path / "grader.yaml")
+    assert out.code == 0, out.err
+    folder = next(p for p in (tmp_path / "reports").iterdir() if p.is_dir())
+    record = json.loads((folder / "run.json").read_text())
+    cv = [t for t in record["optimization"]["trials"] if t["kind"] == "train-cv"]
+    assert [t["detail"] for t in cv] == ["argmax", "prior", "cuts"]
+    assert record["optimization"]["notes"][0].startswith("threshold: ") and "cross-validation inside 12 train rows" in record["optimization"]["notes"][0]
+    assert [c["strategy"] for c in record["optimization"]["candidates"]] == ["baseline", "threshold"]
+    assert record["floor"] in ("similarity", "neighbours") and "model-free floor" in record["verdict"]
+    assert "decision rule: threshold: " in out.out and "model-free floor: " in out.out
+    saved = load_prompt(tmp_path / "grader.yaml")
+    won = record["optimization"]["winner"] == "threshold"
+    assert (saved.decision is not None) == won and (saved.label_tokens == GRADER.label_tokens()) == won
+    read = record["prompt"]["calibrated"]["probabilities_read"]
+    assert read == (record["calibrated"]["test"]["n"] + record["calibrated"]["val"]["n"] if won else None)

@@ -1,15 +1,23 @@
-"""`python -m train run --logs` from a real corpus format to eval.json, killed with SIGKILL inside each stage and run
-again: every stage picks up what the killed one left (extraction's partial records, the warm start's and GRPO's
-checkpoints, the eval's cached completions). The extractor and grader LM is a stub server on 127.0.0.1; the policy is
-the real embedded 135M model, trained and evaluated on this CPU."""
+"""`python -m train run --logs` from a real corpus format to eval.json, stopped inside each stage and run again: every
+stage picks up what the stopped one left (extraction's partial records, the warm start's and GRPO's checkpoints, the
+eval's cached completions); the warm start, GRPO and the eval are killed with SIGKILL. The extractor and grader LM is
+a stub server on 127.0.0.1; the policy is the real embedded 135M model, trained and evaluated on this CPU."""
 
 import json
 import re
 from pathlib import Path
 
+import dspy
 import pytest
+
+from calibrator.components.extract import extract_samples
+from calibrator.lm.spec import LMSpec
+from calibrator.prompt import load_prompt
 from support import ROOT
 from support.cli import Started
+from support.extraction import Dies
+from train.config import load_config
+from train.data import segment_logs
 
 pytestmark = pytest.mark.slow
 
@@ -61,18 +69,21 @@ def lines(path: Path) -> list[str]:
 
 def test_train_run_from_logs_resumes_after_kill_in_every_stage(tmp_path, stub, cli, policy_model):
     out = tmp_path / "out"
-    stub.delay = 0.4
     cfg = config(tmp_path, stub.url, policy_model)
 
-    # 1. extraction: killed once an extracted record is in the partial file (stop samples need no LM call, so they
-    # come first); it is marked, and the mark must survive the resume
+    # 1. extraction: the trainer's own extraction, in this process, with an LM that dies after its first answer, leaves
+    # what a killed `train run` leaves: the partial file, every line flushed (stop samples need no LM call, so they come
+    # first); the extracted record is marked, and the mark must survive the resume. (A SIGKILLed extraction resumed is
+    # tests/test_e2e_extractor.py and tests/test_scale_out.py.)
+    settings = load_config(cfg)
+    with dspy.context(lm=Dies(1), adapter=dspy.ChatAdapter()), pytest.raises(KeyboardInterrupt):
+        extract_samples(segment_logs(settings), load_prompt(settings.extractor_prompt), LMSpec.parse(settings.lm),
+                        out / "samples.jsonl", show_progress=False)
     partial = out / "samples.jsonl.partial"
-    start(cfg).kill_when(lambda: any('"continue"' in line for line in lines(partial)))
     records = [json.loads(line) for line in lines(partial)]
     marked = next(r for r in records if r["decision"] == "continue")
     marked["target_info"] = ["symptom: MARKED by the test"]
     partial.write_text("".join(json.dumps(r) + "\n" for r in records))
-    stub.delay = 0.0
 
     # 2. warm start: killed after its first checkpoint
     start(cfg).kill_when(lambda: (out / "warm_start/checkpoint-1/trainer_state.json").is_file())
