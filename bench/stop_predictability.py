@@ -26,7 +26,7 @@ from sklearn.model_selection import GroupKFold, cross_val_predict
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from calibrator.components.extract import TrainingSample  # noqa: E402
+from calibrator.samples_file import TrainingSample  # noqa: E402
 from calibrator.logs import render  # noqa: E402
 from train import data  # noqa: E402
 from train.config import load_config  # noqa: E402

@@ -258,6 +258,12 @@ class LogStream:
         first = next((obj for _, obj in rows if isinstance(obj, dict)), None)
         if first is None:  # the first line is not an object: the whole-file reader says what is wrong, line by line
             return
+        if {"cid", "decision_truth", "info_truth"} & first.keys():
+            raise LogError(
+                f"{self.file}: processed samples in the Learn-to-Ask reference's shape (cid, messages, remaining_chat, "
+                f"decision_truth, info_truth), not a log of whole sessions: train on them as they are with "
+                f"`python -m train run --samples {self.file}` (or evaluate with `python -m train eval --samples`)"
+            )
         if "messages" in first:
             self.streaming = True
         elif "dialogue_id" not in first:
@@ -340,6 +346,18 @@ STOP_RULES: dict[str, str] = {
               "is the stop point (the move from asking to advising or diagnosing; consultations go on after it with "
               "explanations, advice and thanks)",
 }
+ContextCut = Literal["history", "round"]
+CONTEXT_CUTS: dict[str, str] = {
+    "history": "the whole dialogue before the cut (the paper's definition; the default)",
+    "round": "only the patient's last round of messages before the cut (one version of the reference code)",
+}
+TargetScope = Literal["next", "rest"]
+TARGET_SCOPES: dict[str, str] = {
+    "next": "what the expert's next run asked, with the patient's reply as value (ours: the sharpest signal of what to "
+            "ask now)",
+    "rest": "everything the patient reveals in the rest of the dialogue (the Learn-to-Ask reference's micro-goal: a "
+            "question about any of it counts)",
+}
 QUESTION_SENTENCE = re.compile(r"[^.!?。！？]*[?？]")
 PARTICLE_CLAUSE = re.compile(r"[吗呢么](?=[\s，。,.！!~…]*$|[\s，。,.！!~…]+)")
 # Questions that close advice instead of seeking information: a tag (`…, OK?`, `All right?`), a check of
@@ -364,20 +382,24 @@ def asks(text: str) -> bool:
     return any(not CHECK.search(q) for q in questions) or bool(PARTICLE_CLAUSE.search(text))
 
 
-def segment(session: Session, stop: StopRule = "end") -> list[Sample]:
+def segment(session: Session, stop: StopRule = "end", context_cut: ContextCut = "history") -> list[Sample]:
     """One sample per maximal expert run that follows a patient message (an opening greeting answers nobody).
 
     stop="end": every run but the last is `continue`, a last run with no patient message after it is `stop`.
     stop="advice": runs up to the last one that asks are `continue`; the run after it is `stop` and the runs after
     that are dropped (the expert is advising by then, so what they do is not a decision to ask). A session whose
-    last run still asks has no stop sample; one with no asking run stops at its first run."""
+    last run still asks has no stop sample; one with no asking run stops at its first run.
+    context_cut="round" keeps only the patient's run right before each cut as its context (CONTEXT_CUTS)."""
     runs: list[tuple[int, int]] = []
+    rounds: list[int] = []  # where the patient's run before each expert run starts
     messages, start = session.messages, 0
     for role, run in groupby(messages, key=lambda m: m.role):
         end = start + len(list(run))
         # Runs alternate roles, so an assistant run not at the start has a user message right before it.
         if role == "assistant" and start > 0:
             runs.append((start, end))
+        elif role == "user":
+            rounds.append(start)
         start = end
     if stop == "end":
         decisions = ["continue" if end < len(messages) else "stop" for _, end in runs]
@@ -385,12 +407,15 @@ def segment(session: Session, stop: StopRule = "end") -> list[Sample]:
         asking = [i for i, (a, b) in enumerate(runs) if any(asks(m.content) for m in messages[a:b])]
         last = asking[-1] if asking else -1
         decisions = ["continue"] * (last + 1) + ["stop"] * (last + 1 < len(runs))
-    return [Sample(id=f"{session.session_id}_{i}", session_id=session.session_id, context=messages[:a], future=messages[a:],
-                   decision=decision) for i, ((a, _), decision) in enumerate(zip(runs, decisions))]
+    def first(a: int) -> int:
+        return max(r for r in rounds if r < a) if context_cut == "round" else 0
+
+    return [Sample(id=f"{session.session_id}_{i}", session_id=session.session_id, context=messages[first(a):a],
+                   future=messages[a:], decision=decision) for i, ((a, _), decision) in enumerate(zip(runs, decisions))]
 
 
-def segment_all(sessions: Iterable[Session], stop: StopRule = "end") -> list[Sample]:
-    return [sample for session in sessions for sample in segment(session, stop)]
+def segment_all(sessions: Iterable[Session], stop: StopRule = "end", context_cut: ContextCut = "history") -> list[Sample]:
+    return [sample for session in sessions for sample in segment(session, stop, context_cut)]
 
 
 def render(messages: list[Message]) -> str:

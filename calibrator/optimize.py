@@ -7,6 +7,9 @@ Each strategy turns the baseline prompt plus the train split into a candidate pr
 - mipro: DSPy MIPROv2, Optuna TPE over proposed instructions x demo sets;
 - gepa: DSPy GEPA, reflective instruction evolution driven by the component's feedback (which way a score
   was off; which items were missed or invented);
+- reasoning: any candidate prompt, asked to reason before it answers (DSPy's ChainOfThought), as the reference's
+  judge does ("knn+reasoning"); scored on val like the others (from --budget medium on, or --compare-reasoning).
+  Not composed with threshold: the label's probabilities are read at the answer's first token, which reasoning moves;
 - threshold: for a component with an ordinal label, read the label as a distribution from token log-probabilities
   and fit the rule that turns it into a label (argmax, prior correction or cut points; see calibrator/decision.py)
   on train rows the prompt does not show as demonstrations. It composes: `auto` fits one on the baseline and on
@@ -50,6 +53,7 @@ class Budget(BaseModel, frozen=True):
     gepa_metric_calls: int
     threshold: bool  # auto fits a decision rule on every candidate prompt (when the component has an ordinal label)
     threshold_rows: int | None  # train rows read for the fit (stratified); None = all
+    reasoning: bool = False  # auto also scores each candidate reasoning first (ChainOfThought) on val
 
 
 BUDGETS: dict[str, Budget] = {
@@ -58,9 +62,9 @@ BUDGETS: dict[str, Budget] = {
     "light": Budget(auto=("knn",), eval_rows=None, knn_ks=(2, 3), mipro_candidates=3, mipro_trials=4, mipro_demos=3, gepa_metric_calls=60,
                     threshold=True, threshold_rows=None),
     "medium": Budget(auto=("knn", "mipro"), eval_rows=None, knn_ks=(2, 3, 4), mipro_candidates=6, mipro_trials=12, mipro_demos=4,
-                     gepa_metric_calls=200, threshold=True, threshold_rows=None),
+                     gepa_metric_calls=200, threshold=True, threshold_rows=None, reasoning=True),
     "heavy": Budget(auto=("knn", "mipro", "gepa"), eval_rows=None, knn_ks=(2, 3, 4), mipro_candidates=10, mipro_trials=30, mipro_demos=4,
-                    gepa_metric_calls=600, threshold=True, threshold_rows=None),
+                    gepa_metric_calls=600, threshold=True, threshold_rows=None, reasoning=True),
 }
 
 
@@ -219,11 +223,13 @@ def optimize(
     val: list[GoldRow],
     baseline_val: Candidate,
     threads: int = 1,
+    reasoning: bool | None = None,
 ) -> Optimization:
     """Run the chosen strategies on train, score each on val, keep the best (the baseline can win).
 
     `proposer` writes MIPROv2's instruction candidates and GEPA's reflections; the graded calls use the
-    LM in the active dspy context; MIPROv2 and GEPA evaluate `threads` examples at once (`--concurrency`)."""
+    LM in the active dspy context; MIPROv2 and GEPA evaluate `threads` examples at once (`--concurrency`).
+    reasoning: also score each candidate reasoning first (None: as the budget says)."""
     strategies: tuple[Strategy, ...] = budget.auto if optimizer == "auto" else () if optimizer == "threshold" else (optimizer,)
     ordinal = component.ordinal_field is not None
     thresholds = ordinal and (optimizer == "threshold" or (optimizer == "auto" and budget.threshold))
@@ -258,6 +264,12 @@ def optimize(
                 continue
             candidate = val_candidate(component, name, fitted.prompt, val, evaluate)
             trials += fitted.trials + [Trial(strategy=name, trial=len(fitted.trials) + 1, metric=metric, score=candidate.val_score, kind="full")]
+            candidates.append(candidate)
+    if budget.reasoning if reasoning is None else reasoning:
+        for plain in [c for c in candidates if not c.prompt.label_tokens and not c.prompt.reasoning]:
+            name = "reasoning" if plain.strategy == "baseline" else f"{plain.strategy}+reasoning"
+            candidate = val_candidate(component, name, plain.prompt.model_copy(update={"reasoning": True}), val, evaluate)
+            trials.append(Trial(strategy=name, trial=1, metric=metric, score=candidate.val_score, kind="full"))
             candidates.append(candidate)
     best = max(candidates, key=lambda c: (c.val_score, c.val_secondary, -candidates.index(c)))
     return Optimization(winner=best.strategy, candidates=candidates, trials=trials, notes=notes, fitted=fitted_on)

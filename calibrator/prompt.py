@@ -11,10 +11,10 @@ import tempfile
 from collections.abc import Iterable
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel
+from pydantic import BaseModel, model_validator
 
 from calibrator.decision import DecisionRule
 
@@ -42,6 +42,9 @@ class Calibration(BaseModel):
     test: dict[str, Any]
     verdict: str
     goldset_rows: dict[str, str] = {}  # id -> short content hash: which rows changed since, when the gold set moves on
+    # The model-free floors fitted on the same train split, as the prompt records itself: name -> {"description",
+    # "val": {...}, "test": {...}}; the trainer takes its content judge from whichever agrees best on val
+    floors: dict[str, dict[str, Any]] = {}
 
 
 class PromptFile(BaseModel):
@@ -54,7 +57,20 @@ class PromptFile(BaseModel):
     # from token log-probabilities; `decision` turns it into a label (see calibrator/decision.py).
     label_tokens: dict[str, float] | None = None
     decision: DecisionRule | None = None
+    # Reason before answering (DSPy's ChainOfThought: a `reasoning` field written first, as the reference's judge
+    # thinks before it scores); None: answer at once. A run compares both on val (`--compare-reasoning`).
+    reasoning: bool | None = None
+    # Which target a prompt extracts, or grades a candidate against (calibrator.logs.TARGET_SCOPES);
+    # None: next, as every prompt written before the option.
+    target_scope: Literal["next", "rest"] | None = None
     calibration: Calibration | None = None
+
+    @model_validator(mode="after")
+    def _reasoning_moves_the_label_token(self) -> "PromptFile":
+        if self.reasoning and self.label_tokens:
+            raise ValueError("reasoning and label_tokens cannot be combined: the label's probabilities are read at the "
+                             "answer's first token, and reasoning writes other text first")
+        return self
 
     def content_sha256(self) -> str:
         """The sha256 of what shapes the component's answers (component, instructions, fields, demos, retrieval, label

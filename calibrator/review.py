@@ -50,6 +50,7 @@ class Review(BaseModel):
     goldset_found: bool  # False: the visible columns come from predictions.csv, without note or annotator columns
     relabelled: list[str]  # ids whose gold label changed since the run: exported with the label they have now
     dropped: list[str]  # ids no longer in the gold set: left out, so a review cannot bring a deleted row back
+    instructions: list[str] | None = None  # the "how to review" sheet's lines, when not a run's review
 
 
 def _column(prefix: str, suffix: str) -> str:
@@ -160,7 +161,7 @@ def write_review(review: Review, out: Path) -> None:
     sheet.sheet_properties.outlinePr = Outline(summaryBelow=True, summaryRight=False)  # the + sits by the last visible column
     sheet.column_dimensions.max_outline = 1  # openpyxl writes <sheetFormatPr outlineLevelCol> before computing it; Excel needs it
     notes = book.create_sheet("how to review")
-    for line in _instructions(review):
+    for line in review.instructions or _instructions(review):
         notes.append([line])
     notes.column_dimensions["A"].width = 120
     out.parent.mkdir(parents=True, exist_ok=True)

@@ -163,6 +163,7 @@ class RunRequest(BaseModel):
     command: str
     show_progress: bool = True
     prices: Path | None = None
+    compare_reasoning: bool | None = None  # None: as the budget says
 
 
 def execute(request: RunRequest, component: Component, goldset: GoldSet, base: PromptFile, lm: LMHandle,
@@ -232,7 +233,7 @@ def _score(request: RunRequest, component: Component, goldset: GoldSet, base: Pr
     baseline_candidate = Candidate(strategy="baseline", prompt=base, metric=metric, val_score=getattr(base_val_scores, metric),
                                    val_secondary=getattr(base_val_scores, component.secondary_metric))
     search = optimize(component, goldset, base, request.optimizer, budget, seed, proposer.lm, evaluate, val, baseline_candidate,
-                      threads=lm.concurrency)
+                      threads=lm.concurrency, reasoning=request.compare_reasoning)
     best = search.best.prompt
     check_held_out(component, goldset, best, f"the {search.winner} prompt")
     cal_val = evaluate(best, val, f"{search.winner} val")  # already scored during the search: no LM call
@@ -249,7 +250,7 @@ def _score(request: RunRequest, component: Component, goldset: GoldSet, base: Pr
         run_id=run_id, created=datetime.now(timezone.utc), optimizer=f"{request.optimizer}:{search.winner}", lm=str(lm.spec),
         seed=seed, goldset_path=str(goldset.path), goldset_sha256=goldset.sha256,
         val=component.summary(calibrated_scores["val"], len(val)), test=component.summary(calibrated_scores["test"], len(test)),
-        verdict=comparison.verdict, goldset_rows=row_versions(goldset.rows))})
+        verdict=comparison.verdict, goldset_rows=row_versions(goldset.rows), floors=_floor_figures(component, floor, val, test))})
 
     rows = [(r, "val") for r in val] + [(r, "test") for r in test]
     predictions = predictions_csv(component, rows, {
@@ -320,6 +321,16 @@ def _eval(request: RunRequest, component: Component, goldset: GoldSet, base: Pro
                      prompts={"baseline": prompt_info(base, request.prompt_path, scored)}, evaluated={s: len(g) for s, g in groups.items()},
                      warnings=warnings, excluded=excluded, goldset_changes=changes)
     return record, None, predictions_csv(component, rows, {"baseline": preds} | ({"floor": floor.predictions} if floor else {}))
+
+
+def _floor_figures(component: Component, floor: FloorResult | None, val: list[GoldRow], test: list[GoldRow]) -> dict[str, Any]:
+    """Each floor's agreement as a calibrated prompt records its own (selection metric, its CI, n) on val and test."""
+    if floor is None:
+        return {}
+    metric, n = component.selection_metric, {"val": len(val), "test": len(test)}
+    return {name: {"description": record.description} | {
+        split: {metric: scores.get(metric), f"{metric}_ci": scores.get(f"{metric}_ci"), "n": n[split]}
+        for split, scores in record.scores.items()} for name, record in floor.floors.items()}
 
 
 def _winner_note(search: Optimization) -> str:

@@ -93,6 +93,7 @@ class Manifest(BaseModel):
     prompt_sha256: str
     lm: str
     stop_rule: str = "end"  # calibrator.logs.STOP_RULES; manifests written before the option were all "end"
+    context_cut: str = "history"  # calibrator.logs.CONTEXT_CUTS; likewise "history" before the option
 
 
 def manifest_path(out: Path) -> Path:
@@ -143,7 +144,8 @@ def check_shards(paths: list[Path]) -> tuple[list[Manifest], list[str]]:
     for path, m in zip(paths, manifests):
         if m.shard is None:
             raise ShardError(f"{path}: not a shard (extracted without --shard); nothing to merge it with")
-        for field, what in (("logs_sha256", "log file"), ("prompt_sha256", "prompt"), ("lm", "LM"), ("stop_rule", "stop rule")):
+        for field, what in (("logs_sha256", "log file"), ("prompt_sha256", "prompt"), ("lm", "LM"), ("stop_rule", "stop rule"),
+                            ("context_cut", "context cut")):
             if getattr(m, field) != getattr(first, field):
                 raise ShardError(f"{path}: made from another {what} than {paths[0]} ({getattr(m, field)[:16]} vs "
                                  f"{getattr(first, field)[:16]}); shards must share the log, the prompt, the LM and the "
@@ -172,7 +174,7 @@ def _checked(path: Path, manifest: Manifest) -> Iterator[tuple[int, str]]:
     for number, record in _records(path):
         count += 1
         where = f"{path}, line {number}"
-        session_id, position, sample_id = record.get("session_id"), record.get("session_index"), record.get("id")
+        session_id, position, sample_id = record.get("session_id"), record.get("session_index"), record.get("id", record.get("cid"))
         if not isinstance(session_id, str) or not isinstance(position, int) or not isinstance(sample_id, str):
             raise ShardError(f"{where}: a record without session_id, session_index or id; re-run that shard's extract")
         if record.get("error") is not None:

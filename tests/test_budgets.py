@@ -35,7 +35,9 @@ def test_every_budget_optimizer_and_component_finishes(tmp_path, stub, budget, o
     composed = component == "grader" and (optimizer == "threshold" or optimizer == "auto" and BUDGETS[budget].threshold)
     thresholds = ("threshold", *(f"{s}+threshold" for s in searched)) if composed else ()
     strategies = (*searched, *thresholds)
-    assert [c["strategy"] for c in record["optimization"]["candidates"]] == ["baseline", *strategies]
+    reasoned = ("reasoning", *(f"{s}+reasoning" for s in searched)) if BUDGETS[budget].reasoning else ()
+    assert [c["strategy"] for c in record["optimization"]["candidates"]] == ["baseline", *strategies, *reasoned]
+    assert all(t["kind"] == "full" for t in record["optimization"]["trials"] if t["strategy"] in reasoned)
     own = {"knn": ("train-loo",), "mipro": ("full", "minibatch"), "gepa": ("full",)} | {t: ("train-cv",) for t in thresholds}
     for strategy in strategies:
         mine = [t for t in record["optimization"]["trials"] if t["strategy"] == strategy and t["metric"] != record["optimization"]["metric"]]

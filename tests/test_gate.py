@@ -60,7 +60,9 @@ def test_a_grader_that_passes_every_check_is_accepted_and_each_check_is_recorded
         {"check": "heldout_qwk_ci_low", "figure": 0.5, "threshold": 0.4, "passed": True, "overridden_by": None},
         {"check": "heldout_rows", "figure": 24, "threshold": 20, "passed": True, "overridden_by": None},
         {"check": "goldset_version", "figure": sha, "threshold": sha, "passed": True, "overridden_by": None},
-        {"check": "grader_lm", "figure": "local", "threshold": "local", "passed": True, "overridden_by": None}]}
+        {"check": "grader_lm", "figure": "local", "threshold": "local", "passed": True, "overridden_by": None}],
+        "content_source": {"source": "lm", "reason": "no floor in the calibration record: the LM grades content",
+                           "lm_val_qwk": None, "floor_val_qwk": None}}
 
 
 def test_an_api_grader_passes_when_the_trainer_grades_with_the_same_lm(tmp_path, goldset):
@@ -207,7 +209,8 @@ def test_a_grader_without_calibration_record_needs_allow_uncalibrated(tmp_path):
             gate(config)
         assert str(refused.value) == expected
     assert gate(TrainConfig(grader_prompt=path, allow_uncalibrated=True)) == {
-        "grader_prompt": str(path), "calibrated": False, "calibration_run": None, "checks": [], "overrides": ["allow_uncalibrated"]}
+        "grader_prompt": str(path), "calibrated": False, "calibration_run": None, "checks": [], "overrides": ["allow_uncalibrated"],
+        "content_source": None}
 
 
 def test_train_run_refuses_an_uncalibrated_grader_before_anything_is_written(tmp_path, cli):

@@ -139,7 +139,7 @@ def test_a_run_whose_winner_carries_a_test_row_is_refused_and_writes_nothing(pro
     gold = load_goldset(Path("goldsets/grader.csv"), GraderRow)
     leaked = gold.split("test")[:1] + gold.split("train")[:2]
 
-    def leaky_search(component, goldset, base, optimizer, budget, seed, lm, evaluate, val, baseline, threads=1):
+    def leaky_search(component, goldset, base, optimizer, budget, seed, lm, evaluate, val, baseline, threads=1, reasoning=None):
         demos = [component.demo_record(component.to_example(r, demo=True)) for r in leaked]
         knn = Candidate(strategy="knn", prompt=base.model_copy(update={"demos": demos}), metric=baseline.metric,
                         val_score=baseline.val_score + 0.5, val_secondary=baseline.val_secondary)

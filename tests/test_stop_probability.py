@@ -5,7 +5,7 @@ import json
 
 import pytest
 
-from calibrator.components.extract import TrainingSample
+from calibrator.samples_file import TrainingSample
 from calibrator.logs import Message
 from train.data import policy_messages
 from train.evaluate import STOP_PREFIX, generate

@@ -155,7 +155,7 @@ def test_eval_reads_a_legacy_grader_threads_record_as_concurrency(args, concurre
     run = finished_run(tmp_path)
     legacy(run, 3)
     seen = []
-    monkeypatch.setattr(main, "evaluate_run", lambda run_dir, config, samples, out, max_new_tokens, base=None: seen.append(config))
+    monkeypatch.setattr(main, "evaluate_run", lambda run_dir, config, samples, out, max_new_tokens, **_: seen.append(config))
     result = cli.train("eval", "--model", run, *args)
     assert result.code == 0, result.err
     assert [c.concurrency for c in seen] == [concurrency]

@@ -3,6 +3,7 @@ stage picks up what the stopped one left (extraction's partial records, the warm
 eval's cached completions); the warm start, GRPO and the eval are killed with SIGKILL. The extractor and grader LM is
 a stub server on 127.0.0.1; the policy is the real embedded 135M model, trained and evaluated on this CPU."""
 
+import html
 import json
 import re
 from pathlib import Path
@@ -47,6 +48,7 @@ lm: openai-compatible:stub@{url}
 grader_lm: openai-compatible:stub@{url}
 allow_uncalibrated: true
 concurrency: 1
+eval_rollouts: 0
 context_turns: 4
 stop_share: 0.4
 eval_fraction: 0.25
@@ -97,28 +99,23 @@ def test_train_run_from_logs_resumes_after_kill_in_every_stage(tmp_path, stub, c
                      killed.out + killed.err)
     assert (out / "warm_start/final/config.json").is_file() and not (out / "final").exists()
 
-    # 4. eval: killed once the base model's first completions are cached; one is replaced by a marker
-    base_cache = out / "eval.base.jsonl"
-    start(cfg).kill_when(lambda: len(lines(base_cache)) >= 2)
+    # 4. GRPO resumed from its checkpoint, then the eval (an eval killed with SIGKILL and resumed from its cached
+    # completions is tests/test_sampled_eval.py)
+    done = cli.train("run", "--config", cfg)
+    assert done.code == 0, done.out[-3000:] + done.err[-3000:]
     run_record = json.loads((out / "run.json").read_text())
     assert run_record["resumed_from"].endswith("checkpoint-1") and run_record["steps"] == 2
     assert [json.loads(line)["step"] for line in lines(out / "metrics.jsonl")] == [1, 2]  # the killed step's line once
-    cached = [json.loads(line) for line in lines(base_cache)]
-    cached[0]["completion"] = "MARKED? by the test"
-    base_cache.write_text("".join(json.dumps(c) + "\n" for c in cached))
 
-    done = cli.train("run", "--config", cfg)
     # 5. a log file training never read: every one of its first 2 sessions is held out
     test_logs = tmp_path / "test.csv"
     test_logs.write_text("ID,section_header,section_text,dialogue\n" + "".join(
         f'T{i},GENHX,A rash.,"Doctor: Where is the rash?\nPatient: On my arm, for {i + 1} weeks.\nDoctor: Does it itch?\n'
         f'Patient: Yes.\nDoctor: It looks like eczema; use the cream twice a day.\nPatient: Thanks."\n' for i in range(4)))
     tested = cli.train("eval", "--model", out, "--logs", test_logs, "--limit", "2", "--out", tmp_path / "eval-test.json")
-    assert done.code == 0, done.out[-3000:] + done.err[-3000:]
-    assert "warm start: done already" in done.out and "training: done already" in done.out
+    assert "warm start: done already" in done.out
     result = json.loads((out / "eval.json").read_text())
     base_scores = {s["id"]: s["completion"] for s in result["scores"]["base"]}
-    assert base_scores[cached[0]["id"].split("#")[0]] == "MARKED? by the test"  # cached under id#dialogue-digest
     heldout = [json.loads(line) for line in lines(out / "heldout.jsonl")]
     assert len(heldout) == len(base_scores) == len(result["scores"]["trained"]) >= 3  # continue samples the stub gave no target drop
     assert len({s["session_id"] for s in heldout}) == 3  # a quarter of the 12 sessions
@@ -127,7 +124,7 @@ def test_train_run_from_logs_resumes_after_kill_in_every_stage(tmp_path, stub, c
     assert comparison["stop_discrimination"]["n"] == len(heldout)
     assert all(0.0 <= comparison["stop_discrimination"][side] <= 1.0 for side in ("base", "trained"))
     assert all(0.0 < s["p_stop"] < 1.0 for side in ("base", "trained") for s in result["scores"][side])
-    assert "MARKED? by the test" in (out / "eval.html").read_text()
+    assert all(html.escape(c) in (out / "eval.html").read_text() for c in base_scores.values())
 
     assert tested.code == 0, tested.out[-3000:] + tested.err[-3000:]
     test_result = json.loads((tmp_path / "eval-test.json").read_text())

@@ -17,7 +17,8 @@ import yaml
 from train.config import CONFIGS, ConfigError, TrainConfig, load_config
 
 if TYPE_CHECKING:
-    from calibrator.components.extract import TrainingSample
+    from calibrator.samples_file import TrainingSample
+    from train.evaluate import Sampling
 
 EPILOG = """\
 examples:
@@ -38,8 +39,9 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--config", type=Path, default=CONFIGS / "cpu-smoke.yaml", help="YAML config (default: train/configs/cpu-smoke.yaml)")
     run.add_argument("--model", help="Hugging Face model folder (default: the embedded SmolLM2, converted once)")
     source = run.add_mutually_exclusive_group()
-    source.add_argument("--samples", type=Path, help="samples.jsonl from `python -m calibrator extract` (refused when its "
-                        "manifest names another stop rule than the config's stop_rule)")
+    source.add_argument("--samples", type=Path, help="samples from `python -m calibrator extract`, or the Learn-to-Ask "
+                        "reference's processed samples (cid, messages, remaining_chat, decision_truth, info_truth) as they "
+                        "are; refused when a manifest beside it names another stop rule than the config's stop_rule")
     source.add_argument("--logs", type=Path, help="expert logs: a PriMock57 folder, an MTS-Dialog CSV, a ReMeDi file, or "
                         "RealMedConv/transcript JSONL/CSV; segmented at the config's stop_rule, targets extracted with the "
                         "calibrated extractor")
@@ -57,7 +59,7 @@ def _parser() -> argparse.ArgumentParser:
     ev = commands.add_parser("eval", help="base vs trained policy on the held-out samples")
     ev.add_argument("--model", type=Path, required=True, metavar="DIR", help="the --out of `train run`")
     held = ev.add_mutually_exclusive_group()
-    held.add_argument("--samples", type=Path, help="samples to evaluate (default: DIR/heldout.jsonl)")
+    held.add_argument("--samples", type=Path, help="samples to evaluate, ours or the reference's processed shape (default: DIR/heldout.jsonl)")
     held.add_argument("--logs", type=Path, help="evaluate on every session of these expert logs instead (e.g. a corpus file "
                       "training never read), cut at the run's stop rule; with content, targets extracted as `train run` does")
     ev.add_argument("--limit", type=int, metavar="N", help="with --logs: only the first N sessions")
@@ -66,6 +68,16 @@ def _parser() -> argparse.ArgumentParser:
     ev.add_argument("--base", type=Path, metavar="DIR", help="compare with this model instead of the run's base model (e.g. "
                     "DIR/warm_start/final, to see what GRPO added to the warm start)")
     ev.add_argument("--concurrency", type=int, metavar="N", help="grader LM calls at once (default: the run's concurrency)")
+    ev.add_argument("--rollouts", type=int, metavar="K", help="sampled answers per sample besides the greedy one, scored "
+                    "under the reference's metric names (default: the run's eval_rollouts, 3 unless set; 0: greedy only)")
+    ev.add_argument("--temperature", type=float, default=1.0, help="sampling temperature of the rollouts (default: 1.0, the reference's)")
+    ev.add_argument("--top-p", type=float, default=0.95, help="nucleus sampling of the rollouts (default: 0.95, the reference's)")
+    ev.add_argument("--review", type=int, metavar="N", help="also export N judged rollouts (base and trained, drawn at random, "
+                    "side hidden) as a grader review sheet to label blind and bring back with `calibrator goldset add`; "
+                    "every later eval of this run corrects its content figures by those labels")
+    ev.add_argument("--review-out", type=Path, metavar="FILE", help="where the review sheet goes (.xlsx or .csv; default: DIR/review.xlsx)")
+    ev.add_argument("--goldset", type=Path, help="the grader gold set the labelled review rows are read from (default: the one "
+                    "the grader prompt was calibrated on)")
     val = commands.add_parser("validate", help="check a config: its keys, and the whole grpo block built into TRL's GRPOConfig")
     val.add_argument("--config", type=Path, required=True, help="YAML config")
     launch = commands.add_parser("launch", help="start `train run` with accelerate, as the config's launcher block says",
@@ -141,19 +153,29 @@ def _launch(args: argparse.Namespace) -> int:
 
 
 def _grader(config, stack):
+    """(LM handle or None, the content judge): the calibrated LM, or the model-free floor its calibration record shows
+    agreeing better with the humans on val (choose_content_source), fitted again on the same gold set's train split."""
     import dspy
 
-    from calibrator.components.grader import GRADER
+    from calibrator.components.grader import GRADER, choose_content_source
     from calibrator.lm import CallPolicy, LMSpec, default_concurrency, open_lm
     from calibrator.lm.adapter import CompactJSONAdapter
     from calibrator.prompt import load_prompt
-    from train.rewards import grader_call
+    from train.rewards import floor_call, grader_call
 
+    prompt = load_prompt(config.grader_prompt)
+    source = choose_content_source(prompt.calibration)
+    if source.source != "lm":
+        from calibrator.goldset import load_goldset
+
+        floor = next(f for f in GRADER.floors() if f.name == source.source)
+        floor.fit(load_goldset(Path(prompt.calibration.goldset_path), GRADER.row_model).split("train"))
+        return None, floor_call(floor)
     spec = LMSpec.parse(config.grader_lm)
     policy = CallPolicy(concurrency=config.concurrency or default_concurrency(spec))
     handle = stack.enter_context(open_lm(spec, cache_dir=config.cache_dir, seed=config.seed, policy=policy))
     stack.enter_context(dspy.context(lm=handle.lm, adapter=CompactJSONAdapter()))
-    return handle, grader_call(GRADER.build_program(load_prompt(config.grader_prompt)), GRADER.predict)
+    return handle, grader_call(GRADER.build_program(prompt), GRADER.predict)
 
 
 def _format_source(config):
@@ -223,7 +245,8 @@ def _run(args: argparse.Namespace) -> int:
     trainer.write_from_main(config.out / "config.json", config.model_dump_json(indent=2))
     try:
         samples = data.read_samples(config.samples) if config.samples else data.samples_from_logs(config, config.out / "samples.jsonl")
-    except LogError as e:
+        data.check_target_scope(samples, config, config.samples or config.logs)
+    except (LogError, data.SamplesFileError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     train_samples, heldout = data.split(samples, config.eval_fraction, config.seed, config.content)
@@ -245,6 +268,8 @@ def _run(args: argparse.Namespace) -> int:
             handle, grade = _grader(config, stack) if config.content else (None, None)
             format_source = _format_source(config)
             print(f"format term: {format_source.source} ({format_source.reason})")
+            if (content := (gate_record or {}).get("content_source")) is not None:
+                print(f"content term: {content['source']} ({content['reason']})")
             reward = CalibratedReward(grade, config.fusion, format_source.source, handle.concurrency if handle else 1)
             summary = trainer.train(config, data.to_rows(rows, instructions, config.context_turns), start_from, reward, grpo_args)
             usage = handle.usage().model_dump() if handle else None
@@ -258,11 +283,14 @@ def _run(args: argparse.Namespace) -> int:
         if not heldout:
             print("no held-out sample: eval skipped (raise eval_fraction)", file=sys.stderr)
             return 0
-        evaluate_run(config.out, config, heldout, config.out / "eval.json", _max_new_tokens(config))
+        from train.evaluate import Sampling
+
+        sampling = Sampling(rollouts=config.eval_rollouts, seed=config.seed) if config.eval_rollouts else None
+        evaluate_run(config.out, config, heldout, config.out / "eval.json", _max_new_tokens(config), sampling=sampling)
     return 0
 
 
-RUN_ONLY = {"concurrency", "eval_after", "allow_below_gate", "accept_newer_goldset", "allow_uncalibrated", "launcher"}
+RUN_ONLY = {"concurrency", "eval_after", "eval_rollouts", "allow_below_gate", "accept_newer_goldset", "allow_uncalibrated", "launcher"}
 
 
 def _recorded(path: Path) -> dict:
@@ -313,41 +341,79 @@ def _eval(args: argparse.Namespace) -> int:
         samples_path = args.model / f"eval-logs-{key}.jsonl"
         try:
             everything = data.samples_from_logs(config.model_copy(update={"logs": args.logs, "limit": args.limit}), samples_path)
-        except LogError as e:
+        except (LogError, data.SamplesFileError) as e:
             print(f"error: {e}", file=sys.stderr)
             return 2
         samples = data.usable(everything, config.content)  # every session of a file training never read is held out
     else:
         samples_path = args.samples or args.model / "heldout.jsonl"
-        samples = data.read_samples(samples_path)
+        try:
+            samples = data.read_samples(samples_path)
+            data.check_target_scope(samples, config, samples_path)
+        except data.SamplesFileError as e:
+            print(f"error: {e}", file=sys.stderr)
+            return 2
     if not samples:
         print(f"error: {samples_path} has no samples to evaluate", file=sys.stderr)
         return 2
-    evaluate_run(args.model, config, samples, args.out or args.model / "eval.json", args.max_new_tokens or _max_new_tokens(config),
-                 base=args.base)
+    if args.rollouts is not None and args.rollouts < 0:
+        print(f"error: --rollouts {args.rollouts}: give 0 (greedy only) or more", file=sys.stderr)
+        return 2
+    if args.review is not None and (args.review < 1 or not config.content):
+        print("error: --review takes a positive number of rollouts, and needs a run that grades content", file=sys.stderr)
+        return 2
+    if not 0 < args.temperature or not 0 < args.top_p <= 1:
+        print("error: --temperature must be above 0 and --top-p in (0, 1]", file=sys.stderr)
+        return 2
+    from train.evaluate import Sampling
+
+    rollouts = config.eval_rollouts if args.rollouts is None else args.rollouts
+    sampling = Sampling(rollouts=rollouts, temperature=args.temperature, top_p=args.top_p, seed=config.seed) if rollouts else None
+    result = evaluate_run(args.model, config, samples, args.out or args.model / "eval.json",
+                          args.max_new_tokens or _max_new_tokens(config), base=args.base, sampling=sampling, goldset=args.goldset)
+    if args.review:
+        from train.policy_review import export_review
+
+        out = args.review_out or args.model / "review.xlsx"
+        try:
+            index = export_review(args.model, result, samples, args.review, out, seed=config.seed)
+        except ValueError as e:
+            print(f"error: {e}", file=sys.stderr)
+            return 2
+        print(f"review: wrote {out} ({min(args.review, len(index.rows))} rollouts to label blind; {len(index.rows)} exported "
+              f"from this run so far): label them, `python -m calibrator goldset add {out} --component grader`, then eval again")
     return 0
 
 
 def evaluate_run(run_dir: Path, config: TrainConfig, samples: list["TrainingSample"], out: Path, max_new_tokens: int,
-                 base: Path | None = None) -> dict:
+                 base: Path | None = None, sampling: "Sampling | None" = None, goldset: Path | None = None) -> dict:
     """Base vs trained policy of the run in `run_dir` on `samples`: eval.json at `out`, the HTML beside it, one line per
-    metric printed. Completions are cached in run_dir/eval.{base,trained}.jsonl, so a killed eval resumes; grader calls
-    go config.concurrency at a time. base: another model to compare with instead of the run's base model."""
+    metric printed. Completions are cached in run_dir/eval.{base,trained}.jsonl (sampled rollouts in
+    eval.{base,trained}.sampled.jsonl), so a killed eval resumes; grader calls go config.concurrency at a time.
+    base: another model to compare with instead of the run's base model. sampling: also score that many sampled
+    rollouts per sample, the reference's evaluation, beside greedy decoding. goldset: where labels of reviewed
+    rollouts are read (default: the grader's calibration gold set), to correct the content figures."""
     from contextlib import ExitStack
 
     from calibrator.prompt import load_prompt, write_atomic
-    from train.evaluate import compare, describe, generate, grader_agreement, metrics, score
+    from calibrator.components.grader import choose_content_source
+    from train.evaluate import (REFERENCE_NAMES, compare, describe, generate, generate_sampled, grader_agreement, metrics,
+                                rollout_samples, score)
     from train.model import ensure_model
     from train.report import render_eval
 
     instructions = load_prompt(config.policy_prompt).instructions
     models = {"base": base or ensure_model(config.model, config.cache_dir), "trained": run_dir / "final"}
-    caches = {"base": run_dir / ("eval.base.jsonl" if base is None else
-                                 f"eval.base-{hashlib.sha256(str(base.resolve()).encode()).hexdigest()[:8]}.jsonl"),
-              "trained": run_dir / "eval.trained.jsonl"}
-    completions = {side: generate(model_dir, samples, instructions, max_new_tokens, cache=caches[side],
+    stem = {"base": "eval.base" if base is None else f"eval.base-{hashlib.sha256(str(base.resolve()).encode()).hexdigest()[:8]}",
+            "trained": "eval.trained"}
+    completions = {side: generate(model_dir, samples, instructions, max_new_tokens, cache=run_dir / f"{stem[side]}.jsonl",
                                   context_turns=config.context_turns)
                    for side, model_dir in models.items()}
+    rollouts = {side: [text for texts in generate_sampled(model_dir, samples, instructions, max_new_tokens, sampling,
+                                                          cache=run_dir / f"{stem[side]}.sampled.jsonl",
+                                                          context_turns=config.context_turns) for text in texts]
+                for side, model_dir in models.items()} if sampling else {}
+    sampled_samples = rollout_samples(samples, sampling.rollouts) if sampling else []
     with ExitStack() as stack:
         handle, grade = _grader(config, stack) if config.content else (None, None)
         format_source = _format_source(config)
@@ -355,9 +421,13 @@ def evaluate_run(run_dir: Path, config: TrainConfig, samples: list["TrainingSamp
         scores = {side: score(samples, [c.text for c in made], grade, config.fusion, format_source.source, threads,
                               show_progress=True, p_stop=[c.p_stop for c in made])
                   for side, made in completions.items()}
+        sampled = {side: score(sampled_samples, texts, grade, config.fusion, format_source.source, threads,
+                               show_progress=True) for side, texts in rollouts.items()}
     comparison = compare(samples, scores["base"], scores["trained"], seed=config.seed)
+    sampled_comparison = compare(sampled_samples, sampled["base"], sampled["trained"], seed=config.seed) if sampling else []
     calibration = load_prompt(config.grader_prompt).calibration if config.content else None
-    grader = grader_agreement(config.grader_prompt, calibration, config.min_grader_qwk, used=config.content)
+    content = choose_content_source(calibration)
+    grader = grader_agreement(config.grader_prompt, calibration, config.min_grader_qwk, used=config.content, source=content.source)
     n_stop = sum(s.decision == "stop" for s in samples)
     result = {
         "note": (f"{len(samples)} held-out samples ({len(samples) - n_stop} continue, {n_stop} stop) from "
@@ -365,7 +435,8 @@ def evaluate_run(run_dir: Path, config: TrainConfig, samples: list["TrainingSamp
                  + (f", the last {config.context_turns} messages shown" if config.context_turns else "")
                  + "; stop_discrimination is the ROC AUC of the policy's probability of beginning with <stop"
                  + f"; reward fusion {config.fusion}; "
-                 + (f"grader {config.grader_prompt} on LM {config.grader_lm}; " if config.content else "")
+                 + (f"grader {config.grader_prompt}, content judged by {content.source} ({content.reason}); "
+                    if config.content else "")
                  + f"format term from the {format_source.source}; {grader.summary()}."),
         "models": {side: str(model_dir) for side, model_dir in models.items()},
         "format": format_source.model_dump(),
@@ -374,11 +445,35 @@ def evaluate_run(run_dir: Path, config: TrainConfig, samples: list["TrainingSamp
         "trained": metrics(scores["trained"]),
         "comparison": [c.model_dump(mode="json") for c in comparison],
         "scores": {side: [s.model_dump(mode="json") for s in records] for side, records in scores.items()},
+        "sampled": None if sampling is None else {
+            "settings": sampling.model_dump(), "note": sampling.describe() + "; metrics under the reference's names",
+            "reference_names": REFERENCE_NAMES,
+            "base": metrics(sampled["base"]), "trained": metrics(sampled["trained"]),
+            "comparison": [c.model_dump(mode="json") for c in sampled_comparison],
+            "scores": {side: [s.model_dump(mode="json") for s in records] for side, records in sampled.items()}},
     }
+    if config.content:
+        from train.policy_review import Correction, correct, describe as describe_correction, read_labels
+
+        labels = read_labels(goldset or Path(calibration.goldset_path if calibration else "goldsets/grader.csv"))
+        correction = correct(run_dir, result, labels, grader.qwk)
+        result["corrected"] = None if correction is None else correction.model_dump() | {"figures": correction.figures()}
     write_atomic(out, json.dumps(result, indent=2, ensure_ascii=False))
     write_atomic(out.with_suffix(".html"), render_eval(result, samples))
+    print("greedy decoding:")
     for c in comparison:
         print(describe(c))
+    if sampling:
+        print(f"{sampling.describe()}, the reference's evaluation:")
+        for c in sampled_comparison:
+            if c.name in REFERENCE_NAMES:
+                print(describe(c, REFERENCE_NAMES[c.name]))
+    if result.get("corrected"):
+        for line in describe_correction(Correction.model_validate(result["corrected"])):
+            print(line)
+    elif config.content:
+        print(f"content figures are the judge's, uncorrected: no labelled review of this run's rollouts (`train eval --review N`); "
+              f"{grader.summary()}")
     if warning := grader.warning():
         print(f"warning: {warning}", file=sys.stderr)
     print(f"wrote {out} and {out.with_suffix('.html')}")

@@ -10,7 +10,7 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from calibrator.logs import StopRule
+from calibrator.logs import ContextCut, StopRule, TargetScope
 
 Fusion = Literal["default", "sum", "content", "stop"]
 CONFIGS = Path(__file__).resolve().parent / "configs"
@@ -68,11 +68,18 @@ class TrainConfig(BaseModel):
     eval_fraction: float = 0.2  # sessions held out for `train eval`
     limit: int | None = Field(None, ge=1)  # read only the first N sessions of --logs
     stop_rule: StopRule = "end"  # where a session's stop point is (calibrator.logs.STOP_RULES)
+    # What a continue sample's target is (calibrator.logs.TARGET_SCOPES): the extractor prompt extracts it and the
+    # grader prompt grades against it, so both must say the same (the reference's processed samples are `rest`)
+    target_scope: TargetScope = "next"
+    context_cut: ContextCut = "history"  # the policy's context at each cut (calibrator.logs.CONTEXT_CUTS); --logs only
     context_turns: int | None = Field(None, ge=1)  # the policy sees the last N messages (bounds prompt length and step time)
     stop_share: float | None = Field(None, gt=0, lt=1)  # resample training rows so stop samples make up this share
     content: bool = True  # grade question content (reward and good_question_rate); false: decision and format only
     warm_start: WarmStart | None = None
     eval_after: bool = True  # `train run` ends with the held-out eval
+    # The eval's sampled rollouts per held-out sample, besides greedy decoding: the reference evaluates 3 (temperature
+    # 1.0, top_p 0.95, repetition penalty 1.2); 0: greedy only
+    eval_rollouts: int = Field(3, ge=0)
     # LM calls at once: extraction, the trainer's reward, `train eval`'s grading; None: the backend's default (calibrator/lm/policy.py)
     concurrency: int | None = Field(None, ge=1)
     seed: int = 0

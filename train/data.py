@@ -6,17 +6,12 @@ import hashlib
 import random
 from pathlib import Path
 
-from calibrator.components.extract import TrainingSample
+from calibrator.samples_file import SamplesFileError, TrainingSample, read_samples
 from calibrator.logs import QUESTION_SENTENCE, Message, Sample, render
 from calibrator.prompt import write_atomic_lines
 from calibrator.shards import Manifest, manifest_path
 from train.config import TrainConfig
 from train.rewards import STOP_TAG
-
-
-def read_samples(path: Path) -> list[TrainingSample]:
-    lines = path.read_text(encoding="utf-8").splitlines()
-    return [TrainingSample.model_validate_json(line) for line in lines if line.strip()]
 
 
 def segment_logs(config: TrainConfig) -> list[Sample]:
@@ -30,11 +25,12 @@ def segment_logs(config: TrainConfig) -> list[Sample]:
     if len(read.problems) > 5:
         print(f"warning: {len(read.problems) - 5} more problems in {config.logs}")
     sessions = read.sessions[: config.limit]
-    samples = segment_all(sessions, config.stop_rule)
+    samples = segment_all(sessions, config.stop_rule, config.context_cut)
     if not samples:
         raise LogError(f"{config.logs}: no usable sample in {len(sessions)} sessions ({read.skipped} skipped)")
     stops = sum(s.decision == "stop" for s in samples)
-    print(f"{config.logs}: {len(sessions)} sessions, {len(samples)} samples ({stops} stop) at stop rule {config.stop_rule!r}")
+    print(f"{config.logs}: {len(sessions)} sessions, {len(samples)} samples ({stops} stop) at stop rule {config.stop_rule!r}"
+          + (f", context cut {config.context_cut!r}" if config.context_cut != "history" else ""))
     return samples
 
 
@@ -53,7 +49,11 @@ def samples_from_logs(config: TrainConfig, out: Path) -> list[TrainingSample]:
     from calibrator.lm.adapter import CompactJSONAdapter
     from calibrator.prompt import load_prompt
 
-    prompt = load_prompt(config.extractor_prompt or default_prompt())
+    prompt = load_prompt(config.extractor_prompt or default_prompt(target_scope=config.target_scope))
+    if (prompt.target_scope or "next") != config.target_scope:
+        raise SamplesFileError(f"the extractor prompt {config.extractor_prompt} extracts target_scope "
+                               f"{prompt.target_scope or 'next'} targets, but the config says target_scope: "
+                               f"{config.target_scope}: name an extractor prompt for {config.target_scope} targets")
     spec = LMSpec.parse(config.lm)
     policy = CallPolicy(concurrency=config.concurrency or default_concurrency(spec))
     with open_lm(spec, cache_dir=config.cache_dir, seed=config.seed, policy=policy) as handle, \
@@ -62,10 +62,6 @@ def samples_from_logs(config: TrainConfig, out: Path) -> list[TrainingSample]:
     print(f"extracted {summary.samples} samples into {out}: {summary.extracted} extracted now "
           f"({summary.reextracted} re-extracted: made by another prompt or LM), {summary.reused} from an earlier run")
     return read_samples(out)
-
-
-class SamplesFileError(ValueError):
-    """A --samples file whose manifest is unreadable or names another stop rule than the config's."""
 
 
 def samples_file_notes(config: TrainConfig) -> list[str]:
@@ -77,7 +73,8 @@ def samples_file_notes(config: TrainConfig) -> list[str]:
     path = manifest_path(config.samples)
     if path.is_file():
         try:
-            cut = Manifest.model_validate_json(path.read_text(encoding="utf-8")).stop_rule
+            manifest = Manifest.model_validate_json(path.read_text(encoding="utf-8"))
+            cut = manifest.stop_rule
         except ValueError as e:
             raise SamplesFileError(f"{path}: not a manifest `calibrator extract` wrote ({e.__class__.__name__}: "
                                    f"{str(e).splitlines()[0]}); re-extract, or remove it to go without") from None
@@ -86,12 +83,27 @@ def samples_file_notes(config: TrainConfig) -> list[str]:
                 f"{config.samples} was cut at stop rule {cut!r} (its manifest, {path.name}) but the config says "
                 f"stop_rule: {config.stop_rule}: set stop_rule: {cut}, or re-extract with "
                 f"`python -m calibrator extract --stop-rule {config.stop_rule}`")
+        if manifest.context_cut != config.context_cut:
+            raise SamplesFileError(
+                f"{config.samples} was cut with context cut {manifest.context_cut!r} (its manifest, {path.name}) but the "
+                f"config says context_cut: {config.context_cut}: set context_cut: {manifest.context_cut}, or re-extract "
+                f"with `python -m calibrator extract --context-cut {config.context_cut}`")
     else:
         notes.append(f"{config.samples} has no manifest ({path.name}), so the stop rule it was cut at is unknown; the "
                      f"config's stop_rule ({config.stop_rule}) applies only to --logs and `train eval --logs`")
     if config.limit is not None:
         notes.append(f"limit {config.limit} reads the first sessions of --logs; it does not cut --samples {config.samples}")
     return notes
+
+
+def check_target_scope(samples: list[TrainingSample], config: TrainConfig, source: Path | str) -> None:
+    """Samples whose targets cover another scope than the config's would be graded against a rubric for targets they
+    do not have; refused with the count. Samples that do not say (made before the option) are taken as the config's."""
+    other = [s for s in samples if s.target_scope is not None and s.target_scope != config.target_scope]
+    if other and config.content:
+        raise SamplesFileError(f"{source}: {len(other)} of {len(samples)} samples have target_scope {other[0].target_scope} "
+                               f"targets (first: {other[0].id}), but the config says target_scope: {config.target_scope}; "
+                               f"set target_scope: {other[0].target_scope} (and a grader prompt for it), or re-extract")
 
 
 def split(samples: list[TrainingSample], fraction: float, seed: int,
@@ -139,14 +151,15 @@ def policy_messages(context: list[Message], instructions: str, context_turns: in
     return [{"role": "system", "content": instructions.strip()}, *({"role": m.role, "content": m.content} for m in shown)]
 
 
-def expert_move(sample: TrainingSample) -> str:
+def expert_move(sample: TrainingSample) -> str | None:
     """What the expert did, as the policy should say it: `<stop />` at the stop point, else their first question
-    (a run often starts with an acknowledgement: `Okay. Any fever?`), else their first message."""
+    (a run often starts with an acknowledgement: `Okay. Any fever?`), else their first message; None when the sample
+    does not show the expert's next turn (a reference sample whose remaining_chat text has no speaker labels)."""
     if sample.decision == "stop":
         return STOP_TAG
     run = [m.content for m in sample.future[: next((i for i, m in enumerate(sample.future) if m.role == "user"), None)]]
     question = next((q.group().strip() for text in run if (q := QUESTION_SENTENCE.search(text))), None)
-    return question or run[0]
+    return question or (run[0] if run else None)
 
 
 def to_rows(samples: list[TrainingSample], instructions: str, context_turns: int | None = None) -> list[dict]:
@@ -158,5 +171,6 @@ def warm_rows(samples: list[TrainingSample], instructions: str, context_turns: i
               stop_share: float | None = None, seed: int = 0) -> list[dict]:
     """Prompt-completion rows for the warm start: the same prompt GRPO sees, the expert's move as the completion;
     resampled to the warm start's own stop share (None: the experts' share), not GRPO's."""
+    shown = [s for s in samples if expert_move(s) is not None]
     return [{"prompt": policy_messages(s.context, instructions, context_turns),
-             "completion": [{"role": "assistant", "content": expert_move(s)}]} for s in rebalance(samples, stop_share, seed)]
+             "completion": [{"role": "assistant", "content": expert_move(s)}]} for s in rebalance(shown, stop_share, seed)]

@@ -22,7 +22,7 @@ from typing import Any
 import numpy as np
 from pydantic import BaseModel, Field, computed_field
 
-from calibrator.components.extract import TrainingSample
+from calibrator.samples_file import TrainingSample
 from calibrator.components.grader import FormatSourceName
 from calibrator.logs import Decision, render
 from calibrator.metrics import Interval, Verdict, percentile_interval, verdict_for
@@ -33,10 +33,25 @@ from train.rewards import STOP_PREFIX, Grade, Terms, decision_of, fuse, score_te
 
 
 class Completion(BaseModel):
-    """The policy's greedy answer to one sample, and the probability it gives to beginning that answer with `<stop`."""
+    """The policy's answer to one sample, and (greedy decoding) the probability it gives to beginning with `<stop`."""
 
     text: str
-    p_stop: float = Field(ge=0.0, le=1.0)
+    p_stop: float | None = Field(None, ge=0.0, le=1.0)
+
+
+class Sampling(BaseModel):
+    """The reference's evaluation decoding: `rollouts` sampled answers per sample (temperature 1.0, top_p 0.95,
+    repetition penalty 1.2), each seeded by (seed, sample, rollout) so a re-run draws the same answers."""
+
+    rollouts: int = Field(3, ge=1)
+    temperature: float = Field(1.0, gt=0)
+    top_p: float = Field(0.95, gt=0, le=1)
+    repetition_penalty: float = Field(1.2, gt=0)
+    seed: int = 0
+
+    def describe(self) -> str:
+        return (f"{self.rollouts} sampled rollouts per sample (temperature {self.temperature}, top_p {self.top_p}, "
+                f"repetition penalty {self.repetition_penalty}, seed {self.seed})")
 
 
 class SampleScore(BaseModel):
@@ -50,10 +65,14 @@ class SampleScore(BaseModel):
     p_stop: float | None = None  # None: not measured (scores made without the policy's probabilities)
 
 
-# metric -> (the expert decision it is measured on, None: every sample; its per-sample value)
+# metric -> (the expert decision it is measured on, None: every sample; its per-sample value, None: not counted)
 METRICS: dict[str, tuple[Decision | None, Callable[[SampleScore], float | None]]] = {
     "good_question_rate": ("continue", lambda s: float(s.terms.content == 1.0) if s.terms.graded else None),
     "mean_content": ("continue", lambda s: s.terms.content if s.terms.graded else None),
+    "good_question_rate_if_correct": ("continue", lambda s: float(s.terms.content == 1.0)
+                                      if s.terms.graded and s.predicted == "continue" else None),
+    "mean_content_if_correct": ("continue", lambda s: s.terms.content if s.terms.graded and s.predicted == "continue"
+                                else None),
     "termination_accuracy": ("stop", lambda s: float(s.predicted == "stop")),
     "continue_accuracy": ("continue", lambda s: float(s.predicted == "continue")),
     "decision_accuracy": (None, lambda s: float(s.predicted == s.expert)),
@@ -61,6 +80,14 @@ METRICS: dict[str, tuple[Decision | None, Callable[[SampleScore], float | None]]
     "mean_reward": (None, lambda s: s.reward),
 }
 DISCRIMINATION = "stop_discrimination"  # a ranking over all samples, not a mean of per-sample values
+# Our metric names as the reference's evaluation names them (the same meaning: a wrong decision scores content 0,
+# "if correct" counts only rollouts whose decision was right).
+REFERENCE_NAMES = {"mean_content": "mean continue content", "good_question_rate": "win continue content",
+                   "mean_content_if_correct": "mean continue content if correct",
+                   "good_question_rate_if_correct": "win continue content if correct",
+                   "termination_accuracy": "stop decision accuracy", "continue_accuracy": "continue decision accuracy",
+                   "decision_accuracy": "total decision accuracy", "mean_format": "mean format",
+                   "mean_reward": "mean total reward"}
 
 
 def score(samples: list[TrainingSample], completions: list[str], grade: Grade | None, fusion: str,
@@ -155,19 +182,21 @@ def compare(samples: list[TrainingSample], base: list[SampleScore], trained: lis
     points = {"base": metrics(base), "trained": metrics(trained)}
     out = []
     for name, (subset, value) in METRICS.items():
+        # Each side's own samples: an "if correct" metric counts the rollouts that side decided right.
         values = {side: [value(s) for s in scores] for side, scores in (("base", base), ("trained", trained))}
-        mask = np.array([subset in (None, s.decision) and b is not None and t is not None
-                         for s, b, t in zip(samples, values["base"], values["trained"])], dtype=float)
-        n = int(mask.sum())
-        weight = draws @ np.bincount(cluster, weights=mask, minlength=len(sessions))
-        kept = weight > 0
-        boot = {side: draws[kept] @ np.bincount(cluster, weights=mask * [v or 0.0 for v in vs], minlength=len(sessions))
-                / weight[kept] for side, vs in values.items()}
+        masks = {side: np.array([subset in (None, s.decision) and v is not None for s, v in zip(samples, vs)], dtype=float)
+                 for side, vs in values.items()}
+        n = int(min(m.sum() for m in masks.values()))
+        weights = {side: draws @ np.bincount(cluster, weights=m, minlength=len(sessions)) for side, m in masks.items()}
+        kept = (weights["base"] > 0) & (weights["trained"] > 0)
+        boot = {side: draws[kept] @ np.bincount(cluster, weights=masks[side] * [v or 0.0 for v in vs], minlength=len(sessions))
+                / weights[side][kept] for side, vs in values.items()}
         ci = {side: _interval(b, confidence) for side, b in boot.items()}
         delta_ci = _interval(boot["trained"] - boot["base"], confidence)
         b, t = points["base"][name], points["trained"][name]
+        either = (masks["base"] + masks["trained"]) > 0
         out.append(MetricComparison(
-            name=name, n=n, sessions=len(set(cluster[mask > 0])), replicates=int(kept.sum()), base=b, base_ci=ci["base"],
+            name=name, n=n, sessions=len(set(cluster[either])), replicates=int(kept.sum()), base=b, base_ci=ci["base"],
             trained=t, trained_ci=ci["trained"], delta=None if b is None or t is None else t - b, delta_ci=delta_ci,
             verdict="too few examples" if delta_ci is None else verdict_for(name, n, delta_ci, min_n)))
     if all(s.p_stop is not None for s in (*base, *trained)):
@@ -207,10 +236,11 @@ def figure(value: float | None, ci: Interval | None, sign: str = "") -> str:
     return f"{value:{sign}.2f}" + ("" if ci is None else f" [{ci[0]:{sign}.2f}, {ci[1]:{sign}.2f}]")
 
 
-def describe(c: MetricComparison) -> str:
+def describe(c: MetricComparison, name: str | None = None) -> str:
+    name = name or c.name
     if c.base is None:
-        return f"{c.name}: no samples: {c.verdict}"
-    return (f"{c.name}: base {figure(c.base, c.base_ci)} → trained {figure(c.trained, c.trained_ci)}, "
+        return f"{name}: no samples: {c.verdict}"
+    return (f"{name}: base {figure(c.base, c.base_ci)} → trained {figure(c.trained, c.trained_ci)}, "
             f"{figure(c.delta, c.delta_ci, '+')}: {c.verdict}")
 
 
@@ -254,11 +284,15 @@ def _bracket(ci: Interval | None) -> str:
     return "[–, –]" if ci is None else f"[{ci[0]:.2f}, {ci[1]:.2f}]"
 
 
-def grader_agreement(prompt: Path, calibration: Calibration | None, threshold: float, used: bool = True) -> GraderAgreement:
+def grader_agreement(prompt: Path, calibration: Calibration | None, threshold: float, used: bool = True,
+                     source: str = "lm") -> GraderAgreement:
+    """source: the content judge (choose_content_source): the LM's held-out figures, or that floor's."""
     if calibration is None:
         return GraderAgreement(prompt=str(prompt), threshold=threshold, calibrated=False, used=used)
-    test = calibration.test
-    return GraderAgreement(prompt=str(prompt), threshold=threshold, calibrated=True, run_id=calibration.run_id, lm=calibration.lm,
+    floor = source != "lm"
+    test = (calibration.floors.get(source, {}).get("test") or {}) if floor else calibration.test
+    return GraderAgreement(prompt=str(prompt), threshold=threshold, calibrated=True, run_id=calibration.run_id,
+                           lm=f"none: model-free floor {source}" if floor else calibration.lm,
                            qwk=test.get("qwk"), qwk_ci=test.get("qwk_ci"), n=test.get("n"), used=used)
 
 
@@ -280,7 +314,7 @@ class CompletionCache:
     without a stop probability (written before it was measured) keeps its text in `texts`: only the probability is
     left to compute."""
 
-    def __init__(self, path: Path, key: dict[str, Any]):
+    def __init__(self, path: Path, key: dict[str, Any], probabilities: bool = True):
         self.path, self.key = path, key
         text = path.read_text(encoding="utf-8") if path.is_file() else ""
         kept: dict[str, dict[str, Any]] = {}
@@ -292,8 +326,8 @@ class CompletionCache:
             if isinstance(record, dict) and isinstance(record.get("completion"), str) and all(
                     record.get(k) == v for k, v in key.items()):
                 kept[record["id"]] = record
-        self.done = {i: Completion(text=r["completion"], p_stop=r["p_stop"]) for i, r in kept.items()
-                     if isinstance(r.get("p_stop"), float)}
+        self.done = {i: Completion(text=r["completion"], p_stop=r.get("p_stop")) for i, r in kept.items()
+                     if isinstance(r.get("p_stop"), float) or not probabilities}
         self.texts = {i: r["completion"] for i, r in kept.items() if i not in self.done}
         clean = "".join(self._line(r) for r in kept.values())
         if clean != text:
@@ -347,6 +381,54 @@ def generate(model_dir: Path, samples: list[TrainingSample], instructions: str, 
         finally:
             progress.close()
     return [done[cache_slot(s)] for s in samples]
+
+
+def rollout_seed(seed: int, slot: str, rollout: int) -> int:
+    """The seed of one sampled rollout: fixed by the run's seed, the sample and the rollout's number, so each answer
+    is drawn the same whatever was generated before it (a resumed eval draws what the killed one would have)."""
+    return int.from_bytes(hashlib.sha256(f"{seed}|{slot}|{rollout}".encode()).digest()[:4], "big")
+
+
+def generate_sampled(model_dir: Path, samples: list[TrainingSample], instructions: str, max_new_tokens: int,
+                     sampling: Sampling, cache: Path | None = None, context_turns: int | None = None) -> list[list[str]]:
+    """`sampling.rollouts` sampled answers per sample, in sample order; cached like the greedy ones (one line per
+    rollout, appended as it finishes; the key holds the decoding settings), so a killed eval resumes."""
+    key = cache_key(model_dir, instructions, max_new_tokens, context_turns) | {"sampling": sampling.model_dump()}
+    store = CompletionCache(cache, key, probabilities=False) if cache else None
+    done = {i: c.text for i, c in store.done.items()} if store else {}
+    todo = [(s, r) for s in samples for r in range(sampling.rollouts) if f"{cache_slot(s)}@{r}" not in done]
+    if todo:
+        import torch
+        from transformers import AutoModelForCausalLM, AutoTokenizer
+
+        tokenizer = AutoTokenizer.from_pretrained(model_dir)
+        model = AutoModelForCausalLM.from_pretrained(model_dir).eval()
+        total = len(samples) * sampling.rollouts
+        progress = Progress(total, f"sample {model_dir.name}", "rollout", True, None, initial=total - len(todo))
+        try:
+            for sample, rollout in todo:
+                slot = f"{cache_slot(sample)}@{rollout}"
+                ids = tokenizer.apply_chat_template(policy_messages(sample.context, instructions, context_turns),
+                                                    add_generation_prompt=True, return_tensors="pt", return_dict=True)
+                torch.manual_seed(rollout_seed(sampling.seed, cache_slot(sample), rollout))
+                with torch.no_grad():
+                    out = model.generate(**ids, max_new_tokens=max_new_tokens, do_sample=True,
+                                         temperature=sampling.temperature, top_p=sampling.top_p, top_k=0,
+                                         repetition_penalty=sampling.repetition_penalty,
+                                         pad_token_id=tokenizer.eos_token_id)
+                done[slot] = tokenizer.decode(out[0, ids["input_ids"].shape[1]:], skip_special_tokens=True)
+                if store:
+                    store.add(slot, Completion(text=done[slot]))
+                progress.step()
+        finally:
+            progress.close()
+    return [[done[f"{cache_slot(s)}@{r}"] for r in range(sampling.rollouts)] for s in samples]
+
+
+def rollout_samples(samples: list[TrainingSample], rollouts: int) -> list[TrainingSample]:
+    """Each sample once per rollout (`<id>@<r>`, same session), so the rollouts of a sample are scored and resampled
+    with its session like any sample."""
+    return [s.model_copy(update={"id": f"{s.id}@{r}"}) for s in samples for r in range(rollouts)]
 
 
 def cache_slot(sample: TrainingSample) -> str:

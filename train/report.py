@@ -6,11 +6,11 @@ from html import escape
 from importlib.resources import files
 from typing import Any
 
-from calibrator.components.extract import TrainingSample
+from calibrator.samples_file import TrainingSample
 from calibrator.logs import render
 from train.evaluate import GraderAgreement, MetricComparison, SampleScore, figure
 
-GRADED = ("good_question_rate", "mean_content")  # the metrics that rest on the grader's agreement with humans
+GRADED = ("good_question_rate", "mean_content", "good_question_rate_if_correct", "mean_content_if_correct")  # the metrics that rest on the grader's agreement with humans
 EXTRA_CSS = """body { max-width: 110rem; }
 td.text { text-align: left; white-space: pre-wrap; max-width: 26rem; overflow-wrap: anywhere; }
 td.improved { background: #eef3ee; } td.worse { background: #fbeeee; }
@@ -28,21 +28,61 @@ def render_eval(result: dict[str, Any], samples: list[TrainingSample]) -> str:
             "<h1>Base vs trained policy on held-out samples</h1>"
             f"<p>{escape(result['note'])}</p>{banner}"
             f"{_metrics_table([MetricComparison.model_validate(c) for c in result['comparison']], grader)}"
+            f"{_sampled_table(result.get('sampled'), grader)}"
+            f"{_corrected(result.get('corrected'), grader)}"
             f"{_samples_table(result, samples)}</body></html>\n")
 
 
-def _metrics_table(comparison: list[MetricComparison], grader: GraderAgreement) -> str:
+def _corrected(corrected: dict[str, Any] | None, grader: GraderAgreement) -> str:
+    """The content figures corrected by the humans' labels on reviewed rollouts, or a plain statement that they are not."""
+    if not grader.used:
+        return ""
+    if not corrected:
+        return ("<h2>Content figures and the judge</h2><p>The content figures above are the judge's, uncorrected: no rollout "
+                f"of this run has been labelled by a person (<code>train eval --review N</code>). {escape(grader.summary())}.</p>")
+    rows = []
+    for side, metrics in corrected["figures"].items():
+        for metric, f in metrics.items():
+            rough = "" if f["enough_labels"] else " <span class='mark'>(under 30 labels)</span>"
+            rows.append(f"<tr><th scope='row'>{escape(metric)}</th><td>{escape(side)}</td><td>{f['judge']:.2f}</td>"
+                        f"<td>{f['corrected']:.2f} [{f['ci'][0]:.2f}, {f['ci'][1]:.2f}]{rough}</td><td>{f['labelled']}</td></tr>")
+    seed = "not recorded" if corrected["seed_qwk"] is None else f"{corrected['seed_qwk']:.2f}"
+    policy = "–" if corrected["policy_qwk"] is None else f"{corrected['policy_qwk']:.2f}"
+    return ("<h2>Content figures corrected by human labels</h2><table><caption>Over the "
+            f"{escape(corrected['source'])} rollouts: the judge's rate, and the rate corrected by people's blind labels on a "
+            "random sample of them (prediction-powered inference), with its 95% interval.</caption>"
+            f"<thead><tr>{_headers('metric', 'side', 'judge', 'corrected [CI]', 'labelled')}</tr></thead>"
+            f"<tbody>{''.join(rows)}</tbody></table><p>The judge's agreement with people on the policy's outputs: qwk "
+            f"{policy}, exact {corrected['policy_agreement']:.2f} on {sum(corrected['labelled'].values())} rows; on the seed "
+            f"gold set (held out): qwk {seed}. A gap between the two is drift: the policy writes text unlike what the judge "
+            "was checked on.</p>")
+
+
+def _sampled_table(sampled: dict[str, Any] | None, grader: GraderAgreement) -> str:
+    """The reference's evaluation: its metrics, under its names, over the sampled rollouts."""
+    if not sampled:
+        return ""
+    names = sampled["reference_names"]
+    comparison = [MetricComparison.model_validate(c) for c in sampled["comparison"] if c["name"] in names]
+    return (f"<h2>The reference's evaluation</h2><p>{escape(sampled['note'])}: every rollout scored with the same "
+            "reward; a wrong decision scores content 0; \"if correct\" counts only the rollouts whose decision was right.</p>"
+            + _metrics_table(comparison, grader, names, heading=False))
+
+
+def _metrics_table(comparison: list[MetricComparison], grader: GraderAgreement, names: dict[str, str] | None = None,
+                   heading: bool = True) -> str:
     rows = []
     for c in comparison:
         about = ""
         if c.name in GRADED:
             mark = "" if grader.established else "<span class='mark'>not established: </span>"
             about = f"<br><span class='ci'>{mark}{escape(grader.summary())}</span>"
-        rows.append(f"<tr><th scope='row'>{escape(c.name)}{about}</th><td>{c.n}</td><td>{c.sessions}</td>"
+        name = (names or {}).get(c.name, c.name)
+        rows.append(f"<tr><th scope='row'>{escape(name)}{about}</th><td>{c.n}</td><td>{c.sessions}</td>"
                     f"<td>{figure(c.base, c.base_ci)}</td><td>{figure(c.trained, c.trained_ci)}</td>"
                     f"<td>{figure(c.delta, c.delta_ci, '+')}</td>"
                     f"<td class='{c.verdict.replace(' ', '-')}'>{escape(c.verdict)}</td></tr>")
-    return ("<h2>Metrics</h2><table><caption>Point value and 95% interval from a bootstrap over held-out sessions (all samples "
+    return (("<h2>Metrics</h2>" if heading else "") + "<table><caption>Point value and 95% interval from a bootstrap over held-out sessions (all samples "
             "of each drawn session), the same draws for base and trained; Δ is trained − base.</caption>"
             f"<thead><tr>{_headers('metric', 'n', 'sessions', 'base [CI]', 'trained [CI]', 'Δ [CI]', 'verdict')}</tr></thead>"
             f"<tbody>{''.join(rows)}</tbody></table>")

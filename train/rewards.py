@@ -74,6 +74,13 @@ def completion_text(completion: Any) -> str:
     return str(completion)
 
 
+def floor_call(floor: Any) -> Grade:
+    """A model-free content judge (a grader floor fitted on train) as a Grade: no LM call, the same answer every time."""
+    def grade(context: str, target_info: str, candidate: str) -> GraderPrediction:
+        return floor.predict([SimpleNamespace(context=context, target_text=target_info, candidate=candidate)])[0]
+    return grade
+
+
 def grader_call(program: Any, predict: Callable[[Any, Any], GraderPrediction]) -> Grade:
     def grade(context: str, target_info: str, candidate: str) -> GraderPrediction:
         return predict(program, SimpleNamespace(context=context, target_text=target_info, candidate=candidate))

@@ -18,6 +18,7 @@ from pydantic import BaseModel
 from transformers import TrainerCallback
 from trl import GRPOConfig, GRPOTrainer
 
+from calibrator.components.grader import choose_content_source
 from calibrator.lm.spec import LMSpec, LMSpecError
 from calibrator.prompt import load_prompt, write_atomic
 from train.config import TrainConfig, grpo_config
@@ -46,6 +47,7 @@ class GateRecord(BaseModel):
     calibration_run: str | None = None
     checks: list[GateCheck] = []
     overrides: list[str] = []  # the config switches that let a failed check through
+    content_source: dict[str, Any] | None = None  # calibrator.components.grader.ContentSource: the judge these checks are of
 
 
 def _figure(value: Any) -> str:
@@ -73,6 +75,11 @@ def gate(config: TrainConfig) -> dict[str, Any]:
     except LMSpecError as e:
         raise GateError(f"grader_lm: {e}") from None
     prompt = load_prompt(config.grader_prompt)
+    if (prompt.target_scope or "next") != config.target_scope:
+        raise GateError(f"the grader prompt {config.grader_prompt} grades against target_scope "
+                        f"{prompt.target_scope or 'next'}, but the run's targets are target_scope {config.target_scope}: "
+                        f"set grader_prompt to a grader prompt for {config.target_scope} targets (e.g. "
+                        f"prompts/grader.{config.target_scope}.yaml), or target_scope: {prompt.target_scope or 'next'}")
     recalibrate = f"`python -m calibrator run --component grader --lm {grader_lm}`"
     calibration = prompt.calibration
     if calibration is None:
@@ -82,7 +89,9 @@ def gate(config: TrainConfig) -> dict[str, Any]:
         return GateRecord(grader_prompt=str(config.grader_prompt), calibrated=False,
                           overrides=["allow_uncalibrated"]).model_dump()
 
-    test = calibration.test
+    source = choose_content_source(calibration)
+    floor = source.source != "lm"
+    test = (calibration.floors[source.source].get("test") or {}) if floor else calibration.test
     qwk, ci, n = test.get("qwk"), test.get("qwk_ci") or [None, None], test.get("n")
     ci_low, rows = ci[0], "an unrecorded number of" if n is None else n
     disk_sha, unreadable = _goldset_sha256(Path(calibration.goldset_path))
@@ -91,7 +100,8 @@ def gate(config: TrainConfig) -> dict[str, Any]:
                   passed=ci_low is not None and ci_low >= config.min_grader_qwk),
         GateCheck(check="heldout_rows", figure=n, threshold=config.min_grader_heldout, passed=n is not None and n >= config.min_grader_heldout),
         GateCheck(check="goldset_version", figure=disk_sha, threshold=calibration.goldset_sha256, passed=disk_sha == calibration.goldset_sha256),
-        GateCheck(check="grader_lm", figure=calibration.lm, threshold=grader_lm, passed=calibration.lm == grader_lm),
+        GateCheck(check="grader_lm", figure=f"none: floor {source.source}" if floor else calibration.lm, threshold=grader_lm,
+                  passed=floor or calibration.lm == grader_lm),
     ]
     relaxed_by = {"heldout_qwk_ci_low": "allow_below_gate" if config.allow_below_gate else None,
                   "heldout_rows": "allow_below_gate" if config.allow_below_gate else None,
@@ -99,7 +109,8 @@ def gate(config: TrainConfig) -> dict[str, Any]:
                   "grader_lm": None}
     reasons = {
         "heldout_qwk_ci_low": (
-            f"held-out qwk 95% CI lower bound {_figure(ci_low)} is under min_grader_qwk {config.min_grader_qwk} "
+            (f"the content judge chosen on val is the model-free floor {source.source} ({source.reason}); its " if floor else "")
+            + f"held-out qwk 95% CI lower bound {_figure(ci_low)} is under min_grader_qwk {config.min_grader_qwk} "
             f"(qwk {_figure(qwk)}, CI [{_figure(ci[0])}, {_figure(ci[1])}] on {rows} rows): re-calibrate with {recalibrate} and a "
             f"larger --budget, or on a stronger --lm and train with that --grader-lm, or add gold rows to narrow the CI; or set "
             f"allow_below_gate in the config to train with it anyway (recorded)"),
@@ -128,7 +139,7 @@ def gate(config: TrainConfig) -> dict[str, Any]:
         raise GateError(f"the grader prompt {config.grader_prompt} does not pass the gate:\n" + "\n".join(f"- {r}" for r in failed))
     overrides = sorted({c.overridden_by for c in checks if c.overridden_by})
     return GateRecord(grader_prompt=str(config.grader_prompt), calibrated=True, calibration_run=calibration.run_id,
-                      checks=checks, overrides=overrides).model_dump()
+                      checks=checks, overrides=overrides, content_source=source.model_dump()).model_dump()
 
 
 class TimedGRPOTrainer(GRPOTrainer):

@@ -57,6 +57,7 @@ def calibrate(args: argparse.Namespace) -> int:
         save_explicit=bool(getattr(args, "save_prompt", None)),
         optimizer=getattr(args, "optimizer", "auto"), budget=getattr(args, "budget", "light"), seed=args.seed,
         out=args.out, command=command_line(), show_progress=not args.no_progress, prices=args.prices,
+        compare_reasoning=getattr(args, "compare_reasoning", None),
     )
     lm = proposer = None
     try:

@@ -64,7 +64,7 @@ def extract(args: argparse.Namespace) -> int:
             if selection.sessions is not None:
                 listed_seen.add(session.session_id)
             progress.step()
-            for sample in segment(session, args.stop_rule):
+            for sample in segment(session, args.stop_rule, args.context_cut):
                 yield position, sample
 
     manifest_path(args.out).unlink(missing_ok=True)  # a manifest only ever describes the file beside it
@@ -75,7 +75,7 @@ def extract(args: argparse.Namespace) -> int:
                 dspy.context(lm=lm.lm, adapter=CompactJSONAdapter(), disable_history=True):
             progress.in_flight = lm.in_flight
             summary = extract_stream(samples(), prompt, spec, args.out, concurrency=policy.concurrency, progress=progress,
-                                     sessions=lambda: picked["sessions"])
+                                     sessions=lambda: picked["sessions"], shape=args.format)
     except KeyboardInterrupt:
         print(f"interrupted: finished samples are kept in {args.out}.partial; run the same command again to continue", file=sys.stderr)
         return 130
@@ -96,7 +96,8 @@ def extract(args: argparse.Namespace) -> int:
     write_atomic(manifest_path(args.out), Manifest(
         logs=str(args.logs), logs_sha256=file_sha256(args.logs), shard=selection.shard, limit=selection.limit,
         sessions_file=str(args.sessions) if args.sessions else None, sessions=summary.sessions or 0, samples=summary.samples,
-        prompt_sha256=prompt.content_sha256(), lm=str(spec), stop_rule=args.stop_rule).model_dump_json(indent=2))
+        prompt_sha256=prompt.content_sha256(), lm=str(spec), stop_rule=args.stop_rule,
+        context_cut=args.context_cut).model_dump_json(indent=2))
     for problem in stream.problems:
         print(f"skipped: {problem}", file=sys.stderr)
     if selection.sessions is not None and (unseen := len(selection.sessions - listed_seen)) and selection.limit is None:
@@ -123,7 +124,8 @@ def merge(args: argparse.Namespace) -> int:
     write_atomic(manifest_path(args.merged_out), Manifest(
         logs=first.logs, logs_sha256=first.logs_sha256, shard=None, limit=None, sessions_file=None,
         sessions=sum(m.sessions for m in manifests), samples=sum(m.samples for m in manifests),
-        prompt_sha256=first.prompt_sha256, lm=first.lm, stop_rule=first.stop_rule).model_dump_json(indent=2))
+        prompt_sha256=first.prompt_sha256, lm=first.lm, stop_rule=first.stop_rule,
+        context_cut=first.context_cut).model_dump_json(indent=2))
     for warning in warnings:
         print(f"warning: {warning}", file=sys.stderr)
     print(f"merged {len(manifests)} shards of {first.logs}: {sum(m.sessions for m in manifests)} sessions, "

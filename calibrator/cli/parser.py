@@ -110,6 +110,9 @@ def build() -> argparse.ArgumentParser:
                           "gepa: DSPy GEPA with ordinal feedback; knn: demonstrations retrieved per input; threshold: read the "
                           "label's probabilities from token log-probabilities and fit the rule that decides it (argmax, prior "
                           "correction or cut points, chosen by cross-validation on train)")
+    run.add_argument("--compare-reasoning", action=argparse.BooleanOptionalAction, default=None,
+                     help="also score every candidate prompt reasoning before it answers (DSPy's ChainOfThought, as the "
+                          "reference's judge does) on val, and keep it if it wins (default: from --budget medium on)")
     run.add_argument("--budget", choices=list(BUDGETS), default="light",
                      help="smoke: tiny, for tests; light: minutes on a laptop CPU (default); medium/heavy: more search")
     run.add_argument("--prompt", type=Path, help="baseline prompt (default: prompts/<component>.yaml)")
@@ -143,7 +146,14 @@ def build() -> argparse.ArgumentParser:
     ex.add_argument("--stop-rule", choices=("end", "advice"), default="end",
                     help="where a session's stop point is: end (default; the expert's last run, as in a pharmacy chat) or "
                          "advice (the expert's first run after their last question: consultations that go on advising)")
+    ex.add_argument("--context-cut", choices=("history", "round"), default="history",
+                    help="each sample's context: history (default; the whole dialogue before the cut, as the paper "
+                         "defines it) or round (only the patient's last messages, as one version of the reference code)")
     ex.add_argument("--out", type=Path, help="samples JSONL to write (id, session_id, context, future, target_info, decision)")
+    ex.add_argument("--format", choices=("ours", "reference"), default="ours",
+                    help="the samples' shape: ours (default) or the Learn-to-Ask reference's processed samples (cid, "
+                         "session_id, diagn, messages, remaining_chat, decision_truth, info_truth, plus the provenance "
+                         "keys a resume needs); `train run --samples` and `train eval --samples` read either")
     ex.add_argument("--prompt", type=Path, help="extractor prompt (default: prompts/extractor.calibrated.yaml if present, else prompts/extractor.yaml)")
     ex.add_argument("--shard", metavar="I/N",
                     help="only the sessions of shard I of N (1 <= I <= N), chosen by a hash of the session id: every process "

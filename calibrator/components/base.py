@@ -225,7 +225,8 @@ class Component(ABC):
         """The DSPy program that runs this prompt: fixed demos, or demos retrieved per input; with label tokens, wrapped
         to read the label's distribution. `embed` (default: the bundled MiniLM) is only loaded when the prompt retrieves."""
         config = {"logprobs": True, "top_logprobs": TOP_LOGPROBS} if prompt.label_tokens else {}
-        program: dspy.Module = dspy.Predict(self.signature_for(prompt), **config)
+        module = dspy.ChainOfThought if prompt.reasoning else dspy.Predict
+        program: dspy.Module = module(self.signature_for(prompt), **config)
         program.demos = [self.demo_example(d, prompt) for d in prompt.demos]
         if prompt.retrieval is not None:
             if embed is None:

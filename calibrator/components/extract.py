@@ -21,30 +21,16 @@ from pathlib import Path
 from typing import Literal
 
 import dspy
-from pydantic import BaseModel, ValidationError
+from pydantic import BaseModel
 
 from calibrator.components.extractor import EXTRACTOR
 from calibrator.lm.spec import LMSpec
-from calibrator.logs import Decision, Message, Sample, render
+from calibrator.logs import Message, Sample, render
 from calibrator.parallel import Progress, imap_unordered
 from calibrator.prompt import PromptFile, write_atomic_lines
+from calibrator.samples_file import SampleFormat, SamplesFileError, TrainingSample, parse_line, reshape_line
 
 COMPONENT = EXTRACTOR  # what `extract` runs over the logs
-
-
-class TrainingSample(BaseModel):
-    """One line of samples.jsonl: a hindsight sample and its extracted micro-goal."""
-
-    id: str
-    session_id: str
-    context: list[Message]
-    future: list[Message]
-    target_info: list[str]
-    decision: Decision
-    error: str | None = None  # the extractor failed on this sample; it is retried when the command runs again
-    prompt_sha256: str | None = None  # PromptFile.content_sha256() of the prompt that made it; None: made before stamping
-    lm: str | None = None  # the LM spec that made it (`str(LMSpec)`), e.g. "local"
-    session_index: int | None = None  # the session's place among the log's valid sessions: merges shards in log order
 
 
 class MadeBy(BaseModel, frozen=True):
@@ -76,12 +62,15 @@ class _RenderedSample(BaseModel):
     id: str
     context: str
     future: str
+    target_scope: str | None = None
 
 
-def default_prompt(root: Path = Path(".")) -> Path:
-    """The calibrated extractor prompt when one exists, else the baseline: what `extract` and the trainer use."""
-    calibrated = root / "prompts" / "extractor.calibrated.yaml"
-    return calibrated if calibrated.is_file() else root / "prompts" / "extractor.yaml"
+def default_prompt(root: Path = Path("."), target_scope: str = "next") -> Path:
+    """The calibrated extractor prompt when one exists, else the baseline: what `extract` and the trainer use; for
+    target_scope rest, prompts/extractor.rest[.calibrated].yaml."""
+    stem = "extractor" if target_scope == "next" else f"extractor.{target_scope}"
+    calibrated = root / "prompts" / f"{stem}.calibrated.yaml"
+    return calibrated if calibrated.is_file() else root / "prompts" / f"{stem}.yaml"
 
 
 def partial_path(out: Path) -> Path:
@@ -149,10 +138,10 @@ class SampleIndex:
             with open(path, encoding="utf-8", errors="replace") as f:
                 for line in f:
                     try:
-                        record = TrainingSample.model_validate_json(line)
-                    except ValidationError:
+                        record = parse_line(line, str(path))
+                    except SamplesFileError:
                         continue
-                    self.add(record, line.rstrip("\n"))
+                    self.add(record, record.model_dump_json())
 
     def state(self, sample: Sample) -> Literal["reuse", "stale", "new"]:
         """reuse: finished by this prompt and LM for this very context and future; stale: finished, but by another
@@ -181,13 +170,14 @@ class SampleIndex:
         self.path.unlink(missing_ok=True)
 
 
-def extract_one(program: dspy.Module, sample: Sample) -> TrainingSample:
-    """The sample with its extracted target; a failure is recorded on it, never raised."""
+def extract_one(program: dspy.Module, sample: Sample, target_scope: str | None = None) -> TrainingSample:
+    """The sample with its extracted target (of the prompt's target_scope); a failure is recorded on it, never raised."""
     fields = {"id": sample.id, "session_id": sample.session_id, "context": sample.context, "future": sample.future,
               "decision": sample.decision}
     if sample.decision == "stop":
         return TrainingSample(**fields, target_info=[])
-    rendered = _RenderedSample(id=sample.id, context=render(sample.context), future=render(sample.future))
+    rendered = _RenderedSample(id=sample.id, context=render(sample.context), future=render(sample.future),
+                               target_scope=target_scope)
     pred = EXTRACTOR.predict(program, rendered)
     return TrainingSample(**fields, target_info=pred.target_info or [], error=pred.error)
 
@@ -237,10 +227,12 @@ def _drop_torn_tail(path: Path) -> None:
 
 
 def extract_stream(samples: Iterable[tuple[int | None, Sample]], prompt: PromptFile, lm: LMSpec, out: Path, *,
-                   concurrency: int = 1, progress: Progress | None = None, sessions: Callable[[], int] | None = None) -> ExtractSummary:
-    """Extract targets for `samples` ((session position, sample), lazily) into `out` (JSONL, log order) with `prompt`
-    on `lm` (the LM in the current dspy context), `concurrency` at a time, resuming from `<out>.partial` or a
-    finished `out` only where the same prompt and LM made the record."""
+                   concurrency: int = 1, progress: Progress | None = None, sessions: Callable[[], int] | None = None,
+                   shape: SampleFormat = "ours") -> ExtractSummary:
+    """Extract targets for `samples` ((session position, sample), lazily) into `out` (JSONL, log order, in `shape`:
+    ours or the reference's processed samples) with `prompt` on `lm` (the LM in the current dspy context),
+    `concurrency` at a time, resuming from `<out>.partial` or a finished `out` (either shape) only where the same
+    prompt and LM made the record."""
     made_by = MadeBy.of(prompt, lm)
     partial = partial_path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -252,7 +244,7 @@ def extract_stream(samples: Iterable[tuple[int | None, Sample]], prompt: PromptF
     stale: set[str] = set()  # ids being re-extracted now: bounded by what is in flight
 
     def finish(record: TrainingSample) -> None:
-        record = record.model_copy(update=made_by.model_dump())
+        record = record.model_copy(update=made_by.model_dump() | {"target_scope": prompt.target_scope or "next"})
         line = record.model_dump_json()
         writer.write(line)
         if record.error is None:
@@ -274,21 +266,21 @@ def extract_stream(samples: Iterable[tuple[int | None, Sample]], prompt: PromptF
                 if progress is not None and sessions is None:
                     progress.step()
             elif sample.decision == "stop":  # no LM call: written as soon as it is read
-                finish(extract_one(program, sample))
+                finish(extract_one(program, sample, prompt.target_scope))
             else:
                 if state == "stale":
                     stale.add(sample.id)
                 yield sample
 
     try:
-        for sample, record in imap_unordered(lambda s: extract_one(program, s), todo(), concurrency=concurrency):
+        for sample, record in imap_unordered(lambda s: extract_one(program, s, prompt.target_scope), todo(), concurrency=concurrency):
             counts["extracted"] += 1
             counts["reextracted"] += sample.id in stale
             stale.discard(sample.id)
             finish(record)
     finally:
         writer.close()
-    write_atomic_lines(out, index.in_log_order())
+    write_atomic_lines(out, (reshape_line(line, shape) for line in index.in_log_order()) if shape != "ours" else index.in_log_order())
     index.close()
     partial.unlink(missing_ok=True)
     return ExtractSummary(sessions=sessions() if sessions else None, samples=counts["samples"], extracted=counts["extracted"],

@@ -35,6 +35,8 @@ FIELD_HINTS = {"symptom": "other or red-flag symptoms, present or absent", "natu
                "previous treatment": "what has been tried already"}
 VALUE_CHARS = 60  # an answer in a few words; also stops a small model repeating itself inside one item
 MAX_ITEMS = 4  # a pharmacist turn asks one or two things; the cap stops a runaway list
+REST_MAX_ITEMS = 12  # target_scope rest: everything the patient goes on to reveal
+REST_FUTURE_LINES = 60  # target_scope rest: the remaining dialogue shown, at most (a GP consultation runs to hundreds)
 CONTEXT_LINES = 12  # the history the model reads: enough to tell a new question from one already answered
 DEMO_CONTEXT_LINES = 2
 
@@ -48,7 +50,7 @@ class ExtractTarget(dspy.Signature):
     target_info: list[str] = dspy.OutputField(desc="each thing the pharmacist's turn asked for, as `field: value` with the patient's answer as value; [] when stop")
 
 
-def items_type(fields: list[str] | tuple[str, ...]) -> type[list]:
+def items_type(fields: list[str] | tuple[str, ...], max_items: int = MAX_ITEMS) -> type[list]:
     """list[str] whose JSON schema pins each item to `<known field>: <short value>`, so engines that decode
     against the schema (llama.cpp, vLLM, OpenAI) can only name fields of the vocabulary. Parsing stays
     lenient: an answer from an engine without schema decoding is scored, not rejected."""
@@ -62,7 +64,7 @@ def items_type(fields: list[str] | tuple[str, ...]) -> type[list]:
 
         @classmethod
         def __get_pydantic_json_schema__(cls, schema: core_schema.CoreSchema, handler: GetJsonSchemaHandler) -> dict[str, Any]:
-            return {"type": "array", "items": {"type": "string", "pattern": pattern}, "maxItems": MAX_ITEMS}
+            return {"type": "array", "items": {"type": "string", "pattern": pattern}, "maxItems": max_items}
 
     return FieldItems
 
@@ -234,17 +236,27 @@ class Extractor(Component):
     adjudication_hint = "the corrected target_info (`field: value; ...`); the decision follows from the dialogue itself"
 
     def inputs_of(self, row: Any, *, demo: bool = False) -> dict[str, Any]:
+        """target_scope rest (a row that says so: `extract` with a rest prompt) shows the remaining dialogue, else the
+        run and the patient's reply."""
         keep = DEMO_CONTEXT_LINES if demo else CONTEXT_LINES
-        return {"context": "\n".join(row.context.split("\n")[-keep:]), "future": observed_future(row.future)}
+        rest = getattr(row, "target_scope", None) == "rest"
+        future = "\n".join(row.future.split("\n")[:REST_FUTURE_LINES]) if rest else observed_future(row.future)
+        return {"context": "\n".join(row.context.split("\n")[-keep:]), "future": future}
 
     def gold_of(self, row: ExtractorRow) -> dict[str, Any]:
         return {"decision": row.decision, "target_info": list(row.target_info)}
 
     def signature_for(self, prompt: Any) -> type[dspy.Signature]:
         fields = prompt.fields or DEFAULT_FIELDS
-        described = self.signature.output_fields["target_info"].json_schema_extra["desc"]
-        return super().signature_for(prompt).with_updated_fields(
-            "target_info", type_=items_type(fields), desc=f"{described}; field is one of: {', '.join(fields)}")
+        signature = super().signature_for(prompt)
+        if prompt.target_scope == "rest":
+            signature = signature.with_updated_fields(
+                "future", desc="the rest of the consultation from the pharmacist's next turn on, one turn per line").with_updated_fields(
+                "target_info", desc="each thing the patient reveals in that rest of the consultation, as `field: value`; [] when stop")
+        described = signature.output_fields["target_info"].json_schema_extra["desc"]
+        most = REST_MAX_ITEMS if prompt.target_scope == "rest" else MAX_ITEMS
+        return signature.with_updated_fields(
+            "target_info", type_=items_type(fields, most), desc=f"{described}; field is one of: {', '.join(fields)}")
 
     def parse(self, out: dspy.Prediction) -> ExtractorPrediction:
         decision = str(out.get("decision") or "").strip().lower()

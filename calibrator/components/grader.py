@@ -155,6 +155,33 @@ class FormatSource(BaseModel):
     rule_val_accuracy_ci: list[float] | None = None
 
 
+class ContentSource(BaseModel):
+    """Where the reward's content term comes from, chosen on val agreement with the humans: the calibrated LM, or a
+    model-free floor fitted on the same train split (`similarity`, `neighbours`)."""
+
+    source: str  # "lm" or a floor's name
+    reason: str
+    lm_val_qwk: float | None = None
+    floor_val_qwk: float | None = None  # the best floor's
+
+
+def choose_content_source(calibration: Any) -> ContentSource:
+    """The LM only if its val qwk is strictly higher than every floor's; the best floor otherwise (a tie goes to the
+    floor: deterministic, free, no LM call). A record without floors (made before they were recorded) keeps the LM."""
+    if calibration is None or not calibration.floors:
+        return ContentSource(source="lm", reason="no floor in the calibration record: the LM grades content")
+    lm = calibration.val.get("qwk")
+    floors = {name: (f.get("val") or {}).get("qwk") for name, f in calibration.floors.items()}
+    best = max((n for n in floors if floors[n] is not None), key=lambda n: floors[n], default=None)
+    if best is None or (lm is not None and lm > floors[best]):
+        figure = "no floor val qwk" if best is None else f"floor {best} {floors[best]:.2f}"
+        return ContentSource(source="lm", reason=f"content agreement on val: LM qwk {lm:.2f} > {figure}" if lm is not None
+                             else "no val qwk recorded for the LM", lm_val_qwk=lm, floor_val_qwk=floors.get(best))
+    relation = "no LM figure" if lm is None else f"LM {lm:.2f}"
+    return ContentSource(source=best, reason=f"content agreement on val: floor {best} qwk {floors[best]:.2f} >= {relation}; "
+                         f"the floor grades content (no LM call)", lm_val_qwk=lm, floor_val_qwk=floors[best])
+
+
 def choose_format_source(val: Mapping[str, Any] | None) -> FormatSource:
     """From a calibration record's val figures (`Grader.summary`, or a run's val scores): the LM only if its
     format agreement with the gold labels is strictly higher than the rule's; the rule wins ties because it
@@ -270,6 +297,16 @@ class Grader(Component):
 
     def confusion_label(self, cell: str) -> str:
         return f"{float(cell):g}"
+
+    def signature_for(self, prompt: Any) -> type[dspy.Signature]:
+        """target_scope rest: the target is what the patient revealed in the whole rest of the dialogue, and content 1
+        means asking about any of it (the reference's rubric)."""
+        signature = super().signature_for(prompt)
+        if prompt.target_scope != "rest":
+            return signature
+        return signature.with_updated_fields(
+            "target_info", desc="what the patient revealed in the rest of the real consultation, `field: value` items").with_updated_fields(
+            "content_score", desc="1 asks directly about any target item, 0.5 highly relevant to one, 0 irrelevant")
 
     def report_note(self, record: dict[str, Any]) -> list[str | tuple[str, float | None]] | None:
         """Where the trainer will take its format term from, decided by the same function on the val figures the calibration

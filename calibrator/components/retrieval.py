@@ -15,12 +15,13 @@ class NearestDemos(dspy.Module):
     leans on it most. A pool example with the input's own id is never shown (`exclude_id`): scoring a train row
     against a pool built from train must not show the model its own label."""
 
-    def __init__(self, predictor: dspy.Predict, pool: list[dspy.Example], k: int, keys: list[str], vectorizer: Any):
+    def __init__(self, predictor: dspy.Module, pool: list[dspy.Example], k: int, keys: list[str], vectorizer: Any):
         super().__init__()
-        self.predictor = predictor
+        self.predictor = predictor  # a Predict, or a ChainOfThought around one
         self.keys = keys
         self.k = min(k, len(pool))
-        self.inputs = list(predictor.signature.input_fields)
+        inner = predictor.predictors()
+        self.inputs = list((inner[0] if inner else predictor).signature.input_fields)
         # KNN embeds an example's input fields; similarity is measured on `keys` only. One extra neighbour is
         # fetched so that dropping the input's own row still leaves k.
         keyed = [example.with_inputs(*keys) for example in pool]

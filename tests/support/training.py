@@ -5,7 +5,7 @@ from pathlib import Path
 
 import yaml
 
-from calibrator.components.extract import TrainingSample
+from calibrator.samples_file import TrainingSample
 from calibrator.logs import Message
 from calibrator.prompt import Calibration
 from train.config import CONFIGS

@@ -1,0 +1,150 @@
+"""The judge checked on the policy's own outputs: `train eval --review N` exports judged rollouts blind, the labels come
+back through `goldset add`, and the next eval corrects its content figures by them (prediction-powered inference) and
+shows the judge's agreement on the policy's outputs beside its agreement on the seed gold set."""
+
+import csv
+import json
+import shutil
+
+import pytest
+
+from calibrator.ppi import corrected_rate
+from support import ROOT
+from support.training import sample
+from train.policy_review import HIDDEN, correct, export_review, read_labels
+
+ASK, STOP = "How long has it lasted?", "<stop />"
+
+
+def score(sid: str, side: str, expert: str, predicted: str, content: float, graded: bool = True, failed: bool = False) -> dict:
+    return {"id": sid, "session_id": sid.split("_")[0], "expert": expert, "predicted": predicted,
+            "completion": f"{side} {sid} {ASK if predicted == 'continue' else STOP}", "reward": 0.0,
+            "terms": {"stop": 1.0, "content": content, "format": 1.0, "graded": graded, "grader_failed": failed}}
+
+
+def result_and_samples(n: int = 12):
+    """n continue samples per side, the judge's content cycling 1, 0.5, 0; plus a wrong decision, a grader failure and
+    a stop on each side, none of which the judge graded."""
+    samples = [sample(f"s{i}", 0, "continue", context=f"I have a cough, day {i}") for i in range(n)]
+    samples += [sample("w", 0, "continue"), sample("f", 0, "continue"), sample("t", 0, "stop")]
+    scores = {side: [score(f"s{i}_0", side, "continue", "continue", (1.0, 0.5, 0.0)[(i + k) % 3]) for i in range(n)]
+              + [score("w_0", side, "continue", "stop", 0.0), score("f_0", side, "continue", "continue", 0.0, failed=True),
+                 score("t_0", side, "stop", "stop", 1.0)] for k, side in enumerate(("base", "trained"))}
+    return {"scores": scores, "sampled": None}, samples
+
+
+def read_sheet(path):
+    with open(path, newline="", encoding="utf-8") as f:
+        return list(csv.DictReader(f))
+
+
+def test_the_export_is_a_blind_random_sample_of_judged_rollouts_only(tmp_path):
+    result, samples = result_and_samples()
+    index = export_review(tmp_path, result, samples, 10, tmp_path / "review.csv", seed=3)
+    rows = read_sheet(tmp_path / "review.csv")
+    assert len(rows) == len(index.rows) == 10
+    header = list(rows[0])
+    assert header[-len(HIDDEN):] == list(HIDDEN)  # the side is last, hidden in the XLSX
+    assert all(r["content_score"] == "" and r["id"].startswith("policy-") for r in rows)
+    assert {r["rollout"].split("_")[0] for r in rows} <= {f"s{i}" for i in range(12)}  # never w, f or t
+    assert {r["side"] for r in rows} == {"base", "trained"}
+    assert [r["side"] for r in rows] != sorted(r["side"] for r in rows)  # shuffled, not side by side
+    again = export_review(tmp_path, result, samples, 10, tmp_path / "again.csv", seed=3)
+    assert set(again.rows) == set(index.rows)  # the same rollouts keep their ids: one gold row each
+    xlsx = export_review(tmp_path, result, samples, 4, tmp_path / "review.xlsx", seed=3)
+    from openpyxl import load_workbook
+
+    sheet = load_workbook(tmp_path / "review.xlsx")["review"]
+    hidden = [c for c, d in sheet.column_dimensions.items() if d.hidden]
+    assert hidden and len(xlsx.rows) == 10
+
+
+def test_labels_come_back_through_goldset_add_and_correct_the_judges_figures(tmp_path, cli):
+    result, samples = result_and_samples()
+    run = tmp_path / "run"
+    run.mkdir()
+    index = export_review(run, result, samples, 24, tmp_path / "review.csv", seed=1)
+    rows = read_sheet(tmp_path / "review.csv")
+    truth = {r["id"]: ("0" if r["judge_content_score"] == "1" and r["side"] == "trained" else r["judge_content_score"])
+             for r in rows}  # people disagree with the judge's 1s on the trained side only
+    for r in rows:
+        r["adjudicated_label"] = truth[r["id"]]
+    with open(tmp_path / "labelled.csv", "w", newline="", encoding="utf-8") as f:
+        writer = csv.DictWriter(f, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+    goldset = tmp_path / "grader.csv"
+    shutil.copy(ROOT / "goldsets" / "grader.csv", goldset)
+    added = cli.calibrator("goldset", "add", tmp_path / "labelled.csv", "--component", "grader", "--goldset", goldset)
+    assert added.code == 0, added.err
+    labels = read_labels(goldset)
+    assert labels == {index.rows[i].case: float(truth[i]) for i in truth}
+
+    correction = correct(run, result, labels, seed_qwk=0.16)
+    figures = correction.figures()
+    assert correction.labelled == {"base": 12, "trained": 12}
+    share = 12 / 14  # judged continue rollouts of all continue rollouts (the wrong decision and the failure are not)
+    base, trained = figures["base"]["good_question_rate"], figures["trained"]["good_question_rate"]
+    assert base["judge"] == pytest.approx(share * 4 / 12) and base["corrected"] == pytest.approx(base["judge"])
+    assert trained["judge"] == pytest.approx(share * 4 / 12) and trained["corrected"] == pytest.approx(0.0, abs=1e-9)
+    judged = [float(s["terms"]["content"] == 1.0) for s in result["scores"]["trained"][:12]]
+    expected = corrected_rate(judged, judged, [0.0] * 12)
+    assert trained["ci"] == pytest.approx([share * expected.ci[0], share * expected.ci[1]])
+    assert correction.policy_agreement == pytest.approx(20 / 24) and correction.seed_qwk == 0.16
+
+
+def test_without_review_json_or_labels_nothing_is_corrected(tmp_path):
+    result, samples = result_and_samples()
+    assert correct(tmp_path, result, {}, None) is None
+    export_review(tmp_path, result, samples, 4, tmp_path / "review.csv")
+    assert correct(tmp_path, result, {}, None) is None  # exported, not labelled yet
+
+
+def test_an_export_from_sampled_rollouts_does_not_mix_with_greedy_ones(tmp_path):
+    result, samples = result_and_samples()
+    export_review(tmp_path, result, samples, 4, tmp_path / "review.csv")
+    sampled = result | {"sampled": {"scores": result["scores"]}}
+    with pytest.raises(ValueError, match="drawn from the greedy rollouts, this eval scored sampled ones"):
+        export_review(tmp_path, sampled, samples, 4, tmp_path / "review2.csv")
+
+
+@pytest.mark.slow
+def test_train_eval_review_round_trip_on_the_real_policy(tmp_path, stub, cli, policy_model):
+    """`train eval --review` on the embedded policy with the stub as judge, the sheet labelled and added, then eval again:
+    eval.json and the page carry the corrected figures; before the labels, the output says the figures are uncorrected."""
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "final").symlink_to(policy_model, target_is_directory=True)
+    goldset = tmp_path / "grader.csv"
+    shutil.copy(ROOT / "goldsets" / "grader.csv", goldset)
+    (run / "config.json").write_text(json.dumps({
+        "model": str(policy_model), "grader_prompt": str(ROOT / "prompts" / "grader.yaml"), "allow_uncalibrated": True,
+        "grader_lm": f"openai-compatible:stub@{stub.url}", "cache_dir": str(tmp_path / "cache"), "out": str(run)}))
+    (run / "run.json").write_text("{}")
+    held = [sample(f"s{i}", 0, "continue", context=f"I have had a cough for {i + 2} days.") for i in range(3)]
+    (run / "heldout.jsonl").write_text("".join(s.model_dump_json() + "\n" for s in held))
+    first = cli.train("eval", "--model", run, "--rollouts", "0", "--max-new-tokens", "8", "--review", "6",
+                      "--review-out", tmp_path / "review.csv", "--goldset", goldset)
+    assert first.code == 0, first.err
+    assert "content figures are the judge's, uncorrected" in first.out and "review: wrote" in first.out
+    assert "uncorrected: no rollout of this run has been labelled" in (run / "eval.html").read_text()
+    rows = read_sheet(tmp_path / "review.csv")
+    assert len(rows) >= 4
+    for r in rows:
+        r["adjudicated_label"] = "0.5"
+    with open(tmp_path / "labelled.csv", "w", newline="", encoding="utf-8") as f:
+        writer = csv.DictWriter(f, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+    assert cli.calibrator("goldset", "add", tmp_path / "labelled.csv", "--component", "grader", "--goldset", goldset).code == 0
+    second = cli.train("eval", "--model", run, "--rollouts", "0", "--max-new-tokens", "8", "--goldset", goldset)
+    assert second.code == 0, second.err
+    corrected = json.loads((run / "eval.json").read_text())["corrected"]
+    # base and trained are one model here, so they wrote the same turns: the gold set keeps one row per case, and its
+    # label counts for both sides' rollouts
+    assert corrected["labelled"]["base"] + corrected["labelled"]["trained"] == len(rows)
+    for side in ("base", "trained"):
+        assert corrected["figures"][side]["good_question_rate"]["corrected"] == pytest.approx(0.0, abs=1e-9)
+        assert corrected["figures"][side]["mean_content"]["corrected"] == pytest.approx(0.5)
+    assert "corrected by" in second.out and "judge agreement on the policy's outputs" in second.out
+    assert "Content figures corrected by human labels" in (run / "eval.html").read_text()

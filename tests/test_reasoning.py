@@ -1,0 +1,77 @@
+"""Reasoning before answering (DSPy's ChainOfThought, as the reference's judge thinks before it scores) as one more
+dimension a calibration run compares on val: every component's program reasons when its prompt says so, the run
+scores each candidate both ways on val, never on test, and the record names the winner."""
+
+import json
+
+import dspy
+import pytest
+
+from calibrator import runs
+from calibrator.components import COMPONENTS
+from calibrator.goldset import load_goldset
+from calibrator.prompt import load_prompt
+from support import ROOT
+from support.files import gold_slice
+
+
+@pytest.mark.parametrize("component", sorted(COMPONENTS))
+def test_a_prompt_that_reasons_builds_a_program_that_writes_its_reasoning_first(component):
+    plain = load_prompt(ROOT / "prompts" / f"{component}.yaml")
+    reasoned = plain.model_copy(update={"reasoning": True})
+    program = COMPONENTS[component].build_program(reasoned)
+    assert isinstance(program, dspy.ChainOfThought)
+    assert list(program.predict.signature.output_fields)[0] == "reasoning"
+    assert isinstance(COMPONENTS[component].build_program(plain), dspy.Predict)
+    assert plain.content_sha256() != reasoned.content_sha256()
+    assert "reasoning" not in plain.model_dump(exclude_none=True)  # prompts without it keep their content hash
+
+
+@pytest.mark.parametrize("component", ["grader", "extractor"])
+def test_the_run_compares_reasoning_on_val_only_and_records_it(tmp_path, stub, cli, monkeypatch, component):
+    goldset = gold_slice(component, tmp_path / f"{component}.csv", 24, spread=True)
+    gold = load_goldset(goldset, COMPONENTS[component].row_model)
+    split_of = {r.id: s for s in ("train", "val", "test") for r in gold.split(s)}
+    calls: list[tuple[str, bool, set[str]]] = []
+    real = runs.evaluator
+
+    def recording(*args, **kwargs):
+        evaluate = real(*args, **kwargs)
+
+        def wrapped(prompt, rows, label):
+            calls.append((label, bool(prompt.reasoning), {split_of[r.id] for r in rows}))
+            return evaluate(prompt, rows, label)
+        return wrapped
+
+    monkeypatch.setattr(runs, "evaluator", recording)
+    done = cli.calibrator("run", "--component", component, "--goldset", goldset, "--budget", "smoke", "--compare-reasoning",
+                          "--lm", f"openai-compatible:stub@{stub.url}", "--cache-dir", tmp_path / "cache", "--no-progress",
+                          "--out", tmp_path / "reports", "--save-prompt", tmp_path / "saved.yaml")
+    assert done.code == 0, done.err
+    record = json.loads(next((tmp_path / "reports").glob("*/run.json")).read_text())
+    candidates = [c["strategy"] for c in record["optimization"]["candidates"]]
+    assert candidates == ["baseline", "knn", "reasoning", "knn+reasoning"]
+    winner = record["optimization"]["winner"]
+    reasoned = [(label, splits) for label, reasons, splits in calls if reasons]
+    assert {label for label, _ in reasoned} >= {"reasoning val", "knn+reasoning val"}
+    on_test = [label for label, splits in reasoned if "test" in splits]
+    assert on_test == ([f"{winner} test"] if "reasoning" in winner else [])
+    assert all(splits == {"val"} for label, splits in reasoned if label.endswith(" val"))
+    assert load_prompt(tmp_path / "saved.yaml").reasoning == ("reasoning" in winner or None)
+
+
+def test_without_the_flag_a_smoke_run_does_not_compare_reasoning(tmp_path, stub, cli):
+    goldset = gold_slice("stop", tmp_path / "stop.csv", 24, spread=True)
+    done = cli.calibrator("run", "--component", "stop", "--goldset", goldset, "--budget", "smoke",
+                          "--lm", f"openai-compatible:stub@{stub.url}", "--cache-dir", tmp_path / "cache", "--no-progress",
+                          "--out", tmp_path / "reports")
+    assert done.code == 0, done.err
+    record = json.loads(next((tmp_path / "reports").glob("*/run.json")).read_text())
+    assert [c["strategy"] for c in record["optimization"]["candidates"]] == ["baseline", "knn"]
+
+
+def test_a_prompt_cannot_both_reason_and_read_its_label_from_the_first_token(tmp_path):
+    path = tmp_path / "p.yaml"
+    path.write_text((ROOT / "prompts" / "grader.yaml").read_text() + "reasoning: true\nlabel_tokens: {'0': 0.0, '1': 0.5, '2': 1.0}\n")
+    with pytest.raises(ValueError, match="reasoning and label_tokens cannot be combined"):
+        load_prompt(path)
