@@ -25,12 +25,14 @@ FORMATS: dict[str, str] = {
 }
 REFERENCE_KEYS = ("cid", "session_id", "diagn", "messages", "remaining_chat", "decision_truth", "info_truth")
 # Our provenance, carried on a reference-shaped line as extra keys (a reader of the reference's shape ignores them),
-# so `calibrator extract --format reference` resumes like the default shape does.
+# so `calibrator extract --format reference` resumes like the default shape does. A line without `target_scope` holds
+# the reference's own targets (rest); ours are stamped `next` when they are.
 PROVENANCE_KEYS = ("error", "prompt_sha256", "lm", "session_index", "target_scope")
 # An item starts where a `Field:` label does: `Symptom: sore throat, Symptom quality: thick, yellow` is two items,
 # the comma inside the second value is not a boundary because no label follows it.
 ITEM_BOUNDARY = re.compile(r"\s*[,，;；]\s*(?=[^\s,，;；:：][^,，;；:：]{0,40}[:：])")
-SPEAKER_LINE = re.compile(r"^\s*([A-Za-z]+)\s*[:：]\s?(.*)$")
+SPEAKER_LINE = re.compile(r"^\s*([A-Za-z]+|[\u4e00-\u9fff]{2})\s*[:：]\s?(.*)$")
+CHINESE_SPEAKERS = {"患者": "user", "病人": "user", "用户": "user", "顾客": "user", "医生": "assistant", "药师": "assistant"}
 
 
 class TrainingSample(BaseModel):
@@ -96,12 +98,12 @@ def join_info_truth(items: list[str]) -> str:
 
 
 def parse_chat_text(text: str) -> list[Message]:
-    """`user: …` / `assistant: …` lines (or patient / doctor / pharmacist labels) as messages; an unlabelled line
-    continues the message before it. Text with no label at all gives no messages."""
+    """`user: …` / `assistant: …` lines (or patient / doctor / pharmacist labels, or 患者 / 医生 / 药师) as messages; an
+    unlabelled line continues the message before it. Text with no label at all gives no messages."""
     messages: list[dict[str, str]] = []
     for line in text.splitlines():
         match = SPEAKER_LINE.match(line)
-        role = SPEAKER_ROLES.get(match.group(1).lower()) if match else None
+        role = (SPEAKER_ROLES.get(match.group(1).lower()) or CHINESE_SPEAKERS.get(match.group(1))) if match else None
         if role is not None:
             messages.append({"role": role, "content": match.group(2)})
         elif messages and line.strip():
@@ -133,7 +135,9 @@ def to_reference(sample: TrainingSample) -> dict[str, Any]:
     record = {"cid": sample.id, "session_id": sample.session_id, "diagn": sample.diagn,
               "messages": [m.model_dump() for m in sample.context], "remaining_chat": remaining,
               "decision_truth": sample.decision, "info_truth": info}
-    return record | {k: v for k in PROVENANCE_KEYS if (v := getattr(sample, k)) is not None and (k, v) != ("target_scope", "rest")}
+    provenance = {k: v for k in PROVENANCE_KEYS if (v := getattr(sample, k)) is not None}
+    scope = provenance.pop("target_scope", None) or "next"  # a sample that does not say was made before the option: next
+    return record | provenance | ({} if scope == "rest" else {"target_scope": scope})  # the reference's own shape means rest
 
 
 def line_format(record: dict[str, Any]) -> SampleFormat | None:

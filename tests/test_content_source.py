@@ -19,7 +19,7 @@ from train.config import load_config
 
 
 def record(lm_val: float | None, floors: dict[str, float | None], test=None, goldset="goldsets/grader.csv") -> Calibration:
-    test = test or {"qwk": 0.5, "qwk_ci": [0.45, 0.55], "n": 40}
+    test = test or {"qwk": 0.5, "qwk_ci": [0.45, 0.55], "n": 31}  # the LM's own test figures have n 40
     return Calibration(run_id="r", created=datetime.now(timezone.utc), optimizer="auto:knn", lm="local", seed=0,
                        goldset_path=goldset, goldset_sha256="x", val={"qwk": lm_val}, test={"qwk": 0.1, "qwk_ci": [-0.1, 0.3], "n": 40},
                        verdict="improved", floors={n: {"description": n, "val": {"qwk": q}, "test": test} for n, q in floors.items()})
@@ -51,6 +51,7 @@ def test_a_calibration_records_its_floors_on_val_and_test(tmp_path, stub, cli):
         for split in ("val", "test"):
             scores = run["floors"][name]["scores"][split]
             assert figures[split]["qwk"] == scores["qwk"] and figures[split]["qwk_ci"] == list(scores["qwk_ci"])
+            assert isinstance(scores["qwk"], float) and -1.0 <= scores["qwk"] <= 1.0
             assert figures[split]["n"] == run["goldset"]["evaluated"][split]
 
 
@@ -84,7 +85,8 @@ def test_the_gate_holds_the_chosen_floor_to_its_own_held_out_figures(tmp_path):
     passed = trainer.gate(load_config(None, grader_prompt=path, grader_lm="openai:gpt-4o"))
     assert passed["content_source"]["source"] == "similarity"
     checks = {c["check"]: c for c in passed["checks"]}
-    assert checks["heldout_qwk_ci_low"]["figure"] == 0.45 and checks["grader_lm"]["passed"]
+    assert checks["heldout_qwk_ci_low"]["figure"] == 0.45 and checks["heldout_rows"]["figure"] == 31
+    assert checks["grader_lm"]["passed"]
     prompt.calibration.floors["similarity"]["test"]["qwk_ci"] = [0.2, 0.6]  # the floor's own figure fails; the LM's is not read
     save_prompt(prompt, path)
     with pytest.raises(trainer.GateError, match=r"model-free floor similarity .* lower bound 0.20 is under min_grader_qwk 0.4"):

@@ -51,22 +51,28 @@ def test_the_export_is_a_blind_random_sample_of_judged_rollouts_only(tmp_path):
     assert [r["side"] for r in rows] != sorted(r["side"] for r in rows)  # shuffled, not side by side
     again = export_review(tmp_path, result, samples, 10, tmp_path / "again.csv", seed=3)
     assert set(again.rows) == set(index.rows)  # the same rollouts keep their ids: one gold row each
-    xlsx = export_review(tmp_path, result, samples, 4, tmp_path / "review.xlsx", seed=3)
+    export_review(tmp_path / "x", result, samples, 4, tmp_path / "review.xlsx", seed=3)
     from openpyxl import load_workbook
+    from openpyxl.utils import get_column_letter
 
     sheet = load_workbook(tmp_path / "review.xlsx")["review"]
-    hidden = [c for c, d in sheet.column_dimensions.items() if d.hidden]
-    assert hidden and len(xlsx.rows) == 10
+    header = [c.value for c in sheet[1]]
+    hidden = {get_column_letter(i) for i in range(1, len(header) + 1)
+              if sheet.column_dimensions[get_column_letter(i)].hidden}
+    assert hidden == {get_column_letter(header.index(name) + 1) for name in HIDDEN}  # side, judge's score, rollout: no more
 
 
 def test_labels_come_back_through_goldset_add_and_correct_the_judges_figures(tmp_path, cli):
     result, samples = result_and_samples()
     run = tmp_path / "run"
     run.mkdir()
-    index = export_review(run, result, samples, 24, tmp_path / "review.csv", seed=1)
+    index = export_review(run, result, samples, 14, tmp_path / "review.csv", seed=1)
     rows = read_sheet(tmp_path / "review.csv")
-    truth = {r["id"]: ("0" if r["judge_content_score"] == "1" and r["side"] == "trained" else r["judge_content_score"])
-             for r in rows}  # people disagree with the judge's 1s on the trained side only
+    # people agree with the judge on base; on the trained side they mark its 1s down to 0.5 and one 0 up to 1
+    flips = {"1": "0.5", "0": "1"}
+    first_zero = next(r["id"] for r in rows if r["side"] == "trained" and r["judge_content_score"] == "0")
+    truth = {r["id"]: (flips["1"] if r["side"] == "trained" and r["judge_content_score"] == "1" else
+                       flips["0"] if r["id"] == first_zero else r["judge_content_score"]) for r in rows}
     for r in rows:
         r["adjudicated_label"] = truth[r["id"]]
     with open(tmp_path / "labelled.csv", "w", newline="", encoding="utf-8") as f:
@@ -78,19 +84,31 @@ def test_labels_come_back_through_goldset_add_and_correct_the_judges_figures(tmp
     added = cli.calibrator("goldset", "add", tmp_path / "labelled.csv", "--component", "grader", "--goldset", goldset)
     assert added.code == 0, added.err
     labels = read_labels(goldset)
-    assert labels == {index.rows[i].case: float(truth[i]) for i in truth}
+    assert labels == {index.rows[i].case: float(truth[i]) for i in truth} | {i: float(truth[i]) for i in truth}
 
     correction = correct(run, result, labels, seed_qwk=0.16)
     figures = correction.figures()
-    assert correction.labelled == {"base": 12, "trained": 12}
+    by_side = {side: [r for r in rows if r["side"] == side] for side in ("base", "trained")}
+    assert correction.labelled == {side: len(by_side[side]) for side in by_side} and min(correction.labelled.values()) >= 2
     share = 12 / 14  # judged continue rollouts of all continue rollouts (the wrong decision and the failure are not)
-    base, trained = figures["base"]["good_question_rate"], figures["trained"]["good_question_rate"]
-    assert base["judge"] == pytest.approx(share * 4 / 12) and base["corrected"] == pytest.approx(base["judge"])
-    assert trained["judge"] == pytest.approx(share * 4 / 12) and trained["corrected"] == pytest.approx(0.0, abs=1e-9)
-    judged = [float(s["terms"]["content"] == 1.0) for s in result["scores"]["trained"][:12]]
-    expected = corrected_rate(judged, judged, [0.0] * 12)
-    assert trained["ci"] == pytest.approx([share * expected.ci[0], share * expected.ci[1]])
-    assert correction.policy_agreement == pytest.approx(20 / 24) and correction.seed_qwk == 0.16
+    for side, mine in by_side.items():
+        judge = {s["id"]: s["terms"]["content"] for s in result["scores"][side][:12]}  # every judged rollout
+        reviewed = {r["rollout"] for r in mine}
+        unlabelled = [v for rollout, v in judge.items() if rollout not in reviewed]
+        f_lab = [judge[r["rollout"]] for r in mine]
+        human = [float(truth[r["id"]]) for r in mine]
+        win = corrected_rate([float(v == 1.0) for v in unlabelled], [float(v == 1.0) for v in f_lab],
+                             [float(h == 1.0) for h in human])
+        mean = corrected_rate(unlabelled, f_lab, human)
+        for metric, expected in (("good_question_rate", win), ("mean_content", mean)):
+            got = figures[side][metric]
+            assert got["judge"] == pytest.approx(share * expected.judge)
+            assert got["corrected"] == pytest.approx(share * expected.corrected)
+            assert got["ci"] == pytest.approx([share * expected.ci[0], share * expected.ci[1]])
+    assert figures["trained"]["good_question_rate"]["corrected"] < figures["trained"]["good_question_rate"]["judge"]
+    disagree = sum(r["judge_content_score"] != truth[r["id"]] for r in rows)
+    assert disagree >= 2 and correction.policy_agreement == pytest.approx(1 - disagree / len(rows))
+    assert correction.seed_qwk == 0.16
 
 
 def test_without_review_json_or_labels_nothing_is_corrected(tmp_path):
@@ -130,8 +148,8 @@ def test_train_eval_review_round_trip_on_the_real_policy(tmp_path, stub, cli, po
     assert "uncorrected: no rollout of this run has been labelled" in (run / "eval.html").read_text()
     rows = read_sheet(tmp_path / "review.csv")
     assert len(rows) >= 4
-    for r in rows:
-        r["adjudicated_label"] = "0.5"
+    for i, r in enumerate(rows):  # labels that vary, so the correction is not forced by a constant
+        r["adjudicated_label"] = ("1", "0", "0.5")[i % 3]
     with open(tmp_path / "labelled.csv", "w", newline="", encoding="utf-8") as f:
         writer = csv.DictWriter(f, fieldnames=list(rows[0]))
         writer.writeheader()
@@ -139,12 +157,19 @@ def test_train_eval_review_round_trip_on_the_real_policy(tmp_path, stub, cli, po
     assert cli.calibrator("goldset", "add", tmp_path / "labelled.csv", "--component", "grader", "--goldset", goldset).code == 0
     second = cli.train("eval", "--model", run, "--rollouts", "0", "--max-new-tokens", "8", "--goldset", goldset)
     assert second.code == 0, second.err
-    corrected = json.loads((run / "eval.json").read_text())["corrected"]
-    # base and trained are one model here, so they wrote the same turns: the gold set keeps one row per case, and its
-    # label counts for both sides' rollouts
+    result = json.loads((run / "eval.json").read_text())
+    corrected = result["corrected"]
+    # base and trained are one model here, so they may write the same turn; each row's own label counts for its rollout
+    # (a row dropped by `goldset add` as a duplicate had the same case and label as one it kept)
     assert corrected["labelled"]["base"] + corrected["labelled"]["trained"] == len(rows)
     for side in ("base", "trained"):
-        assert corrected["figures"][side]["good_question_rate"]["corrected"] == pytest.approx(0.0, abs=1e-9)
-        assert corrected["figures"][side]["mean_content"]["corrected"] == pytest.approx(0.5)
+        mine = [r for r in rows if r["side"] == side]
+        judged = {s["id"]: s["terms"]["content"] for s in result["scores"][side]
+                  if s["predicted"] == "continue" and not s["terms"]["grader_failed"]}
+        human = [float(r["adjudicated_label"]) for r in mine]
+        unlabelled = [v for rollout, v in judged.items() if rollout not in {r["rollout"] for r in mine}]
+        expected = corrected_rate(unlabelled, [judged[r["rollout"]] for r in mine], human)
+        share = len(judged) / len(result["scores"][side])
+        assert corrected["figures"][side]["mean_content"]["corrected"] == pytest.approx(share * expected.corrected)
     assert "corrected by" in second.out and "judge agreement on the policy's outputs" in second.out
     assert "Content figures corrected by human labels" in (run / "eval.html").read_text()

@@ -10,25 +10,27 @@ from calibrator.ppi import MIN_LABELS, corrected_rate
 DRAWS, N_JUDGED, N_LABELLED = 1000, 2000, 100
 
 
-def simulate(rng, rate: float, false_pos: float, false_neg: float):
-    """N outputs whose human label is 1 with probability `rate`; a judge that says 1 on a 0 with false_pos and 0 on a
-    1 with false_neg; a random N_LABELLED of them labelled."""
-    human = rng.random(N_JUDGED) < rate
-    flip = np.where(human, rng.random(N_JUDGED) < false_neg, rng.random(N_JUDGED) < false_pos)
+def simulate(rng, rate: float, false_pos: float, false_neg: float, n_judged: int = N_JUDGED):
+    """n_judged outputs whose human label is 1 with probability `rate`; a judge that says 1 on a 0 with false_pos and 0
+    on a 1 with false_neg; a random N_LABELLED of them labelled: (judge on the others, judge on those, their labels)."""
+    human = rng.random(n_judged) < rate
+    flip = np.where(human, rng.random(n_judged) < false_neg, rng.random(n_judged) < false_pos)
     judge = (human ^ flip).astype(float)
-    labelled = rng.choice(N_JUDGED, N_LABELLED, replace=False)
-    return judge, judge[labelled], human[labelled].astype(float)
+    labelled = np.zeros(n_judged, dtype=bool)
+    labelled[rng.choice(n_judged, N_LABELLED, replace=False)] = True
+    return judge[~labelled], judge[labelled], human[labelled].astype(float)
 
 
-@pytest.mark.parametrize("rate, false_pos, false_neg", [
-    (0.3, 0.05, 0.05),  # a good judge
-    (0.3, 0.30, 0.05),  # one that says "good question" far too often
-    (0.6, 0.02, 0.40),  # one that misses good questions
-    (0.4, 0.45, 0.45),  # close to a coin
+@pytest.mark.parametrize("rate, false_pos, false_neg, n_judged", [
+    (0.3, 0.05, 0.05, N_JUDGED),  # a good judge
+    (0.3, 0.30, 0.05, N_JUDGED),  # one that says "good question" far too often
+    (0.6, 0.02, 0.40, N_JUDGED),  # one that misses good questions
+    (0.4, 0.45, 0.45, N_JUDGED),  # close to a coin
+    (0.3, 0.05, 0.05, 150),  # few judged outputs beside the labelled ones: their sampling error counts in the interval
 ])
-def test_the_interval_covers_the_true_rate_in_about_95_percent_of_draws(rate, false_pos, false_neg):
+def test_the_interval_covers_the_true_rate_in_about_95_percent_of_draws(rate, false_pos, false_neg, n_judged):
     rng = np.random.default_rng(7)
-    results = [corrected_rate(*simulate(rng, rate, false_pos, false_neg)) for _ in range(DRAWS)]
+    results = [corrected_rate(*simulate(rng, rate, false_pos, false_neg, n_judged)) for _ in range(DRAWS)]
     coverage = np.mean([r.ci[0] <= rate <= r.ci[1] for r in results])
     assert 0.93 <= coverage <= 0.97, coverage  # 1,000 draws: a binomial SD of 0.7 points around 95%
     assert abs(np.mean([r.corrected for r in results]) - rate) < 0.01
@@ -38,6 +40,7 @@ def test_a_biased_judges_own_rate_misses_the_truth_where_the_corrected_one_does_
     rng = np.random.default_rng(1)
     result = corrected_rate(*simulate(rng, 0.3, 0.30, 0.05))
     assert result.judge > 0.45 and result.ci[0] <= 0.3 <= result.ci[1]
+    assert abs(result.corrected - 0.3) < 0.05 < abs(result.judge - 0.3) and result.ci[1] - result.ci[0] < 0.25
 
 
 def test_a_good_judge_narrows_the_interval_and_a_useless_one_does_not_widen_it_much():
@@ -51,15 +54,20 @@ def test_a_good_judge_narrows_the_interval_and_a_useless_one_does_not_widen_it_m
 
 
 def test_plain_ppi_is_weight_one_and_labels_alone_are_weight_zero():
-    judge, judged_labelled, human = simulate(np.random.default_rng(5), 0.3, 0.2, 0.1)
-    plain = corrected_rate(judge, judged_labelled, human, weight=1.0)
-    assert plain.corrected == pytest.approx(judge.mean() + (human - judged_labelled).mean())
-    alone = corrected_rate(judge, judged_labelled, human, weight=0.0)
+    unlabelled, judged_labelled, human = simulate(np.random.default_rng(5), 0.3, 0.2, 0.1)
+    plain = corrected_rate(unlabelled, judged_labelled, human, weight=1.0)
+    assert plain.corrected == pytest.approx(unlabelled.mean() + (human - judged_labelled).mean())
+    assert plain.judge == pytest.approx(np.concatenate([unlabelled, judged_labelled]).mean()) and plain.n_judged == N_JUDGED
+    alone = corrected_rate(unlabelled, judged_labelled, human, weight=0.0)
     assert alone.corrected == pytest.approx(human.mean()) and alone.ci == pytest.approx(alone.labelled_only_ci)
+    every = corrected_rate([], judged_labelled, human)  # everything labelled: the labels are the answer
+    assert every.weight == 0.0 and every.corrected == pytest.approx(human.mean())
 
 
 def test_few_labels_are_flagged_and_mismatched_inputs_refused():
     assert not corrected_rate([1, 0, 1, 0], [1, 0], [1, 1]).enough_labels
+    with pytest.raises(ValueError, match="need at least 2 labelled outputs"):
+        corrected_rate([1, 0, 1], [1], [1])
     assert corrected_rate([1, 0] * 50, [1, 0] * (MIN_LABELS // 2), [1, 0] * (MIN_LABELS // 2)).enough_labels
     with pytest.raises(ValueError, match="3 judge scores for 2 human labels"):
         corrected_rate([1, 0, 1], [1, 0, 1], [1, 0])

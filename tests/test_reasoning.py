@@ -10,7 +10,7 @@ import pytest
 from calibrator import runs
 from calibrator.components import COMPONENTS
 from calibrator.goldset import load_goldset
-from calibrator.prompt import load_prompt
+from calibrator.prompt import PromptFile, load_prompt
 from support import ROOT
 from support.files import gold_slice
 
@@ -24,7 +24,14 @@ def test_a_prompt_that_reasons_builds_a_program_that_writes_its_reasoning_first(
     assert list(program.predict.signature.output_fields)[0] == "reasoning"
     assert isinstance(COMPONENTS[component].build_program(plain), dspy.Predict)
     assert plain.content_sha256() != reasoned.content_sha256()
-    assert "reasoning" not in plain.model_dump(exclude_none=True)  # prompts without it keep their content hash
+
+
+def test_a_prompt_without_reasoning_keeps_the_content_hash_it_had_before_the_option():
+    """Records stamped with a prompt's hash (extracted samples, calibrations) stay valid: the literal is the hash this
+    prompt had before `reasoning` and `target_scope` existed."""
+    prompt = PromptFile(component="grader", instructions="Score the turn.", demos=[])
+    assert prompt.content_sha256() == "f9c264fcbb1b501999da01148f132e686ebf36950289047b4f8fe353e7de945e"
+    assert prompt.model_copy(update={"reasoning": True}).content_sha256() != prompt.content_sha256()
 
 
 @pytest.mark.parametrize("component", ["grader", "extractor"])
@@ -52,8 +59,11 @@ def test_the_run_compares_reasoning_on_val_only_and_records_it(tmp_path, stub, c
     candidates = [c["strategy"] for c in record["optimization"]["candidates"]]
     assert candidates == ["baseline", "knn", "reasoning", "knn+reasoning"]
     winner = record["optimization"]["winner"]
+    ranked = record["optimization"]["candidates"]
+    best = max(range(len(ranked)), key=lambda i: (ranked[i]["val_score"], ranked[i]["val_secondary"], -i))
+    assert winner == ranked[best]["strategy"]  # reasoning or not, the best on val wins
     reasoned = [(label, splits) for label, reasons, splits in calls if reasons]
-    assert {label for label, _ in reasoned} >= {"reasoning val", "knn+reasoning val"}
+    assert {label for label, splits in reasoned if splits == {"val"}} == {"knn+reasoning val", "reasoning val"}
     on_test = [label for label, splits in reasoned if "test" in splits]
     assert on_test == ([f"{winner} test"] if "reasoning" in winner else [])
     assert all(splits == {"val"} for label, splits in reasoned if label.endswith(" val"))

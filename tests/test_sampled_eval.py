@@ -19,7 +19,7 @@ STOP, GOOD, VAGUE = "<stop />", "How long has it lasted?", "Anything else?"
 
 
 def grade(context: str, target: str, candidate: str) -> GraderPrediction:
-    return GraderPrediction(content_score=1.0 if "long" in candidate else 0.0, format_score=1.0)
+    return GraderPrediction(content_score=1.0 if "long" in candidate else 0.5, format_score=1.0)
 
 
 def scored(samples, completions):
@@ -29,9 +29,10 @@ def scored(samples, completions):
 def test_if_correct_counts_only_rollouts_that_decided_right_and_win_counts_a_wrong_decision_as_zero():
     samples = rollout_samples([sample("a", 0, "continue"), sample("b", 0, "continue"), sample("c", 0, "stop")], 2)
     m = metrics(scored(samples, [GOOD, STOP, VAGUE, GOOD, STOP, GOOD]))
-    # continue rollouts: GOOD, STOP (wrong: content 0), VAGUE, GOOD -> win 2/4, mean 2/4; if correct: 2/3
-    assert m["good_question_rate"] == 0.5 and m["mean_content"] == 0.5
-    assert m["good_question_rate_if_correct"] == pytest.approx(2 / 3) and m["mean_content_if_correct"] == pytest.approx(2 / 3)
+    # continue rollouts: GOOD 1, STOP (wrong: content 0), VAGUE 0.5, GOOD 1 -> win 2/4, mean 2.5/4; if correct: the three
+    # that asked -> win 2/3, mean 2.5/3
+    assert m["good_question_rate"] == 0.5 and m["mean_content"] == pytest.approx(2.5 / 4)
+    assert m["good_question_rate_if_correct"] == pytest.approx(2 / 3) and m["mean_content_if_correct"] == pytest.approx(2.5 / 3)
     assert m["termination_accuracy"] == 0.5 and m["continue_accuracy"] == 0.75 and m["decision_accuracy"] == pytest.approx(4 / 6)
     assert set(REFERENCE_NAMES) <= set(METRICS)
 
@@ -58,7 +59,8 @@ def test_if_correct_is_measured_on_each_sides_own_correct_rollouts_in_the_bootst
 
 def test_each_rollout_has_its_own_seed_fixed_by_seed_sample_and_number():
     seeds = {rollout_seed(0, "a#1", r) for r in range(3)} | {rollout_seed(0, "b#1", 0), rollout_seed(1, "a#1", 0)}
-    assert len(seeds) == 5 and rollout_seed(0, "a#1", 2) == rollout_seed(0, "a#1", 2)
+    assert len(seeds) == 5
+    assert rollout_seed(0, "a#1", 2) == 1488174404  # a literal: the same in every process (str hashes are salted per process)
 
 
 def eval_folder(tmp_path, policy_model, samples):
@@ -76,7 +78,9 @@ def eval_folder(tmp_path, policy_model, samples):
 
 def held_out():
     return [sample("a", 0, "continue", context="I have had a dry cough for a week."),
-            sample("b", 0, "stop", context="My head hurts since this morning.")]
+            sample("b", 0, "stop", context="My head hurts since this morning."),
+            sample("c", 0, "continue", context="My ankle is swollen after a fall."),
+            sample("d", 0, "stop", context="I keep sneezing in the mornings.")]
 
 
 @pytest.mark.slow
@@ -85,7 +89,7 @@ def test_sampled_rollouts_are_reproducible_under_a_seed_and_differ_under_another
     args = (policy_model, samples, "Ask the patient one question.", 12)
     first = generate_sampled(*args, Sampling(rollouts=3, seed=0))
     assert first == generate_sampled(*args, Sampling(rollouts=3, seed=0))
-    assert [len(r) for r in first] == [3, 3] and len({t for r in first for t in r}) > 1
+    assert [len(r) for r in first] == [3, 3, 3, 3] and len({t for r in first for t in r}) > 1
     assert first != generate_sampled(*args, Sampling(rollouts=3, seed=7))
 
 
@@ -102,7 +106,7 @@ def test_an_eval_killed_with_sigkill_resumes_from_its_greedy_and_sampled_caches(
         lambda: cache.is_file() and len(cache.read_text().splitlines()) >= 2, signal.SIGKILL)
     assert killed.code == -signal.SIGKILL
     before = [json.loads(line) for line in cache.read_text().splitlines() if line.endswith("}")]
-    assert 2 <= len(before) < 6 and len(greedy.read_text().splitlines()) == 2
+    assert 2 <= len(before) < 12 and len(greedy.read_text().splitlines()) == 4
     instructions = load_prompt(ROOT / "prompts" / "policy.yaml").instructions
     fresh = generate_sampled(policy_model, samples, instructions, 12, Sampling(rollouts=3, seed=0))
     assert [r["completion"] for r in before] == [t for texts in fresh for t in texts][:len(before)]
@@ -115,7 +119,7 @@ def test_an_eval_killed_with_sigkill_resumes_from_its_greedy_and_sampled_caches(
     done = cli.train(*args)
     assert done.code == 0, done.err
     after = [json.loads(line) for line in cache.read_text().splitlines()]
-    assert len(after) == 6 and after[:len(before)] == marked
+    assert len(after) == 12 and after[:len(before)] == marked
     drawn = {r["id"]: r["completion"] for r in after}
     expected = [t for texts in fresh for t in texts]
     assert [drawn[f"{cache_slot(s)}@{r}"] for s in samples for r in range(3)] == ["MARKED sampled", *expected[1:]]
@@ -124,5 +128,5 @@ def test_an_eval_killed_with_sigkill_resumes_from_its_greedy_and_sampled_caches(
     sampled = result["sampled"]
     assert sampled["settings"] == {"rollouts": 3, "temperature": 1.0, "top_p": 0.95, "repetition_penalty": 1.2, "seed": 0}
     assert [s["completion"] for s in sampled["scores"]["base"]] == ["MARKED sampled", *expected[1:]]
-    assert sampled["base"]["n"] == 6 and sampled["base"]["n_stop"] == 3
+    assert sampled["base"]["n"] == 12 and sampled["base"]["n_stop"] == 6
     assert "stop decision accuracy: base" in done.out and "3 sampled rollouts per sample" in done.out

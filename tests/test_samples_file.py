@@ -50,6 +50,7 @@ def test_remaining_chat_text_is_read_as_labelled_messages():
     assert [(m.role, m.content) for m in messages] == [("assistant", "Any fever?"), ("user", "No fever,\nbut tired."),
                                                        ("assistant", "Rest.")]
     assert parse_chat_text("no labels at all") == []
+    assert [(m.role, m.content) for m in parse_chat_text("药师：咳嗽几天了？\n患者：三天")] == [("assistant", "咳嗽几天了？"), ("user", "三天")]
 
 
 def test_the_reference_shape_is_read_into_samples(tmp_path):
@@ -58,7 +59,9 @@ def test_the_reference_shape_is_read_into_samples(tmp_path):
     assert (first.id, first.session_id, first.decision, first.diagn) == ("s1_1", "s1", "continue", "pharyngitis")
     assert first.target_info == parse_info_truth(INFO) and len(first.target_info) == 3
     assert [m.content for m in first.future] == [m["content"] for m in FUTURE]
-    assert [(m.role, m.content) for m in text.future][:2] == [("assistant", "Any fever?"), ("user", "No fever,\nbut tired.")]
+    assert [(m.role, m.content) for m in text.future] == [("assistant", "Any fever?"), ("user", "No fever,\nbut tired."),
+                                                          ("assistant", "<med_search>")]
+    assert text.target_info == ["Symptom: no fever", "Symptom: tired"]
     assert (stop.decision, stop.target_info) == ("stop", [])
     assert expert_move(first) == "Is the discharge thick or thin?" and expert_move(stop) == "<stop />"
 
@@ -79,13 +82,17 @@ def test_ours_written_in_the_reference_shape_and_read_back_is_the_same_sample(tm
     again = read_samples(write_jsonl(tmp_path / "ref.jsonl", [json.loads(line) for line in sample_lines(ours, "reference")]))
     keys = ("id", "session_id", "context", "future", "target_info", "decision", "prompt_sha256", "lm", "session_index")
     assert [s.model_dump(include=set(keys)) for s in again] == [s.model_dump(include=set(keys)) for s in ours]
+    assert [s.target_scope for s in again] == ["next", "next"]  # ours, unstamped (made before the option), are next targets
 
 
-def test_an_edited_target_is_written_as_edited_not_as_the_text_it_was_read_from(tmp_path):
-    [sample, *_] = read_samples(write_jsonl(tmp_path / "train.jsonl", reference_lines()))
+def test_an_edited_target_or_future_is_written_as_edited_not_as_the_text_it_was_read_from(tmp_path):
+    [sample, text, _] = read_samples(write_jsonl(tmp_path / "train.jsonl", reference_lines()))
     sample.target_info = sample.target_info[:1]
     [line] = sample_lines([sample], "reference")
     assert json.loads(line)["info_truth"] == "Symptom: sore throat"
+    text.future = text.future[:1]
+    [line] = sample_lines([text], "reference")
+    assert json.loads(line)["remaining_chat"] == [{"role": "assistant", "content": "Any fever?"}]
 
 
 @pytest.mark.parametrize("bad, said", [
@@ -93,11 +100,14 @@ def test_an_edited_target_is_written_as_edited_not_as_the_text_it_was_read_from(
     ('["a list"]', "line 2: expected a JSON object, got list"),
     ('{"hello": 1}', "line 2: neither sample shape (keys: hello)"),
     ('{"cid": "x_1", "session_id": "x", "messages": [], "remaining_chat": [], "info_truth": "a: b"}',
-     "line 2: not a sample in the Learn-to-Ask reference's processed samples"),
+     "line 2: not a sample in the Learn-to-Ask reference's processed samples (cid, session_id, diagn, messages, "
+     "remaining_chat, decision_truth, info_truth): decision_truth: is missing"),
     ('{"cid": "x_1", "session_id": "x", "messages": [{"role": "nurse", "content": "hi"}], "remaining_chat": [], '
-     '"decision_truth": "stop"}', "messages.1.role: role must be 'user' or 'assistant'"),
+     '"decision_truth": "stop"}', "line 2: not a sample in the Learn-to-Ask reference's processed samples (cid, session_id, "
+     "diagn, messages, remaining_chat, decision_truth, info_truth): messages.1.role: role must be 'user' or 'assistant'"),
     ('{"cid": "x_1", "session_id": "x", "messages": [], "remaining_chat": [], "decision_truth": "maybe"}',
-     "decision_truth: Input should be 'continue' or 'stop'"),
+     "line 2: not a sample in the Learn-to-Ask reference's processed samples (cid, session_id, diagn, messages, "
+     "remaining_chat, decision_truth, info_truth): decision_truth: Input should be 'continue' or 'stop'"),
 ])
 def test_a_bad_line_is_named_with_its_field(tmp_path, bad, said):
     path = tmp_path / "train.jsonl"
@@ -105,12 +115,6 @@ def test_a_bad_line_is_named_with_its_field(tmp_path, bad, said):
     with pytest.raises(SamplesFileError) as caught:
         read_samples(path)
     assert str(path) in str(caught.value) and said in str(caught.value)
-
-
-def test_a_missing_decision_is_named(tmp_path):
-    line = {k: v for k, v in reference_lines()[0].items() if k != "decision_truth"}
-    with pytest.raises(SamplesFileError, match=r"line 1: .*decision_truth: is missing"):
-        read_samples(write_jsonl(tmp_path / "train.jsonl", [line]))
 
 
 def test_a_continue_sample_whose_future_is_unlabelled_text_is_left_out_of_the_warm_start(tmp_path):
@@ -148,7 +152,9 @@ def test_extract_writes_the_reference_shape_and_resumes_from_it(tmp_path, stub, 
     assert all(set(r) >= {"cid", "session_id", "diagn", "messages", "remaining_chat", "decision_truth", "info_truth"}
                and "id" not in r and "context" not in r for r in written)
     assert [r["decision_truth"] for r in written] == ["continue", "continue", "stop"] * 3
+    assert all(r["target_scope"] == "next" for r in written)
     samples = read_samples(out)
+    assert [s.target_scope for s in samples] == ["next"] * 9
     assert [s.target_info for s in samples] == [parse_info_truth(r["info_truth"]) for r in written]
     again = cli.calibrator(*args)
     assert again.code == 0, again.err

@@ -7,7 +7,7 @@ import json
 import pytest
 
 from calibrator.components.extract import default_prompt
-from calibrator.components.extractor import EXTRACTOR, MAX_ITEMS, REST_MAX_ITEMS, observed_future
+from calibrator.components.extractor import EXTRACTOR, MAX_ITEMS, REST_FUTURE_LINES, REST_MAX_ITEMS, observed_future
 from calibrator.components.grader import GRADER
 from calibrator.logs import Message, Session, segment
 from calibrator.prompt import load_prompt
@@ -15,7 +15,10 @@ from calibrator.samples_file import read_samples
 from support import ROOT
 from support.extraction import extract_args, records, write_log
 from support.training import sample
-from train.config import CONFIGS
+from calibrator.samples_file import SamplesFileError
+from calibrator.shards import Manifest, manifest_path
+from train.config import CONFIGS, TrainConfig
+from train.data import check_target_scope, samples_file_notes, segment_logs
 
 FUTURE = "\n".join(["pharmacist: Do you have a fever?", "patient: A mild one", "pharmacist: Any allergies?",
                     "patient: Penicillin", "pharmacist: Take paracetamol."])
@@ -29,6 +32,9 @@ class Row:
 def test_next_shows_the_run_and_the_reply_and_rest_shows_the_whole_remaining_dialogue():
     assert EXTRACTOR.inputs_of(Row())["future"] == observed_future(FUTURE) == "\n".join(FUTURE.split("\n")[:2])
     assert EXTRACTOR.inputs_of(Row("rest"))["future"] == FUTURE
+    long = Row("rest")
+    long.future = "\n".join(f"{'pharmacist' if i % 2 else 'patient'}: turn {i}" for i in range(1, 71))
+    assert EXTRACTOR.inputs_of(long)["future"].split("\n") == long.future.split("\n")[:REST_FUTURE_LINES] and REST_FUTURE_LINES < 70
 
 
 def test_the_rest_prompts_ask_for_what_the_patient_reveals_and_grade_any_item():
@@ -55,17 +61,19 @@ def test_the_default_extractor_prompt_follows_the_scope(tmp_path):
 
 
 def test_extract_with_the_rest_prompt_sends_the_rest_and_stamps_the_scope(tmp_path, stub, cli):
+    """The expert's last run (`Take paracetamol and rest.`) is in no continue sample's next run and reply, only in the
+    rest of the dialogue: the next prompt never sends it, the rest prompt does."""
     logs, out = write_log(tmp_path / "sessions.jsonl", 2), tmp_path / "samples.jsonl"
+    nxt = cli.calibrator(*extract_args(logs, tmp_path / "next.jsonl", stub.url, tmp_path / "cache2"))
+    assert nxt.code == 0, nxt.err
+    assert {r["target_scope"] for r in records(tmp_path / "next.jsonl")} == {"next"}
+    assert "Take paracetamol and rest." not in "\n".join(stub._asked)
     args = extract_args(logs, out, stub.url, tmp_path / "cache")
     rest = [*args[:args.index("--prompt") + 1], str(ROOT / "prompts" / "extractor.rest.yaml"), *args[args.index("--prompt") + 2:]]
     done = cli.calibrator(*rest)
     assert done.code == 0, done.err
     assert {r["target_scope"] for r in records(out)} == {"rest"}
-    asked = "\n".join(stub._asked)
-    assert "Penicillin (0)" in asked and "Take paracetamol and rest." in asked  # later turns than the next run's reply
-    nxt = cli.calibrator(*extract_args(logs, tmp_path / "next.jsonl", stub.url, tmp_path / "cache2"))
-    assert nxt.code == 0, nxt.err
-    assert {r["target_scope"] for r in records(tmp_path / "next.jsonl")} == {"next"}
+    assert "Take paracetamol and rest." in "\n".join(stub._asked)
 
 
 def test_segment_can_keep_only_the_patients_last_round_as_context():
@@ -97,6 +105,29 @@ def test_the_trainer_refuses_targets_of_another_scope_than_its_config(tmp_path, 
         done = cli.train("eval", "--model", run, "--samples", path)
     assert done.code == 2, done.err
     assert "4 of 4 samples have target_scope rest targets (first: s0_0), but the config says target_scope: next" in done.err
+
+
+def test_rest_targets_pass_with_a_rest_config_and_next_targets_do_not():
+    rest = [sample("a", 0, "continue").model_copy(update={"target_scope": "rest"}), sample("b", 0, "stop")]
+    check_target_scope(rest, TrainConfig(target_scope="rest"), "s.jsonl")  # refused would raise
+    with pytest.raises(SamplesFileError, match="1 of 2 samples have target_scope next targets"):
+        check_target_scope([rest[0], sample("b", 0, "continue").model_copy(update={"target_scope": "next"})],
+                           TrainConfig(target_scope="rest"), "s.jsonl")
+    check_target_scope(rest, TrainConfig(content=False, fusion="stop"), "s.jsonl")  # no content graded: no target read
+
+
+def test_the_configs_context_cut_reaches_the_segmentation_and_a_samples_manifest_is_checked_against_it(tmp_path):
+    logs = write_log(tmp_path / "sessions.jsonl", 2)
+    history = segment_logs(TrainConfig(logs=logs))
+    rounds = segment_logs(TrainConfig(logs=logs, context_cut="round"))
+    assert [len(s.context) for s in history] == [1, 3, 5] * 2 and [len(s.context) for s in rounds] == [1] * 6
+    samples = write_samples(tmp_path / "samples.jsonl", [sample("a", 0, "stop")])
+    manifest_path(samples).write_text(Manifest(logs="l", logs_sha256="x", shard=None, limit=None, sessions_file=None,
+                                               sessions=1, samples=1, prompt_sha256="p", lm="local",
+                                               context_cut="round").model_dump_json())
+    with pytest.raises(SamplesFileError, match="cut with context cut 'round' .* but the config says context_cut: history"):
+        samples_file_notes(TrainConfig(samples=samples))
+    assert samples_file_notes(TrainConfig(samples=samples, context_cut="round")) == []
 
 
 def test_the_gate_refuses_a_grader_prompt_for_another_scope(tmp_path, cli):

@@ -455,8 +455,20 @@ def evaluate_run(run_dir: Path, config: TrainConfig, samples: list["TrainingSamp
     if config.content:
         from train.policy_review import Correction, correct, describe as describe_correction, read_labels
 
-        labels = read_labels(goldset or Path(calibration.goldset_path if calibration else "goldsets/grader.csv"))
-        correction = correct(run_dir, result, labels, grader.qwk)
+        from calibrator.sheets import GoldSetError
+
+        source = goldset or Path(calibration.goldset_path if calibration else "goldsets/grader.csv")
+        try:
+            labels = read_labels(source)
+        except GoldSetError as e:
+            print(f"warning: {source} cannot be read, so no review label corrects the content figures: {e}", file=sys.stderr)
+            labels = {}
+        try:
+            correction = correct(run_dir, result, labels, grader.qwk)
+        except ValueError as e:  # review.json edited or cut short
+            print(f"warning: {run_dir / 'review.json'} cannot be read ({str(e).splitlines()[0]}); the content figures "
+                  f"are not corrected", file=sys.stderr)
+            correction = None
         result["corrected"] = None if correction is None else correction.model_dump() | {"figures": correction.figures()}
     write_atomic(out, json.dumps(result, indent=2, ensure_ascii=False))
     write_atomic(out.with_suffix(".html"), render_eval(result, samples))

@@ -140,8 +140,8 @@ class Correction(BaseModel):
 
 
 def correct(run_dir: Path, result: dict[str, Any], labels: dict[str, float], seed_qwk: float | None) -> Correction | None:
-    """The judge-measured content rates of `result` corrected by the humans' labels (by case_key) on exported
-    rollouts; None without review.json or without at least 2 labelled rows on each side."""
+    """The judge-measured content rates of `result` corrected by the humans' labels (read_labels: by id, else by
+    case) on exported rollouts; None without review.json or without at least 2 labelled rows on each side."""
     index_path = run_dir / "review.json"
     if not index_path.is_file():
         return None
@@ -155,19 +155,20 @@ def correct(run_dir: Path, result: dict[str, Any], labels: dict[str, float], see
     for side in SIDES:
         continues = [s for s in scores[side] if s["expert"] == "continue"]
         judged = {s["id"]: s["terms"]["content"] for s in continues if _judged(s)}
-        mine = [(judged[r.rollout], labels[r.case]) for r in index.rows.values()
-                if r.side == side and r.case in labels and r.rollout in judged]
-        labelled[side] = len(mine)
-        if len(mine) < 2 or len(judged) < 2:
+        reviewed = {r.rollout: labels.get(gid, labels.get(r.case)) for gid, r in index.rows.items()
+                    if r.side == side and (gid in labels or r.case in labels) and r.rollout in judged}
+        labelled[side] = len(reviewed)
+        if len(reviewed) < 2:
             return None
+        mine = [(judged[rollout], human) for rollout, human in reviewed.items()]
         pairs += mine
-        f_all = list(judged.values())
+        f_unl = [f for rollout, f in judged.items() if rollout not in reviewed]
         f_lab, y = [f for f, _ in mine], [h for _, h in mine]
         sides[side] = SideCorrection(
             judged_share=len(judged) / len(continues),
-            good_question_rate=corrected_rate([float(v == 1.0) for v in f_all], [float(v == 1.0) for v in f_lab],
+            good_question_rate=corrected_rate([float(v == 1.0) for v in f_unl], [float(v == 1.0) for v in f_lab],
                                               [float(v == 1.0) for v in y]),
-            mean_content=corrected_rate(f_all, f_lab, y))
+            mean_content=corrected_rate(f_unl, f_lab, y))
     judge, human = [f for f, _ in pairs], [h for _, h in pairs]
     return Correction(source=source, labelled=labelled, sides=sides,
                       policy_agreement=sum(a == b for a, b in pairs) / len(pairs),
@@ -189,12 +190,15 @@ def describe(c: Correction) -> list[str]:
 
 
 def read_labels(goldset: Path) -> dict[str, float]:
-    """content_score by case_key of the gold rows that came from a policy review."""
+    """content_score of the gold rows that came from a policy review, by id and by case_key: a row `goldset add` kept
+    under its own id answers for its rollout; one it dropped as a duplicate (same case, same label as a row it has)
+    is found by its case."""
     from calibrator.components.grader import GRADER
     from calibrator.goldset import read_rows
 
     if not goldset.is_file():
         return {}
-    return {case_key(r.context, "; ".join(r.target_info), r.candidate): r.content_score
-            for r, _ in read_rows(goldset, GRADER.row_model) if r.id.startswith("policy-")}
+    rows = [r for r, _ in read_rows(goldset, GRADER.row_model) if r.id.startswith("policy-")]
+    return {case_key(r.context, "; ".join(r.target_info), r.candidate): r.content_score for r in rows} | {
+        r.id: r.content_score for r in rows}
 
