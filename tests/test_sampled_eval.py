@@ -79,25 +79,15 @@ def eval_folder(tmp_path, policy_model, samples):
 def held_out():
     return [sample("a", 0, "continue", context="I have had a dry cough for a week."),
             sample("b", 0, "stop", context="My head hurts since this morning."),
-            sample("c", 0, "continue", context="My ankle is swollen after a fall."),
-            sample("d", 0, "stop", context="I keep sneezing in the mornings.")]
-
-
-@pytest.mark.slow
-def test_sampled_rollouts_are_reproducible_under_a_seed_and_differ_under_another(tmp_path, policy_model):
-    samples = held_out()
-    args = (policy_model, samples, "Ask the patient one question.", 12)
-    first = generate_sampled(*args, Sampling(rollouts=3, seed=0))
-    assert first == generate_sampled(*args, Sampling(rollouts=3, seed=0))
-    assert [len(r) for r in first] == [3, 3, 3, 3] and len({t for r in first for t in r}) > 1
-    assert first != generate_sampled(*args, Sampling(rollouts=3, seed=7))
+            sample("c", 0, "continue", context="My ankle is swollen after a fall.")]
 
 
 @pytest.mark.slow
 def test_an_eval_killed_with_sigkill_resumes_from_its_greedy_and_sampled_caches(tmp_path, policy_model, cli):
-    """Killed once two sampled rollouts of the base model are cached (its greedy answers, and the trained model's, are
-    all cached by then); a greedy and a sampled line are then marked: the resumed eval scores the marks (nothing cached
-    is made again), draws only the missing rollouts, and draws what an uninterrupted run draws."""
+    """Killed once two sampled rollouts of the base model are cached (its greedy answers are all cached by then: each
+    side is generated greedy, then sampled); a greedy and a sampled line are then marked: the resumed eval scores the marks (nothing cached
+    is made again), draws only the missing rollouts, and draws what an uninterrupted run in this process draws: the
+    rollouts are reproducible under a seed across processes, and another seed draws others."""
     samples = held_out()
     run = eval_folder(tmp_path, policy_model, samples)
     greedy, cache = run / "eval.base.jsonl", run / "eval.base.sampled.jsonl"
@@ -106,9 +96,11 @@ def test_an_eval_killed_with_sigkill_resumes_from_its_greedy_and_sampled_caches(
         lambda: cache.is_file() and len(cache.read_text().splitlines()) >= 2, signal.SIGKILL)
     assert killed.code == -signal.SIGKILL
     before = [json.loads(line) for line in cache.read_text().splitlines() if line.endswith("}")]
-    assert 2 <= len(before) < 12 and len(greedy.read_text().splitlines()) == 4
+    assert 2 <= len(before) < 9 and len(greedy.read_text().splitlines()) == 3
     instructions = load_prompt(ROOT / "prompts" / "policy.yaml").instructions
     fresh = generate_sampled(policy_model, samples, instructions, 12, Sampling(rollouts=3, seed=0))
+    assert [len(r) for r in fresh] == [3, 3, 3] and len({t for r in fresh for t in r}) > 1
+    assert generate_sampled(policy_model, samples[:1], instructions, 12, Sampling(rollouts=3, seed=7)) != fresh[:1]
     assert [r["completion"] for r in before] == [t for texts in fresh for t in texts][:len(before)]
     marked = [dict(r, completion="MARKED sampled") if i == 0 else r for i, r in enumerate(before)]
     cache.write_text("".join(json.dumps(r) + "\n" for r in marked))
@@ -119,7 +111,7 @@ def test_an_eval_killed_with_sigkill_resumes_from_its_greedy_and_sampled_caches(
     done = cli.train(*args)
     assert done.code == 0, done.err
     after = [json.loads(line) for line in cache.read_text().splitlines()]
-    assert len(after) == 12 and after[:len(before)] == marked
+    assert len(after) == 9 and after[:len(before)] == marked
     drawn = {r["id"]: r["completion"] for r in after}
     expected = [t for texts in fresh for t in texts]
     assert [drawn[f"{cache_slot(s)}@{r}"] for s in samples for r in range(3)] == ["MARKED sampled", *expected[1:]]
@@ -128,5 +120,7 @@ def test_an_eval_killed_with_sigkill_resumes_from_its_greedy_and_sampled_caches(
     sampled = result["sampled"]
     assert sampled["settings"] == {"rollouts": 3, "temperature": 1.0, "top_p": 0.95, "repetition_penalty": 1.2, "seed": 0}
     assert [s["completion"] for s in sampled["scores"]["base"]] == ["MARKED sampled", *expected[1:]]
-    assert sampled["base"]["n"] == 12 and sampled["base"]["n_stop"] == 6
+    assert sampled["base"]["n"] == 9 and sampled["base"]["n_stop"] == 3
+    page = (run / "eval.html").read_text()
+    assert "<h2>The reference's evaluation</h2>" in page and "<th scope='row'>stop decision accuracy" in page
     assert "stop decision accuracy: base" in done.out and "3 sampled rollouts per sample" in done.out

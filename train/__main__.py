@@ -406,13 +406,14 @@ def evaluate_run(run_dir: Path, config: TrainConfig, samples: list["TrainingSamp
     models = {"base": base or ensure_model(config.model, config.cache_dir), "trained": run_dir / "final"}
     stem = {"base": "eval.base" if base is None else f"eval.base-{hashlib.sha256(str(base.resolve()).encode()).hexdigest()[:8]}",
             "trained": "eval.trained"}
-    completions = {side: generate(model_dir, samples, instructions, max_new_tokens, cache=run_dir / f"{stem[side]}.jsonl",
-                                  context_turns=config.context_turns)
-                   for side, model_dir in models.items()}
-    rollouts = {side: [text for texts in generate_sampled(model_dir, samples, instructions, max_new_tokens, sampling,
-                                                          cache=run_dir / f"{stem[side]}.sampled.jsonl",
-                                                          context_turns=config.context_turns) for text in texts]
-                for side, model_dir in models.items()} if sampling else {}
+    completions, rollouts = {}, {}
+    for side, model_dir in models.items():  # one side at a time, greedy then sampled: one model load each
+        completions[side] = generate(model_dir, samples, instructions, max_new_tokens, cache=run_dir / f"{stem[side]}.jsonl",
+                                     context_turns=config.context_turns)
+        if sampling:
+            rollouts[side] = [text for texts in generate_sampled(model_dir, samples, instructions, max_new_tokens, sampling,
+                                                                 cache=run_dir / f"{stem[side]}.sampled.jsonl",
+                                                                 context_turns=config.context_turns) for text in texts]
     sampled_samples = rollout_samples(samples, sampling.rollouts) if sampling else []
     with ExitStack() as stack:
         handle, grade = _grader(config, stack) if config.content else (None, None)

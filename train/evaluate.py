@@ -343,6 +343,21 @@ class CompletionCache:
             f.flush()
 
 
+_LOADED: dict[str, Any] = {}
+
+
+def loaded(model_dir: Path) -> tuple[Any, Any]:
+    """The tokenizer and model of `model_dir`, loaded once for as long as the folder's weights stay the same
+    (model_identity): the greedy and the sampled generation of one side share a load. One model is kept."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    identity = model_identity(model_dir)
+    if identity not in _LOADED:
+        _LOADED.clear()
+        _LOADED[identity] = (AutoTokenizer.from_pretrained(model_dir), AutoModelForCausalLM.from_pretrained(model_dir).eval())
+    return _LOADED[identity]
+
+
 def generate(model_dir: Path, samples: list[TrainingSample], instructions: str, max_new_tokens: int,
              cache: Path | None = None, context_turns: int | None = None) -> list[Completion]:
     """Greedy completions and P(`<stop`) in sample order; with `cache`, those already there for this model are reused
@@ -353,10 +368,8 @@ def generate(model_dir: Path, samples: list[TrainingSample], instructions: str, 
     todo = [s for s in samples if cache_slot(s) not in done]
     if todo:
         import torch
-        from transformers import AutoModelForCausalLM, AutoTokenizer
 
-        tokenizer = AutoTokenizer.from_pretrained(model_dir)
-        model = AutoModelForCausalLM.from_pretrained(model_dir).eval()
+        tokenizer, model = loaded(model_dir)
         stop = torch.tensor([tokenizer(STOP_PREFIX, add_special_tokens=False)["input_ids"]])
         progress = Progress(len(samples), f"generate {model_dir.name}", "sample", True, None, initial=len(samples) - len(todo))
         try:
@@ -399,10 +412,8 @@ def generate_sampled(model_dir: Path, samples: list[TrainingSample], instruction
     todo = [(s, r) for s in samples for r in range(sampling.rollouts) if f"{cache_slot(s)}@{r}" not in done]
     if todo:
         import torch
-        from transformers import AutoModelForCausalLM, AutoTokenizer
 
-        tokenizer = AutoTokenizer.from_pretrained(model_dir)
-        model = AutoModelForCausalLM.from_pretrained(model_dir).eval()
+        tokenizer, model = loaded(model_dir)
         total = len(samples) * sampling.rollouts
         progress = Progress(total, f"sample {model_dir.name}", "rollout", True, None, initial=total - len(todo))
         try:
