@@ -324,12 +324,12 @@ def _eval(request: RunRequest, component: Component, goldset: GoldSet, base: Pro
 
 
 def _floor_figures(component: Component, floor: FloorResult | None, val: list[GoldRow], test: list[GoldRow]) -> dict[str, Any]:
-    """Each floor's agreement as a calibrated prompt records its own (selection metric, its CI, n) on val and test."""
+    """Each floor's agreement on val and test, recorded as a calibrated prompt records its own (Component.summary)."""
     if floor is None:
         return {}
-    metric, n = component.selection_metric, {"val": len(val), "test": len(test)}
+    n = {"val": len(val), "test": len(test)}
     return {name: {"description": record.description} | {
-        split: {metric: scores.get(metric), f"{metric}_ci": scores.get(f"{metric}_ci"), "n": n[split]}
+        split: component.summary(component.scores_model.model_validate(scores), n[split])
         for split, scores in record.scores.items()} for name, record in floor.floors.items()}
 
 

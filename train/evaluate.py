@@ -358,6 +358,12 @@ def loaded(model_dir: Path) -> tuple[Any, Any]:
     return _LOADED[identity]
 
 
+def _prompt_ids(tokenizer: Any, sample: TrainingSample, instructions: str, context_turns: int | None) -> Any:
+    """The policy's chat for `sample` as model inputs, ending where the policy's answer begins."""
+    return tokenizer.apply_chat_template(policy_messages(sample.context, instructions, context_turns),
+                                         add_generation_prompt=True, return_tensors="pt", return_dict=True)
+
+
 def generate(model_dir: Path, samples: list[TrainingSample], instructions: str, max_new_tokens: int,
              cache: Path | None = None, context_turns: int | None = None) -> list[Completion]:
     """Greedy completions and P(`<stop`) in sample order; with `cache`, those already there for this model are reused
@@ -374,9 +380,7 @@ def generate(model_dir: Path, samples: list[TrainingSample], instructions: str, 
         progress = Progress(len(samples), f"generate {model_dir.name}", "sample", True, None, initial=len(samples) - len(todo))
         try:
             for sample in todo:
-                ids = tokenizer.apply_chat_template(policy_messages(sample.context, instructions, context_turns),
-                                                    add_generation_prompt=True,
-                                                    return_tensors="pt", return_dict=True)
+                ids = _prompt_ids(tokenizer, sample, instructions, context_turns)
                 prompt = ids["input_ids"]
                 with torch.no_grad():
                     if (text := texts.get(cache_slot(sample))) is None:
@@ -416,11 +420,12 @@ def generate_sampled(model_dir: Path, samples: list[TrainingSample], instruction
         tokenizer, model = loaded(model_dir)
         total = len(samples) * sampling.rollouts
         progress = Progress(total, f"sample {model_dir.name}", "rollout", True, None, initial=total - len(todo))
+        ids, of = None, None
         try:
-            for sample, rollout in todo:
+            for sample, rollout in todo:  # a sample's rollouts come together: its chat is built once
                 slot = f"{cache_slot(sample)}@{rollout}"
-                ids = tokenizer.apply_chat_template(policy_messages(sample.context, instructions, context_turns),
-                                                    add_generation_prompt=True, return_tensors="pt", return_dict=True)
+                if of is not sample:
+                    ids, of = _prompt_ids(tokenizer, sample, instructions, context_turns), sample
                 torch.manual_seed(rollout_seed(sampling.seed, cache_slot(sample), rollout))
                 with torch.no_grad():
                     out = model.generate(**ids, max_new_tokens=max_new_tokens, do_sample=True,

@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Literal
 
 import dspy
-from pydantic import BaseModel
+from pydantic import BaseModel, ValidationError
 
 from calibrator.components.extractor import EXTRACTOR
 from calibrator.lm.spec import LMSpec
@@ -137,11 +137,16 @@ class SampleIndex:
                 continue
             with open(path, encoding="utf-8", errors="replace") as f:
                 for line in f:
-                    try:
-                        record = parse_line(line, str(path))
-                    except SamplesFileError:
-                        continue
-                    self.add(record, record.model_dump_json())
+                    try:  # our shape, kept as written; else the reference's, rewritten in ours
+                        record = TrainingSample.model_validate_json(line)
+                        kept = line.rstrip("\n")
+                    except ValidationError:
+                        try:
+                            record = parse_line(line, str(path))
+                        except SamplesFileError:
+                            continue
+                        kept = record.model_dump_json()
+                    self.add(record, kept)
 
     def state(self, sample: Sample) -> Literal["reuse", "stale", "new"]:
         """reuse: finished by this prompt and LM for this very context and future; stale: finished, but by another
