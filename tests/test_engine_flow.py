@@ -334,6 +334,28 @@ def test_a_caller_waiting_on_another_process_takes_over_when_that_process_dies(t
     assert 1.0 <= time.monotonic() - started < 30 and e.wire.calls == 1
 
 
+def test_an_answer_landing_between_the_waiters_read_and_its_claim_leaves_no_claim_behind(tmp_path):
+    # Another process holds the key; while this one waits, that process answers and releases it just after this one's
+    # read and before its next claim, so the claim succeeds on a key already answered. It must be given back: a claim
+    # left on an answered key makes the next process without that answer wait out its owner for nothing.
+    e = engine(tmp_path, ScriptedWire(), preflight=False)
+    other = CallCache(tmp_path / "calls.sqlite")
+    claim, tries = e.cache.claim, []
+
+    def claim_racing(key: str) -> bool:
+        tries.append(key)
+        if len(tries) == 1:
+            assert other.claim(key)  # the other process holds it when this one first looks
+        elif len(tries) == 2:
+            other.put(key, {"text": "their answer"})  # answered (and released) right after this one's read
+        return claim(key)
+
+    e.cache.claim = claim_racing
+    assert ask(e, "q") == "their answer" and e.wire.calls == 0 and len(tries) == 2
+    with sqlite3.connect(tmp_path / "calls.sqlite") as db:
+        assert db.execute("SELECT * FROM claims").fetchall() == []
+
+
 def test_a_claim_left_by_a_killed_process_is_taken_over(tmp_path):
     cache = CallCache(tmp_path / "calls.sqlite")
     dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True).stdout.strip()

@@ -122,9 +122,8 @@ class CachingEngine:
                 follow.wait()
                 continue
             try:
-                if not self.cache.claim(key):  # another process is making it: wait for its answer
-                    self._await_other_process(key)
-                    continue
+                if not self.cache.claim(key) and not self._await_other_process(key):
+                    continue  # another process made it: the loop's read finds its answer
                 if (hit := self.cache.get(key)) is not None:  # answered between our read and our claim
                     self.cache.release(key)
                     continue
@@ -140,14 +139,16 @@ class CachingEngine:
                     del self._leaders[key]
                 done.set()
 
-    def _await_other_process(self, key: str) -> None:
-        """Until the other process's answer is cached, or its claim is gone or abandoned (then ours: the caller loops
-        back and claims it again, which succeeds at once)."""
+    def _await_other_process(self, key: str) -> bool:
+        """Wait while another process holds the claim: False once its answer is cached, True once its claim is gone or
+        abandoned and ours instead (the caller then owns it, and must answer or release it: a claim taken here and
+        dropped would make every other process wait for a key nobody is making)."""
         while self.cache.get(key) is None:
             if self.cache.claim(key):
-                return
+                return True
             self._stopped.wait(0.05)
             self._check_stopped()
+        return False
 
     def _preflight(self) -> None:
         """One tiny uncached request before the first real one: a wrong URL, key or model stops the command in one
