@@ -119,11 +119,12 @@ def stable_id(*values: Any) -> str:
     return "g-" + hashlib.sha256(text.encode()).hexdigest()[:12]
 
 
-OPTIONAL_METADATA = ("annotations", "annotator", "labelled_at")
+# Columns added to the format after gold sets existed: left out of the hash when a row does not use them.
+OPTIONAL_METADATA = ("annotations", "annotator", "labelled_at", "target_scope")
 
 
 def canonical_row(row: GoldRow) -> dict[str, Any]:
-    """The row as hashed: metadata a row does not carry is left out, so adding such columns to the
+    """The row as hashed: optional columns a row does not use are left out, so adding such columns to the
     format did not change the version of gold sets that never used them."""
     return row.model_dump(exclude={k for k in OPTIONAL_METADATA if not getattr(row, k, None)})
 

@@ -20,7 +20,7 @@ from calibrator.record import judged_side
 from calibrator.review import sample_by_split
 
 CONTRACT = {"grader": ["id", "context", "target_info", "candidate", "content_score", "format_score", "note", "annotator", "labelled_at"],
-            "extractor": ["id", "context", "future", "target_info", "decision", "note", "annotator", "labelled_at"]}
+            "extractor": ["id", "context", "future", "target_info", "decision", "note", "annotator", "labelled_at", "target_scope"]}
 RUN_COLUMNS = {"grader": ["split", "calibrated_content_score", "calibrated_format_score", "error"],
                "extractor": ["split", "calibrated_target_info", "calibrated_decision", "error"]}
 

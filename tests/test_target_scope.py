@@ -2,6 +2,7 @@
 beside ours (`next`: what the expert's next run asked), in the extractor, the grader's rubric and the trainer's
 checks; and the reference's other context cut (only the patient's last round) beside the paper's whole history."""
 
+import csv
 import json
 
 import pytest
@@ -9,6 +10,7 @@ import pytest
 from calibrator.components.extract import default_prompt
 from calibrator.components.extractor import EXTRACTOR, MAX_ITEMS, REST_FUTURE_LINES, REST_MAX_ITEMS, observed_future
 from calibrator.components.grader import GRADER
+from calibrator.goldset import load_goldset
 from calibrator.logs import Message, Session, segment
 from calibrator.prompt import load_prompt
 from calibrator.samples_file import read_samples
@@ -35,6 +37,39 @@ def test_next_shows_the_run_and_the_reply_and_rest_shows_the_whole_remaining_dia
     long = Row("rest")
     long.future = "\n".join(f"{'pharmacist' if i % 2 else 'patient'}: turn {i}" for i in range(1, 71))
     assert EXTRACTOR.inputs_of(long)["future"].split("\n") == long.future.split("\n")[:REST_FUTURE_LINES] and REST_FUTURE_LINES < 70
+
+
+def test_a_gold_row_labelled_from_the_rest_is_shown_the_rest_and_a_prompt_of_the_other_scope_is_refused(tmp_path, cli):
+    header = "context,future,target_info,decision,target_scope\n"
+    line = '"patient: I have a headache","{}","fever: mild; allergy: penicillin",continue,{}\n'.format(FUTURE.replace('"', '""'), "{}")
+    rest = tmp_path / "rest.csv"
+    rest.write_text(header + line.format("rest") + line.format("REST").replace("headache", "migraine"))
+    rows = load_goldset(rest, EXTRACTOR.row_model).rows
+    assert [r.target_scope for r in rows] == ["rest", "rest"] and EXTRACTOR.inputs_of(rows[0])["future"] == FUTURE
+    plain = tmp_path / "next.csv"
+    plain.write_text(header + line.format("next") + line.format("").replace("headache", "migraine"))
+    next_rows = load_goldset(plain, EXTRACTOR.row_model).rows
+    assert [r.target_scope for r in next_rows] == [None, None]
+    assert EXTRACTOR.inputs_of(next_rows[0])["future"] == observed_future(FUTURE)
+    # `next` spelled out hashes as a row that does not say: a gold set gains the column without a new version
+    assert load_goldset(plain, EXTRACTOR.row_model).sha256 == load_goldset(_without_scope(plain, tmp_path), EXTRACTOR.row_model).sha256
+    done = cli.calibrator("run", "--component", "extractor", "--goldset", plain, "--prompt", ROOT / "prompts" / "extractor.rest.yaml",
+               "--lm", "openai:m", "--out", tmp_path / "runs")
+    assert done.code == 2 and "target_scope is rest, but 2 of 2 gold rows are labelled for another scope" in done.err
+    assert not (tmp_path / "runs").exists()
+    done = cli.calibrator("run", "--component", "extractor", "--goldset", rest, "--prompt", ROOT / "prompts" / "extractor.yaml",
+               "--lm", "openai:m", "--out", tmp_path / "runs")
+    assert done.code == 2 and "target_scope is next, but 2 of 2" in done.err
+    assert EXTRACTOR.prompt_mismatch(load_prompt(ROOT / "prompts" / "extractor.rest.yaml"), rows) is None
+
+
+def _without_scope(path, tmp_path):
+    with path.open(newline="") as f:
+        rows = [row[:-1] for row in csv.reader(f)]
+    out = tmp_path / "plain.csv"
+    with out.open("w", newline="") as f:
+        csv.writer(f).writerows(rows)
+    return out
 
 
 def test_the_rest_prompts_ask_for_what_the_patient_reveals_and_grade_any_item():

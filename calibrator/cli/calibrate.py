@@ -47,6 +47,9 @@ def calibrate(args: argparse.Namespace) -> int:
     if base.component != component.name:
         print(f"error: {prompt_path} is a {base.component} prompt, not a {component.name} prompt", file=sys.stderr)
         return 2
+    if (mismatch := component.prompt_mismatch(base, goldset.rows)) is not None:
+        print(f"error: {prompt_path}: {mismatch}", file=sys.stderr)
+        return 2
     if getattr(args, "optimizer", None) == "threshold" and component.ordinal_field is None:
         print(f"error: --optimizer threshold reads an ordinal label's probabilities; the {component.name} has no ordinal label",
               file=sys.stderr)

@@ -168,6 +168,10 @@ class Component(ABC):
     def outputs(self) -> tuple[str, ...]:
         return tuple(self.signature.output_fields)
 
+    def prompt_mismatch(self, prompt: PromptFile, rows: list[GoldRow]) -> str | None:
+        """Why this prompt cannot be measured on these rows (their labels mean something else), or None."""
+        return None
+
     @abstractmethod
     def inputs_of(self, row: GoldRow, *, demo: bool = False) -> dict[str, Any]:
         """The program's inputs for a row; `demo` trims them for use as a demonstration."""

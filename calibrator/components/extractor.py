@@ -77,7 +77,7 @@ class ExtractorRow(GoldRow):
     whether the pharmacist went on asking. The decision must agree with the future shown."""
 
     required = ("context", "future", "target_info", "decision")
-    optional = ("id", "note", "annotator", "labelled_at")
+    optional = ("id", "note", "annotator", "labelled_at", "target_scope")
     id_fields = ("context", "future")
     adjudicated = "target_info"
 
@@ -85,6 +85,16 @@ class ExtractorRow(GoldRow):
     future: str
     target_info: list[str]
     decision: Decision
+    target_scope: Literal["rest"] | None = None  # labelled from the whole rest of the dialogue; None: from the next run
+
+    @field_validator("target_scope", mode="before")
+    @classmethod
+    def _scope(cls, value: Any) -> str | None:
+        """`next` (or an empty cell) is the default and kept as None, so a gold set that says it hashes as one that does not."""
+        scope = str(value).strip().lower() if value is not None else ""
+        if scope not in ("", "next", "rest"):
+            raise ValueError(f"target_scope must be next or rest, not {value!r}")
+        return scope if scope == "rest" else None
 
     @field_validator("context", mode="before")
     @classmethod
@@ -239,9 +249,20 @@ class Extractor(Component):
         """target_scope rest (a row that says so: `extract` with a rest prompt) shows the remaining dialogue, else the
         run and the patient's reply."""
         keep = DEMO_CONTEXT_LINES if demo else CONTEXT_LINES
-        rest = getattr(row, "target_scope", None) == "rest"
+        rest = row.target_scope == "rest"
         future = "\n".join(row.future.split("\n")[:REST_FUTURE_LINES]) if rest else observed_future(row.future)
         return {"context": "\n".join(row.context.split("\n")[-keep:]), "future": future}
+
+    def prompt_mismatch(self, prompt: Any, rows: list[Any]) -> str | None:
+        """A rest prompt is measured on rows labelled from the rest of the dialogue (and shown it), a next prompt on rows
+        labelled from the next run: scored against the other scope's labels, every recall or precision would be wrong."""
+        scope = prompt.target_scope or "next"
+        other = sorted({r.id for r in rows if (r.target_scope or "next") != scope})
+        if not other:
+            return None
+        return (f"the prompt's target_scope is {scope}, but {len(other)} of {len(rows)} gold rows are labelled for another "
+                f"scope (column target_scope; {', '.join(other[:5])}{' …' if len(other) > 5 else ''}): use a gold set "
+                f"labelled for {scope}, or a prompt of the rows' scope")
 
     def gold_of(self, row: ExtractorRow) -> dict[str, Any]:
         return {"decision": row.decision, "target_info": list(row.target_info)}
