@@ -47,6 +47,9 @@ def _parser() -> argparse.ArgumentParser:
                         "calibrated extractor")
     run.add_argument("--grader-lm", metavar="SPEC", help="LM behind the grader (default: local)")
     run.add_argument("--fusion", choices=("default", "sum", "content", "stop"), help="how reward terms combine (default: default)")
+    run.add_argument("--method", choices=("grpo", "sft", "dpo"), help="what trains the policy: GRPO on the reward "
+                     "(default), or one of the paper's baselines on the same samples: sft (the experts' moves) or dpo (the "
+                     "expert's move over a lower-reward sample of the policy); use its own --out")
     run.add_argument("--max-steps", type=int, help="GRPO steps")
     run.add_argument("--concurrency", type=int, metavar="N", help="grader LM calls at once (default: the config's concurrency, else 16 for an API grader, 1 for the embedded one)")
     run.add_argument("--out", type=Path, help="checkpoints, metrics.jsonl, run.json, eval.json/html (default: runs/grpo)")
@@ -208,7 +211,7 @@ def _run(args: argparse.Namespace) -> int:
         config = load_config(args.config, model=args.model, samples=args.samples, logs=args.logs, grader_lm=args.grader_lm,
                              fusion=args.fusion, out=args.out, allow_uncalibrated=args.allow_uncalibrated,
                              accept_newer_goldset=args.accept_newer_goldset, concurrency=args.concurrency, limit=args.limit,
-                             eval_after=False if args.no_eval else None)
+                             eval_after=False if args.no_eval else None, method=args.method)
         config.grpo |= grpo_overrides
         grpo_args = grpo_config(config, args.config)  # every grpo key checked before any sample is extracted
     except CONFIG_ERRORS as e:
@@ -258,7 +261,7 @@ def _run(args: argparse.Namespace) -> int:
     model_dir = ensure_model(config.model, config.cache_dir)
     instructions = load_prompt(config.policy_prompt).instructions
     start_from = model_dir
-    if config.warm_start:
+    if config.warm_start and config.method != "sft":  # the SFT baseline is supervised training from the base alone
         warm = data.warm_rows(train_samples, instructions, config.context_turns, config.warm_start.stop_share, config.seed)
         start_from = warm_start(config, warm, model_dir)
     if (config.out / "run.json").is_file() and (config.out / "final").is_dir():
@@ -271,14 +274,17 @@ def _run(args: argparse.Namespace) -> int:
             if (content := (gate_record or {}).get("content_source")) is not None:
                 print(f"content term: {content['source']} ({content['reason']})")
             reward = CalibratedReward(grade, config.fusion, format_source.source, handle.concurrency if handle else 1)
-            summary = trainer.train(config, data.to_rows(rows, instructions, config.context_turns), start_from, reward, grpo_args)
+            if config.method == "grpo":
+                summary = trainer.train(config, data.to_rows(rows, instructions, config.context_turns), start_from, reward, grpo_args)
+            else:
+                summary = _baseline(config, train_samples, instructions, start_from, reward)
             usage = handle.usage().model_dump() if handle else None
         record = {"gate": gate_record, "model": str(model_dir), "started_from": str(start_from),
                   "samples": {"train": len(train_samples), "rows": len(rows), "rows_stop": stops, "heldout": len(heldout)},
                   "format": format_source.model_dump(), **summary, "grader_usage": usage}
         trainer.write_from_main(config.out / "run.json", json.dumps(record, indent=2))
-        print(f"trained {summary['steps']} steps; {summary['grader_failures']} grader failures; model in {config.out / 'final'}; "
-              f"metrics in {config.out / 'metrics.jsonl'}")
+        print(f"trained {summary['steps']} steps ({config.method}); {summary['grader_failures']} grader failures; model in "
+              f"{config.out / 'final'}" + (f"; metrics in {config.out / 'metrics.jsonl'}" if config.method == "grpo" else ""))
     if config.eval_after and trainer.is_main_process():
         if not heldout:
             print("no held-out sample: eval skipped (raise eval_fraction)", file=sys.stderr)
@@ -289,6 +295,30 @@ def _run(args: argparse.Namespace) -> int:
         evaluate_run(config.out, config, heldout, config.out / "eval.json", _max_new_tokens(config), sampling=sampling)
     return 0
 
+
+def _baseline(config: TrainConfig, train_samples: list, instructions: str, start: Path, reward) -> dict:
+    """The SFT or DPO row of the paper's table, on this run's training samples (train/baselines.py)."""
+    from train import baselines, data
+
+    if config.method == "sft":
+        rows = data.warm_rows(train_samples, instructions, config.context_turns, None, config.seed)
+        return baselines.train_baseline(config, "sft", rows, start) | {"grader_failures": 0}
+    pairs_file = config.out / "dpo_pairs.jsonl"
+    if pairs_file.is_file():
+        pairs, counts = baselines.read_pairs(pairs_file), None
+    else:
+        pairs, counts = baselines.dpo_pairs(config, train_samples, start, instructions, reward)
+        baselines.write_pairs(pairs_file, pairs)
+        print(f"dpo pairs: {counts['kept']} of {counts['prompts']} prompts had a sampled answer scoring below the expert's "
+              f"move ({counts['no_worse_sample']} had none); {pairs_file}")
+    if not pairs:
+        raise SystemExit(f"error: no DPO pair: on none of the training prompts did the policy's samples score below the "
+                         f"expert's move (raise dpo.samples_per_prompt), see {pairs_file}")
+    return baselines.train_baseline(config, "dpo", pairs, start) | {"pairs": counts, "grader_failures": reward.failures}
+
+
+METHODS = {"grpo": "GRPO on the Learn-to-Ask reward", "sft": "supervised fine-tuning on the experts' moves (the SFT baseline)",
+           "dpo": "DPO, the expert's move preferred to a lower-reward policy sample (the DPO baseline)"}
 
 RUN_ONLY = {"concurrency", "eval_after", "eval_rollouts", "allow_below_gate", "accept_newer_goldset", "allow_uncalibrated", "launcher"}
 
@@ -431,7 +461,7 @@ def evaluate_run(run_dir: Path, config: TrainConfig, samples: list["TrainingSamp
     grader = grader_agreement(config.grader_prompt, calibration, config.min_grader_qwk, used=config.content, source=content.source)
     n_stop = sum(s.decision == "stop" for s in samples)
     result = {
-        "note": (f"{len(samples)} held-out samples ({len(samples) - n_stop} continue, {n_stop} stop) from "
+        "note": (f"trained by {METHODS[config.method]}; {len(samples)} held-out samples ({len(samples) - n_stop} continue, {n_stop} stop) from "
                  f"{len({s.session_id for s in samples})} sessions; greedy decoding, at most {max_new_tokens} new tokens"
                  + (f", the last {config.context_turns} messages shown" if config.context_turns else "")
                  + "; stop_discrimination is the ROC AUC of the policy's probability of beginning with <stop"
@@ -440,6 +470,7 @@ def evaluate_run(run_dir: Path, config: TrainConfig, samples: list["TrainingSamp
                     if config.content else "")
                  + f"format term from the {format_source.source}; {grader.summary()}."),
         "models": {side: str(model_dir) for side, model_dir in models.items()},
+        "method": config.method,
         "format": format_source.model_dump(),
         "grader": grader.model_dump(mode="json"),
         "base": metrics(scores["base"]),

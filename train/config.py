@@ -48,6 +48,32 @@ class WarmStart(BaseModel):
     stop_share: float | None = Field(None, gt=0, lt=1)
 
 
+class SFTBaseline(BaseModel):
+    """`method: sft`: supervised fine-tuning on the experts' moves (their question, or `<stop />`) at the experts' own
+    stop share, from the base model: the paper's SFT row."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    steps: int = Field(60, ge=1)
+    learning_rate: float = Field(5e-5, gt=0)
+    batch_size: int = Field(8, ge=1)
+    save_steps: int = Field(10, ge=1)
+
+
+class DPOBaseline(BaseModel):
+    """`method: dpo`: direct preference optimisation of the expert's move over the lowest-reward of a few answers the
+    starting policy (the warm start when there is one, as for GRPO) sampled on the same prompt: the paper's DPO row."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    steps: int = Field(60, ge=1)
+    learning_rate: float = Field(5e-6, gt=0)
+    batch_size: int = Field(8, ge=1)
+    save_steps: int = Field(10, ge=1)
+    beta: float = Field(0.1, gt=0)  # how far from the starting policy the preference may pull (TRL's default)
+    samples_per_prompt: int = Field(2, ge=1)  # answers sampled per prompt to find one worse than the expert's
+
+
 class TrainConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
@@ -76,6 +102,10 @@ class TrainConfig(BaseModel):
     stop_share: float | None = Field(None, gt=0, lt=1)  # resample training rows so stop samples make up this share
     content: bool = True  # grade question content (reward and good_question_rate); false: decision and format only
     warm_start: WarmStart | None = None
+    # What trains the policy: GRPO on the reward (Learn-to-Ask), or one of the paper's baselines (train/baselines.py)
+    method: Literal["grpo", "sft", "dpo"] = "grpo"
+    sft: SFTBaseline = SFTBaseline()
+    dpo: DPOBaseline = DPOBaseline()
     eval_after: bool = True  # `train run` ends with the held-out eval
     # The eval's sampled rollouts per held-out sample, besides greedy decoding: the reference evaluates 3 (temperature
     # 1.0, top_p 0.95, repetition penalty 1.2); 0: greedy only

@@ -1,0 +1,82 @@
+"""The paper's SFT and DPO rows (train/baselines.py): which DPO pairs are built, and both trained for real through TRL
+by `python -m train run --method`, resumed as finished, then evaluated by the same eval as GRPO."""
+
+import json
+
+import pytest
+import yaml
+
+from calibrator.logs import Message
+from calibrator.samples_file import TrainingSample
+from support.training import small_samples
+from train import baselines
+from train.config import CONFIGS, TrainConfig
+from train.rewards import STOP_TAG, CalibratedReward
+
+
+def _samples() -> list[TrainingSample]:
+    ask = TrainingSample(id="a_0", session_id="a", context=[Message(role="user", content="I have a cough.")],
+                         future=[Message(role="assistant", content="Okay. How long has it lasted?"),
+                                 Message(role="user", content="A week.")], target_info=["duration: a week"], decision="continue")
+    stop = TrainingSample(id="b_0", session_id="b", context=[Message(role="user", content="No other medicines.")],
+                          future=[Message(role="assistant", content="Take honey and lemon.")], target_info=[], decision="stop")
+    return [ask, stop]
+
+
+def test_a_dpo_pair_prefers_the_experts_move_to_the_lowest_reward_sample_and_drops_prompts_with_none_worse(tmp_path, monkeypatch):
+    drawn = {"a_0": ["Do you smoke? Any fever? Any rash?", "How long has it lasted?"],  # 3 questions: format 0; then as good
+             "b_0": [STOP_TAG, "<stop /> bye"]}  # the stop sample: one sample as good as the expert, one worse in format
+    monkeypatch.setattr("train.evaluate.generate_sampled", lambda model, samples, *a, **k: [drawn[s.id] for s in samples])
+    config = TrainConfig(out=tmp_path, stop_share=None, dpo={"steps": 3, "batch_size": 2, "samples_per_prompt": 2})
+    reward = CalibratedReward(None, "stop", "rule")
+    pairs, counts = baselines.dpo_pairs(config, _samples(), tmp_path, "Ask one question.", reward)
+    assert counts == {"prompts": 2, "kept": 2, "no_worse_sample": 0}
+    by = {p["id"]: p for p in pairs}
+    assert by["a_0"]["chosen"] == [{"role": "assistant", "content": "How long has it lasted?"}]  # the expert's question
+    assert by["a_0"]["rejected"][0]["content"] == "Do you smoke? Any fever? Any rash?"
+    assert by["b_0"]["chosen"][0]["content"] == STOP_TAG and by["b_0"]["rejected"][0]["content"] == "<stop /> bye"
+    assert all(p["rejected_reward"] < p["chosen_reward"] for p in pairs)
+    assert by["a_0"]["prompt"][0] == {"role": "system", "content": "Ask one question."}
+    drawn["a_0"] = ["How long has it lasted?", "For how long has it lasted?"]  # both as good as the expert
+    pairs, counts = baselines.dpo_pairs(config, _samples(), tmp_path, "Ask one question.", reward)
+    assert counts == {"prompts": 2, "kept": 1, "no_worse_sample": 1} and [p["id"] for p in pairs] == ["b_0"]
+
+
+def test_dpo_draws_as_many_prompts_as_training_reads_at_the_configs_stop_share(tmp_path, monkeypatch):
+    seen = []
+    monkeypatch.setattr("train.evaluate.generate_sampled",
+                        lambda model, samples, *a, **k: seen.append([s.id for s in samples]) or [["x?"] for _ in samples])
+    many = [s.model_copy(update={"id": f"{s.id}{i}"}) for i in range(10) for s in _samples()]
+    config = TrainConfig(out=tmp_path, stop_share=0.5, dpo={"steps": 2, "batch_size": 3, "samples_per_prompt": 1})
+    baselines.dpo_pairs(config, many, tmp_path, "Ask.", CalibratedReward(None, "stop", "rule"))
+    assert len(seen[0]) == 6 == len(set(seen[0]))  # steps x batch prompts, each drawn once
+
+
+@pytest.mark.slow
+def test_sft_and_dpo_train_through_trl_resume_as_finished_and_are_evaluated_like_grpo(tmp_path, cli, policy_cache):
+    config = yaml.safe_load((CONFIGS / "cpu-smoke.yaml").read_text()) | {
+        "content": False, "fusion": "stop", "cache_dir": str(policy_cache), "eval_rollouts": 0,
+        "sft": {"steps": 1, "batch_size": 1}, "dpo": {"steps": 1, "batch_size": 2, "samples_per_prompt": 2}}
+    config["grpo"] |= {"max_completion_length": 8, "gradient_checkpointing": False}
+    path = tmp_path / "config.yaml"
+    path.write_text(yaml.safe_dump(config))
+    samples = small_samples(tmp_path / "samples.jsonl")
+    for method in ("sft", "dpo"):
+        out = tmp_path / method
+        done = cli.train("run", "--config", path, "--samples", samples, "--method", method, "--out", out, "--no-eval")
+        assert done.code == 0, done.err
+        record = json.loads((out / "run.json").read_text())
+        assert (record["method"], record["steps"]) == (method, 1) and (out / "final" / "model.safetensors").is_file()
+        assert not (out / "warm_start").exists()
+    again = cli.train("run", "--config", path, "--samples", samples, "--method", "dpo", "--out", tmp_path / "dpo", "--no-eval")
+    assert again.code == 0 and "training: done already" in again.out and "dpo pairs" not in again.out
+    pairs = [json.loads(line) for line in (tmp_path / "dpo" / "dpo_pairs.jsonl").read_text().splitlines()]
+    assert pairs and all(p["rejected_reward"] < p["chosen_reward"] for p in pairs)
+    assert len(pairs) <= 2 and len({p["id"] for p in pairs}) == len(pairs)
+    one = tmp_path / "one.jsonl"
+    one.write_text(samples.read_text().splitlines()[1] + "\n")
+    done = cli.train("eval", "--model", tmp_path / "dpo", "--samples", one, "--rollouts", "0", "--max-new-tokens", "4")
+    assert done.code == 0, done.err
+    result = json.loads((tmp_path / "dpo" / "eval.json").read_text())
+    assert result["method"] == "dpo" and result["note"].startswith("trained by DPO")
+    assert result["models"]["trained"] == str(tmp_path / "dpo" / "final")
