@@ -12,6 +12,8 @@ verdicts, P(<stop) per side, the per-step time split (generation / reward / upda
 with zero reward variance over the run. Goal (issue 15): termination accuracy improves with a paired 95% CI above 0
 and decision accuracy does not get worse. Resumable: run it again with the same
 --out and finished stages are reused.
+With --methods grpo,sft,dpo the paper's baselines are trained on the same samples (OUT-sft, OUT-dpo) and one table
+puts base, SFT, DPO and Learn-to-Ask side by side under the reference's metric names, greedy and sampled.
 Data: MTS-Dialog (Ben Abacha et al., EACL 2023; CC BY 4.0) by default, read from ../shared/data.
 """
 
@@ -27,6 +29,9 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 METRICS = ("termination_accuracy", "continue_accuracy", "decision_accuracy", "stop_discrimination", "mean_format",
            "mean_reward")
+REFERENCE = {"good_question_rate": "win content", "mean_content": "mean content", "termination_accuracy": "stop acc",
+             "continue_accuracy": "continue acc", "decision_accuracy": "total acc", "mean_format": "format",
+             "mean_reward": "reward"}
 STAGES = (("samples", ""), ("warm start", "warm start:"), ("GRPO", "format term:"),
           ("eval", re.compile(r"^(trained \d+ steps|training: done already)")), ("done", re.compile(r"^wrote ")))
 
@@ -60,6 +65,27 @@ def table(result: dict, title: str) -> None:
         delta = "" if c["delta_ci"] is None else f"{c['delta']:+.2f} [{c['delta_ci'][0]:+.2f}, {c['delta_ci'][1]:+.2f}]"
         print(f"  {name:22} {c['base']:.2f}{ci(c['base_ci'])} → {c['trained']:.2f}{ci(c['trained_ci'])}  Δ {delta}  "
               f"{c['verdict']} (n={c['n']}, {c['sessions']} sessions)")
+
+
+def paper_table(results: dict[str, dict]) -> None:
+    """The paper's table: one row per policy (the base, then each method's trained policy, all on the same held-out
+    samples), the reference's metrics as columns; greedy decoding, and the sampled rollouts when the eval drew them."""
+    if not results:
+        return
+    names = {"sft": "SFT", "dpo": "DPO", "grpo": "Learn-to-Ask (GRPO)"}
+    first = next(iter(results.values()))
+    for decoding in ("greedy", "sampled"):
+        if decoding == "sampled" and first.get("sampled") is None:
+            continue
+        block = (lambda r: r) if decoding == "greedy" else (lambda r: r["sampled"])
+        columns = [k for k in REFERENCE if block(first)["base"].get(k) is not None]
+        print(f"\nthe paper's table, {decoding}: " + " | ".join(f"{REFERENCE[k]}" for k in columns))
+        cell = lambda v: f"{v:>10.3f}" if v is not None else f"{'-':>10}"  # noqa: E731
+        print(f"  {'base':22}" + "".join(cell(block(first)['base'][k]) for k in columns))
+        for method, result in results.items():
+            verdicts = {c["name"]: c["verdict"] for c in block(result)["comparison"]}
+            print(f"  {names[method]:22}" + "".join(cell(block(result)['trained'][k]) for k in columns)
+                  + "   vs base: " + ", ".join(f"{REFERENCE[k]} {verdicts.get(k, '-')}" for k in columns if k in verdicts))
 
 
 def stop_mass(result: dict, title: str) -> None:
@@ -98,7 +124,22 @@ def main() -> int:
     parser.add_argument("--test-logs", type=lambda v: Path(v) if v else None, default=ROOT.parent / "shared/data/mts-dialog/Main-Dataset/MTS-Dialog-TestSet-1-MEDIQA-Chat-2023.csv",
                         help="logs training never read, evaluated after the run (default: MTS-Dialog's first test set; '' skips)")
     parser.add_argument("--test-limit", type=int, default=60, help="sessions of --test-logs to evaluate (default 60)")
+    parser.add_argument("--methods", default="grpo", help="comma-separated: grpo (Learn-to-Ask), sft, dpo (the paper's "
+                        "baselines, each trained into OUT-<method> on the same samples and split); default grpo")
     args = parser.parse_args()
+    methods = [m.strip() for m in args.methods.split(",") if m.strip()]
+    if not methods or set(methods) - {"grpo", "sft", "dpo"}:
+        parser.error(f"--methods takes grpo, sft and dpo, not {args.methods!r}")
+    rows = {}
+    for method in [m for m in methods if m != "grpo"]:
+        out = args.out.with_name(f"{args.out.name}-{method}")
+        command = [sys.executable, "-m", "train", "run", "--config", str(args.config), "--method", method, "--out", str(out)]
+        marks = run(command + (["--logs", str(args.logs)] if args.logs else []))
+        print(f"\n{method}: {marks['end']:.0f} s (samples, training and eval)")
+        rows[method] = json.loads((out / "eval.json").read_text())
+    if "grpo" not in methods:
+        paper_table(rows)
+        return 0
     command = [sys.executable, "-m", "train", "run", "--config", str(args.config), "--out", str(args.out)]
     if args.logs:
         command += ["--logs", str(args.logs)]
@@ -109,6 +150,7 @@ def main() -> int:
         print(f"  {a:12} {marks[b] - marks[a]:8.1f}")
     print(f"  total        {marks['end']:8.1f}")
     result = json.loads((args.out / "eval.json").read_text())
+    paper_table(rows | {"grpo": result})
     print(f"\n{result['note']}")
     table(result, "held-out sessions of the training logs: base (SmolLM2-135M-Instruct) → trained (warm start + GRPO)")
     stop_mass(result, "held-out sessions")
