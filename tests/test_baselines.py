@@ -56,7 +56,8 @@ def test_dpo_draws_as_many_prompts_as_training_reads_at_the_configs_stop_share(t
 def test_sft_and_dpo_train_through_trl_resume_as_finished_and_are_evaluated_like_grpo(tmp_path, cli, policy_cache):
     config = yaml.safe_load((CONFIGS / "cpu-smoke.yaml").read_text()) | {
         "content": False, "fusion": "stop", "cache_dir": str(policy_cache), "eval_rollouts": 0,
-        "sft": {"steps": 1, "batch_size": 1}, "dpo": {"steps": 1, "batch_size": 2, "samples_per_prompt": 2}}
+        "sft": {"steps": 1, "batch_size": 1}, "dpo": {"steps": 1, "batch_size": 2, "samples_per_prompt": 2},
+        "warm_start": {"steps": 1}}  # GRPO's alone: both baselines start from the base model
     config["grpo"] |= {"max_completion_length": 8, "gradient_checkpointing": False}
     path = tmp_path / "config.yaml"
     path.write_text(yaml.safe_dump(config))

@@ -261,7 +261,8 @@ def _run(args: argparse.Namespace) -> int:
     model_dir = ensure_model(config.model, config.cache_dir)
     instructions = load_prompt(config.policy_prompt).instructions
     start_from = model_dir
-    if config.warm_start and config.method != "sft":  # the SFT baseline is supervised training from the base alone
+    if config.warm_start and config.method == "grpo":  # GRPO's groups need a policy that says <stop /> at times;
+        # the baselines learn from the experts' moves offline and start from the base model (train/baselines.py)
         warm = data.warm_rows(train_samples, instructions, config.context_turns, config.warm_start.stop_share, config.seed)
         start_from = warm_start(config, warm, model_dir)
     if (config.out / "run.json").is_file() and (config.out / "final").is_dir():

@@ -30,8 +30,8 @@ def _common(config: TrainConfig, out: Path, steps: int, learning_rate: float, ba
 def dpo_pairs(config: TrainConfig, samples: list[TrainingSample], start: Path, instructions: str,
               reward: CalibratedReward) -> tuple[list[dict], dict[str, int]]:
     """One pair per prompt where the policy did worse than the expert: chosen = the expert's move, rejected = the
-    lowest-reward of `samples_per_prompt` answers the starting policy sampled (temperature 1.0), both scored by the
-    run's own reward. Prompts are drawn as GRPO draws its rows (the config's stop_share), as many as training reads."""
+    lowest-reward of `samples_per_prompt` answers the starting policy (the base) sampled (temperature 1.0), both scored
+    by the run's own reward. Prompts are drawn as GRPO draws its rows (the config's stop_share), as many as training reads."""
     from train.evaluate import Sampling, generate_sampled
 
     settings = config.dpo

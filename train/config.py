@@ -62,7 +62,8 @@ class SFTBaseline(BaseModel):
 
 class DPOBaseline(BaseModel):
     """`method: dpo`: direct preference optimisation of the expert's move over the lowest-reward of a few answers the
-    starting policy (the warm start when there is one, as for GRPO) sampled on the same prompt: the paper's DPO row."""
+    base model sampled on the same prompt: the paper's DPO row. Its pairs are offline, so unlike GRPO it needs no
+    warm start to see `<stop />` preferred where the expert stopped."""
 
     model_config = ConfigDict(extra="forbid")
 
