@@ -8,7 +8,8 @@ its dialogues stay in the corpus and are filled in when the gold set is built.
 (context, target_info, candidate, content_score, format_score) to --out: a row's context is the dialogue before its
 cut, and a candidate marked `expert` is the expert's own next question there. A label naming a cut the corpus does not
 have is an error naming its row. `draft` picks cut points for labelling from training sessions only (never one a
-shipped config holds out) where the policy's own sampled answers exist, and writes a sheet to label.
+shipped config holds out) where the policy's own sampled answers exist, and writes a sheet to label (an `expert` row
+shows the question it scores; `build` reads it from the corpus again, so the labels file keeps that cell empty).
 Data: MTS-Dialog (Ben Abacha et al., EACL 2023; CC BY 4.0), read from ../shared/data, never copied here."""
 
 import argparse
@@ -98,7 +99,7 @@ def draft(policy_samples: Path, corpus: Path, cuts: int, seed: int) -> str:
     for cut in picked:
         s = samples[cut]
         context, future = render(s.context[-CONTEXT_TURNS:]), render(s.future[:4])
-        writer.writerow([cut, context, future, "expert", "", "", "", "", "", ""])
+        writer.writerow([cut, context, future, "expert", expert_question(s), "", "", "", "", ""])  # shown, not kept
         writer.writerow([cut, "", "", "policy", answers[cut][0].strip(), "", "", "", "", ""])
         writer.writerow([cut, "", "", "written", "", "", "", "", "", ""])
     return out.getvalue()

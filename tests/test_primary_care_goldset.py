@@ -10,6 +10,7 @@ import pytest
 
 from calibrator.components.grader import GRADER
 from calibrator.goldset import load_goldset
+from calibrator.splits import split_of
 from support import ROOT
 
 spec = importlib.util.spec_from_file_location("primary_care", ROOT / "goldsets" / "primary_care.py")
@@ -57,12 +58,15 @@ def test_a_draft_offers_only_training_sessions_with_the_policys_own_answers(tmp_
     samples.write_text("".join(json.dumps({"id": f"{cut}#abc@0", "completion": f" answer at {cut} "}) + "\n"
                                for cut in ("0_0", "1_0", "3_0")))
     held = primary_care.held_out_sessions(primary_care.cut_points(FIXTURE))
-    assert len(held) == 1  # round(0.2 * 3 sessions)
+    assert held == {"3"}  # round(0.2 * 3 sessions), by train.data.split's ranking
     rows = list(csv.DictReader(io.StringIO(primary_care.draft(samples, FIXTURE, cuts=10, seed=0))))
     cuts = {r["cut"] for r in rows}
     assert len(cuts) == 2 and not {c.split("_")[0] for c in cuts} & held
     assert [r["candidate_source"] for r in rows] == ["expert", "policy", "written"] * 2
     assert {r["candidate"] for r in rows if r["candidate_source"] == "policy"} == {f"answer at {c}" for c in cuts}
+    # the question an expert row scores, shown to the labeller (the sessions held out: session 3's)
+    assert {r["cut"]: r["candidate"] for r in rows if r["candidate_source"] == "expert"} == {
+        "0_0": "Does it hurt on the stairs?", "1_0": "How much, and how often?"}
 
 
 def test_the_shipped_labels_build_a_valid_gold_set_of_training_sessions_spanning_every_label():
@@ -82,3 +86,7 @@ def test_the_shipped_labels_build_a_valid_gold_set_of_training_sessions_spanning
     finally:
         path.unlink()
     assert len(rows) == len(shipped) and {r.content_score for r in rows} == {0.0, 0.5, 1.0}
+    splits = {}
+    for row in shipped:  # a cut point's rows share one split: a context seen in train never comes back in val or test
+        splits.setdefault(row["cut"], set()).add(split_of(row["id"]))
+    assert all(len(s) == 1 for s in splits.values()) and set().union(*splits.values()) == {"train", "val", "test"}
