@@ -14,7 +14,6 @@ Data: MTS-Dialog (Ben Abacha et al., EACL 2023; CC BY 4.0), read from ../shared/
 
 import argparse
 import csv
-import hashlib
 import io
 import json
 import random
@@ -30,9 +29,10 @@ from calibrator.prompt import write_atomic  # noqa: E402
 CORPUS = ROOT.parent / "shared/data/mts-dialog/Main-Dataset/MTS-Dialog-TrainingSet.csv"
 LABELS = ROOT / "goldsets/grader.primary-care.labels.csv"
 LABEL_COLUMNS = ("id", "cut", "candidate_source", "candidate", "target_info", "content_score", "format_score", "annotator", "note")
+SOURCES = ("expert", "policy", "written", "paraphrase")  # the expert's own question is read from the corpus
 STOP_RULE = "advice"  # where MTS-Dialog's asking ends (train/configs/cpu-learn.yaml)
 CONTEXT_TURNS = 8  # the dialogue shown before the cut: the grader reads the recent turns, not a whole consultation
-HELD_OUT = ((400, 0.2, 0), (100, 0.2, 0))  # (limit, eval_fraction, seed) of cpu-learn and cpu-table: never labelled
+HELD_OUT = ("cpu-learn.yaml", "cpu-table.yaml")  # the shipped MTS-Dialog configs: sessions they evaluate on are never labelled
 
 
 def cut_points(corpus: Path) -> dict[str, Sample]:
@@ -42,13 +42,21 @@ def cut_points(corpus: Path) -> dict[str, Sample]:
     return {s.id: s for s in segment_all(read_corpus(corpus).sessions, STOP_RULE)}
 
 
-def held_out_sessions(samples: dict[str, Sample]) -> set[str]:
-    """Sessions any shipped MTS-Dialog config evaluates on (train.data.split's ranking), so none is labelled."""
-    order = list(dict.fromkeys(s.session_id for s in samples.values()))
+def held_out_sessions(corpus: Path) -> set[str]:
+    """Sessions any shipped MTS-Dialog config evaluates on when it reads `corpus`, found as the trainer finds them
+    (train.data: its segmentation, then its split), so none is labelled."""
+    from contextlib import redirect_stdout
+
+    from calibrator.samples_file import TrainingSample
+    from train import data
+    from train.config import CONFIGS, load_config
+
     held = set()
-    for limit, fraction, seed in HELD_OUT:
-        sessions = sorted(order[:limit], key=lambda sid: hashlib.sha256(f"{seed}:{sid}".encode()).hexdigest())
-        held |= set(sessions[: round(fraction * len(sessions))])
+    for name in HELD_OUT:
+        config = load_config(CONFIGS / name, logs=corpus)
+        with redirect_stdout(io.StringIO()):  # its summary line, printed for a training run
+            samples = [TrainingSample(**s.model_dump(), target_info=[]) for s in data.segment_logs(config)]
+        held |= {s.session_id for s in data.split(samples, config.eval_fraction, config.seed, config.content)[1]}
     return held
 
 
@@ -65,7 +73,14 @@ def build(labels: Path, corpus: Path) -> str:
     writer.writerow(["id", "context", "target_info", "candidate", "content_score", "format_score", "annotator", "note"])
     problems = []
     with labels.open(encoding="utf-8", newline="") as f:
-        for line, row in enumerate(csv.DictReader(f), start=2):
+        reader = csv.DictReader(f)
+        if missing := [c for c in LABEL_COLUMNS if c not in (reader.fieldnames or [])]:
+            raise SystemExit(f"{labels}: missing column(s) {', '.join(missing)}; the columns are {', '.join(LABEL_COLUMNS)}")
+        for line, row in enumerate(reader, start=2):
+            if row["candidate_source"] not in SOURCES:
+                problems.append(f"{labels}, row {line}, column 'candidate_source': {row['candidate_source']!r} is not one "
+                                f"of {', '.join(SOURCES)}")
+                continue
             sample = samples.get(row["cut"])
             if sample is None:
                 problems.append(f"{labels}, row {line}, column 'cut': {row['cut']!r} is not a cut point of {corpus}")
@@ -86,10 +101,13 @@ def build(labels: Path, corpus: Path) -> str:
 def draft(policy_samples: Path, corpus: Path, cuts: int, seed: int) -> str:
     """Continue cut points of training sessions where the policy's sampled answers are cached, drawn at random."""
     samples = cut_points(corpus)
-    held = held_out_sessions(samples)
+    held = held_out_sessions(corpus)
     answers: dict[str, list[str]] = {}
     for line in policy_samples.read_text(encoding="utf-8").splitlines():
-        record = json.loads(line)
+        try:
+            record = json.loads(line)
+        except ValueError:  # a line torn by a killed run
+            continue
         answers.setdefault(record["id"].split("#")[0], []).append(record["completion"])
     pool = sorted(i for i in answers if i in samples and samples[i].decision == "continue" and samples[i].session_id not in held)
     picked = random.Random(seed).sample(pool, min(cuts, len(pool)))

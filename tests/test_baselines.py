@@ -30,7 +30,7 @@ def test_a_dpo_pair_prefers_the_experts_move_to_the_lowest_reward_sample_and_dro
     config = TrainConfig(out=tmp_path, stop_share=None, dpo={"steps": 3, "batch_size": 2, "samples_per_prompt": 2})
     reward = CalibratedReward(None, "stop", "rule")
     pairs, counts = baselines.dpo_pairs(config, _samples(), tmp_path, "Ask one question.", reward)
-    assert counts == {"prompts": 2, "kept": 2, "no_worse_sample": 0}
+    assert counts == {"prompts": 2, "kept": 2, "no_worse_sample": 0, "grader_failed": 0}
     by = {p["id"]: p for p in pairs}
     assert by["a_0"]["chosen"] == [{"role": "assistant", "content": "How long has it lasted?"}]  # the expert's question
     assert by["a_0"]["rejected"][0]["content"] == "Do you smoke? Any fever? Any rash?"
@@ -39,17 +39,47 @@ def test_a_dpo_pair_prefers_the_experts_move_to_the_lowest_reward_sample_and_dro
     assert by["a_0"]["prompt"][0] == {"role": "system", "content": "Ask one question."}
     drawn["a_0"] = ["How long has it lasted?", "For how long has it lasted?"]  # both as good as the expert
     pairs, counts = baselines.dpo_pairs(config, _samples(), tmp_path, "Ask one question.", reward)
-    assert counts == {"prompts": 2, "kept": 1, "no_worse_sample": 1} and [p["id"] for p in pairs] == ["b_0"]
+    assert counts == {"prompts": 2, "kept": 1, "no_worse_sample": 1, "grader_failed": 0}
+    assert [p["id"] for p in pairs] == ["b_0"] * 3  # its three draws of 6 (3 steps x 2) kept, a_0's left out
 
 
-def test_dpo_draws_as_many_prompts_as_training_reads_at_the_configs_stop_share(tmp_path, monkeypatch):
+def test_dpo_pairs_are_as_many_as_training_reads_at_the_configs_stop_share(tmp_path, monkeypatch):
     seen = []
-    monkeypatch.setattr("train.evaluate.generate_sampled",
-                        lambda model, samples, *a, **k: seen.append([s.id for s in samples]) or [["x?"] for _ in samples])
-    many = [s.model_copy(update={"id": f"{s.id}{i}"}) for i in range(10) for s in _samples()]
-    config = TrainConfig(out=tmp_path, stop_share=0.5, dpo={"steps": 2, "batch_size": 3, "samples_per_prompt": 1})
-    baselines.dpo_pairs(config, many, tmp_path, "Ask.", CalibratedReward(None, "stop", "rule"))
-    assert len(seen[0]) == 6 == len(set(seen[0]))  # steps x batch prompts, each drawn once
+    worse = {"continue": "Fever? Cough? Rash?", "stop": "<stop /> bye"}  # below the expert's move on format
+    monkeypatch.setattr("train.evaluate.generate_sampled", lambda model, samples, *a, **k: seen.append([s.id for s in samples])
+                        or [[worse[s.decision]] for s in samples])
+    ask, stop = _samples()
+    many = [ask.model_copy(update={"id": f"a_{i}", "session_id": f"a{i}"}) for i in range(9)] + [stop]  # 1 stop in 10
+    # rebalanced to 9 continue + 9 copies of the stop, one pass of which is 6 steps of 3
+    config = TrainConfig(out=tmp_path, stop_share=0.5, dpo={"steps": 6, "batch_size": 3, "samples_per_prompt": 1})
+    pairs, counts = baselines.dpo_pairs(config, many, tmp_path, "Ask.", CalibratedReward(None, "stop", "rule"))
+    assert len(pairs) == 18  # steps x batch
+    assert sum(p["chosen"][0]["content"] == STOP_TAG for p in pairs) == 9  # half, as GRPO's rows are
+    assert len(seen[0]) == len(set(seen[0])) == counts["prompts"] == 10  # a repeated prompt sampled and graded once
+
+
+def test_a_resumed_dpo_run_trains_on_its_written_pairs_without_sampling_again(tmp_path, monkeypatch):
+    from train.__main__ import _baseline
+
+    written = [{"prompt": [{"role": "user", "content": "hi"}], "chosen": [{"role": "assistant", "content": "Why?"}],
+                "rejected": [{"role": "assistant", "content": "no"}], "id": "a_0", "chosen_reward": 4, "rejected_reward": 0}]
+    baselines.write_pairs(tmp_path / "dpo_pairs.jsonl", written)
+    trained = []
+    monkeypatch.setattr(baselines, "dpo_pairs", lambda *a: pytest.fail("the pairs were drawn again"))
+    monkeypatch.setattr(baselines, "train_baseline", lambda config, method, rows, start: trained.append(rows) or {"steps": 1})
+    _baseline(TrainConfig(out=tmp_path, method="dpo"), [], "Ask.", tmp_path, CalibratedReward(None, "stop", "rule"))
+    assert trained == [written]
+
+
+def test_a_grader_failure_leaves_the_prompt_out_instead_of_making_a_preference(tmp_path, monkeypatch):
+    from calibrator.components.grader import GraderPrediction
+
+    monkeypatch.setattr("train.evaluate.generate_sampled", lambda model, samples, *a, **k: [["What is it?"] for _ in samples])
+    grades = iter([GraderPrediction(content_score=1.0, format_score=1.0), GraderPrediction(error="timeout")])
+    reward = CalibratedReward(lambda context, target, candidate: next(grades), "default", "rule", threads=1)
+    config = TrainConfig(out=tmp_path, stop_share=None, dpo={"steps": 1, "batch_size": 1, "samples_per_prompt": 1})
+    pairs, counts = baselines.dpo_pairs(config, _samples()[:1], tmp_path, "Ask.", reward)
+    assert pairs == [] and counts["grader_failed"] == 1 and counts["no_worse_sample"] == 0
 
 
 @pytest.mark.slow
@@ -70,10 +100,11 @@ def test_sft_and_dpo_train_through_trl_resume_as_finished_and_are_evaluated_like
         assert (record["method"], record["steps"]) == (method, 1) and (out / "final" / "model.safetensors").is_file()
         assert not (out / "warm_start").exists()
     again = cli.train("run", "--config", path, "--samples", samples, "--method", "dpo", "--out", tmp_path / "dpo", "--no-eval")
-    assert again.code == 0 and "training: done already" in again.out and "dpo pairs" not in again.out
+    assert again.code == 0 and "training: done already" in again.out
     pairs = [json.loads(line) for line in (tmp_path / "dpo" / "dpo_pairs.jsonl").read_text().splitlines()]
-    assert pairs and all(p["rejected_reward"] < p["chosen_reward"] for p in pairs)
-    assert len(pairs) <= 2 and len({p["id"] for p in pairs}) == len(pairs)
+    experts = {"Who is it for?", "How long have you had it?", "Any other medicines?", STOP_TAG}  # small_samples' moves
+    assert all(p["rejected_reward"] < p["chosen_reward"] and p["chosen"][0]["content"] in experts for p in pairs)
+    assert 1 <= len(pairs) <= 2
     one = tmp_path / "one.jsonl"
     one.write_text(samples.read_text().splitlines()[1] + "\n")
     done = cli.train("eval", "--model", tmp_path / "dpo", "--samples", one, "--rollouts", "0", "--max-new-tokens", "4")
@@ -81,3 +112,18 @@ def test_sft_and_dpo_train_through_trl_resume_as_finished_and_are_evaluated_like
     result = json.loads((tmp_path / "dpo" / "eval.json").read_text())
     assert result["method"] == "dpo" and result["note"].startswith("trained by DPO")
     assert result["models"]["trained"] == str(tmp_path / "dpo" / "final")
+
+
+def test_a_resume_compares_only_the_blocks_its_method_uses(tmp_path):
+    from train.__main__ import _changed_since
+
+    (tmp_path / "config.json").write_text(TrainConfig(out=tmp_path, dpo={"steps": 3}).model_dump_json())
+    assert _changed_since(TrainConfig(out=tmp_path, method="grpo")) == []  # the DPO block is not GRPO's
+    assert _changed_since(TrainConfig(out=tmp_path, method="sft")) == ["method"]
+    assert _changed_since(TrainConfig(out=tmp_path, method="dpo")) == ["dpo", "method"]
+
+
+def test_max_steps_is_refused_for_a_baseline(tmp_path, cli):
+    done = cli.train("run", "--method", "dpo", "--max-steps", "3", "--out", tmp_path / "run")
+    assert done.code == 2 and "a dpo run takes its steps from the config's dpo.steps" in done.err
+    assert not (tmp_path / "run").exists()

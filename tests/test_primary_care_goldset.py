@@ -5,13 +5,19 @@ import csv
 import importlib.util
 import io
 import json
+import re
+import tempfile
+from pathlib import Path
 
 import pytest
 
 from calibrator.components.grader import GRADER
+from calibrator.logs import render
 from calibrator.goldset import load_goldset
 from calibrator.splits import split_of
 from support import ROOT
+from train import data
+from train.config import CONFIGS, load_config
 
 spec = importlib.util.spec_from_file_location("primary_care", ROOT / "goldsets" / "primary_care.py")
 primary_care = importlib.util.module_from_spec(spec)
@@ -42,7 +48,6 @@ def test_build_fills_the_dialogue_and_the_experts_question_from_the_corpus(tmp_p
     assert rows["pc-1"].context == "pharmacist: What brings you in today?\npatient: My right knee hurts. It started last week, after a run."
     assert rows["pc-1"].candidate == "Does it hurt on the stairs?"  # the expert's own next question, read from the corpus
     assert rows["pc-2"].candidate == "Did you fall?" and rows["pc-2"].content_score == 0
-    assert "hurt on the stairs" not in path.read_text() and "knee" not in path.read_text()  # no corpus text in the labels
 
 
 def test_a_label_naming_a_cut_the_corpus_lacks_is_an_error_naming_its_row(tmp_path):
@@ -53,12 +58,24 @@ def test_a_label_naming_a_cut_the_corpus_lacks_is_an_error_naming_its_row(tmp_pa
         primary_care.build(path, FIXTURE)
 
 
+def trainer_held_out(corpus) -> set[str]:
+    """What the shipped MTS-Dialog configs evaluate on when they read `corpus`, found by running the trainer's own
+    sample stage (`samples_from_logs`, content off as in those configs) and its split."""
+    held = set()
+    for name in ("cpu-learn.yaml", "cpu-table.yaml"):
+        config = load_config(CONFIGS / name, logs=corpus)
+        with tempfile.TemporaryDirectory() as tmp:
+            samples = data.samples_from_logs(config, Path(tmp) / "samples.jsonl")
+        held |= {s.session_id for s in data.split(samples, config.eval_fraction, config.seed, config.content)[1]}
+    return held
+
+
 def test_a_draft_offers_only_training_sessions_with_the_policys_own_answers(tmp_path):
     samples = tmp_path / "samples.jsonl"
     samples.write_text("".join(json.dumps({"id": f"{cut}#abc@0", "completion": f" answer at {cut} "}) + "\n"
-                               for cut in ("0_0", "1_0", "3_0")))
-    held = primary_care.held_out_sessions(primary_care.cut_points(FIXTURE))
-    assert held == {"3"}  # round(0.2 * 3 sessions), by train.data.split's ranking
+                               for cut in ("0_0", "1_0", "3_0")) + '{"id": "torn')
+    held = primary_care.held_out_sessions(FIXTURE)
+    assert held == trainer_held_out(FIXTURE) == {"3"}
     rows = list(csv.DictReader(io.StringIO(primary_care.draft(samples, FIXTURE, cuts=10, seed=0))))
     cuts = {r["cut"] for r in rows}
     assert len(cuts) == 2 and not {c.split("_")[0] for c in cuts} & held
@@ -69,24 +86,40 @@ def test_a_draft_offers_only_training_sessions_with_the_policys_own_answers(tmp_
         "0_0": "Does it hurt on the stairs?", "1_0": "How much, and how often?"}
 
 
-def test_the_shipped_labels_build_a_valid_gold_set_of_training_sessions_spanning_every_label():
+def test_the_shipped_labels_build_a_valid_gold_set_of_training_sessions_spanning_every_label(tmp_path):
     assert SHIPPED_CORPUS.is_file(), "../shared/data holds MTS-Dialog beside every checkout this project runs in"
     samples = primary_care.cut_points(SHIPPED_CORPUS)
-    held = primary_care.held_out_sessions(samples)
     with primary_care.LABELS.open(encoding="utf-8", newline="") as f:
         shipped = list(csv.DictReader(f))
-    assert len(shipped) >= 150 and not {samples[r["cut"]].session_id for r in shipped} & held
-    assert {r["candidate_source"] for r in shipped} == {"expert", "policy", "written"}
-    built = io.StringIO(primary_care.build(primary_care.LABELS, SHIPPED_CORPUS))
-    path = ROOT / ".cache" / "test-primary-care.csv"
-    path.parent.mkdir(exist_ok=True)
-    path.write_text(built.getvalue())
-    try:
-        rows = load_goldset(path, GRADER.row_model).rows
-    finally:
-        path.unlink()
+    sessions = {samples[r["cut"]].session_id for r in shipped}
+    assert len(shipped) >= 150 and not sessions & trainer_held_out(SHIPPED_CORPUS)
+    assert {r["candidate_source"] for r in shipped} == set(primary_care.SOURCES)
+    for row in shipped:  # the corpus's words stay in the corpus: an expert's question is read from it at build time
+        dialogue = words(render(samples[row["cut"]].context + samples[row["cut"]].future))
+        assert row["candidate_source"] != "expert" or row["candidate"] == "", row["id"]
+        for column in ("target_info", "note", *(("candidate",) if row["candidate_source"] != "policy" else ())):
+            assert longest_shared_run(words(row[column]), dialogue) < 6, (row["id"], column)
+    path = tmp_path / "gold.csv"
+    path.write_text(primary_care.build(primary_care.LABELS, SHIPPED_CORPUS))
+    rows = load_goldset(path, GRADER.row_model).rows
     assert len(rows) == len(shipped) and {r.content_score for r in rows} == {0.0, 0.5, 1.0}
     splits = {}
     for row in shipped:  # a cut point's rows share one split: a context seen in train never comes back in val or test
         splits.setdefault(row["cut"], set()).add(split_of(row["id"]))
     assert all(len(s) == 1 for s in splits.values()) and set().union(*splits.values()) == {"train", "val", "test"}
+
+
+def words(text: str) -> list[str]:
+    return re.findall(r"[a-z0-9']+", text.lower())
+
+
+def longest_shared_run(a: list[str], b: list[str]) -> int:
+    """The longest run of consecutive words `a` shares with `b`."""
+    grams = {n: {tuple(b[i:i + n]) for i in range(len(b) - n + 1)} for n in range(1, 8)}
+    return max((n for n in range(1, 8) for i in range(len(a) - n + 1) if tuple(a[i:i + n]) in grams[n]), default=0)
+
+
+def test_the_copy_check_sees_a_copied_sentence():
+    dialogue = words("patient: I have had a dry cough for three weeks now and it is worse at night")
+    assert longest_shared_run(words("dry cough for three weeks now"), dialogue) == 6
+    assert longest_shared_run(words("duration: about three weeks"), dialogue) == 2

@@ -2,7 +2,6 @@
 beside ours (`next`: what the expert's next run asked), in the extractor, the grader's rubric and the trainer's
 checks; and the reference's other context cut (only the patient's last round) beside the paper's whole history."""
 
-import csv
 import json
 
 import pytest
@@ -51,8 +50,9 @@ def test_a_gold_row_labelled_from_the_rest_is_shown_the_rest_and_a_prompt_of_the
     next_rows = load_goldset(plain, EXTRACTOR.row_model).rows
     assert [r.target_scope for r in next_rows] == [None, None]
     assert EXTRACTOR.inputs_of(next_rows[0])["future"] == observed_future(FUTURE)
-    # `next` spelled out hashes as a row that does not say: a gold set gains the column without a new version
-    assert load_goldset(plain, EXTRACTOR.row_model).sha256 == load_goldset(_without_scope(plain, tmp_path), EXTRACTOR.row_model).sha256
+    # the shipped gold set, loaded with the new column in the format, keeps the version its calibration recorded
+    shipped = load_goldset(ROOT / "goldsets" / "extractor.csv", EXTRACTOR.row_model).sha256
+    assert shipped == load_prompt(ROOT / "prompts" / "extractor.calibrated.yaml").calibration.goldset_sha256
     done = cli.calibrator("run", "--component", "extractor", "--goldset", plain, "--prompt", ROOT / "prompts" / "extractor.rest.yaml",
                "--lm", "openai:m", "--out", tmp_path / "runs")
     assert done.code == 2 and "target_scope is rest, but 2 of 2 gold rows are labelled for another scope" in done.err
@@ -61,15 +61,6 @@ def test_a_gold_row_labelled_from_the_rest_is_shown_the_rest_and_a_prompt_of_the
                "--lm", "openai:m", "--out", tmp_path / "runs")
     assert done.code == 2 and "target_scope is next, but 2 of 2" in done.err
     assert EXTRACTOR.prompt_mismatch(load_prompt(ROOT / "prompts" / "extractor.rest.yaml"), rows) is None
-
-
-def _without_scope(path, tmp_path):
-    with path.open(newline="") as f:
-        rows = [row[:-1] for row in csv.reader(f)]
-    out = tmp_path / "plain.csv"
-    with out.open("w", newline="") as f:
-        csv.writer(f).writerows(rows)
-    return out
 
 
 def test_the_rest_prompts_ask_for_what_the_patient_reveals_and_grade_any_item():

@@ -206,6 +206,10 @@ def _run(args: argparse.Namespace) -> int:
     from train.rewards import CalibratedReward
     from train.warm_start import warm_start
 
+    if args.max_steps and args.method in ("sft", "dpo"):
+        print(f"error: --max-steps sets GRPO's steps; a {args.method} run takes its steps from the config's "
+              f"{args.method}.steps", file=sys.stderr)
+        return 2
     grpo_overrides = {"max_steps": args.max_steps} if args.max_steps else {}
     try:
         config = load_config(args.config, model=args.model, samples=args.samples, logs=args.logs, grader_lm=args.grader_lm,
@@ -309,12 +313,14 @@ def _baseline(config: TrainConfig, train_samples: list, instructions: str, start
         pairs, counts = baselines.read_pairs(pairs_file), None
     else:
         pairs, counts = baselines.dpo_pairs(config, train_samples, start, instructions, reward)
-        baselines.write_pairs(pairs_file, pairs)
+        if pairs:  # an empty file would be reused by the next attempt
+            baselines.write_pairs(pairs_file, pairs)
         print(f"dpo pairs: {counts['kept']} of {counts['prompts']} prompts had a sampled answer scoring below the expert's "
-              f"move ({counts['no_worse_sample']} had none); {pairs_file}")
+              f"move ({counts['no_worse_sample']} had none, {counts['grader_failed']} left out for a grader failure); "
+              f"{len(pairs)} pairs at the config's stop share in {pairs_file}")
     if not pairs:
-        raise SystemExit(f"error: no DPO pair: on none of the training prompts did the policy's samples score below the "
-                         f"expert's move (raise dpo.samples_per_prompt), see {pairs_file}")
+        raise SystemExit("error: no DPO pair: on none of the training prompts did the policy's samples score below the "
+                         "expert's move; raise dpo.samples_per_prompt and train into a new --out")
     return baselines.train_baseline(config, "dpo", pairs, start) | {"pairs": counts, "grader_failures": reward.failures}
 
 
@@ -334,7 +340,8 @@ def _recorded(path: Path) -> dict:
 
 
 def _changed_since(config: TrainConfig) -> list[str]:
-    """The keys (other than how to run: concurrency, overrides, eval_after) in which `config` differs from the one
+    """The keys (other than how to run: concurrency, overrides, eval_after; and the blocks of methods this run does
+    not use) in which `config` differs from the one
     recorded in its --out, if that folder already holds stage results. Resuming reuses those results, so they must
     be this config's."""
     recorded = config.out / "config.json"
@@ -342,7 +349,8 @@ def _changed_since(config: TrainConfig) -> list[str]:
         return []
     before = TrainConfig.model_validate(_recorded(recorded)).model_dump(mode="json")
     now = config.model_dump(mode="json")
-    return sorted(k for k in now if k not in RUN_ONLY and now[k] != before.get(k))
+    unused = {"grpo": {"sft", "dpo"}, "sft": {"dpo", "warm_start"}, "dpo": {"sft", "warm_start"}}[config.method]
+    return sorted(k for k in now if k not in RUN_ONLY | unused and now[k] != before.get(k))
 
 
 def _max_new_tokens(config: TrainConfig) -> int:

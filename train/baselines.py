@@ -31,33 +31,38 @@ def dpo_pairs(config: TrainConfig, samples: list[TrainingSample], start: Path, i
               reward: CalibratedReward) -> tuple[list[dict], dict[str, int]]:
     """One pair per prompt where the policy did worse than the expert: chosen = the expert's move, rejected = the
     lowest-reward of `samples_per_prompt` answers the starting policy (the base) sampled (temperature 1.0), both scored
-    by the run's own reward. Prompts are drawn as GRPO draws its rows (the config's stop_share), as many as training reads."""
+    by the run's own reward. Prompts are drawn as GRPO draws its rows (the config's stop_share), as many as training
+    reads; a prompt on which the grader failed is left out rather than given a preference the failure made."""
     from train.evaluate import Sampling, generate_sampled
 
     settings = config.dpo
     shown = [s for s in rebalance(samples, config.stop_share, config.seed) if expert_move(s) is not None]
     wanted = settings.steps * settings.batch_size
     prompts = (shown * (wanted // len(shown) + 1))[:wanted] if shown else []
-    unique = list({s.id: s for s in prompts}.values())
+    unique = list({s.id: s for s in prompts}.values())  # a repeated prompt is sampled and graded once
     sampling = Sampling(rollouts=settings.samples_per_prompt, seed=config.seed, repetition_penalty=1.0)
     drawn = generate_sampled(start, unique, instructions, int(config.grpo.get("max_completion_length", 32)), sampling,
                              cache=config.out / "dpo_samples.jsonl", context_turns=config.context_turns)
-    pairs, counts = [], {"prompts": len(unique), "kept": 0, "no_worse_sample": 0}
+    counts = {"prompts": len(unique), "kept": 0, "no_worse_sample": 0, "grader_failed": 0}
+    pair_of: dict[str, dict] = {}
     for sample, answers in zip(unique, drawn):
         moves = [expert_move(sample), *answers]
         n = len(moves)
         scores = reward(prompts=[None] * n, completions=moves, context=[render(sample.context)] * n,
                         target_info=["; ".join(sample.target_info)] * n, decision=[sample.decision] * n)
+        if any(t.grader_failed for t in reward.last):  # a failed grade scores 0: it would make a false preference
+            counts["grader_failed"] += 1
+            continue
         worst = min(range(1, n), key=lambda i: scores[i])
         if scores[worst] >= scores[0]:
             counts["no_worse_sample"] += 1
             continue
         counts["kept"] += 1
-        pairs.append({"prompt": policy_messages(sample.context, instructions, config.context_turns),
-                      "chosen": [{"role": "assistant", "content": moves[0]}],
-                      "rejected": [{"role": "assistant", "content": moves[worst]}],
-                      "id": sample.id, "chosen_reward": scores[0], "rejected_reward": scores[worst]})
-    return pairs, counts
+        pair_of[sample.id] = {"prompt": policy_messages(sample.context, instructions, config.context_turns),
+                              "chosen": [{"role": "assistant", "content": moves[0]}],
+                              "rejected": [{"role": "assistant", "content": moves[worst]}],
+                              "id": sample.id, "chosen_reward": scores[0], "rejected_reward": scores[worst]}
+    return [pair_of[s.id] for s in prompts if s.id in pair_of], counts  # repeated as drawn: the stop share holds
 
 
 def train_baseline(config: TrainConfig, method: str, rows: list[dict], start: Path) -> dict[str, Any]:

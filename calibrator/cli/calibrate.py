@@ -48,7 +48,7 @@ def calibrate(args: argparse.Namespace) -> int:
         print(f"error: {prompt_path} is a {base.component} prompt, not a {component.name} prompt", file=sys.stderr)
         return 2
     if (mismatch := component.prompt_mismatch(base, goldset.rows)) is not None:
-        print(f"error: {prompt_path}: {mismatch}", file=sys.stderr)
+        print(f"error: {prompt_path} on {goldset_path}: {mismatch}", file=sys.stderr)
         return 2
     if getattr(args, "optimizer", None) == "threshold" and component.ordinal_field is None:
         print(f"error: --optimizer threshold reads an ordinal label's probabilities; the {component.name} has no ordinal label",

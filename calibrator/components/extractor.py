@@ -249,7 +249,7 @@ class Extractor(Component):
         """target_scope rest (a row that says so: `extract` with a rest prompt) shows the remaining dialogue, else the
         run and the patient's reply."""
         keep = DEMO_CONTEXT_LINES if demo else CONTEXT_LINES
-        rest = row.target_scope == "rest"
+        rest = getattr(row, "target_scope", None) == "rest"  # a row built in code (a bench's) may not say
         future = "\n".join(row.future.split("\n")[:REST_FUTURE_LINES]) if rest else observed_future(row.future)
         return {"context": "\n".join(row.context.split("\n")[-keep:]), "future": future}
 
