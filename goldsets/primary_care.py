@@ -25,6 +25,7 @@ sys.path.insert(0, str(ROOT))
 
 from calibrator.logs import Sample, render  # noqa: E402
 from calibrator.prompt import write_atomic  # noqa: E402
+from train.data import expert_move  # noqa: E402  # reads decision and future, which a Sample has
 
 CORPUS = ROOT.parent / "shared/data/mts-dialog/Main-Dataset/MTS-Dialog-TrainingSet.csv"
 LABELS = ROOT / "goldsets/grader.primary-care.labels.csv"
@@ -60,12 +61,6 @@ def held_out_sessions(corpus: Path) -> set[str]:
     return held
 
 
-def expert_question(sample: Sample) -> str | None:
-    from train.data import expert_move
-
-    return expert_move(sample)  # type: ignore[arg-type]  # reads decision and future, which a Sample has
-
-
 def build(labels: Path, corpus: Path) -> str:
     samples = cut_points(corpus)
     out = io.StringIO()
@@ -87,7 +82,7 @@ def build(labels: Path, corpus: Path) -> str:
                 continue
             candidate = row["candidate"]
             if row["candidate_source"] == "expert":
-                candidate = expert_question(sample) or ""
+                candidate = expert_move(sample) or ""
             if not candidate.strip():
                 problems.append(f"{labels}, row {line}, column 'candidate': empty")
                 continue
@@ -117,7 +112,7 @@ def draft(policy_samples: Path, corpus: Path, cuts: int, seed: int) -> str:
     for cut in picked:
         s = samples[cut]
         context, future = render(s.context[-CONTEXT_TURNS:]), render(s.future[:4])
-        writer.writerow([cut, context, future, "expert", expert_question(s), "", "", "", "", ""])  # shown, not kept
+        writer.writerow([cut, context, future, "expert", expert_move(s), "", "", "", "", ""])  # shown, not kept
         writer.writerow([cut, "", "", "policy", answers[cut][0].strip(), "", "", "", "", ""])
         writer.writerow([cut, "", "", "written", "", "", "", "", "", ""])
     return out.getvalue()

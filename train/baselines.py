@@ -16,15 +16,7 @@ from calibrator.samples_file import TrainingSample
 from train.config import TrainConfig
 from train.data import expert_move, policy_messages, rebalance
 from train.rewards import CalibratedReward
-
-
-def _common(config: TrainConfig, out: Path, steps: int, learning_rate: float, batch_size: int, save_steps: int) -> dict[str, Any]:
-    """The TRL arguments SFT and DPO share: their own steps, rate and batch; the run's seed, device and memory trade-off."""
-    return dict(output_dir=str(out), max_steps=steps, learning_rate=learning_rate, per_device_train_batch_size=batch_size,
-                logging_steps=5, save_steps=save_steps, save_total_limit=1, use_cpu=config.grpo.get("use_cpu", False),
-                bf16=False, gradient_checkpointing=config.grpo.get("gradient_checkpointing", True), report_to="none",
-                seed=config.seed, dataloader_num_workers=0,
-                max_length=None)  # TRL would cut the end (the answer) of a long dialogue; context_turns bounds it
+from train.warm_start import supervised_args
 
 
 def dpo_pairs(config: TrainConfig, samples: list[TrainingSample], start: Path, instructions: str,
@@ -79,13 +71,13 @@ def train_baseline(config: TrainConfig, method: str, rows: list[dict], start: Pa
         from trl import SFTConfig, SFTTrainer
 
         s = config.sft
-        args = SFTConfig(**_common(config, out, s.steps, s.learning_rate, s.batch_size, s.save_steps), completion_only_loss=True)
+        args = SFTConfig(**supervised_args(config, out, s.steps, s.learning_rate, s.batch_size, s.save_steps), completion_only_loss=True)
         trainer = SFTTrainer(model=str(start), args=args, train_dataset=Dataset.from_list(rows), processing_class=tokenizer)
     else:
         from trl import DPOConfig, DPOTrainer
 
         d = config.dpo
-        args = DPOConfig(**_common(config, out, d.steps, d.learning_rate, d.batch_size, d.save_steps), beta=d.beta)
+        args = DPOConfig(**supervised_args(config, out, d.steps, d.learning_rate, d.batch_size, d.save_steps), beta=d.beta)
         columns = [{k: r[k] for k in ("prompt", "chosen", "rejected")} for r in rows]
         trainer = DPOTrainer(model=str(start), args=args, train_dataset=Dataset.from_list(columns), processing_class=tokenizer)
     print(f"{method}: {args.max_steps} steps of {args.per_device_train_batch_size} from {len(rows)} rows"

@@ -10,19 +10,25 @@ from train.config import TrainConfig
 from train.rewards import STOP_TAG
 
 
+def supervised_args(config: TrainConfig, out: Path, steps: int, learning_rate: float, batch_size: int,
+                    save_steps: int) -> dict:
+    """The TRL arguments every supervised stage shares (the warm start, the SFT and DPO baselines): its own steps, rate
+    and batch; the run's seed, device and the GRPO block's memory trade-off (gradient checkpointing)."""
+    return dict(output_dir=str(out), max_steps=steps, learning_rate=learning_rate, per_device_train_batch_size=batch_size,
+                logging_steps=5, save_steps=save_steps, save_total_limit=1, use_cpu=config.grpo.get("use_cpu", False),
+                bf16=False, gradient_checkpointing=config.grpo.get("gradient_checkpointing", True), report_to="none",
+                seed=config.seed, dataloader_num_workers=0,
+                max_length=None)  # TRL cuts the end and drops a row left with no completion: a late stop sample
+                                  # would vanish; the rows are GRPO's prompts, bounded by context_turns
+
+
 def sft_args(config: TrainConfig, out: Path):
-    """TRL's SFTConfig for the warm start: its own steps, rate and batch; the run's seed, device and the GRPO block's
-    memory trade-off (gradient checkpointing)."""
+    """TRL's SFTConfig for the warm start."""
     from trl import SFTConfig
 
-    settings = config.warm_start
-    return SFTConfig(output_dir=str(out), max_steps=settings.steps, learning_rate=settings.learning_rate,
-                     per_device_train_batch_size=settings.batch_size, logging_steps=5, save_steps=settings.save_steps,
-                     save_total_limit=1, use_cpu=config.grpo.get("use_cpu", False), bf16=False,
-                     gradient_checkpointing=config.grpo.get("gradient_checkpointing", True), report_to="none",
-                     seed=config.seed, dataloader_num_workers=0, completion_only_loss=True,
-                     max_length=None)  # TRL cuts the end and drops a row left with no completion: a late stop sample
-                                       # would vanish; the rows are GRPO's prompts, bounded by context_turns
+    s = config.warm_start
+    return SFTConfig(**supervised_args(config, out, s.steps, s.learning_rate, s.batch_size, s.save_steps),
+                     completion_only_loss=True)
 
 
 def warm_start(config: TrainConfig, rows: list[dict], model_dir: Path) -> Path:
