@@ -14,6 +14,10 @@ and decision accuracy does not get worse. Resumable: run it again with the same
 --out and finished stages are reused.
 With --methods grpo,sft,dpo the paper's baselines are trained on the same samples (OUT-sft, OUT-dpo) and one table
 puts base, SFT, DPO and Learn-to-Ask side by side under the reference's metric names, greedy and sampled.
+With a config that grades content (train/configs/cpu-content.yaml), --judge NAME grades the held-out rollouts again with
+a judge other than the reward's and reads the goal on what to ask from it (good-question rate improved with a paired 95%
+CI above 0, decision accuracy not worse); --review N exports N of those rollouts blind, and once they are labelled and
+added to the grader's gold set a second run of the bench (everything cached) prints the figures corrected by the labels.
 Data: MTS-Dialog (Ben Abacha et al., EACL 2023; CC BY 4.0) by default, read from ../shared/data.
 """
 
@@ -27,7 +31,7 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-METRICS = ("termination_accuracy", "continue_accuracy", "decision_accuracy", "stop_discrimination", "mean_format",
+METRICS = ("good_question_rate", "mean_content", "termination_accuracy", "continue_accuracy", "decision_accuracy", "stop_discrimination", "mean_format",
            "mean_reward")
 REFERENCE = {"good_question_rate": "win content", "mean_content": "mean content", "termination_accuracy": "stop acc",
              "continue_accuracy": "continue acc", "decision_accuracy": "total acc", "mean_format": "format",
@@ -116,6 +120,44 @@ def steps(metrics_file: Path) -> None:
                   f"(median {statistics.median(values):.3f})")
 
 
+def judged(args: argparse.Namespace, baselines: dict[str, dict]) -> None:
+    """The held-out rollouts graded by a judge other than the reward's (each method's), with the review export, and the
+    goal on what to ask: the good-question rate improved with a paired 95% CI above 0 by that judge and, once a labelled
+    review exists, after the PPI correction; decision accuracy not worse."""
+    results = {}
+    for method, folder in {**{m: args.out.with_name(f"{args.out.name}-{m}") for m in baselines}, "grpo": args.out}.items():
+        command = [sys.executable, "-m", "train", "eval", "--model", str(folder), "--judge", args.judge]
+        run(command + (["--review", str(args.review)] if args.review and method == "grpo" else []))
+        results[method] = json.loads((folder / f"eval.judge-{args.judge}.json").read_text())
+    print(f"\ncontent judged by {args.judge}, not the reward's judge ({results['grpo']['judge']['reward']}):")
+    paper_table(results)
+    result = results["grpo"]
+    for decoding, block in (("greedy", result), ("sampled", result.get("sampled"))):
+        if block is None:
+            continue
+        by = {c["name"]: c for c in block["comparison"]}
+        good, decision = by["good_question_rate"], by["decision_accuracy"]
+        met = good["verdict"] == "improved" and decision["verdict"] != "worse"
+        print(f"goal ({decoding}, judge {args.judge}, session bootstrap): {'met' if met else 'NOT met'}: good-question rate "
+              f"{good['base']:.2f} → {good['trained']:.2f}, {good['delta']:+.2f} [{good['delta_ci'][0]:+.2f}, "
+              f"{good['delta_ci'][1]:+.2f}] {good['verdict']}; decision accuracy {decision['verdict']}")
+    corrected = result.get("corrected")
+    if not corrected:
+        print(f"no labelled review yet: label {args.out / 'review.xlsx'}, `python -m calibrator goldset add` it to the "
+              f"grader's gold set, and run this bench again for the corrected figures")
+        return
+    for side in ("base", "trained"):
+        f = corrected["figures"][side]["good_question_rate"]
+        print(f"  {side:8} good-question rate: judge {f['judge']:.2f}, corrected {f['corrected']:.2f} "
+              f"[{f['ci'][0]:.2f}, {f['ci'][1]:.2f}] ({f['labelled']} labels)")
+    d = corrected["differences"]["good_question_rate"]
+    decision = next(c for c in (result.get("sampled") or result)["comparison"] if c["name"] == "decision_accuracy")
+    met = d["verdict"] == "improved" and decision["verdict"] != "worse"
+    print(f"goal after the PPI correction ({corrected['source']} rollouts): {'met' if met else 'NOT met'}: trained - base "
+          f"{d['delta']:+.2f} [{d['ci'][0]:+.2f}, {d['ci'][1]:+.2f}] {d['verdict']}; decision accuracy {decision['verdict']}")
+    print(f"  judge agreement on the policy's outputs: qwk {corrected['policy_qwk']}, exact {corrected['policy_agreement']:.2f}")
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--logs", type=Path, help="expert logs (default: the config's, MTS-Dialog's training set)")
@@ -124,21 +166,29 @@ def main() -> int:
     parser.add_argument("--test-logs", type=lambda v: Path(v) if v else None, default=ROOT.parent / "shared/data/mts-dialog/Main-Dataset/MTS-Dialog-TestSet-1-MEDIQA-Chat-2023.csv",
                         help="logs training never read, evaluated after the run (default: MTS-Dialog's first test set; '' skips)")
     parser.add_argument("--test-limit", type=int, default=60, help="sessions of --test-logs to evaluate (default 60)")
+    parser.add_argument("--judge", metavar="NAME", help="with a config that grades content: also grade the held-out "
+                        "rollouts with this judge, not the reward's (`train eval --judge`: lm, similarity, neighbours), "
+                        "into OUT/eval.judge-NAME.json; the goal on what to ask is read from it")
+    parser.add_argument("--review", type=int, metavar="N", help="with --judge: export N of its judged rollouts (both sides, "
+                        "blind) to OUT/review.xlsx; once labelled and added with `calibrator goldset add`, run the bench "
+                        "again (everything cached) for the figures corrected by those labels")
     parser.add_argument("--methods", default="grpo", help="comma-separated: grpo (Learn-to-Ask), sft, dpo (the paper's "
                         "baselines, each trained into OUT-<method> on the same samples and split); default grpo")
     args = parser.parse_args()
     methods = [m.strip() for m in args.methods.split(",") if m.strip()]
     if not methods or set(methods) - {"grpo", "sft", "dpo"}:
         parser.error(f"--methods takes grpo, sft and dpo, not {args.methods!r}")
-    rows = {}
+    if args.review and not args.judge:
+        parser.error("--review exports the rollouts --judge graded: name a --judge")
+    baselines = {}
     for method in [m for m in methods if m != "grpo"]:
         out = args.out.with_name(f"{args.out.name}-{method}")
         command = [sys.executable, "-m", "train", "run", "--config", str(args.config), "--method", method, "--out", str(out)]
         marks = run(command + (["--logs", str(args.logs)] if args.logs else []))
         print(f"\n{method}: {marks['end']:.0f} s (samples, training and eval)")
-        rows[method] = json.loads((out / "eval.json").read_text())
+        baselines[method] = json.loads((out / "eval.json").read_text())
     if "grpo" not in methods:
-        paper_table(rows)
+        paper_table(baselines)
         return 0
     command = [sys.executable, "-m", "train", "run", "--config", str(args.config), "--out", str(args.out)]
     if args.logs:
@@ -150,7 +200,7 @@ def main() -> int:
         print(f"  {a:12} {marks[b] - marks[a]:8.1f}")
     print(f"  total        {marks['end']:8.1f}")
     result = json.loads((args.out / "eval.json").read_text())
-    paper_table(rows | {"grpo": result})
+    paper_table(baselines | {"grpo": result})
     print(f"\n{result['note']}")
     table(result, "held-out sessions of the training logs: base (SmolLM2-135M-Instruct) → trained (warm start + GRPO)")
     stop_mass(result, "held-out sessions")
@@ -169,6 +219,8 @@ def main() -> int:
         met = term["verdict"] == "improved" and dec["verdict"] != "worse"
         print(f"goal on the {name} (termination accuracy improved with paired CI > 0, decision accuracy not worse): "
               f"{'met' if met else 'NOT met'} (termination {term['verdict']}, decision {dec['verdict']})")
+    if args.judge:
+        judged(args, baselines)
     warm = args.out / "warm_start" / "final"
     if warm.is_dir():
         run([sys.executable, "-m", "train", "eval", "--model", str(args.out), "--base", str(warm),

@@ -24,6 +24,7 @@ class CorrectedRate(BaseModel):
     judge: float  # the judge's rate over every judged output
     corrected: float  # the PPI estimate
     ci: tuple[float, float]
+    se: float  # the estimate's standard error (normal approximation), for a difference of two rates
     labelled_only: float  # the humans' rate on the labelled rows alone
     labelled_only_ci: tuple[float, float]
     weight: float  # lambda: how much the judge's scores are trusted
@@ -65,6 +66,24 @@ def corrected_rate(unlabelled: list[float], judged_labelled: list[float], human:
     z = _z(confidence)
     return CorrectedRate(
         judge=float(np.concatenate([f_unl, f_lab]).mean()), corrected=float(min(1.0, max(0.0, estimate))),
-        ci=_clip(estimate - z * se, estimate + z * se), labelled_only=float(y.mean()),
+        ci=_clip(estimate - z * se, estimate + z * se), se=se, labelled_only=float(y.mean()),
         labelled_only_ci=_clip(y.mean() - z * se_labels, y.mean() + z * se_labels), weight=float(weight),
         n_judged=big_n + n, n_labelled=n, judge_agreement=float(np.mean(f_lab == y)), enough_labels=n >= MIN_LABELS)
+
+
+class CorrectedDifference(BaseModel):
+    """b minus a, two corrected rates of independent labelled samples: its interval adds their variances."""
+
+    delta: float
+    ci: tuple[float, float]
+    enough_labels: bool
+
+
+def corrected_difference(a: CorrectedRate, b: CorrectedRate, scale_a: float = 1.0, scale_b: float = 1.0,
+                         confidence: float = 0.95) -> CorrectedDifference:
+    """scale: a known factor on each rate (a share of outputs the judge saw, say). The two sides' labelled rows are
+    drawn independently; their unlabelled outputs often share inputs (base and trained answer the same samples), which
+    makes the two judge means correlate positively, and ignoring that covariance widens the interval: conservative."""
+    delta = scale_b * b.corrected - scale_a * a.corrected
+    half = _z(confidence) * math.sqrt((scale_a * a.se) ** 2 + (scale_b * b.se) ** 2)
+    return CorrectedDifference(delta=delta, ci=(delta - half, delta + half), enough_labels=a.enough_labels and b.enough_labels)

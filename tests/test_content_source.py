@@ -13,6 +13,7 @@ from calibrator.goldset import load_goldset
 from calibrator.prompt import Calibration, load_prompt, save_prompt
 from support import ROOT
 from support.files import gold_slice
+from support.training import sample
 from train import __main__ as train_main
 from train import trainer
 from train.config import load_config
@@ -91,3 +92,36 @@ def test_the_gate_holds_the_chosen_floor_to_its_own_held_out_figures(tmp_path):
     save_prompt(prompt, path)
     with pytest.raises(trainer.GateError, match=r"model-free floor similarity .* lower bound 0.20 is under min_grader_qwk 0.4"):
         trainer.gate(load_config(None, grader_prompt=path))
+
+
+def test_eval_can_grade_with_a_judge_other_than_the_rewards(tmp_path):
+    """The record chooses similarity for the reward; `train eval --judge neighbours` grades with the neighbours floor,
+    fitted on the same train split, and `lm` would ask the LM (here no LM is reachable, so it is never opened)."""
+    goldset = gold_slice("grader", tmp_path / "grader.csv", 60, spread=True)
+    config = load_config(None, grader_prompt=floor_prompt(tmp_path, goldset), grader_lm="openai-compatible:m@http://127.0.0.1:9",
+                         cache_dir=tmp_path / "cache")
+    rows = load_goldset(goldset, GRADER.row_model)
+    floors = {f.name: f for f in GRADER.floors()}
+    for f in floors.values():
+        f.fit(rows.split("train"))
+    val = rows.split("val")
+    expected = {name: [p.content_score for p in f.predict(val)] for name, f in floors.items()}
+    assert expected["similarity"] != expected["neighbours"]  # else the test could not tell which judge graded
+    for judge, name in ((None, "similarity"), ("neighbours", "neighbours"), ("similarity", "similarity")):
+        with ExitStack() as stack:
+            handle, grade = train_main._grader(config, stack, judge)
+        assert handle is None
+        assert [grade(r.context, r.target_text, r.candidate).content_score for r in val] == expected[name]
+
+
+def test_eval_refuses_a_judge_it_does_not_know(tmp_path, cli):
+    run = tmp_path / "run"
+    (run / "final").mkdir(parents=True)
+    (run / "config.json").write_text(json.dumps({"out": str(run)}))
+    (run / "run.json").write_text("{}")
+    (run / "heldout.jsonl").write_text(sample("s", 0, "continue").model_dump_json() + "\n")
+    refused = cli.train("eval", "--model", run, "--judge", "bleu")
+    assert refused.code == 2 and "--judge bleu: not a content judge; choose one of lm, similarity, neighbours" in refused.err
+    (run / "config.json").write_text(json.dumps({"out": str(run), "content": False, "fusion": "stop"}))
+    refused = cli.train("eval", "--model", run, "--judge", "neighbours")
+    assert refused.code == 2 and "this run grades none (content: false)" in refused.err

@@ -8,7 +8,7 @@ import shutil
 
 import pytest
 
-from calibrator.ppi import corrected_rate
+from calibrator.ppi import corrected_difference, corrected_rate
 from support import ROOT
 from support.training import sample
 from train.policy_review import HIDDEN, correct, export_review, read_labels
@@ -109,6 +109,34 @@ def test_labels_come_back_through_goldset_add_and_correct_the_judges_figures(tmp
     disagree = sum(r["judge_content_score"] != truth[r["id"]] for r in rows)
     assert disagree >= 2 and correction.policy_agreement == pytest.approx(1 - disagree / len(rows))
     assert correction.seed_qwk == 0.16
+    differences = correction.differences()
+    for metric in ("good_question_rate", "mean_content"):
+        expected = corrected_difference(getattr(correction.sides["base"], metric), getattr(correction.sides["trained"], metric),
+                                        share, share)
+        assert differences[metric]["delta"] == pytest.approx(figures["trained"][metric]["corrected"]
+                                                             - figures["base"][metric]["corrected"])
+        assert differences[metric]["ci"] == pytest.approx(list(expected.ci))
+        assert differences[metric]["verdict"] == "too few labels"  # 7 labels a side: no normal interval to trust
+
+
+def test_the_corrected_difference_says_improved_only_when_its_interval_clears_zero(tmp_path):
+    """Forty labelled rollouts a side, humans agreeing with the judge: base asks no good question, trained asks them
+    half the time, so the difference is significant; with the sides alike it is not."""
+    def result(trained_good: int):
+        samples = [sample(f"s{i}", 0, "continue") for i in range(60)]
+        scores = {side: [score(f"s{i}_0", side, "continue", "continue", 1.0 if side == "trained" and i < trained_good else 0.0)
+                         for i in range(60)] for side in ("base", "trained")}
+        return {"scores": scores, "sampled": None}, samples
+
+    for trained_good, verdict in ((30, "improved"), (0, "no significant change")):
+        run = tmp_path / f"run-{trained_good}"
+        run.mkdir()
+        got, samples = result(trained_good)
+        index = export_review(run, got, samples, 120, run / "review.csv", seed=0)
+        labels = {gid: r.judge_content for gid, r in index.rows.items()}
+        difference = correct(run, got, labels, None).differences()["good_question_rate"]
+        assert difference["verdict"] == verdict
+        assert difference["delta"] == pytest.approx(trained_good / 60)
 
 
 def test_without_review_json_or_labels_nothing_is_corrected(tmp_path):

@@ -5,7 +5,7 @@ labelled-only interval when the judge agrees with humans."""
 import numpy as np
 import pytest
 
-from calibrator.ppi import MIN_LABELS, corrected_rate
+from calibrator.ppi import MIN_LABELS, corrected_difference, corrected_rate
 
 DRAWS, N_JUDGED, N_LABELLED = 1000, 2000, 100
 
@@ -71,3 +71,19 @@ def test_few_labels_are_flagged_and_mismatched_inputs_refused():
     assert corrected_rate([1, 0] * 50, [1, 0] * (MIN_LABELS // 2), [1, 0] * (MIN_LABELS // 2)).enough_labels
     with pytest.raises(ValueError, match="3 judge scores for 2 human labels"):
         corrected_rate([1, 0, 1], [1, 0, 1], [1, 0])
+
+
+@pytest.mark.parametrize("scale_a, scale_b", [(1.0, 1.0), (0.8, 0.6)])
+def test_the_difference_of_two_corrected_rates_covers_the_true_difference(scale_a, scale_b):
+    """Base judged too kindly, trained too harshly, labelled independently (as `train eval --review` draws them): the
+    interval of trained minus base, each scaled by a known share, covers the true difference in about 95% of draws."""
+    rng = np.random.default_rng(11)
+    base_rate, trained_rate = 0.3, 0.4
+    truth = scale_b * trained_rate - scale_a * base_rate
+    diffs = [corrected_difference(corrected_rate(*simulate(rng, base_rate, 0.25, 0.05, 300)),
+                                  corrected_rate(*simulate(rng, trained_rate, 0.05, 0.25, 300)), scale_a, scale_b)
+             for _ in range(DRAWS)]
+    coverage = np.mean([d.ci[0] <= truth <= d.ci[1] for d in diffs])
+    assert 0.93 <= coverage <= 0.97, coverage
+    assert abs(np.mean([d.delta for d in diffs]) - truth) < 0.01  # trained minus base, not the other way round
+    assert all(d.enough_labels for d in diffs)

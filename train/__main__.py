@@ -81,6 +81,11 @@ def _parser() -> argparse.ArgumentParser:
     ev.add_argument("--review-out", type=Path, metavar="FILE", help="where the review sheet goes (.xlsx or .csv; default: DIR/review.xlsx)")
     ev.add_argument("--goldset", type=Path, help="the grader gold set the labelled review rows are read from (default: the one "
                     "the grader prompt was calibrated on)")
+    ev.add_argument("--judge", metavar="NAME", help="grade content with this judge instead of the one that gave the run's "
+                    "reward: `lm` (the grader prompt on the run's grader_lm) or a model-free floor of the grader "
+                    "(similarity, neighbours) fitted on the gold set's train split. A policy trained on one judge can "
+                    "learn that judge's blind spots; another judge's figure cannot be gamed that way (default: the "
+                    "reward's judge; --out then defaults to DIR/eval.judge-NAME.json)")
     val = commands.add_parser("validate", help="check a config: its keys, and the whole grpo block built into TRL's GRPOConfig")
     val.add_argument("--config", type=Path, required=True, help="YAML config")
     launch = commands.add_parser("launch", help="start `train run` with accelerate, as the config's launcher block says",
@@ -155,9 +160,10 @@ def _launch(args: argparse.Namespace) -> int:
     return subprocess.run(argv).returncode
 
 
-def _grader(config, stack):
+def _grader(config, stack, judge: str | None = None):
     """(LM handle or None, the content judge): the calibrated LM, or the model-free floor its calibration record shows
-    agreeing better with the humans on val (choose_content_source), fitted again on the same gold set's train split."""
+    agreeing better with the humans on val (choose_content_source), fitted again on the same gold set's train split.
+    judge: this one instead (`lm` or a floor's name), as `train eval --judge` asks."""
     import dspy
 
     from calibrator.components.grader import GRADER, choose_content_source
@@ -167,11 +173,14 @@ def _grader(config, stack):
     from train.rewards import floor_call, grader_call
 
     prompt = load_prompt(config.grader_prompt)
-    source = choose_content_source(prompt.calibration)
-    if source.source != "lm":
+    source = judge or choose_content_source(prompt.calibration).source
+    if source != "lm":
         from calibrator.goldset import load_goldset
 
-        floor = next(f for f in GRADER.floors() if f.name == source.source)
+        if prompt.calibration is None:
+            raise SystemExit(f"error: the model-free judge {source} is fitted on the gold set the grader prompt was "
+                             f"calibrated on, and {config.grader_prompt} has no calibration record")
+        floor = next(f for f in GRADER.floors() if f.name == source)
         floor.fit(load_goldset(Path(prompt.calibration.goldset_path), GRADER.row_model).split("train"))
         return None, floor_call(floor)
     spec = LMSpec.parse(config.grader_lm)
@@ -273,7 +282,7 @@ def _run(args: argparse.Namespace) -> int:
         print(f"training: done already, {config.out / 'final'}")
     else:
         with ExitStack() as stack:
-            handle, grade = _grader(config, stack) if config.content else (None, None)
+            handle, grade = _grader(config, stack, judge) if config.content else (None, None)
             format_source = _format_source(config)
             print(f"format term: {format_source.source} ({format_source.reason})")
             if (content := (gate_record or {}).get("content_source")) is not None:
@@ -404,12 +413,23 @@ def _eval(args: argparse.Namespace) -> int:
     if not 0 < args.temperature or not 0 < args.top_p <= 1:
         print("error: --temperature must be above 0 and --top-p in (0, 1]", file=sys.stderr)
         return 2
+    if args.judge is not None:
+        from calibrator.components.grader import GRADER
+
+        judges = ["lm", *(f.name for f in GRADER.floors())]
+        if args.judge not in judges:
+            print(f"error: --judge {args.judge}: not a content judge; choose one of {', '.join(judges)}", file=sys.stderr)
+            return 2
+        if not config.content:
+            print("error: --judge grades content, and this run grades none (content: false)", file=sys.stderr)
+            return 2
     from train.evaluate import Sampling
 
     rollouts = config.eval_rollouts if args.rollouts is None else args.rollouts
     sampling = Sampling(rollouts=rollouts, temperature=args.temperature, top_p=args.top_p, seed=config.seed) if rollouts else None
-    result = evaluate_run(args.model, config, samples, args.out or args.model / "eval.json",
-                          args.max_new_tokens or _max_new_tokens(config), base=args.base, sampling=sampling, goldset=args.goldset)
+    default_out = args.model / ("eval.json" if args.judge is None else f"eval.judge-{args.judge}.json")
+    result = evaluate_run(args.model, config, samples, args.out or default_out, args.max_new_tokens or _max_new_tokens(config),
+                          base=args.base, sampling=sampling, goldset=args.goldset, judge=args.judge)
     if args.review:
         from train.policy_review import export_review
 
@@ -425,13 +445,15 @@ def _eval(args: argparse.Namespace) -> int:
 
 
 def evaluate_run(run_dir: Path, config: TrainConfig, samples: list["TrainingSample"], out: Path, max_new_tokens: int,
-                 base: Path | None = None, sampling: "Sampling | None" = None, goldset: Path | None = None) -> dict:
+                 base: Path | None = None, sampling: "Sampling | None" = None, goldset: Path | None = None,
+                 judge: str | None = None) -> dict:
     """Base vs trained policy of the run in `run_dir` on `samples`: eval.json at `out`, the HTML beside it, one line per
     metric printed. Completions are cached in run_dir/eval.{base,trained}.jsonl (sampled rollouts in
     eval.{base,trained}.sampled.jsonl), so a killed eval resumes; grader calls go config.concurrency at a time.
     base: another model to compare with instead of the run's base model. sampling: also score that many sampled
     rollouts per sample, the reference's evaluation, beside greedy decoding. goldset: where labels of reviewed
-    rollouts are read (default: the grader's calibration gold set), to correct the content figures."""
+    rollouts are read (default: the grader's calibration gold set), to correct the content figures. judge: the content
+    judge (`lm` or a floor's name) instead of the reward's."""
     from contextlib import ExitStack
 
     from calibrator.prompt import load_prompt, write_atomic
@@ -455,7 +477,7 @@ def evaluate_run(run_dir: Path, config: TrainConfig, samples: list["TrainingSamp
                                                                  context_turns=config.context_turns) for text in texts]
     sampled_samples = rollout_samples(samples, sampling.rollouts) if sampling else []
     with ExitStack() as stack:
-        handle, grade = _grader(config, stack) if config.content else (None, None)
+        handle, grade = _grader(config, stack, judge) if config.content else (None, None)
         format_source = _format_source(config)
         threads = handle.concurrency if handle else 1
         scores = {side: score(samples, [c.text for c in made], grade, config.fusion, format_source.source, threads,
@@ -467,7 +489,10 @@ def evaluate_run(run_dir: Path, config: TrainConfig, samples: list["TrainingSamp
     sampled_comparison = compare(sampled_samples, sampled["base"], sampled["trained"], seed=config.seed) if sampling else []
     calibration = load_prompt(config.grader_prompt).calibration if config.content else None
     content = choose_content_source(calibration)
-    grader = grader_agreement(config.grader_prompt, calibration, config.min_grader_qwk, used=config.content, source=content.source)
+    source = judge or content.source
+    grader = grader_agreement(config.grader_prompt, calibration, config.min_grader_qwk, used=config.content, source=source)
+    judged_by = (f"content judged by {source}, not the reward's judge ({content.source}: {content.reason})"
+                 if source != content.source else f"content judged by {source}, the reward's own judge ({content.reason})")
     n_stop = sum(s.decision == "stop" for s in samples)
     result = {
         "note": (f"trained by {METHODS[config.method]}; {len(samples)} held-out samples ({len(samples) - n_stop} continue, {n_stop} stop) from "
@@ -475,11 +500,12 @@ def evaluate_run(run_dir: Path, config: TrainConfig, samples: list["TrainingSamp
                  + (f", the last {config.context_turns} messages shown" if config.context_turns else "")
                  + "; stop_discrimination is the ROC AUC of the policy's probability of beginning with <stop"
                  + f"; reward fusion {config.fusion}; "
-                 + (f"grader {config.grader_prompt}, content judged by {content.source} ({content.reason}); "
-                    if config.content else "")
+                 + (f"grader {config.grader_prompt}, {judged_by}; " if config.content else "")
                  + f"format term from the {format_source.source}; {grader.summary()}."),
         "models": {side: str(model_dir) for side, model_dir in models.items()},
         "method": config.method,
+        "judge": {"content": source, "reward": content.source, "other_than_reward": source != content.source}
+        if config.content else None,
         "format": format_source.model_dump(),
         "grader": grader.model_dump(mode="json"),
         "base": metrics(scores["base"]),
@@ -510,7 +536,8 @@ def evaluate_run(run_dir: Path, config: TrainConfig, samples: list["TrainingSamp
             print(f"warning: {run_dir / 'review.json'} cannot be read ({str(e).splitlines()[0]}); the content figures "
                   f"are not corrected", file=sys.stderr)
             correction = None
-        result["corrected"] = None if correction is None else correction.model_dump() | {"figures": correction.figures()}
+        result["corrected"] = None if correction is None else correction.model_dump() | {"figures": correction.figures(),
+                                                                                "differences": correction.differences()}
     write_atomic(out, json.dumps(result, indent=2, ensure_ascii=False))
     write_atomic(out.with_suffix(".html"), render_eval(result, samples))
     print("greedy decoding:")

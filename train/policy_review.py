@@ -18,7 +18,7 @@ from pydantic import BaseModel
 
 from calibrator.logs import render
 from calibrator.metrics import quadratic_weighted_kappa
-from calibrator.ppi import CorrectedRate, corrected_rate
+from calibrator.ppi import CorrectedRate, corrected_difference, corrected_rate
 from calibrator.prompt import write_atomic
 from calibrator.review import Review, write_review
 from calibrator.samples_file import TrainingSample
@@ -138,6 +138,20 @@ class Correction(BaseModel):
                                                     "enough_labels": r.enough_labels}
         return out
 
+    def differences(self) -> dict[str, dict[str, Any]]:
+        """Per metric, trained minus base, both corrected, over all continue rollouts; the verdict is `improved` or
+        `worse` only when the interval excludes 0 and each side has enough labels for a normal interval."""
+        out: dict[str, dict[str, Any]] = {}
+        if set(self.sides) != set(SIDES):
+            return out
+        base, trained = self.sides["base"], self.sides["trained"]
+        for metric in ("good_question_rate", "mean_content"):
+            d = corrected_difference(getattr(base, metric), getattr(trained, metric), base.judged_share, trained.judged_share)
+            verdict = ("too few labels" if not d.enough_labels else "improved" if d.ci[0] > 0 else "worse" if d.ci[1] < 0
+                       else "no significant change")
+            out[metric] = {"delta": d.delta, "ci": list(d.ci), "verdict": verdict}
+        return out
+
 
 def correct(run_dir: Path, result: dict[str, Any], labels: dict[str, float], seed_qwk: float | None) -> Correction | None:
     """The judge-measured content rates of `result` corrected by the humans' labels (read_labels: by id, else by
@@ -182,6 +196,9 @@ def describe(c: Correction) -> list[str]:
             flag = "" if f["enough_labels"] else " (under 30 labels: the interval is rough)"
             lines.append(f"{metric} ({c.source}, {side}): judge {f['judge']:.2f}, corrected by {f['labelled']} human labels "
                          f"{f['corrected']:.2f} [{f['ci'][0]:.2f}, {f['ci'][1]:.2f}]{flag}")
+    for metric, d in c.differences().items():
+        lines.append(f"{metric} ({c.source}), trained - base, both corrected: {d['delta']:+.2f} "
+                     f"[{d['ci'][0]:+.2f}, {d['ci'][1]:+.2f}]: {d['verdict']} (sides' labels independent; conservative)")
     seed = "not recorded" if c.seed_qwk is None else f"{c.seed_qwk:.2f}"
     policy = "–" if c.policy_qwk is None else f"{c.policy_qwk:.2f}"
     lines.append(f"judge agreement on the policy's outputs: qwk {policy}, exact {c.policy_agreement:.2f} on "
