@@ -25,7 +25,7 @@ sys.path.insert(0, str(ROOT))
 
 from calibrator.logs import Sample, render  # noqa: E402
 from calibrator.prompt import write_atomic  # noqa: E402
-from train.data import expert_move  # noqa: E402  # reads decision and future, which a Sample has
+from train.data import expert_move, question_target  # noqa: E402  # read decision and future, which a Sample has
 
 CORPUS = ROOT.parent / "shared/data/mts-dialog/Main-Dataset/MTS-Dialog-TrainingSet.csv"
 LABELS = ROOT / "goldsets/grader.primary-care.labels.csv"
@@ -61,7 +61,10 @@ def held_out_sessions(corpus: Path) -> set[str]:
     return held
 
 
-def build(labels: Path, corpus: Path) -> str:
+def build(labels: Path, corpus: Path, targets: str = "labels") -> str:
+    """targets: `labels`, the labellers' `field: value` items; `expert_question`, the doctor's next question itself
+    (train.data.question_target), the target a `targets: expert_question` run grades against. The labels are the same:
+    the labellers scored against the doctor's next run, which both forms name."""
     samples = cut_points(corpus)
     out = io.StringIO()
     writer = csv.writer(out)
@@ -86,7 +89,8 @@ def build(labels: Path, corpus: Path) -> str:
             if not candidate.strip():
                 problems.append(f"{labels}, row {line}, column 'candidate': empty")
                 continue
-            writer.writerow([row["id"], render(sample.context[-CONTEXT_TURNS:]), row["target_info"], candidate,
+            target = row["target_info"] if targets == "labels" else "; ".join(question_target(sample))
+            writer.writerow([row["id"], render(sample.context[-CONTEXT_TURNS:]), target, candidate,
                              row["content_score"], row["format_score"], row["annotator"], row["note"]])
     if problems:
         raise SystemExit("\n".join(problems))
@@ -124,7 +128,11 @@ def main() -> int:
     b = commands.add_parser("build", help="write the gold set: the shipped labels with their dialogues from the corpus")
     b.add_argument("--labels", type=Path, default=LABELS)
     b.add_argument("--corpus", type=Path, default=CORPUS, help="MTS-Dialog's training set (default: ../shared/data)")
-    b.add_argument("--out", type=Path, default=ROOT / ".cache/goldsets/grader.primary-care.csv")
+    b.add_argument("--out", type=Path, help="default: .cache/goldsets/grader.primary-care.csv "
+                   "(grader.primary-care.question.csv with --targets expert_question)")
+    b.add_argument("--targets", choices=("labels", "expert_question"), default="labels",
+                   help="each row's target: the labellers' field: value items (default), or the doctor's next question "
+                   "itself, as a `targets: expert_question` training run grades against")
     d = commands.add_parser("draft", help="a sheet of cut points to label, from training sessions only")
     d.add_argument("--samples", type=Path, required=True, help="the policy's cached samples (e.g. a DPO run's dpo_samples.jsonl)")
     d.add_argument("--corpus", type=Path, default=CORPUS)
@@ -134,7 +142,12 @@ def main() -> int:
     args = parser.parse_args()
     if not args.corpus.is_file():
         parser.error(f"{args.corpus}: no such file (pass --corpus: MTS-Dialog-TrainingSet.csv)")
-    text = build(args.labels, args.corpus) if args.command == "build" else draft(args.samples, args.corpus, args.cuts, args.seed)
+    if args.command == "build":
+        text = build(args.labels, args.corpus, args.targets)
+        suffix = "" if args.targets == "labels" else ".question"
+        args.out = args.out or ROOT / f".cache/goldsets/grader.primary-care{suffix}.csv"
+    else:
+        text = draft(args.samples, args.corpus, args.cuts, args.seed)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     write_atomic(args.out, text)
     print(f"wrote {args.out} ({len(list(csv.reader(io.StringIO(text)))) - 1} rows)")

@@ -50,6 +50,22 @@ def test_build_fills_the_dialogue_and_the_experts_question_from_the_corpus(tmp_p
     assert rows["pc-2"].candidate == "Did you fall?" and rows["pc-2"].content_score == 0
 
 
+def test_built_with_expert_question_targets_the_rows_carry_the_doctors_next_question(tmp_path):
+    """The same labels with the target a `targets: expert_question` run grades against: the doctor's next question, read
+    from the corpus, on every row of the cut, whatever the labellers wrote as field: value."""
+    path = labels(tmp_path / "labels.csv", [
+        {"id": "pc-1", "cut": "0_0", "candidate_source": "written", "candidate": "Did you fall?",
+         "target_info": "symptom: pain on stairs", "content_score": "0", "format_score": "1", "annotator": "a"},
+        {"id": "pc-2", "cut": "1_0", "candidate_source": "written", "candidate": "How many a day?",
+         "target_info": "dose: two tablets", "content_score": "1", "format_score": "1", "annotator": "a"}])
+    built = tmp_path / "gold.csv"
+    built.write_text(primary_care.build(path, FIXTURE, targets="expert_question"))
+    rows = {r.id: r for r in load_goldset(built, GRADER.row_model).rows}
+    assert rows["pc-1"].target_info == ["asked: Does it hurt on the stairs?"]
+    assert rows["pc-2"].target_info == ["asked: How much, and how often?"]
+    assert rows["pc-2"].content_score == 1 and rows["pc-1"].candidate == "Did you fall?"
+
+
 def test_a_label_naming_a_cut_the_corpus_lacks_is_an_error_naming_its_row(tmp_path):
     path = labels(tmp_path / "labels.csv", [
         {"id": "pc-1", "cut": "0_0", "candidate_source": "expert", "target_info": "x: y", "content_score": "1"},

@@ -9,6 +9,7 @@ from calibrator.components.grader import GraderPrediction
 from train import data
 from train.config import CONFIGS, load_config
 from train.rewards import STOP_TAG, CalibratedReward, Terms, decision_of, fuse, score_terms
+from support import ROOT
 from support.training import copy_config, sample
 
 
@@ -274,3 +275,22 @@ def test_a_samples_file_notes_what_the_log_options_do_not_do(tmp_path):
     bare.mkdir()
     unknown = data.samples_file_notes(load_config(config, samples=_samples_with_manifest(bare, None)))
     assert len(unknown) == 2 and "no manifest" in unknown[0] and "stop rule it was cut at is unknown" in unknown[0]
+
+
+def test_expert_question_targets_are_the_experts_next_question_and_need_no_lm(tmp_path):
+    """`targets: expert_question` on a corpus: each continue sample's target is the question the doctor asked next, a
+    stop has none, and no LM is opened (the config's LM points at a port nothing listens on)."""
+    from pydantic import ValidationError
+
+    fixture = ROOT / "tests/fixtures/corpora/mts-dialog.csv"
+    config = load_config(None, logs=fixture, content=True, targets="expert_question", lm="openai-compatible:m@http://127.0.0.1:9")
+    samples = data.samples_from_logs(config, tmp_path / "samples.jsonl")
+    by_id = {s.id: s for s in samples}
+    assert by_id["0_0"].target_info == ["asked: Does it hurt on the stairs?"]
+    assert by_id["1_0"].target_info == ["asked: How much, and how often?"]
+    assert data.question_target(sample("s", 0, "stop")) == []  # a stop has nothing left to ask
+    assert data.read_samples(tmp_path / "samples.jsonl") == samples
+    no_content = load_config(None, logs=fixture, content=False, fusion="stop", targets="expert_question")
+    assert all(s.target_info == [] for s in data.samples_from_logs(no_content, tmp_path / "none.jsonl"))
+    with pytest.raises(ValidationError, match="targets: expert_question is the expert's next question"):
+        load_config(None, targets="expert_question", target_scope="rest")

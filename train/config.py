@@ -102,6 +102,10 @@ class TrainConfig(BaseModel):
     context_turns: int | None = Field(None, ge=1)  # the policy sees the last N messages (bounds prompt length and step time)
     stop_share: float | None = Field(None, gt=0, lt=1)  # resample training rows so stop samples make up this share
     content: bool = True  # grade question content (reward and good_question_rate); false: decision and format only
+    # Where a continue sample's target comes from (--logs only): the extractor prompt on the LM, or, with no LM, the
+    # question the expert asked next as one `asked: ...` item (train.data.question_target), for when no extractor here
+    # names targets well (the embedded 135M one does not); the grader's gold set should then carry the same targets
+    targets: Literal["extractor", "expert_question"] = "extractor"
     warm_start: WarmStart | None = None
     # What trains the policy: GRPO on the reward (Learn-to-Ask), or one of the paper's baselines (train/baselines.py)
     method: Literal["grpo", "sft", "dpo"] = "grpo"
@@ -124,6 +128,13 @@ class TrainConfig(BaseModel):
         if not self.content and self.fusion != "stop":
             raise ValueError(f"content: false grades no question, so the reward cannot use content: set fusion: stop "
                              f"(3 R_stop + R_format), not {self.fusion!r}")
+        return self
+
+    @model_validator(mode="after")
+    def _expert_question_is_a_next_target(self) -> "TrainConfig":
+        if self.targets == "expert_question" and self.target_scope != "next":
+            raise ValueError("targets: expert_question is the expert's next question, a target_scope: next target; "
+                             f"target_scope: {self.target_scope} needs targets: extractor")
         return self
 
     @field_validator("launcher", mode="before")

@@ -1,5 +1,6 @@
 """Training samples: expert logs in any supported format (calibrator.corpora) segmented at the config's stop rule, their
-targets extracted with the calibrated extractor when the run grades content (resumable), then whole sessions split into
+targets extracted with the calibrated extractor when the run grades content (resumable; or, with `targets:
+expert_question`, the expert's next question itself, no LM), then whole sessions split into
 train and held-out eval deterministically, and shaped as policy prompts."""
 
 import hashlib
@@ -38,9 +39,10 @@ def samples_from_logs(config: TrainConfig, out: Path) -> list[TrainingSample]:
     """Written to `out`. With `content`, the `calibrator extract` step runs in-process (resumable like the command: a
     record made by another extractor prompt or LM is re-extracted); without, no target is needed and none is extracted."""
     samples = segment_logs(config)
-    if not config.content:
+    if not config.content or config.targets == "expert_question":
         if not out.is_file():
-            write_atomic_lines(out, (TrainingSample(**s.model_dump(), target_info=[]).model_dump_json() + "\n" for s in samples))
+            write_atomic_lines(out, (TrainingSample(**s.model_dump(), target_info=question_target(s) if config.content else [])
+                                     .model_dump_json() + "\n" for s in samples))
         return read_samples(out)
     import dspy
 
@@ -151,7 +153,7 @@ def policy_messages(context: list[Message], instructions: str, context_turns: in
     return [{"role": "system", "content": instructions.strip()}, *({"role": m.role, "content": m.content} for m in shown)]
 
 
-def expert_move(sample: TrainingSample) -> str | None:
+def expert_move(sample: Sample) -> str | None:
     """What the expert did, as the policy should say it: `<stop />` at the stop point, else their first question
     (a run often starts with an acknowledgement: `Okay. Any fever?`), else their first message; None when the sample
     does not show the expert's next turn (a reference sample whose remaining_chat text has no speaker labels)."""
@@ -160,6 +162,15 @@ def expert_move(sample: TrainingSample) -> str | None:
     run = [m.content for m in sample.future[: next((i for i, m in enumerate(sample.future) if m.role == "user"), None)]]
     question = next((q.group().strip() for text in run if (q := QUESTION_SENTENCE.search(text))), None)
     return question or (run[0] if run else None)
+
+
+def question_target(sample: Sample) -> list[str]:
+    """The model-free target (`targets: expert_question`): the question the expert asked next, as one `asked: ...` item;
+    none at a stop, or where the expert's next turn is not shown."""
+    if sample.decision == "stop":
+        return []
+    move = expert_move(sample)
+    return [f"asked: {' '.join(move.split())}"] if move else []
 
 
 def to_rows(samples: list[TrainingSample], instructions: str, context_turns: int | None = None) -> list[dict]:
