@@ -282,7 +282,7 @@ def _run(args: argparse.Namespace) -> int:
         print(f"training: done already, {config.out / 'final'}")
     else:
         with ExitStack() as stack:
-            handle, grade = _grader(config, stack, judge) if config.content else (None, None)
+            handle, grade = _grader(config, stack) if config.content else (None, None)
             format_source = _format_source(config)
             print(f"format term: {format_source.source} ({format_source.reason})")
             if (content := (gate_record or {}).get("content_source")) is not None:
