@@ -127,6 +127,7 @@ def judged(args: argparse.Namespace, baselines: dict[str, dict]) -> None:
     results = {}
     for method, folder in {**{m: args.out.with_name(f"{args.out.name}-{m}") for m in baselines}, "grpo": args.out}.items():
         command = [sys.executable, "-m", "train", "eval", "--model", str(folder), "--judge", args.judge]
+        command += ["--goldset", str(args.goldset)] if args.goldset else []
         run(command + (["--review", str(args.review)] if args.review and method == "grpo" else []))
         results[method] = json.loads((folder / f"eval.judge-{args.judge}.json").read_text())
     print(f"\ncontent judged by {args.judge}, not the reward's judge ({results['grpo']['judge']['reward']}):")
@@ -172,6 +173,8 @@ def main() -> int:
     parser.add_argument("--review", type=int, metavar="N", help="with --judge: export N of its judged rollouts (both sides, "
                         "blind) to OUT/review.xlsx; once labelled and added with `calibrator goldset add`, run the bench "
                         "again (everything cached) for the figures corrected by those labels")
+    parser.add_argument("--goldset", type=Path, help="with --judge: the grader gold set the labelled review rows were added "
+                        "to (default: the one the grader prompt was calibrated on)")
     parser.add_argument("--methods", default="grpo", help="comma-separated: grpo (Learn-to-Ask), sft, dpo (the paper's "
                         "baselines, each trained into OUT-<method> on the same samples and split); default grpo")
     args = parser.parse_args()
