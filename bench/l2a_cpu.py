@@ -128,9 +128,12 @@ def judged(args: argparse.Namespace, baselines: dict[str, dict]) -> None:
     for method, folder in {**{m: args.out.with_name(f"{args.out.name}-{m}") for m in baselines}, "grpo": args.out}.items():
         command = [sys.executable, "-m", "train", "eval", "--model", str(folder), "--judge", args.judge]
         command += ["--goldset", str(args.goldset)] if args.goldset else []
-        run(command + (["--review", str(args.review)] if args.review and method == "grpo" else []))
+        exported = (folder / "review.json").is_file()  # a second run of the bench reads the labels, exports nothing
+        run(command + (["--review", str(args.review)] if args.review and method == "grpo" and not exported else []))
         results[method] = json.loads((folder / f"eval.judge-{args.judge}.json").read_text())
-    print(f"\ncontent judged by {args.judge}, not the reward's judge ({results['grpo']['judge']['reward']}):")
+    judge = results["grpo"]["judge"]
+    print(f"\ncontent judged by {args.judge}, " + (f"not the reward's judge ({judge['reward']}):"
+          if judge["other_than_reward"] else "the reward's own judge: the policy was trained on it"))
     paper_table(results)
     result = results["grpo"]
     for decoding, block in (("greedy", result), ("sampled", result.get("sampled"))):
@@ -139,9 +142,10 @@ def judged(args: argparse.Namespace, baselines: dict[str, dict]) -> None:
         by = {c["name"]: c for c in block["comparison"]}
         good, decision = by["good_question_rate"], by["decision_accuracy"]
         met = good["verdict"] == "improved" and decision["verdict"] != "worse"
+        shown = ("not measured" if good["base"] is None else f"{good['base']:.2f} → {good['trained']:.2f}, {good['delta']:+.2f}"
+                 + ("" if good["delta_ci"] is None else f" [{good['delta_ci'][0]:+.2f}, {good['delta_ci'][1]:+.2f}]"))
         print(f"goal ({decoding}, judge {args.judge}, session bootstrap): {'met' if met else 'NOT met'}: good-question rate "
-              f"{good['base']:.2f} → {good['trained']:.2f}, {good['delta']:+.2f} [{good['delta_ci'][0]:+.2f}, "
-              f"{good['delta_ci'][1]:+.2f}] {good['verdict']}; decision accuracy {decision['verdict']}")
+              f"{shown} {good['verdict']}; decision accuracy {decision['verdict']}")
     corrected = result.get("corrected")
     if not corrected:
         print(f"no labelled review yet: label {args.out / 'review.xlsx'}, `python -m calibrator goldset add` it to the "
@@ -156,7 +160,9 @@ def judged(args: argparse.Namespace, baselines: dict[str, dict]) -> None:
     met = d["verdict"] == "improved" and decision["verdict"] != "worse"
     print(f"goal after the PPI correction ({corrected['source']} rollouts): {'met' if met else 'NOT met'}: trained - base "
           f"{d['delta']:+.2f} [{d['ci'][0]:+.2f}, {d['ci'][1]:+.2f}] {d['verdict']}; decision accuracy {decision['verdict']}")
-    print(f"  judge agreement on the policy's outputs: qwk {corrected['policy_qwk']}, exact {corrected['policy_agreement']:.2f}")
+    qwk = "–" if corrected["policy_qwk"] is None else f"{corrected['policy_qwk']:.2f}"
+    print(f"  judge agreement on the policy's outputs: qwk {qwk}, exact {corrected['policy_agreement']:.2f} "
+          f"({sum(corrected['labelled'].values())} labelled rollouts)")
 
 
 def main() -> int:
@@ -181,8 +187,10 @@ def main() -> int:
     methods = [m.strip() for m in args.methods.split(",") if m.strip()]
     if not methods or set(methods) - {"grpo", "sft", "dpo"}:
         parser.error(f"--methods takes grpo, sft and dpo, not {args.methods!r}")
-    if args.review and not args.judge:
-        parser.error("--review exports the rollouts --judge graded: name a --judge")
+    if (args.review or args.goldset) and not args.judge:
+        parser.error("--review and --goldset are about the rollouts --judge graded: name a --judge")
+    if args.judge and "grpo" not in methods:
+        parser.error("--judge grades the Learn-to-Ask run's rollouts beside the baselines': add grpo to --methods")
     baselines = {}
     for method in [m for m in methods if m != "grpo"]:
         out = args.out.with_name(f"{args.out.name}-{method}")

@@ -81,9 +81,11 @@ class CorrectedDifference(BaseModel):
 
 def corrected_difference(a: CorrectedRate, b: CorrectedRate, scale_a: float = 1.0, scale_b: float = 1.0,
                          confidence: float = 0.95) -> CorrectedDifference:
-    """scale: a known factor on each rate (a share of outputs the judge saw, say). The two sides' labelled rows are
-    drawn independently; their unlabelled outputs often share inputs (base and trained answer the same samples), which
-    makes the two judge means correlate positively, and ignoring that covariance widens the interval: conservative."""
+    """scale: a factor on each rate taken as known (a share of outputs the judge saw, say). The sides' variances are
+    added, as for independent estimates: their labelled rows are drawn independently, but their unlabelled outputs
+    often answer the same inputs, a covariance left out (it widens the interval when positive). Taking the scale as
+    known and the outputs as independent (several rollouts of one sample are not) narrows it: the interval is exact
+    only for independent outputs and fixed scales, which is what the simulation in tests/test_ppi.py checks."""
     delta = scale_b * b.corrected - scale_a * a.corrected
     half = _z(confidence) * math.sqrt((scale_a * a.se) ** 2 + (scale_b * b.se) ** 2)
     return CorrectedDifference(delta=delta, ci=(delta - half, delta + half), enough_labels=a.enough_labels and b.enough_labels)

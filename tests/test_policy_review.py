@@ -120,23 +120,28 @@ def test_labels_come_back_through_goldset_add_and_correct_the_judges_figures(tmp
 
 
 def test_the_corrected_difference_says_improved_only_when_its_interval_clears_zero(tmp_path):
-    """Forty labelled rollouts a side, humans agreeing with the judge: base asks no good question, trained asks them
-    half the time, so the difference is significant; with the sides alike it is not."""
-    def result(trained_good: int):
+    """Sixty rollouts a side; trained says <stop /> on ten of them, so the judged shares differ (60 and 50); 100 of the
+    110 judged rollouts labelled, humans agreeing with the judge: the verdict follows the interval, not the sign."""
+    def result(base_good: int, trained_good: int):
         samples = [sample(f"s{i}", 0, "continue") for i in range(60)]
-        scores = {side: [score(f"s{i}_0", side, "continue", "continue", 1.0 if side == "trained" and i < trained_good else 0.0)
-                         for i in range(60)] for side in ("base", "trained")}
+        good = {"base": base_good, "trained": trained_good}
+        wrong = {"base": 0, "trained": 10}  # trained says <stop /> on its last 10: judged share 50/60
+        scores = {side: [score(f"s{i}_0", side, "continue", "stop" if i >= 60 - wrong[side] else "continue",
+                               1.0 if i < good[side] else 0.0) for i in range(60)] for side in ("base", "trained")}
         return {"scores": scores, "sampled": None}, samples
 
-    for trained_good, verdict in ((30, "improved"), (0, "no significant change")):
-        run = tmp_path / f"run-{trained_good}"
+    cases = ((0, 30, "improved"), (0, 2, "no significant change"), (30, 0, "worse"))
+    for base_good, trained_good, verdict in cases:
+        run = tmp_path / f"run-{base_good}-{trained_good}"
         run.mkdir()
-        got, samples = result(trained_good)
-        index = export_review(run, got, samples, 120, run / "review.csv", seed=0)
+        got, samples = result(base_good, trained_good)
+        index = export_review(run, got, samples, 100, run / "review.csv", seed=0)
         labels = {gid: r.judge_content for gid, r in index.rows.items()}
-        difference = correct(run, got, labels, None).differences()["good_question_rate"]
-        assert difference["verdict"] == verdict
-        assert difference["delta"] == pytest.approx(trained_good / 60)
+        correction = correct(run, got, labels, None)
+        assert correction.sides["base"].judged_share == 1.0 and correction.sides["trained"].judged_share == 50 / 60
+        difference = correction.differences()["good_question_rate"]
+        assert difference["verdict"] == verdict, (base_good, trained_good, difference)
+        assert difference["delta"] == pytest.approx(trained_good / 60 - base_good / 60, abs=0.02)  # PPI on 10 unlabelled
 
 
 def test_without_review_json_or_labels_nothing_is_corrected(tmp_path):

@@ -333,3 +333,41 @@ def test_trl_still_has_the_private_generate_hook_the_trainer_overrides():
     assert shape(GRPOTrainer._generate) == shape(TimedGRPOTrainer._generate)
     assert re.search(r"\bself\._generate\(\s*prompts\s*\)", inspect.getsource(GRPOTrainer)), \
         "TRL no longer calls self._generate(prompts)"
+
+
+# --- another judge than the reward's ---------------------------------------------------------------------------------
+
+
+def test_eval_judge_reaches_the_eval_and_writes_beside_the_rewards_eval(tmp_path, cli, monkeypatch):
+    import train.__main__ as main
+
+    run = finished_run(tmp_path, content=True, fusion="default")
+    seen = []
+    monkeypatch.setattr(main, "evaluate_run", lambda run_dir, config, samples, out, max_new_tokens, **kw: seen.append((out, kw)))
+    assert cli.train("eval", "--model", run, "--judge", "neighbours").code == 0
+    assert cli.train("eval", "--model", run).code == 0
+    assert [(out.name, kw["judge"]) for out, kw in seen] == [("eval.judge-neighbours.json", "neighbours"), ("eval.json", None)]
+
+
+def test_a_review_sheet_that_exists_is_never_overwritten(tmp_path, cli, monkeypatch):
+    """It may hold a reviewer's labels not yet added: the export is refused before anything is generated."""
+    import train.__main__ as main
+
+    run = finished_run(tmp_path, content=True, fusion="default")
+    (run / "review.xlsx").write_bytes(b"labels")
+    monkeypatch.setattr(main, "evaluate_run", lambda *a, **k: pytest.fail("evaluated although the export is refused"))
+    refused = cli.train("eval", "--model", run, "--review", "10")
+    assert refused.code == 2 and "review.xlsx exists and may hold labels" in refused.err
+    assert (run / "review.xlsx").read_bytes() == b"labels"
+
+
+def test_the_reward_judge_is_the_one_the_run_recorded(tmp_path):
+    """A grader prompt calibrated again after training may choose another judge: the eval names the one the reward used."""
+    import train.__main__ as main
+
+    run = finished_run(tmp_path)
+    recorded = {"source": "neighbours", "reason": "recorded at training"}
+    (run / "run.json").write_text(json.dumps({"gate": {"content_source": recorded}}))
+    assert main._reward_judge(run, None).source == "neighbours"
+    (run / "run.json").write_text(json.dumps({"gate": {"grader_prompt": None, "not_needed": "content: false"}}))
+    assert main._reward_judge(run, None).source == "lm"  # nothing recorded: chosen from the (absent) calibration

@@ -289,7 +289,8 @@ def test_expert_question_targets_are_the_experts_next_question_and_need_no_lm(tm
     assert by_id["0_0"].target_info == ["asked: Does it hurt on the stairs?"]
     assert by_id["1_0"].target_info == ["asked: How much, and how often?"]
     assert data.question_target(sample("s", 0, "stop")) == []  # a stop has nothing left to ask
-    assert data.read_samples(tmp_path / "samples.jsonl") == samples
+    stops = [s for s in samples if s.decision == "stop"]
+    assert all(s.target_info == [] for s in stops)
     no_content = load_config(None, logs=fixture, content=False, fusion="stop", targets="expert_question")
     assert all(s.target_info == [] for s in data.samples_from_logs(no_content, tmp_path / "none.jsonl"))
     with pytest.raises(ValidationError, match="targets: expert_question is the expert's next question"):

@@ -413,6 +413,11 @@ def _eval(args: argparse.Namespace) -> int:
     if not 0 < args.temperature or not 0 < args.top_p <= 1:
         print("error: --temperature must be above 0 and --top-p in (0, 1]", file=sys.stderr)
         return 2
+    review_out = args.review_out or args.model / "review.xlsx"
+    if args.review and review_out.exists():
+        print(f"error: {review_out} exists and may hold labels: bring them in with `python -m calibrator goldset add "
+              f"{review_out} --component grader`, then move it away or name another --review-out", file=sys.stderr)
+        return 2
     if args.judge is not None:
         from calibrator.components.grader import GRADER
 
@@ -433,7 +438,7 @@ def _eval(args: argparse.Namespace) -> int:
     if args.review:
         from train.policy_review import export_review
 
-        out = args.review_out or args.model / "review.xlsx"
+        out = review_out
         try:
             index = export_review(args.model, result, samples, args.review, out, seed=config.seed)
         except ValueError as e:
@@ -442,6 +447,18 @@ def _eval(args: argparse.Namespace) -> int:
         print(f"review: wrote {out} ({min(args.review, len(index.rows))} rollouts to label blind; {len(index.rows)} exported "
               f"from this run so far): label them, `python -m calibrator goldset add {out} --component grader`, then eval again")
     return 0
+
+
+def _reward_judge(run_dir: Path, calibration):
+    """The content judge the run's reward used, as its run.json recorded it (the grader prompt may have been calibrated
+    again since); chosen from the prompt's record for a run that did not record it."""
+    from calibrator.components.grader import ContentSource, choose_content_source
+
+    try:
+        recorded = json.loads((run_dir / "run.json").read_text()).get("gate", {}).get("content_source")
+    except (OSError, ValueError, AttributeError):
+        recorded = None
+    return ContentSource.model_validate(recorded) if isinstance(recorded, dict) else choose_content_source(calibration)
 
 
 def evaluate_run(run_dir: Path, config: TrainConfig, samples: list["TrainingSample"], out: Path, max_new_tokens: int,
@@ -457,7 +474,6 @@ def evaluate_run(run_dir: Path, config: TrainConfig, samples: list["TrainingSamp
     from contextlib import ExitStack
 
     from calibrator.prompt import load_prompt, write_atomic
-    from calibrator.components.grader import choose_content_source
     from train.evaluate import (REFERENCE_NAMES, compare, describe, generate, generate_sampled, grader_agreement, metrics,
                                 rollout_samples, score)
     from train.model import ensure_model
@@ -476,8 +492,11 @@ def evaluate_run(run_dir: Path, config: TrainConfig, samples: list["TrainingSamp
                                                                  cache=run_dir / f"{stem[side]}.sampled.jsonl",
                                                                  context_turns=config.context_turns) for text in texts]
     sampled_samples = rollout_samples(samples, sampling.rollouts) if sampling else []
+    calibration = load_prompt(config.grader_prompt).calibration if config.content else None
+    content = _reward_judge(run_dir, calibration)
+    source = judge or content.source
     with ExitStack() as stack:
-        handle, grade = _grader(config, stack, judge) if config.content else (None, None)
+        handle, grade = _grader(config, stack, source) if config.content else (None, None)
         format_source = _format_source(config)
         threads = handle.concurrency if handle else 1
         scores = {side: score(samples, [c.text for c in made], grade, config.fusion, format_source.source, threads,
@@ -487,9 +506,6 @@ def evaluate_run(run_dir: Path, config: TrainConfig, samples: list["TrainingSamp
                                show_progress=True) for side, texts in rollouts.items()}
     comparison = compare(samples, scores["base"], scores["trained"], seed=config.seed)
     sampled_comparison = compare(sampled_samples, sampled["base"], sampled["trained"], seed=config.seed) if sampling else []
-    calibration = load_prompt(config.grader_prompt).calibration if config.content else None
-    content = choose_content_source(calibration)
-    source = judge or content.source
     grader = grader_agreement(config.grader_prompt, calibration, config.min_grader_qwk, used=config.content, source=source)
     judged_by = (f"content judged by {source}, not the reward's judge ({content.source}: {content.reason})"
                  if source != content.source else f"content judged by {source}, the reward's own judge ({content.reason})")

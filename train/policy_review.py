@@ -198,7 +198,7 @@ def describe(c: Correction) -> list[str]:
                          f"{f['corrected']:.2f} [{f['ci'][0]:.2f}, {f['ci'][1]:.2f}]{flag}")
     for metric, d in c.differences().items():
         lines.append(f"{metric} ({c.source}), trained - base, both corrected: {d['delta']:+.2f} "
-                     f"[{d['ci'][0]:+.2f}, {d['ci'][1]:+.2f}]: {d['verdict']} (sides' labels independent; conservative)")
+                     f"[{d['ci'][0]:+.2f}, {d['ci'][1]:+.2f}]: {d['verdict']} (sides' variances added; rollouts taken as independent)")
     seed = "not recorded" if c.seed_qwk is None else f"{c.seed_qwk:.2f}"
     policy = "–" if c.policy_qwk is None else f"{c.policy_qwk:.2f}"
     lines.append(f"judge agreement on the policy's outputs: qwk {policy}, exact {c.policy_agreement:.2f} on "
