@@ -64,7 +64,8 @@ def held_out_sessions(corpus: Path) -> set[str]:
 def build(labels: Path, corpus: Path, targets: str = "labels") -> str:
     """targets: `labels`, the labellers' `field: value` items; `expert_question`, the doctor's next question itself
     (train.data.question_target), the target a `targets: expert_question` run grades against. The labels are the same:
-    the labellers scored against the doctor's next run, which both forms name."""
+    the labellers scored against the doctor's next run, which both forms name; but an `expert` row's candidate is then
+    its own target, an easy row for any judge (goldsets/README.md gives the agreement without them)."""
     samples = cut_points(corpus)
     out = io.StringIO()
     writer = csv.writer(out)
@@ -90,6 +91,9 @@ def build(labels: Path, corpus: Path, targets: str = "labels") -> str:
                 problems.append(f"{labels}, row {line}, column 'candidate': empty")
                 continue
             target = row["target_info"] if targets == "labels" else "; ".join(question_target(sample))
+            if not target.strip():
+                problems.append(f"{labels}, row {line}, column 'cut': {row['cut']!r} has no {targets} target in {corpus}")
+                continue
             writer.writerow([row["id"], render(sample.context[-CONTEXT_TURNS:]), target, candidate,
                              row["content_score"], row["format_score"], row["annotator"], row["note"]])
     if problems:
