@@ -205,4 +205,7 @@ def test_train_eval_review_round_trip_on_the_real_policy(tmp_path, stub, cli, po
         share = len(judged) / len(result["scores"][side])
         assert corrected["figures"][side]["mean_content"]["corrected"] == pytest.approx(share * expected.corrected)
     assert "corrected by" in second.out and "judge agreement on the policy's outputs" in second.out
-    assert "Content figures corrected by human labels" in (run / "eval.html").read_text()
+    page = (run / "eval.html").read_text()
+    assert "Content figures corrected by human labels" in page
+    assert page.count("trained − base") == 2 and "too few labels" in page  # both metrics' differences, under 30 labels
+    assert "trained - base, both corrected" in second.out

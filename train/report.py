@@ -46,6 +46,9 @@ def _corrected(corrected: dict[str, Any] | None, grader: GraderAgreement) -> str
             rough = "" if f["enough_labels"] else " <span class='mark'>(under 30 labels)</span>"
             rows.append(f"<tr><th scope='row'>{escape(metric)}</th><td>{escape(side)}</td><td>{f['judge']:.2f}</td>"
                         f"<td>{f['corrected']:.2f} [{f['ci'][0]:.2f}, {f['ci'][1]:.2f}]{rough}</td><td>{f['labelled']}</td></tr>")
+    for metric, d in (corrected.get("differences") or {}).items():
+        rows.append(f"<tr><th scope='row'>{escape(metric)}</th><td>trained − base</td><td></td>"
+                    f"<td>{d['delta']:+.2f} [{d['ci'][0]:+.2f}, {d['ci'][1]:+.2f}]: {escape(d['verdict'])}</td><td></td></tr>")
     seed = "not recorded" if corrected["seed_qwk"] is None else f"{corrected['seed_qwk']:.2f}"
     policy = "–" if corrected["policy_qwk"] is None else f"{corrected['policy_qwk']:.2f}"
     return ("<h2>Content figures corrected by human labels</h2><table><caption>Over the "
