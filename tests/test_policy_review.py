@@ -207,5 +207,5 @@ def test_train_eval_review_round_trip_on_the_real_policy(tmp_path, stub, cli, po
     assert "corrected by" in second.out and "judge agreement on the policy's outputs" in second.out
     page = (run / "eval.html").read_text()
     assert "Content figures corrected by human labels" in page
-    assert page.count("trained − base") == 2 and "too few labels" in page  # both metrics' differences, under 30 labels
+    assert page.count("<td>trained − base</td>") == 2 and "too few labels" in page  # both metrics' differences, under 30 labels
     assert "trained - base, both corrected" in second.out
