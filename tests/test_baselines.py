@@ -11,7 +11,8 @@ from calibrator.samples_file import TrainingSample
 from support.training import small_samples
 from train import baselines
 from train.config import CONFIGS, TrainConfig
-from train.rewards import STOP_TAG, CalibratedReward
+from calibrator.reward.functions import RewardFunction
+from calibrator.reward.terms import STOP_TAG
 
 
 def _samples() -> list[TrainingSample]:
@@ -28,7 +29,7 @@ def test_a_dpo_pair_prefers_the_experts_move_to_the_lowest_reward_sample_and_dro
              "b_0": [STOP_TAG, "<stop /> bye"]}  # the stop sample: one sample as good as the expert, one worse in format
     monkeypatch.setattr("train.evaluate.generate_sampled", lambda model, samples, *a, **k: [drawn[s.id] for s in samples])
     config = TrainConfig(out=tmp_path, stop_share=None, dpo={"steps": 3, "batch_size": 2, "samples_per_prompt": 2})
-    reward = CalibratedReward(None, "stop", "rule")
+    reward = RewardFunction(None, "stop", "rule")
     pairs, counts = baselines.dpo_pairs(config, _samples(), tmp_path, "Ask one question.", reward)
     assert counts == {"prompts": 2, "kept": 2, "no_worse_sample": 0, "grader_failed": 0}
     by = {p["id"]: p for p in pairs}
@@ -52,7 +53,7 @@ def test_dpo_pairs_are_as_many_as_training_reads_at_the_configs_stop_share(tmp_p
     many = [ask.model_copy(update={"id": f"a_{i}", "session_id": f"a{i}"}) for i in range(9)] + [stop]  # 1 stop in 10
     # rebalanced to 9 continue + 9 copies of the stop, one pass of which is 6 steps of 3
     config = TrainConfig(out=tmp_path, stop_share=0.5, dpo={"steps": 6, "batch_size": 3, "samples_per_prompt": 1})
-    pairs, counts = baselines.dpo_pairs(config, many, tmp_path, "Ask.", CalibratedReward(None, "stop", "rule"))
+    pairs, counts = baselines.dpo_pairs(config, many, tmp_path, "Ask.", RewardFunction(None, "stop", "rule"))
     assert len(pairs) == 18  # steps x batch
     assert sum(p["chosen"][0]["content"] == STOP_TAG for p in pairs) == 9  # half, as GRPO's rows are
     assert len(seen[0]) == len(set(seen[0])) == counts["prompts"] == 10  # a repeated prompt sampled and graded once
@@ -67,7 +68,7 @@ def test_a_resumed_dpo_run_trains_on_its_written_pairs_without_sampling_again(tm
     trained = []
     monkeypatch.setattr(baselines, "dpo_pairs", lambda *a: pytest.fail("the pairs were drawn again"))
     monkeypatch.setattr(baselines, "train_baseline", lambda config, method, rows, start: trained.append(rows) or {"steps": 1})
-    _baseline(TrainConfig(out=tmp_path, method="dpo"), [], "Ask.", tmp_path, CalibratedReward(None, "stop", "rule"))
+    _baseline(TrainConfig(out=tmp_path, method="dpo"), [], "Ask.", tmp_path, RewardFunction(None, "stop", "rule"))
     assert trained == [written]
 
 
@@ -76,7 +77,7 @@ def test_a_grader_failure_leaves_the_prompt_out_instead_of_making_a_preference(t
 
     monkeypatch.setattr("train.evaluate.generate_sampled", lambda model, samples, *a, **k: [["What is it?"] for _ in samples])
     grades = iter([GraderPrediction(content_score=1.0, format_score=1.0), GraderPrediction(error="timeout")])
-    reward = CalibratedReward(lambda context, target, candidate: next(grades), "default", "rule", threads=1)
+    reward = RewardFunction(lambda context, target, candidate: next(grades), "default", "rule", concurrency=1)
     config = TrainConfig(out=tmp_path, stop_share=None, dpo={"steps": 1, "batch_size": 1, "samples_per_prompt": 1})
     pairs, counts = baselines.dpo_pairs(config, _samples()[:1], tmp_path, "Ask.", reward)
     assert pairs == [] and counts["grader_failed"] == 1 and counts["no_worse_sample"] == 0

@@ -11,6 +11,7 @@ import pytest
 from calibrator.components.grader import GRADER, choose_content_source
 from calibrator.goldset import load_goldset
 from calibrator.prompt import Calibration, load_prompt, save_prompt
+from calibrator.reward.gate import GateError
 from support import ROOT
 from support.files import gold_slice
 from support.training import sample
@@ -90,7 +91,7 @@ def test_the_gate_holds_the_chosen_floor_to_its_own_held_out_figures(tmp_path):
     assert checks["grader_lm"]["passed"]
     prompt.calibration.floors["similarity"]["test"]["qwk_ci"] = [0.2, 0.6]  # the floor's own figure fails; the LM's is not read
     save_prompt(prompt, path)
-    with pytest.raises(trainer.GateError, match=r"model-free floor similarity .* lower bound 0.20 is under min_grader_qwk 0.4"):
+    with pytest.raises(GateError, match=r"model-free floor similarity .* lower bound 0.20 is under min_grader_qwk 0.4"):
         trainer.gate(load_config(None, grader_prompt=path))
 
 

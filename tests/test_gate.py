@@ -12,7 +12,8 @@ from calibrator.goldset import load_goldset
 from calibrator.prompt import Calibration, load_prompt, save_prompt
 from support.files import write_csv
 from train.config import CONFIGS, TrainConfig, load_config
-from train.trainer import GateError, StepLog, gate
+from calibrator.reward.gate import GateError
+from train.trainer import StepLog, gate
 from support import ROOT
 from support.training import small_samples
 

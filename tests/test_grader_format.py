@@ -12,7 +12,8 @@ from calibrator.goldset import load_goldset
 from calibrator.prompt import Calibration, load_prompt, save_prompt
 from train.__main__ import _format_source
 from train.config import TrainConfig
-from train.rewards import CalibratedReward, score_terms
+from calibrator.reward.functions import RewardFunction
+from calibrator.reward.terms import score_terms
 from support import ROOT
 from support.training import calibration
 
@@ -133,5 +134,5 @@ def test_with_the_rule_the_lms_format_answer_does_not_change_r_format():
 def test_the_reward_function_takes_r_format_from_the_chosen_source():
     batch = {"prompts": [[]] * 2, "completions": ["How long has it lasted?", "How long? Any fever? Any rash?"],
              "context": ["patient: a"] * 2, "target_info": ["duration: 2 days"] * 2, "decision": ["continue"] * 2}
-    assert CalibratedReward(lying_grader(0.5), "default", "rule", threads=2)(**batch) == [3 + 1.0, 3 + 0.0]
-    assert CalibratedReward(lying_grader(0.5), "default", "lm", threads=2)(**batch) == [3 + 0.5, 3 + 0.5]
+    assert RewardFunction(lying_grader(0.5), "default", "rule", concurrency=2)(**batch) == [3 + 1.0, 3 + 0.0]
+    assert RewardFunction(lying_grader(0.5), "default", "lm", concurrency=2)(**batch) == [3 + 0.5, 3 + 0.5]

@@ -27,7 +27,7 @@ from calibrator.goldset import load_goldset
 from calibrator.metrics import quadratic_weighted_kappa
 from calibrator.optimize import BUDGETS, Candidate, optimize
 from calibrator.prompt import load_prompt
-from train.rewards import grader_call
+from calibrator.reward.terms import grader_call
 from support import ROOT
 
 LABELS = (0.0, 0.5, 1.0)

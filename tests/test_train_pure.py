@@ -8,7 +8,8 @@ import yaml
 from calibrator.components.grader import GraderPrediction
 from train import data
 from train.config import CONFIGS, load_config
-from train.rewards import STOP_TAG, CalibratedReward, Terms, decision_of, fuse, score_terms
+from calibrator.reward.functions import RewardFunction
+from calibrator.reward.terms import STOP_TAG, Terms, decision_of, fuse, score_terms
 from support import ROOT
 from support.training import copy_config, sample
 
@@ -59,7 +60,7 @@ def test_default_fusion_spans_zero_to_four():
 
 def test_reward_function_shape_and_terms_logged():
     grade, _ = grader(content=1.0, fmt=0.5)
-    reward = CalibratedReward(grade, "default", "lm", threads=3)
+    reward = RewardFunction(grade, "default", "lm", concurrency=3)
     logged = {}
     out = reward(prompts=[[]] * 3, completions=[[{"role": "assistant", "content": "How long?"}], [{"role": "assistant", "content": "<stop />"}], "Hmm"],
                  context=["patient: a"] * 3, target_info=["duration: 2 days", "", "age group: adult"], decision=["continue", "stop", "stop"],

@@ -161,45 +161,29 @@ def _launch(args: argparse.Namespace) -> int:
 
 
 def _grader(config, stack, judge: str | None = None):
-    """(LM handle or None, the content judge): the calibrated LM, or the model-free floor its calibration record shows
-    agreeing better with the humans on val (choose_content_source), fitted again on the same gold set's train split.
+    """(LM handle or None, the content judge), opened by calibrator/reward/judge.py on the run's grader prompt and LM.
     judge: this one instead (`lm` or a floor's name), as `train eval --judge` asks."""
-    import dspy
+    from calibrator.lm import CallPolicy, LMSpec, default_concurrency
+    from calibrator.reward.judge import open_judge
 
-    from calibrator.components.grader import GRADER, choose_content_source
-    from calibrator.lm import CallPolicy, LMSpec, default_concurrency, open_lm
-    from calibrator.lm.adapter import CompactJSONAdapter
-    from calibrator.prompt import load_prompt
-    from train.rewards import floor_call, grader_call
-
-    prompt = load_prompt(config.grader_prompt)
-    source = judge or choose_content_source(prompt.calibration).source
-    if source != "lm":
-        from calibrator.goldset import load_goldset
-
-        if prompt.calibration is None:
-            raise SystemExit(f"error: the model-free judge {source} is fitted on the gold set the grader prompt was "
-                             f"calibrated on, and {config.grader_prompt} has no calibration record")
-        floor = next(f for f in GRADER.floors() if f.name == source)
-        floor.fit(load_goldset(Path(prompt.calibration.goldset_path), GRADER.row_model).split("train"))
-        return None, floor_call(floor)
-    spec = LMSpec.parse(config.grader_lm)
-    policy = CallPolicy(concurrency=config.concurrency or default_concurrency(spec))
-    handle = stack.enter_context(open_lm(spec, cache_dir=config.cache_dir, seed=config.seed, policy=policy))
-    stack.enter_context(dspy.context(lm=handle.lm, adapter=CompactJSONAdapter()))
-    return handle, grader_call(GRADER.build_program(prompt), GRADER.predict)
+    policy = CallPolicy(concurrency=config.concurrency or default_concurrency(LMSpec.parse(config.grader_lm)))
+    try:
+        opened = open_judge(stack, config.grader_prompt, config.grader_lm, cache_dir=config.cache_dir, seed=config.seed,
+                            policy=policy, judge=judge)
+    except ValueError as e:
+        raise SystemExit(f"error: {e}") from None
+    return opened.handle, opened.grade
 
 
 def _format_source(config):
-    """Where the reward's format term comes from: chosen on the grader prompt's val agreement (see the grader); the
-    rule when the run grades no content (no grader at all)."""
-    from calibrator.components.grader import FormatSource, choose_format_source
-    from calibrator.prompt import load_prompt
+    """Where the reward's format term comes from: chosen on the grader's val agreement; the rule when the run grades
+    no content (no grader at all)."""
+    from calibrator.components.grader import FormatSource
+    from calibrator.reward.judge import format_source_of
 
     if not config.content:
         return FormatSource(source="rule", reason="content: false: no grader in this run; the question-count rule")
-    calibration = load_prompt(config.grader_prompt).calibration
-    return choose_format_source(calibration.val if calibration else None)
+    return format_source_of(config.grader_prompt)
 
 
 def _run(args: argparse.Namespace) -> int:
@@ -209,10 +193,11 @@ def _run(args: argparse.Namespace) -> int:
 
     from calibrator.logs import LogError
     from calibrator.prompt import load_prompt
+    from calibrator.reward.gate import GateError
     from train import data, trainer
     from train.config import grpo_config
     from train.model import ensure_model
-    from train.rewards import CalibratedReward
+    from calibrator.reward.functions import RewardFunction
     from train.warm_start import warm_start
 
     if args.max_steps and args.method in ("sft", "dpo"):
@@ -232,7 +217,7 @@ def _run(args: argparse.Namespace) -> int:
     if config.content:
         try:
             gate_record = trainer.gate(config)
-        except trainer.GateError as e:
+        except GateError as e:
             print(f"error: {e}", file=sys.stderr)
             return 2
     else:
@@ -287,7 +272,7 @@ def _run(args: argparse.Namespace) -> int:
             print(f"format term: {format_source.source} ({format_source.reason})")
             if (content := (gate_record or {}).get("content_source")) is not None:
                 print(f"content term: {content['source']} ({content['reason']})")
-            reward = CalibratedReward(grade, config.fusion, format_source.source, handle.concurrency if handle else 1)
+            reward = RewardFunction(grade, config.fusion, format_source.source, handle.concurrency if handle else 1)
             if config.method == "grpo":
                 summary = trainer.train(config, data.to_rows(rows, instructions, config.context_turns), start_from, reward, grpo_args)
             else:

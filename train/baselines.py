@@ -15,12 +15,12 @@ from calibrator.prompt import write_atomic_lines
 from calibrator.samples_file import TrainingSample
 from train.config import TrainConfig
 from train.data import expert_move, policy_messages, rebalance
-from train.rewards import CalibratedReward
+from calibrator.reward.functions import RewardFunction
 from train.warm_start import supervised_args
 
 
 def dpo_pairs(config: TrainConfig, samples: list[TrainingSample], start: Path, instructions: str,
-              reward: CalibratedReward) -> tuple[list[dict], dict[str, int]]:
+              reward: RewardFunction) -> tuple[list[dict], dict[str, int]]:
     """One pair per prompt where the policy did worse than the expert: chosen = the expert's move, rejected = the
     lowest-reward of `samples_per_prompt` answers the starting policy (the base) sampled (temperature 1.0), both scored
     by the run's own reward. Prompts are drawn as GRPO draws its rows (the config's stop_share), as many as training

@@ -11,6 +11,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from calibrator.logs import ContextCut, StopRule, TargetScope
+from calibrator.reward.gate import MIN_HELDOUT, MIN_QWK
 
 Fusion = Literal["default", "sum", "content", "stop"]
 CONFIGS = Path(__file__).resolve().parent / "configs"
@@ -87,8 +88,8 @@ class TrainConfig(BaseModel):
     lm: str = "local"  # the extractor's LM
     grader_lm: str = "local"
     fusion: Fusion = "default"
-    min_grader_qwk: float = 0.4  # the gate: the lower end of the grader's held-out qwk CI must reach this
-    min_grader_heldout: int = 20  # ... measured on at least this many held-out gold rows
+    min_grader_qwk: float = MIN_QWK  # the gate: the lower end of the grader's held-out qwk CI must reach this
+    min_grader_heldout: int = MIN_HELDOUT  # ... measured on at least this many held-out gold rows
     allow_below_gate: bool = False  # relaxes those two quality checks, never the gold-set and LM checks (recorded)
     accept_newer_goldset: bool = False  # a gold set changed since the calibration is acceptable (recorded)
     allow_uncalibrated: bool = False  # overrides every check, even a missing calibration record (recorded)

@@ -12,7 +12,7 @@ from calibrator.logs import QUESTION_SENTENCE, Message, Sample, render
 from calibrator.prompt import write_atomic_lines
 from calibrator.shards import Manifest, manifest_path
 from train.config import TrainConfig
-from train.rewards import STOP_TAG
+from calibrator.reward.terms import STOP_TAG
 
 
 def segment_logs(config: TrainConfig) -> list[Sample]:

@@ -29,7 +29,7 @@ from calibrator.metrics import Interval, Verdict, percentile_interval, verdict_f
 from calibrator.parallel import Progress, map_ordered
 from calibrator.prompt import Calibration, write_atomic
 from train.data import policy_messages
-from train.rewards import STOP_PREFIX, Grade, Terms, decision_of, fuse, score_terms
+from calibrator.reward.terms import STOP_PREFIX, Grade, Terms, decision_of, fuse, score_terms
 
 
 class Completion(BaseModel):

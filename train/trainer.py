@@ -12,134 +12,23 @@ import os
 import shutil
 import time
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
-from pydantic import BaseModel
 from transformers import TrainerCallback
 from trl import GRPOConfig, GRPOTrainer
 
-from calibrator.components.grader import choose_content_source
-from calibrator.lm.spec import LMSpec, LMSpecError
-from calibrator.prompt import load_prompt, write_atomic
+from calibrator.prompt import write_atomic
+from calibrator.reward.functions import RewardFunction
+from calibrator.reward.gate import TRAIN_WORDING, GatePolicy, check_gate
 from train.config import TrainConfig, grpo_config
-from train.rewards import CalibratedReward
-
-
-class GateError(Exception):
-    pass
-
-
-class GateCheck(BaseModel):
-    """One condition of the gate as run.json records it: the calibration's figure against what the gate requires."""
-
-    check: Literal["heldout_qwk_ci_low", "heldout_rows", "goldset_version", "grader_lm"]
-    figure: float | int | str | None
-    threshold: float | int | str
-    passed: bool
-    overridden_by: Literal["allow_below_gate", "accept_newer_goldset", "allow_uncalibrated"] | None = None
-
-
-class GateRecord(BaseModel):
-    """What the gate saw and let through; a refusal raises GateError instead."""
-
-    grader_prompt: str
-    calibrated: bool
-    calibration_run: str | None = None
-    checks: list[GateCheck] = []
-    overrides: list[str] = []  # the config switches that let a failed check through
-    content_source: dict[str, Any] | None = None  # calibrator.components.grader.ContentSource: the judge these checks are of
-
-
-def _figure(value: Any) -> str:
-    return "none recorded" if value is None else f"{value:.2f}"
-
-
-def _goldset_sha256(path: Path) -> tuple[str | None, str | None]:
-    """The sha256 of the gold set on disk now, or why it cannot be read."""
-    from calibrator.components.grader import GraderRow
-    from calibrator.goldset import GoldSetError, load_goldset
-
-    try:
-        return load_goldset(path, GraderRow).sha256, None
-    except GoldSetError as e:
-        extra = f" (and {len(e.problems) - 1} more problems)" if len(e.problems) > 1 else ""
-        return None, f"{e.problems[0]}{extra}"
 
 
 def gate(config: TrainConfig) -> dict[str, Any]:
-    """Whether the grader may drive RL. Its calibration record must show held-out agreement whose CI clears
-    min_grader_qwk on enough rows, measured on the gold set that is on disk now and with the LM the trainer will
-    grade with: a figure measured on other labels or another LM says nothing about the reward this run gets."""
-    try:
-        grader_lm = str(LMSpec.parse(config.grader_lm))
-    except LMSpecError as e:
-        raise GateError(f"grader_lm: {e}") from None
-    prompt = load_prompt(config.grader_prompt)
-    if (prompt.target_scope or "next") != config.target_scope:
-        raise GateError(f"the grader prompt {config.grader_prompt} grades against target_scope "
-                        f"{prompt.target_scope or 'next'}, but the run's targets are target_scope {config.target_scope}: "
-                        f"set grader_prompt to a grader prompt for {config.target_scope} targets (e.g. "
-                        f"prompts/grader.{config.target_scope}.yaml), or target_scope: {prompt.target_scope or 'next'}")
-    recalibrate = f"`python -m calibrator run --component grader --lm {grader_lm}`"
-    calibration = prompt.calibration
-    if calibration is None:
-        if not config.allow_uncalibrated:
-            raise GateError(f"the grader prompt {config.grader_prompt} has no calibration record: calibrate it with {recalibrate}, "
-                            f"or pass --allow-uncalibrated to train with it anyway (recorded)")
-        return GateRecord(grader_prompt=str(config.grader_prompt), calibrated=False,
-                          overrides=["allow_uncalibrated"]).model_dump()
-
-    source = choose_content_source(calibration)
-    floor = source.source != "lm"
-    test = (calibration.floors[source.source].get("test") or {}) if floor else calibration.test
-    qwk, ci, n = test.get("qwk"), test.get("qwk_ci") or [None, None], test.get("n")
-    ci_low, rows = ci[0], "an unrecorded number of" if n is None else n
-    disk_sha, unreadable = _goldset_sha256(Path(calibration.goldset_path))
-    checks = [
-        GateCheck(check="heldout_qwk_ci_low", figure=ci_low, threshold=config.min_grader_qwk,
-                  passed=ci_low is not None and ci_low >= config.min_grader_qwk),
-        GateCheck(check="heldout_rows", figure=n, threshold=config.min_grader_heldout, passed=n is not None and n >= config.min_grader_heldout),
-        GateCheck(check="goldset_version", figure=disk_sha, threshold=calibration.goldset_sha256, passed=disk_sha == calibration.goldset_sha256),
-        GateCheck(check="grader_lm", figure=f"none: floor {source.source}" if floor else calibration.lm, threshold=grader_lm,
-                  passed=floor or calibration.lm == grader_lm),
-    ]
-    relaxed_by = {"heldout_qwk_ci_low": "allow_below_gate" if config.allow_below_gate else None,
-                  "heldout_rows": "allow_below_gate" if config.allow_below_gate else None,
-                  "goldset_version": "accept_newer_goldset" if config.accept_newer_goldset and disk_sha else None,
-                  "grader_lm": None}
-    reasons = {
-        "heldout_qwk_ci_low": (
-            (f"the content judge chosen on val is the model-free floor {source.source} ({source.reason}); its " if floor else "")
-            + f"held-out qwk 95% CI lower bound {_figure(ci_low)} is under min_grader_qwk {config.min_grader_qwk} "
-            f"(qwk {_figure(qwk)}, CI [{_figure(ci[0])}, {_figure(ci[1])}] on {rows} rows): re-calibrate with {recalibrate} and a "
-            f"larger --budget, or on a stronger --lm and train with that --grader-lm, or add gold rows to narrow the CI; or set "
-            f"allow_below_gate in the config to train with it anyway (recorded)"),
-        "heldout_rows": (
-            f"the calibration was judged on {rows} held-out rows, fewer than min_grader_heldout {config.min_grader_heldout}: add gold "
-            f"rows (`python -m calibrator goldset add FILE --component grader`) and re-calibrate with {recalibrate}, or set "
-            f"allow_below_gate in the config to train with it anyway (recorded)"),
-        "goldset_version": (
-            f"the gold set {calibration.goldset_path} cannot be read ({unreadable}): restore it, or re-calibrate with {recalibrate}"
-            if unreadable else
-            f"the gold set {calibration.goldset_path} changed since the calibration (sha256 {disk_sha[:12]} on disk, "
-            f"{calibration.goldset_sha256[:12]} recorded): re-calibrate with {recalibrate}, or pass --accept-newer-goldset to "
-            f"train with this calibration anyway (recorded)"),
-        "grader_lm": (
-            f"the prompt was calibrated on LM {calibration.lm} but the trainer grades with {grader_lm}: re-calibrate with "
-            f"{recalibrate}, or train with --grader-lm {calibration.lm}"),
-    }
-    failed = []
-    for check in checks:
-        if check.passed:
-            continue
-        check.overridden_by = relaxed_by[check.check] or ("allow_uncalibrated" if config.allow_uncalibrated else None)
-        if check.overridden_by is None:
-            failed.append(reasons[check.check])
-    if failed:
-        raise GateError(f"the grader prompt {config.grader_prompt} does not pass the gate:\n" + "\n".join(f"- {r}" for r in failed))
-    overrides = sorted({c.overridden_by for c in checks if c.overridden_by})
-    return GateRecord(grader_prompt=str(config.grader_prompt), calibrated=True, calibration_run=calibration.run_id,
-                      checks=checks, overrides=overrides, content_source=source.model_dump()).model_dump()
+    """The gate (calibrator/reward/gate.py) with the run's thresholds and switches, worded for `train run`."""
+    policy = GatePolicy(min_qwk=config.min_grader_qwk, min_heldout=config.min_grader_heldout,
+                        allow_below_gate=config.allow_below_gate, accept_newer_goldset=config.accept_newer_goldset,
+                        allow_uncalibrated=config.allow_uncalibrated, wording=TRAIN_WORDING)
+    return check_gate(config.grader_prompt, config.grader_lm, policy, config.target_scope).model_dump()
 
 
 class TimedGRPOTrainer(GRPOTrainer):
@@ -171,7 +60,7 @@ class StepLog(TrainerCallback):
     """One JSON line per logged step: TRL's reward statistics and terms, plus generation / reward / update seconds.
     Only the world's process zero touches the file."""
 
-    def __init__(self, path: Path, reward: CalibratedReward, resumed_step: int):
+    def __init__(self, path: Path, reward: RewardFunction, resumed_step: int):
         self.path, self.reward, self.resumed_step = path, reward, resumed_step
         self.trainer: TimedGRPOTrainer | None = None
         self._start = self._gen = self._reward = 0.0
@@ -215,7 +104,7 @@ def last_checkpoint(out: Path) -> Path | None:
     return None
 
 
-def train(config: TrainConfig, rows: list[dict], model_dir: Path, reward: CalibratedReward,
+def train(config: TrainConfig, rows: list[dict], model_dir: Path, reward: RewardFunction,
           args: GRPOConfig | None = None) -> dict[str, Any]:
     """args: the GRPOConfig `grpo_config(config)` built (the CLI builds it first, to refuse a bad grpo block early)."""
     from datasets import Dataset

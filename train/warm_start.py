@@ -7,7 +7,7 @@ Resumable like the GRPO stage: checkpoints in <out>/warm_start every few steps; 
 from pathlib import Path
 
 from train.config import TrainConfig
-from train.rewards import STOP_TAG
+from calibrator.reward.terms import STOP_TAG
 
 
 def supervised_args(config: TrainConfig, out: Path, steps: int, learning_rate: float, batch_size: int,

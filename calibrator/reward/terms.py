@@ -1,23 +1,21 @@
-"""Learn-to-Ask's reward, with the calibrated grader as the judge of content (and of format when it beats the rule).
+"""Learn-to-Ask's reward terms, with the calibrated grader as the judge of content (and of format when it beats the rule).
 
 Per completion: a wrong stop/continue decision scores 0 on every term. A correct stop scores content 1,
 and format 1 only for exactly `<stop />`. A correct continue is scored by the grader against the
 sample's target info; its format term comes from the source chosen on the grader's val agreement
 (`choose_format_source`): the question-count rule (the LM's format answer is then ignored) or the LM.
 The terms are fused by one of four modes (default: R_stop * (1 + 2 R_content) +
-R_format, range 0-4). Grader calls of a step run concurrently and go through the LM cache; a grader
-failure scores that completion 0, is counted, and never stops the step.
+R_format, range 0-4). A grader failure scores that completion 0 and is marked, never raised. Every user of the reward
+(the trainer, `train eval`, the TRL and verl callables, the HTTP service) scores through these functions.
 """
 
-import time
 from collections.abc import Callable
 from types import SimpleNamespace
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel
 
 from calibrator.components.grader import FormatSourceName, GraderPrediction, format_by_rule
-from calibrator.parallel import map_ordered
 
 STOP_TAG = "<stop />"
 STOP_PREFIX = "<stop"  # what makes an answer a stop, wherever it appears
@@ -53,6 +51,10 @@ def score_terms(completion: str, decision: str, context: str, target_info: str, 
     return Terms(stop=1.0, content=graded.content_score, format=fmt)
 
 
+FUSIONS = ("default", "sum", "content", "stop")
+Fusion = Literal["default", "sum", "content", "stop"]
+
+
 def fuse(t: Terms, mode: str) -> float:
     if t.grader_failed:
         return 0.0
@@ -85,31 +87,3 @@ def grader_call(program: Any, predict: Callable[[Any, Any], GraderPrediction]) -
     def grade(context: str, target_info: str, candidate: str) -> GraderPrediction:
         return predict(program, SimpleNamespace(context=context, target_text=target_info, candidate=candidate))
     return grade
-
-
-class CalibratedReward:
-    """TRL reward function: (prompts, completions, **dataset columns) -> one float per completion."""
-
-    __name__ = "learn_to_ask"
-
-    def __init__(self, grade: Grade | None, fusion: str, format_source: FormatSourceName, threads: int = 4):
-        self.grade, self.fusion, self.format_source, self.threads = grade, fusion, format_source, threads
-        self.seconds = 0.0  # spent in this function, for the step-time split
-        self.failures = 0
-        self.last: list[Terms] = []
-
-    def __call__(self, prompts: list, completions: list, context: list[str], target_info: list[str], decision: list[str],
-                 log_metric: Callable[[str, float], None] | None = None, **_: Any) -> list[float]:
-        started = time.perf_counter()
-        texts = [completion_text(c) for c in completions]
-        jobs = list(zip(texts, decision, context, target_info))
-        terms = map_ordered(lambda job: score_terms(*job, self.grade, self.format_source), jobs, concurrency=self.threads)
-        self.last = terms
-        self.failures += sum(t.grader_failed for t in terms)
-        if log_metric is not None:
-            for name in ("stop", "content", "format"):
-                log_metric(f"reward_terms/{name}", sum(getattr(t, name) for t in terms) / len(terms))
-            log_metric("reward_terms/grader_failures", float(sum(t.grader_failed for t in terms)))
-            log_metric("completions/stop_share", sum(decision_of(t) == "stop" for t in texts) / len(texts))
-        self.seconds += time.perf_counter() - started
-        return [fuse(t, self.fusion) for t in terms]
