@@ -1,5 +1,5 @@
 """The command line's shape: the components' default files, the examples `--help` shows, and the argparse tree of `run`,
-`eval`, `extract`, `review` and `goldset` (component choices come from the registry, components/__init__.py)."""
+`eval`, `extract`, `review`, `goldset` and `serve` (component choices come from the registry, components/__init__.py)."""
 
 import argparse
 from pathlib import Path
@@ -37,6 +37,16 @@ ANTHROPIC_API_KEY only and never written anywhere.
 """
 
 
+SERVE_EPILOG = """\
+examples:
+  python -m calibrator serve --lm openai:gpt-4o-mini --prompt prompts/grader.calibrated.yaml --port 8000
+  python -m calibrator serve --allow-below-gate --port 0        # the embedded model's judge, below the gate (said in /health)
+  curl -s localhost:8000/get_reward -d '{"query": ["<prompt>Any fever?"], "prompts": ["<prompt>"],
+       "labels": ["{\\"decision\\": \\"continue\\", \\"target_info\\": [\\"fever: none\\"]}"]}'
+  python -m calibrator review --graded .cache/served/grader.jsonl --n 60 -o served-review.xlsx
+"""
+
+
 LOGS_EPILOG = """\
 log formats:
   RealMedConv JSONL, one session per line:
@@ -71,10 +81,11 @@ def build() -> argparse.ArgumentParser:
     from calibrator.lm.policy import API_CONCURRENCY, LOCAL_MAX_SLOTS, LOCAL_SLOTS
     from calibrator.lm.spec import SPEC_HELP
     from calibrator.optimize import BUDGETS
+    from calibrator.reward.gate import MIN_HELDOUT, MIN_QWK
 
     top = argparse.ArgumentParser(prog="python -m calibrator", description=DESCRIPTION, epilog=EPILOG,
                                   formatter_class=argparse.RawDescriptionHelpFormatter)
-    commands = top.add_subparsers(dest="command", required=True, metavar="{run,eval,extract,review,goldset}")
+    commands = top.add_subparsers(dest="command", required=True, metavar="{run,eval,extract,review,goldset,serve}")
 
     def lm_flags(p: argparse.ArgumentParser) -> None:
         p.add_argument("--lm", default="local", metavar="SPEC", help=SPEC_HELP)
@@ -177,7 +188,11 @@ def build() -> argparse.ArgumentParser:
                                          "labels blind; in a CSV plain last columns to hide. Rows keep their ids (so their "
                                          "splits): fill in the wrong labels, leave the right ones empty, and bring the file "
                                          "back with `goldset add`; an untouched row comes back unchanged.")
-    rv.add_argument("run_dir", type=Path, metavar="RUN_DIR", help="a run folder, e.g. reports/<run-id>")
+    rv.add_argument("run_dir", type=Path, nargs="?", metavar="RUN_DIR", help="a run folder, e.g. reports/<run-id>")
+    rv.add_argument("--graded", type=Path, metavar="LOG",
+                    help="instead of a run: the log of `calibrator serve` (--log); draws --n of the gradings the judge made, "
+                         "stratified by its content score and by training step, into a blind review sheet of policy outputs")
+    rv.add_argument("--n", type=int, default=60, help="with --graded: rows to draw (default: 60)")
     rv.add_argument("-o", "--output", type=Path, default=Path("review.xlsx"), help="review.xlsx (default) or a .csv")
     rv.add_argument("--agreements", type=int, metavar="N",
                     help="how many agreeing rows to mix in (default: as many as the disagreements; 0: disagreements only)")
@@ -219,6 +234,37 @@ def build() -> argparse.ArgumentParser:
     au.add_argument("--component", **component)
     au.add_argument("--run", type=Path, action="append", required=True, metavar="RUN_DIR", help="a run folder; repeat for several seeds")
     au.add_argument("--top", type=int, default=20, help="how many to list (default: 20)")
+    sv = commands.add_parser(
+        "serve", help="serve the calibrated grader as a reward over HTTP (OpenRLHF's /get_reward, a typed /grade)",
+        description="Serve the grader's reward, gated as `python -m train run` gates it: OpenRLHF's remote reward protocol at "
+                    "POST /get_reward (--remote_rm_url http://HOST:PORT/get_reward), a typed POST /grade, GET /health and "
+                    "GET /judge (the calibration record, the gate's outcome and the judge's agreement on the policy's own "
+                    "outputs). Every grading is appended to --log for `calibrator review --graded LOG`.",
+        epilog=SERVE_EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
+    sv.add_argument("--component", choices=["grader"], default="grader", help="only the grader is a reward (default: grader)")
+    sv.add_argument("--prompt", type=Path, default=Path("prompts/grader.calibrated.yaml"),
+                    help="the calibrated grader prompt (default: prompts/grader.calibrated.yaml)")
+    sv.add_argument("--fusion", choices=("default", "sum", "content", "stop"), default="default",
+                    help="how the terms combine (default: default, R_stop * (1 + 2 R_content) + R_format)")
+    sv.add_argument("--target-scope", choices=("next", "rest"), default="next", help="the targets' scope the prompt must grade (default: next)")
+    sv.add_argument("--host", default="127.0.0.1", help="address to listen on (default: 127.0.0.1)")
+    sv.add_argument("--port", type=int, default=8000, help="port (default: 8000; 0: any free port, printed)")
+    sv.add_argument("--log", type=Path, default=Path(".cache/served/grader.jsonl"),
+                    help="every grading, one JSON line (default: .cache/served/grader.jsonl)")
+    sv.add_argument("--log-max-mb", type=float, default=50.0, help="rotate the log past this size (default: 50)")
+    sv.add_argument("--log-backups", type=int, default=5, help="rotated logs kept (default: 5)")
+    sv.add_argument("--policy-goldset", type=Path, metavar="PATH",
+                    help="labelled policy outputs (`review --graded`, then `goldset add --goldset PATH`): the judge's agreement "
+                         "on them is shown beside its seed agreement, and /health warns when it is below the gate")
+    sv.add_argument("--allow-below-gate", action="store_true", help="serve a judge whose held-out agreement fails the gate (said in /health)")
+    sv.add_argument("--accept-newer-goldset", action="store_true", help="accept a calibration made on an earlier version of its gold set")
+    sv.add_argument("--allow-uncalibrated", action="store_true", help="serve a prompt without a calibration record (said in /health)")
+    sv.add_argument("--min-qwk", type=float, default=MIN_QWK, help=f"the gate: lower end of the held-out qwk CI (default: {MIN_QWK})")
+    sv.add_argument("--min-heldout", type=int, default=MIN_HELDOUT, help=f"the gate: held-out rows at least (default: {MIN_HELDOUT})")
+    sv.add_argument("--max-body-mb", type=float, default=32.0, help="larger request bodies are refused with 413 (default: 32)")
+    sv.add_argument("--max-batch", type=int, default=4096, help="responses or candidates in one request at most (default: 4096)")
+    sv.add_argument("--check", action="store_true", help="load, gate and measure the judge, print what /judge would answer, and exit")
+    lm_flags(sv)
     return top
 
 

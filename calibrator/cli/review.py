@@ -11,6 +11,11 @@ from calibrator.goldset import GoldSetError
 def review(args: argparse.Namespace) -> int:
     from calibrator.review import build_review, hidden_columns, write_review
 
+    if args.graded is not None:
+        return _graded(args)
+    if args.run_dir is None:
+        print("error: give a run folder (RUN_DIR), or --graded LOG for the gradings `calibrator serve` logged", file=sys.stderr)
+        return 2
     if not (args.run_dir / "run.json").is_file() or not (args.run_dir / "predictions.csv").is_file():
         print(f"error: {args.run_dir} is not a run folder (no run.json and predictions.csv)", file=sys.stderr)
         return 2
@@ -46,4 +51,36 @@ def review(args: argparse.Namespace) -> int:
         print(f"note: {len(review.dropped)} row(s) of this run are no longer in {review.goldset} and were left out")
     print(f"fill adjudicated_label (and adjudication_note) where the gold label is wrong, leave both empty where it is right, then: "
           f"python -m calibrator goldset add {args.output} --component {review.component}")
+    return 0
+
+
+def _graded(args: argparse.Namespace) -> int:
+    """A blind sheet of policy outputs the served judge graded, stratified by its score and by training step."""
+    from calibrator.reward.log import LogLineError
+    from calibrator.reward.watch import export_graded_review
+
+    if args.run_dir is not None:
+        print("error: give a run folder or --graded LOG, not both", file=sys.stderr)
+        return 2
+    if args.output.suffix.lower() not in (".xlsx", ".csv"):
+        print("error: --output must end in .xlsx or .csv", file=sys.stderr)
+        return 2
+    if args.n < 1:
+        print(f"error: --n must be at least 1, got {args.n}", file=sys.stderr)
+        return 2
+    try:
+        done = export_graded_review(args.graded, args.n, args.output, args.seed)
+    except LogLineError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    if done.written == 0:
+        print(f"error: {args.graded} holds {done.entries} gradings and none the judge made (a wrong decision or a grader "
+              "failure scores without it): nothing to review", file=sys.stderr)
+        return 2
+    short = f" (only {done.judged} the judge made)" if done.written < args.n else ""
+    print(f"wrote {done.written} rows to {args.output}{short}, drawn from {done.judged} judged of {done.entries} gradings, "
+          f"stratified ({', '.join(f'{k}: {v}' for k, v in sorted(done.strata.items()))}), shuffled; the judge's score, "
+          "the step and the grading's id are hidden")
+    print(f"label them, then: python -m calibrator goldset add {args.output} --component grader --goldset POLICY_GOLD.csv, "
+          "and serve with --policy-goldset POLICY_GOLD.csv")
     return 0

@@ -21,7 +21,7 @@ from typing import Any
 from calibrator.parallel import map_ordered
 from calibrator.reward.gate import CALLABLE_WORDING, MIN_HELDOUT, MIN_QWK, GatePolicy, GateRecord, Wording, check_gate
 from calibrator.reward.schema import Case, Graded, Target
-from calibrator.reward.terms import Grade, completion_text, decision_of, fuse, score_terms
+from calibrator.reward.terms import Grade, completion_text, decision_of, fuse, score_terms, without_end_tokens
 
 DEFAULT_PROMPT = Path("prompts/grader.calibrated.yaml")
 
@@ -143,7 +143,8 @@ def compute_score(data_source: str, solution_str: str, ground_truth: Any, extra_
     extra_info = extra_info or {}
     context = extra_info.get("context", "")
     case = Case(context=context_text(context) if isinstance(context, (str, list)) else str(context),
-                target=parse_target(ground_truth), candidate=completion_text(solution_str), step=extra_info.get("step"))
+                target=parse_target(ground_truth), candidate=without_end_tokens(completion_text(solution_str)),
+                step=extra_info.get("step"))
     graded = _reward_for(reward_kwargs).score([case])[0]
     t = graded.terms
     return {"score": graded.reward, "stop": t.stop, "content": t.content, "format": t.format,

@@ -69,7 +69,7 @@ SERVE_WORDING = Wording(doing="serve", grader="the service", stronger="on a stro
                         scope_fix="pass --prompt with a grader prompt for {scope} targets (e.g. prompts/grader.{scope}.yaml)",
                         below="pass --allow-below-gate", newer="pass --accept-newer-goldset",
                         uncalibrated="pass --allow-uncalibrated", min_qwk="--min-qwk", min_heldout="--min-heldout")
-CALLABLE_WORDING = Wording(doing="use", grader="the reward", stronger="on a stronger LM and load the reward with that lm=",
+CALLABLE_WORDING = Wording(doing="load the reward", grader="the reward", stronger="on a stronger LM and load the reward with that lm=",
                            lm_fix="load the reward with lm={lm!r}",
                            scope_fix="load it with grader_prompt= a grader prompt for {scope} targets (e.g. prompts/grader.{scope}.yaml)",
                            below="pass allow_below_gate=True", newer="pass accept_newer_goldset=True",

@@ -94,7 +94,14 @@ def open_judge(stack: ExitStack, grader_prompt: Path, lm: str = "local", *, cach
     spec = LMSpec.parse(lm)
     policy = policy or CallPolicy(concurrency=default_concurrency(spec))
     handle = stack.enter_context(open_lm(spec, cache_dir=cache_dir, seed=seed, policy=policy))
-    stack.enter_context(dspy.context(lm=handle.lm, adapter=CompactJSONAdapter()))
+    adapter = CompactJSONAdapter()
+    stack.enter_context(dspy.context(lm=handle.lm, adapter=adapter))
     card.lm = str(spec)
     card.note = WEAK_LM_NOTE if spec.backend == "local" else None
-    return Judge(grade=grader_call(GRADER.build_program(prompt), GRADER.predict), card=card, handle=handle)
+    program = grader_call(GRADER.build_program(prompt), GRADER.predict)
+
+    def grade(context: str, target_info: str, candidate: str):
+        with dspy.context(lm=handle.lm, adapter=adapter):  # from any thread: a server's workers, verl's, TRL's
+            return program(context, target_info, candidate)
+
+    return Judge(grade=grade, card=card, handle=handle)

@@ -9,6 +9,7 @@ R_format, range 0-4). A grader failure scores that completion 0 and is marked, n
 (the trainer, `train eval`, the TRL and verl callables, the HTTP service) scores through these functions.
 """
 
+import re
 from collections.abc import Callable
 from types import SimpleNamespace
 from typing import Any, Literal
@@ -74,6 +75,14 @@ def completion_text(completion: Any) -> str:
     if isinstance(completion, list):
         return "".join(m.get("content", "") for m in completion if isinstance(m, dict))
     return str(completion)
+
+
+END_TOKENS = re.compile(r"(?:<\|im_end\|>|<\|endoftext\|>|<\|eot_id\|>|<\|end\|>|</s>|<eos>|<pad>|<\|pad\|>|\s)+$")
+
+
+def without_end_tokens(text: str) -> str:
+    """A decoded response without the end-of-sequence and padding tokens an engine may leave after it."""
+    return END_TOKENS.sub("", text).strip()
 
 
 def floor_call(floor: Any) -> Grade:
