@@ -9,8 +9,8 @@ if TYPE_CHECKING:
     from calibrator.lm.policy import CallPolicy
     from calibrator.lm.spec import LMSpec
 
-DESCRIPTION = ("calibrate a component's prompt against a gold set, score a prompt as it is, or extract training targets "
-               "from expert logs")
+DESCRIPTION = ("calibrate a component's prompt against a gold set, score a prompt as it is, extract training targets "
+               "from expert logs, or serve the calibrated grader as a reward")
 
 
 
@@ -30,6 +30,8 @@ examples:
   python -m calibrator review reports/<run-id> -o review.xlsx        # disagreements + agreements, shuffled, to adjudicate blind
   python -m calibrator goldset template --component grader -o new.xlsx
   python -m calibrator goldset add new.xlsx --component grader      # also takes an adjudicated review.xlsx
+  python -m calibrator serve --lm openai:gpt-4o-mini --port 8000     # the grader as a reward for OpenRLHF, TRL, verl
+  python -m calibrator suggest --from .cache/served/grader.jsonl --n 20 -o suggested.xlsx   # what to label next
 
 Every LM answer is cached under --cache-dir: re-running a finished command makes no LM calls, and a
 command killed half-way resumes from its last answer. API keys are read from OPENAI_API_KEY /
@@ -85,7 +87,7 @@ def build() -> argparse.ArgumentParser:
 
     top = argparse.ArgumentParser(prog="python -m calibrator", description=DESCRIPTION, epilog=EPILOG,
                                   formatter_class=argparse.RawDescriptionHelpFormatter)
-    commands = top.add_subparsers(dest="command", required=True, metavar="{run,eval,extract,review,goldset,serve}")
+    commands = top.add_subparsers(dest="command", required=True, metavar="{run,eval,extract,review,goldset,serve,suggest}")
 
     def lm_flags(p: argparse.ArgumentParser) -> None:
         p.add_argument("--lm", default="local", metavar="SPEC", help=SPEC_HELP)
@@ -265,6 +267,23 @@ def build() -> argparse.ArgumentParser:
     sv.add_argument("--max-batch", type=int, default=4096, help="responses or candidates in one request at most (default: 4096)")
     sv.add_argument("--check", action="store_true", help="load, gate and measure the judge, print what /judge would answer, and exit")
     lm_flags(sv)
+
+    sg = commands.add_parser(
+        "suggest", help="rank unlabelled grader rows by how much labelling them would tell about the judge",
+        description="Rank the judge's gradings in a served log (or the experts' turns in a samples file) by four signals, each "
+                    "0-1: judge and similarity floor disagreeing; the floors' own evidence split (similarity near a cut, "
+                    "neighbours voting both ways); a label the gold set holds few rows of; a target field it holds few rows "
+                    "of. The top N not already in the gold set are written as a sheet ready for `goldset add`, the reasons "
+                    "in hidden columns. They are chosen on purpose, not at random: see the README for what that does to "
+                    "held-out figures.")
+    sg.add_argument("--component", choices=["grader"], default="grader", help="only the grader (default: grader)")
+    source = sg.add_mutually_exclusive_group(required=True)
+    source.add_argument("--from", dest="source", type=Path, metavar="LOG|SAMPLES",
+                        help="a `calibrator serve` log (JSON lines of gradings) or a samples file of `calibrator extract`")
+    sg.add_argument("--n", type=int, default=20, help="rows to suggest (default: 20)")
+    sg.add_argument("--goldset", type=Path, default=Path("goldsets/grader.csv"), help="the gold set to grow (default: goldsets/grader.csv)")
+    sg.add_argument("-o", "--output", type=Path, default=Path("suggested.xlsx"), help="suggested.xlsx (default) or a .csv")
+    sg.add_argument("--seed", type=int, default=0, help="breaks ties at random (default: 0)")
     return top
 
 

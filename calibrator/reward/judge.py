@@ -3,6 +3,8 @@ its calibration record shows agreeing better with people on val (choose_content_
 set's train split; plus where the format term comes from (choose_format_source). `train run`, `train eval`, the reward
 callables and `calibrator serve` all open their judge here."""
 
+import threading
+from collections import OrderedDict
 from contextlib import ExitStack
 from dataclasses import dataclass
 from pathlib import Path
@@ -30,6 +32,31 @@ class JudgeCard(BaseModel):
     decision_rule: dict[str, Any] | None = None  # label-probability thresholds, when the prompt reads them
     reasoning: bool = False
     note: str | None = None
+
+
+class Remembered:
+    """A Grade that answers a case it graded before from memory (bounded, least recently used out): the judge is
+    deterministic (temperature 0, a seeded LM, a fitted floor), so this is the LM call cache without the prompt's
+    rendering, demo retrieval and lookup. A failed grading is not remembered: it is tried again."""
+
+    def __init__(self, grade: Grade, size: int = 100_000):
+        self.grade, self.size = grade, size
+        self._seen: OrderedDict[tuple[str, str, str], Any] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def __call__(self, context: str, target_info: str, candidate: str):
+        key = (context, target_info, candidate)
+        with self._lock:
+            if key in self._seen:
+                self._seen.move_to_end(key)
+                return self._seen[key]
+        graded = self.grade(context, target_info, candidate)
+        if graded.error is None and graded.content_score is not None:
+            with self._lock:
+                self._seen[key] = graded
+                if len(self._seen) > self.size:
+                    self._seen.popitem(last=False)
+        return graded
 
 
 @dataclass
@@ -90,7 +117,7 @@ def open_judge(stack: ExitStack, grader_prompt: Path, lm: str = "local", *, cach
         if floor is None:
             raise ValueError(f"unknown judge {source!r}: lm or one of {', '.join(f.name for f in GRADER.floors())}")
         floor.fit(load_goldset(Path(calibration.goldset_path), GRADER.row_model).split("train"))
-        return Judge(grade=floor_call(floor), card=card)
+        return Judge(grade=Remembered(floor_call(floor)), card=card)
     spec = LMSpec.parse(lm)
     policy = policy or CallPolicy(concurrency=default_concurrency(spec))
     handle = stack.enter_context(open_lm(spec, cache_dir=cache_dir, seed=seed, policy=policy))
@@ -104,4 +131,4 @@ def open_judge(stack: ExitStack, grader_prompt: Path, lm: str = "local", *, cach
         with dspy.context(lm=handle.lm, adapter=adapter):  # from any thread: a server's workers, verl's, TRL's
             return program(context, target_info, candidate)
 
-    return Judge(grade=grade, card=card, handle=handle)
+    return Judge(grade=Remembered(grade), card=card, handle=handle)
