@@ -274,8 +274,10 @@ def build() -> argparse.ArgumentParser:
                     "0-1: judge and similarity floor disagreeing; the floors' own evidence split (similarity near a cut, "
                     "neighbours voting both ways); a label the gold set holds few rows of; a target field it holds few rows "
                     "of. The top N not already in the gold set are written as a sheet ready for `goldset add`, the reasons "
-                    "in hidden columns. They are chosen on purpose, not at random: see the README for what that does to "
-                    "held-out figures.")
+                    "in hidden columns. They are where the judge is likely wrong (demonstrations, re-calibration), chosen on "
+                    "purpose: measured on the shipped gold set, labelling them narrows the judge's held-out interval more "
+                    "slowly than labelling at random and biases its agreement down; to measure the judge, label a random "
+                    "draw (`review --graded`).")
     sg.add_argument("--component", choices=["grader"], default="grader", help="only the grader (default: grader)")
     source = sg.add_mutually_exclusive_group(required=True)
     source.add_argument("--from", dest="source", type=Path, metavar="LOG|SAMPLES",

@@ -3,10 +3,10 @@ labelling it would tell about the judge: where the judge and a model-free floor 
 floors' own evidence is split (a similarity near a cut, neighbours voting both ways) the label is least predictable;
 labels and target fields the gold set holds few rows of are where the verdict's interval is widest.
 
-The ranking chooses rows on purpose, so they are not a random sample: a gold set grown only by it over-represents hard
-rows, and agreement measured on such rows is lower than on the rows a policy writes (`bench/suggest_gold.py` measures
-both the narrowing and that bias). Held-out verdicts stay honest because `goldset add` splits suggested rows by id like
-any others; mix suggested and random rows when the held-out figure must describe typical traffic."""
+The ranking chooses rows on purpose, so they are not a random sample: a gold set grown by it over-represents hard rows,
+and agreement measured on them is lower than on the rows a policy writes. `bench/suggest_gold.py` measured it on the
+shipped gold set: the judge's interval narrows more slowly than with random rows, and its qwk is biased down (README).
+The rows are for improving the judge; a figure that describes it needs a random draw."""
 
 import hashlib
 import json
