@@ -35,6 +35,8 @@ def test_the_log_rotates_within_its_bound_and_reads_back_every_kept_entry_once(t
     assert len(ids) == len(set(ids)) and 0 < len(ids) < 200  # the oldest were dropped, none twice
     numbers = [int(i.rsplit("-", 1)[1]) for i in ids]
     assert numbers == list(range(201 - len(ids), 201))  # oldest first, the newest kept, none lost in between
+    assert len(ids) == sum(len(f.read_text().splitlines()) for f in files)  # every kept file read, not the newest alone
+    assert len(ids) > len(path.read_text().splitlines())
 
 
 def test_a_line_cut_short_by_a_kill_is_skipped_and_a_bad_line_is_named(tmp_path):
@@ -67,12 +69,17 @@ def test_the_review_draw_spreads_over_scores_and_training_steps(tmp_path):
     log = GradingLog(path, "lm")
     # 300 gradings over steps 0-299, the judge's content 1 rare (1 in 10) and only early; 0 elsewhere
     write(log, 300, content_of=lambda i: 1.0 if i % 10 == 0 and i < 100 else 0.0)
-    log.write([Case(context="x", target=Target(decision="continue", target_info=["a: b"]), candidate="<stop />", step=5)],
-              [graded(0.0, stop=0.0)], "default")  # a wrong decision: content 0 without the judge, never drawn
+    log.write([Case(context="x", target=Target(decision="continue", target_info=["a: b"]), candidate="<stop />", step=5),
+               Case(context="x", target=Target(decision="stop"), candidate="<stop />", step=6),
+               Case(context="x", target=Target(decision="continue", target_info=["a: b"]), candidate="Why?", step=7)],
+              [graded(0.0, stop=0.0), graded(1.0),  # a wrong decision, a right stop: scored without the judge, never drawn
+               Graded(candidate="Why?", terms=Terms(stop=0.0, content=0.0, format=0.0, grader_failed=True), reward=0.0)],
+              "default")  # and a grading that failed
     log.close()
     entries = list(read_log(path))
     picked = stratified_sample(entries, 30, seed=1)
-    assert len(picked) == 30 and all(e.terms.stop == 1.0 for e in picked)
+    assert len(picked) == 30 and len({e.id for e in picked}) == 30
+    assert all(e.target.decision == "continue" and e.terms.stop == 1.0 and not e.terms.grader_failed for e in picked)
     # 4 strata (content 0 in each third of training, content 1 early): 7 or 8 rows each; a random draw would give ~1
     assert sum(e.terms.content == 1.0 for e in picked) == 7
     bands = Counter(e.step // 100 for e in picked)

@@ -10,14 +10,14 @@ from pathlib import Path
 
 import pytest
 import requests
+from sklearn.metrics import cohen_kappa_score
 
 from calibrator.components.grader import GRADER, GraderRow
 from calibrator.goldset import load_goldset
-from calibrator.metrics import score_ordinal
 from calibrator.prompt import Calibration, load_prompt, save_prompt
 from calibrator.reward.functions import compute_score, load_reward
 from calibrator.reward.gate import GateError
-from calibrator.reward.log import read_log
+from calibrator.reward.log import GradingLog, read_log
 from calibrator.reward.schema import Case, Target
 from support import ROOT
 from support.cli import Started
@@ -79,8 +79,9 @@ class Served:
         raise AssertionError(f"serve did not start: {self.child.result()}")
 
     def stop(self) -> None:
-        self.child.proc.send_signal(signal.SIGTERM)
-        self.child.proc.wait(timeout=60)
+        if self.child.proc.poll() is None:
+            self.child.proc.send_signal(signal.SIGTERM)
+            self.child.proc.wait(timeout=60)
 
 
 @pytest.fixture
@@ -103,6 +104,7 @@ def test_openrlhf_client_gets_the_in_process_rewards_and_every_grading_is_logged
     assert got["rewards"] == expected and got["scores"] == expected
     assert got["rewards"][3] == 4.0 and got["rewards"][4] == 0.0 and got["rewards"][5] == 0.0  # right stop; wrong decisions
     assert len({r for r, (_, d, _) in zip(got["rewards"], CASES) if d == "continue" and r > 0}) > 1  # the judge's scores vary
+    assert got["extra_logs"]["stop"] == [1.0, 1.0, 1.0, 1.0, 0.0, 0.0, 1.0, 1.0] and got["extra_logs"]["content"][3] == 1.0
     assert set(got["extra_logs"]) == {"stop", "content", "format", "grader_failed"}
     typed = requests.post(f"{served.url}/grade", json={"context": [{"role": "user", "content": "I have had a cough for a while."},
                                                                   {"role": "assistant", "content": "Any fever with it?"},
@@ -115,7 +117,9 @@ def test_openrlhf_client_gets_the_in_process_rewards_and_every_grading_is_logged
     entries = list(read_log(served.log))
     assert len(entries) == len(CASES) + 2 and len({e.id for e in entries}) == len(entries)
     assert [e.reward for e in entries] == expected + [expected[0], 0.0]
-    assert "sk-secret" not in served.log.read_text() and "Authorization" not in served.log.read_text()
+    served.stop()
+    for text in (served.log.read_text(), served.child.stdout.read_text(), served.child.stderr.read_text()):
+        assert "sk-secret" not in text and "Authorization" not in text
 
 
 @pytest.mark.slow
@@ -129,9 +133,9 @@ def test_bad_requests_are_answered_4xx_naming_the_field_and_the_server_goes_on(s
         "query not a list": (good | {"query": "text"}, 422, "query"),
         "empty lists": ({"query": [], "prompts": [], "labels": []}, 422, "query"),
         "unequal lengths": (good | {"labels": good["labels"][:1]}, 422, "labels"),
-        "label not JSON": (good | {"labels": ["{oops", good["labels"][1]]}, 422, "labels[0]"),
-        "bad decision": (good | {"labels": [label("maybe", []), good["labels"][1]]}, 422, "labels[0].decision"),
-        "prompt not in query": (good | {"prompts": ["another prompt", PROMPT]}, 422, "query[0]"),
+        "label not JSON": (good | {"labels": [good["labels"][0], "{oops"]}, 422, "labels[1]"),
+        "bad decision": (good | {"labels": [good["labels"][0], label("maybe", [])]}, 422, "labels[1].decision"),
+        "prompt not in query": (good | {"prompts": [PROMPT, "another prompt"]}, 422, "query[1]"),
         "body not an object": ([1, 2], 422, "body"),
         "oversized body": ({"query": ["x" * 60_000], "prompts": [""], "labels": [label("stop", [])]}, 413, "body"),
     }
@@ -143,7 +147,7 @@ def test_bad_requests_are_answered_4xx_naming_the_field_and_the_server_goes_on(s
     typed_bad = {
         "no target": ({"context": "patient: hi", "candidates": ["Why?"]}, "target"),
         "no candidates": ({"context": "patient: hi", "target": {"decision": "stop"}, "candidates": []}, "candidates"),
-        "candidate not text": ({"context": "patient: hi", "target": {"decision": "stop"}, "candidates": [3]}, "candidates[0]"),
+        "candidate not text": ({"context": "patient: hi", "target": {"decision": "stop"}, "candidates": ["a", 3]}, "candidates[1]"),
         "unknown role": ({"context": [{"role": "doctor", "content": "x"}], "target": {"decision": "stop"}, "candidates": ["a"]},
                          "context"),
     }
@@ -246,15 +250,27 @@ def test_the_review_loop_from_a_served_log_to_the_drift_figure(tmp_path, stub, c
     policy_gold = tmp_path / "policy-gold.csv"
     added = cli.calibrator("goldset", "add", sheet, "--component", "grader", "--goldset", policy_gold)
     assert added.code == 0, added.err
+    before = stub.requests
     checked = cli.calibrator("serve", "--prompt", prompt, "--lm", lm, "--check", "--policy-goldset", policy_gold,
-                             "--cache-dir", tmp_path / "cache")
+                             "--cache-dir", tmp_path / "fresh-cache")  # graded again by the LM, not read from the log
     assert checked.code == 0, checked.err
+    assert stub.requests - before >= 20
     drift = json.loads(checked.out[checked.out.index("{"):])["drift"]
     gold = load_goldset(policy_gold, GRADER.row_model).rows
     judge = {e.candidate: e.terms.content for e in judged}
-    expected = score_ordinal([r.content_score for r in gold], [judge[r.candidate] for r in gold])
-    assert drift["policy_n"] == len(gold) == 20 and drift["policy_qwk"] == pytest.approx(expected.qwk)
+    human, machine = [int(2 * r.content_score) for r in gold], [int(2 * judge[r.candidate]) for r in gold]
+    assert drift["policy_n"] == len(gold) == 20
+    assert drift["policy_qwk"] == pytest.approx(cohen_kappa_score(human, machine, weights="quadratic", labels=[0, 1, 2]))
+    assert drift["policy_exact"] == pytest.approx(sum(h == m for h, m in zip(human, machine)) / 20)
     assert drift["seed_qwk"] == 0.7 and drift["below_gate"] and "below the gate" in checked.err
+    watching = Served(tmp_path, "--prompt", prompt, "--lm", lm, "--cache-dir", tmp_path / "cache", "--policy-goldset", policy_gold)
+    try:
+        health = requests.get(f"{watching.url}/health", timeout=60).json()
+        judged_now = requests.get(f"{watching.url}/judge", timeout=60).json()["drift"]
+    finally:
+        watching.stop()
+    assert health["status"] == "warning" and any("policy's own outputs is below the gate" in w for w in health["warnings"])
+    assert judged_now["policy_qwk"] == pytest.approx(drift["policy_qwk"])
 
 
 def test_trl_gets_one_float_per_completion_and_the_step_from_its_state(tmp_path, stub):
@@ -262,12 +278,15 @@ def test_trl_gets_one_float_per_completion_and_the_step_from_its_state(tmp_path,
     prompt = calibrated(tmp_path, lm)
     expected = in_process(prompt, lm, tmp_path / "cache-a")
     with load_reward(prompt, lm, cache_dir=tmp_path / "cache-b") as reward:
+        reward.log = GradingLog(tmp_path / "graded.jsonl", "lm")
         completions = [[{"role": "assistant", "content": r}] for r, _, _ in CASES]
         metrics = {}
         got = reward(prompts=[PROMPT] * len(CASES), completions=completions, context=[CONTEXT] * len(CASES),
                      target_info=["; ".join(items) for _, _, items in CASES], decision=[d for _, d, _ in CASES],
                      log_metric=metrics.__setitem__, trainer_state=type("State", (), {"global_step": 7})())
+        reward.log.close()
     assert got == expected and metrics["reward_terms/stop"] == pytest.approx(6 / 8)
+    assert [e.step for e in read_log(tmp_path / "graded.jsonl")] == [7] * len(CASES)
 
 
 @pytest.mark.slow
@@ -275,8 +294,6 @@ def test_trl_grpo_trainer_runs_a_step_with_the_reward_as_its_reward_function(tmp
     from datasets import Dataset
     from transformers import AutoTokenizer
     from trl import GRPOConfig, GRPOTrainer
-
-    from calibrator.reward.log import GradingLog
 
     lm = f"openai-compatible:stub@{stub.url}"
     rows = [{"prompt": [{"role": "user", "content": f"{CONTEXT}\nAsk your next question, or write <stop />."}],

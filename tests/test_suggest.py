@@ -3,12 +3,15 @@ thin coverage, written as a sheet `goldset add` takes; and the CLI's refusals.""
 
 import csv
 
+import openpyxl
+import pytest
+
 from calibrator.components.grader import GRADER
 from calibrator.goldset import load_goldset
 from calibrator.reward.log import GradingLog
 from calibrator.reward.schema import Case, Graded, Target
 from calibrator.reward.terms import Terms
-from calibrator.reward.suggest import Candidate, rank
+from calibrator.reward.suggest import Candidate, from_log, rank
 from support.files import gold_slice
 from support.training import small_samples
 
@@ -27,8 +30,11 @@ def test_a_judge_that_disagrees_with_the_floor_and_a_field_the_gold_set_lacks_ra
     assert all(0 <= v <= 1 for s in ranked for v in s.signals.values())
     same = agreeing[0]
     unseen = same.model_copy(update={"target_info": ["zodiac sign: virgo"], "source": "new"})
-    both = {s.row.source: s for s in rank([same, unseen], gold)}
-    assert both["new"].signals["thin_field"] == 1.0 and both["a0"].signals["thin_field"] < 1.0
+    both = rank([same, unseen], gold)
+    assert [s.row.source for s in both] == ["new", "a0"]
+    assert both[0].signals["thin_field"] == 1.0 and both[1].signals["thin_field"] < 1.0
+    assert all(s.score == pytest.approx(sum(s.signals.values())) for s in ranked + both)
+    assert [s.score for s in ranked] == sorted((s.score for s in ranked), reverse=True)
 
 
 def served_log(path, gold_rows, judge_of):
@@ -53,7 +59,8 @@ def test_suggest_from_a_served_log_writes_a_sheet_goldset_add_takes(tmp_path, cl
     assert "wrote 8 rows" in done.out and "ranked from 25 candidates" in done.out
     written = list(csv.DictReader(sheet.open()))
     assert len(written) == 8 and all(r["id"].startswith("suggest-") and r["content_score"] == "" for r in written)
-    assert all("disagreement" in r["why"] for r in written) and len({r["candidate"] for r in written}) == 8
+    top = [s.row.source for s in rank(from_log(log), load_goldset(goldset, GRADER.row_model))][:8]
+    assert [r["source"] for r in written] == top  # the ranking's first rows, in its order
     for r in written:
         r["content_score"] = "0.5"
     with sheet.open("w", newline="") as f:
@@ -73,11 +80,20 @@ def test_suggest_reads_a_samples_file_and_refuses_what_it_cannot_use(tmp_path, c
     done = cli.calibrator("suggest", "--from", samples, "--n", 5, "-o", tmp_path / "s.xlsx", "--goldset", goldset)
     assert done.code == 0, done.err
     assert "wrote 3 rows" in done.out and "ranked from 18 candidates" in done.out  # 3 distinct cases among 18 continue samples
+    sheet = openpyxl.load_workbook(tmp_path / "s.xlsx")["review"]
+    assert sheet.max_row == 4 and {sheet.cell(row=i, column=4).value for i in range(2, 5)} == {
+        "Who is it for?", "How long have you had it?", "Any other medicines?"}
     missing = cli.calibrator("suggest", "--from", tmp_path / "none.jsonl", "--goldset", goldset)
     assert missing.code == 2 and "--from" in missing.err and "no such file" in missing.err
     zero = cli.calibrator("suggest", "--from", samples, "--n", 0, "--goldset", goldset)
     assert zero.code == 2 and "--n must be at least 1" in zero.err
-    stops = served_log(tmp_path / "stops.jsonl", [], lambda i: 0.0)
-    stops.write_text("")
-    empty = cli.calibrator("suggest", "--from", stops, "--goldset", goldset, "-o", tmp_path / "e.csv")
+    rows = load_goldset(goldset, GRADER.row_model).rows
+    unjudged = GradingLog(tmp_path / "unjudged.jsonl", "lm")
+    for stop, failed in ((0.0, False), (0.0, True)):  # a wrong decision, a grading that failed: nothing the judge said
+        unjudged.write([Case(context=rows[0].context, target=Target(decision="continue", target_info=rows[0].target_info),
+                             candidate="<stop />")],
+                       [Graded(candidate="<stop />", terms=Terms(stop=stop, content=0.0, format=0.0, grader_failed=failed), reward=0.0)],
+                       "default")
+    unjudged.close()
+    empty = cli.calibrator("suggest", "--from", tmp_path / "unjudged.jsonl", "--goldset", goldset, "-o", tmp_path / "e.csv")
     assert empty.code == 2 and "no row to suggest" in empty.err
