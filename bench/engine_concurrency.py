@@ -34,7 +34,7 @@ from replay_server import ReplayServer, load_recording, request_key  # noqa: E40
 from calibrator.components.extract import extract_stream  # noqa: E402
 from calibrator.lm import CallPolicy, LMSpec, open_lm  # noqa: E402
 from calibrator.lm.adapter import CompactJSONAdapter  # noqa: E402
-from calibrator.logs import Session, segment  # noqa: E402
+from calibrator.expert_logs.logs import Session, segment  # noqa: E402
 from calibrator.prompt import load_prompt  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -15,11 +15,11 @@ from pathlib import Path
 import dspy
 
 from calibrator.components.grader import GRADER
-from calibrator.evaluate import evaluator
-from calibrator.goldset import load_goldset
+from calibrator.calibration.evaluate import evaluator
+from calibrator.gold.goldset import load_goldset
 from calibrator.lm import LMSpec, open_lm
 from calibrator.lm.adapter import CompactJSONAdapter
-from calibrator.optimize import choose_retrieval, fit_threshold, knn_prompt
+from calibrator.calibration.optimize import choose_retrieval, fit_threshold, knn_prompt
 from calibrator.prompt import load_prompt
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -19,7 +19,7 @@ from pathlib import Path
 
 from calibrator.components.grader import GradeTurn
 from calibrator.components.grader import GraderRow as GradeRowModel
-from calibrator.goldset import load_goldset
+from calibrator.gold.goldset import load_goldset
 from calibrator.lm.adapter import CompactJSONAdapter
 from calibrator.lm.cache import CallCache
 from calibrator.lm.engine import CachingEngine, openai_response_format

@@ -6,7 +6,7 @@ Each consultation with a checklist is segmented like any expert log (doctor = ph
 extractor runs on every sample, and the items it returns over the whole consultation are compared
 with the facts the clinicians listed (critical `c` and all). Checklist facts carry no field, so only
 the value half of the matcher applies: a fact counts as recalled when some extracted item's value
-reaches the matcher's token overlap with it (calibrator.items.VALUE_OVERLAP).
+reaches the matcher's token overlap with it (calibrator.agreement.items.VALUE_OVERLAP).
 """
 
 import argparse
@@ -23,10 +23,10 @@ sys.path.insert(0, str(ROOT))
 from calibrator.components.extractor import EXTRACTOR  # noqa: E402
 from calibrator.components.extract import default_prompt, extract_one  # noqa: E402
 from calibrator.corpora.primock57 import DEFAULT_ROOT, Consultation, Fact, load_consultations  # noqa: E402
-from calibrator.items import VALUE_OVERLAP, normalise, split_item, value_overlap  # noqa: E402
+from calibrator.agreement.items import VALUE_OVERLAP, normalise, split_item, value_overlap  # noqa: E402
 from calibrator.lm import LMSpec, open_lm  # noqa: E402
 from calibrator.lm.adapter import CompactJSONAdapter  # noqa: E402
-from calibrator.logs import Message, Session, segment  # noqa: E402
+from calibrator.expert_logs.logs import Message, Session, segment  # noqa: E402
 from calibrator.prompt import load_prompt  # noqa: E402
 
 

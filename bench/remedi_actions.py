@@ -28,9 +28,9 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from calibrator.corpora.remedi import AnnotatedSession, gold_stop_turn, read_annotated, turn_decision, turn_fields  # noqa: E402
-from calibrator.items import split_item  # noqa: E402
-from calibrator.logs import STOP_RULES, Decision, Sample, Session, StopRule, asks, render, segment  # noqa: E402
-from calibrator.metrics import percentile_interval  # noqa: E402
+from calibrator.agreement.items import split_item  # noqa: E402
+from calibrator.expert_logs.logs import STOP_RULES, Decision, Sample, Session, StopRule, asks, render, segment  # noqa: E402
+from calibrator.agreement.metrics import percentile_interval  # noqa: E402
 
 DEFAULT_DATA = ROOT.parent / "shared" / "data" / "remedi" / "dev_human_annotation.txt"
 DEFAULT_PROMPT = ROOT / "prompts" / "extractor.primary-care.yaml"
@@ -115,7 +115,7 @@ def split_scored(sessions: Sequence[AnnotatedSession], stop: StopRule) -> list[S
 
 
 def asks_scored(sessions: Sequence[AnnotatedSession]) -> list[Scored]:
-    """The rule's building block alone on the same turns: `continue` iff the doctor's turn asks (calibrator.logs.asks)."""
+    """The rule's building block alone on the same turns: `continue` iff the doctor's turn asks (calibrator.expert_logs.logs.asks)."""
     out = []
     for a in sessions:
         doctor = [m.content for m in a.session.messages if m.role == "assistant"]

@@ -42,7 +42,7 @@ from engine_concurrency import RecordingWire  # noqa: E402
 from replay_server import ReplayServer, load_recording  # noqa: E402
 
 from calibrator.components.grader import GRADER  # noqa: E402
-from calibrator.goldset import load_goldset  # noqa: E402
+from calibrator.gold.goldset import load_goldset  # noqa: E402
 from calibrator.lm import CallPolicy  # noqa: E402
 from calibrator.parallel import map_ordered  # noqa: E402
 from calibrator.reward.judge import open_judge  # noqa: E402

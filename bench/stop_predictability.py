@@ -26,8 +26,8 @@ from sklearn.model_selection import GroupKFold, cross_val_predict
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from calibrator.samples_file import TrainingSample  # noqa: E402
-from calibrator.logs import render  # noqa: E402
+from calibrator.expert_logs.samples_file import TrainingSample  # noqa: E402
+from calibrator.expert_logs.logs import render  # noqa: E402
 from train import data  # noqa: E402
 from train.config import load_config  # noqa: E402
 

@@ -17,8 +17,8 @@ import sys
 from pathlib import Path
 
 from calibrator.components.grader import GRADER
-from calibrator.goldset import load_goldset
-from calibrator.metrics import score_ordinal
+from calibrator.gold.goldset import load_goldset
+from calibrator.agreement.metrics import score_ordinal
 from calibrator.reward.suggest import Candidate, rank
 
 ROOT = Path(__file__).resolve().parents[1]

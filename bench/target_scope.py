@@ -27,7 +27,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from calibrator.corpora.remedi import AnnotatedSession, read_annotated  # noqa: E402
-from calibrator.metrics import percentile_interval  # noqa: E402
+from calibrator.agreement.metrics import percentile_interval  # noqa: E402
 
 DEFAULT_DATA = ROOT.parent / "shared" / "data" / "remedi" / "dev_human_annotation.txt"
 N_BOOT = 2000

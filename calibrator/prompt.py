@@ -16,7 +16,7 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, model_validator
 
-from calibrator.decision import DecisionRule
+from calibrator.agreement.decision import DecisionRule
 
 
 class Retrieval(BaseModel):
@@ -54,13 +54,13 @@ class PromptFile(BaseModel):
     demos: list[dict[str, Any]] = []
     retrieval: Retrieval | None = None
     # The judge's label written as one token per label ({"0": 0.0, "1": 0.5, "2": 1.0}) and read as a distribution
-    # from token log-probabilities; `decision` turns it into a label (see calibrator/decision.py).
+    # from token log-probabilities; `decision` turns it into a label (see calibrator/agreement/decision.py).
     label_tokens: dict[str, float] | None = None
     decision: DecisionRule | None = None
     # Reason before answering (DSPy's ChainOfThought: a `reasoning` field written first, as the reference's judge
     # thinks before it scores); None: answer at once. A run compares both on val (`--compare-reasoning`).
     reasoning: bool | None = None
-    # Which target a prompt extracts, or grades a candidate against (calibrator.logs.TARGET_SCOPES);
+    # Which target a prompt extracts, or grades a candidate against (calibrator.expert_logs.logs.TARGET_SCOPES);
     # None: next, as every prompt written before the option.
     target_scope: Literal["next", "rest"] | None = None
     calibration: Calibration | None = None

@@ -23,7 +23,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from calibrator.logs import Sample, render  # noqa: E402
+from calibrator.expert_logs.logs import Sample, render  # noqa: E402
 from calibrator.prompt import write_atomic  # noqa: E402
 from train.data import expert_move, question_target  # noqa: E402  # read decision and future, which a Sample has
 
@@ -38,7 +38,7 @@ HELD_OUT = ("cpu-learn.yaml", "cpu-table.yaml")  # the shipped MTS-Dialog config
 
 def cut_points(corpus: Path) -> dict[str, Sample]:
     from calibrator.corpora import read_corpus
-    from calibrator.logs import segment_all
+    from calibrator.expert_logs.logs import segment_all
 
     return {s.id: s for s in segment_all(read_corpus(corpus).sessions, STOP_RULE)}
 
@@ -48,7 +48,7 @@ def held_out_sessions(corpus: Path) -> set[str]:
     (train.data: its segmentation, then its split), so none is labelled."""
     from contextlib import redirect_stdout
 
-    from calibrator.samples_file import TrainingSample
+    from calibrator.expert_logs.samples_file import TrainingSample
     from train import data
     from train.config import CONFIGS, load_config
 

@@ -9,7 +9,7 @@ import pytest
 
 from calibrator.components.grader import GraderRow
 from calibrator.components.grader import GRADER
-from calibrator.goldset import load_goldset
+from calibrator.gold.goldset import load_goldset
 from calibrator.lm import CallPolicy, LMSpec, open_lm
 from calibrator.lm.adapter import CompactJSONAdapter
 from calibrator.prompt import load_prompt

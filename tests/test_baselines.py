@@ -6,8 +6,8 @@ import json
 import pytest
 import yaml
 
-from calibrator.logs import Message
-from calibrator.samples_file import TrainingSample
+from calibrator.expert_logs.logs import Message
+from calibrator.expert_logs.samples_file import TrainingSample
 from support.training import small_samples
 from train import baselines
 from train.config import CONFIGS, TrainConfig

@@ -8,8 +8,8 @@ import json
 import pytest
 
 from calibrator.components import COMPONENTS
-from calibrator.goldset import load_goldset
-from calibrator.optimize import BUDGETS
+from calibrator.gold.goldset import load_goldset
+from calibrator.calibration.optimize import BUDGETS
 from calibrator.prompt import load_prompt
 
 from support.files import gold_slice

@@ -9,8 +9,8 @@ import dspy
 import pytest
 
 from calibrator.components.grader import GRADER
-from calibrator.evaluate import evaluator
-from calibrator.goldset import load_goldset
+from calibrator.calibration.evaluate import evaluator
+from calibrator.gold.goldset import load_goldset
 from calibrator.lm import CallPolicy, LMSpec, open_lm
 from calibrator.lm.adapter import CompactJSONAdapter
 from calibrator.prompt import load_prompt

@@ -9,7 +9,7 @@ from datetime import datetime, timezone
 import pytest
 
 from calibrator.components.grader import GRADER, choose_content_source
-from calibrator.goldset import load_goldset
+from calibrator.gold.goldset import load_goldset
 from calibrator.prompt import Calibration, load_prompt, save_prompt
 from calibrator.reward.gate import GateError
 from support import ROOT

@@ -10,7 +10,7 @@ from pydantic import ValidationError
 
 from calibrator.corpora import FORMATS, detect_format, mts_dialog, primock57, read_corpus, remedi
 from calibrator.corpora.remedi import Action, AnnotatedSession, parse_actions
-from calibrator.logs import LogError, Message, Session
+from calibrator.expert_logs.logs import LogError, Message, Session
 from support.files import write_rows
 
 MTS_HEADER = ("ID", "section_header", "section_text", "dialogue")

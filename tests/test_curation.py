@@ -14,8 +14,8 @@ from support.synthetic_run import make_run
 from calibrator.components.grader import GraderRow
 from calibrator.components.extractor import ExtractorRow
 from calibrator.cli import main
-from calibrator.curation import goldset_csv
-from calibrator.goldset import GoldSetError, load_goldset, read_rows
+from calibrator.curation.curation import goldset_csv
+from calibrator.gold.goldset import GoldSetError, load_goldset, read_rows
 from support import ROOT
 from support.files import fill
 

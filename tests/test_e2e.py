@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from calibrator.components.grader import GRADER
-from calibrator.optimize import BUDGETS
+from calibrator.calibration.optimize import BUDGETS
 from support import ROOT
 from support.cli import Started
 

@@ -11,8 +11,8 @@ import pytest
 
 from calibrator.components.grader import GraderRow
 from calibrator.components.grader import GRADER
-from calibrator.goldset import load_goldset
-from calibrator.optimize import knn_prompt
+from calibrator.gold.goldset import load_goldset
+from calibrator.calibration.optimize import knn_prompt
 from calibrator.prompt import load_prompt, save_prompt
 from support.cli import calibrator
 from support.files import gold_slice

@@ -7,8 +7,8 @@ import dspy
 import pytest
 
 from calibrator.components import COMPONENTS
-from calibrator.decision import expected_score
-from calibrator.goldset import load_goldset
+from calibrator.agreement.decision import expected_score
+from calibrator.gold.goldset import load_goldset
 from calibrator.lm import LMSpec, open_lm
 from calibrator.lm.adapter import CompactJSONAdapter
 from calibrator.prompt import load_prompt

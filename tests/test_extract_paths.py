@@ -15,7 +15,7 @@ from dspy.utils.dummies import DummyLM
 from calibrator.components.extract import SampleIndex, _drop_torn_tail, extract_samples, index_path, partial_path
 from calibrator.lm import engine as lm_engine
 from calibrator.lm.spec import LMSpec
-from calibrator.logs import Sample
+from calibrator.expert_logs.logs import Sample
 from calibrator.prompt import load_prompt
 from support import ROOT
 from support.extraction import Dies, samples

@@ -15,8 +15,8 @@ from calibrator.components.extractor import ExtractorRow
 from calibrator.cli import main
 from calibrator.components.extractor import DEFAULT_FIELDS, EXTRACTOR, MAX_ITEMS, items_type, observed_future
 from calibrator.components.extract import MadeBy, SampleIndex, TrainingSample, extract_samples, partial_path
-from calibrator.goldset import GoldSetError, load_goldset
-from calibrator.items import match_items, normalise, paired_items, score_items, value_overlap
+from calibrator.gold.goldset import GoldSetError, load_goldset
+from calibrator.agreement.items import match_items, normalise, paired_items, score_items, value_overlap
 from calibrator.lm.spec import LMSpec
 from calibrator.prompt import load_prompt
 from train.data import read_samples

@@ -8,7 +8,7 @@ import pytest
 from transformers import TrainerState
 
 from calibrator.components.grader import GraderRow
-from calibrator.goldset import load_goldset
+from calibrator.gold.goldset import load_goldset
 from calibrator.prompt import Calibration, load_prompt, save_prompt
 from support.files import write_csv
 from train.config import CONFIGS, TrainConfig, load_config

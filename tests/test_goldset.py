@@ -1,4 +1,4 @@
-"""Tests for calibrator.goldset: the shipped gold set, label parsing, and row-by-row error reporting."""
+"""Tests for calibrator.gold.goldset: the shipped gold set, label parsing, and row-by-row error reporting."""
 
 import csv
 import random
@@ -10,7 +10,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from calibrator.components.grader import GraderRow
-from calibrator.goldset import SPLITS, GoldSetError, load_goldset, parse_label, stable_id
+from calibrator.gold.goldset import SPLITS, GoldSetError, load_goldset, parse_label, stable_id
 
 from support.files import HEADER, write_csv, write_xlsx
 from support import ROOT
@@ -85,7 +85,7 @@ PINNED_DEV = {"grader": {"g007", "g012", "g013"}, "stop": {"se009", "se017"}}
 @pytest.mark.parametrize("component, name", sorted(PINNED_SPLITS))
 def test_shipped_rows_keep_the_split_they_had(component, name):
     from calibrator.components import COMPONENTS
-    from calibrator.splits import split_of
+    from calibrator.gold.splits import split_of
 
     gold = load_goldset(ROOT / "goldsets" / name, COMPONENTS[component].row_model)
     pinned = PINNED_SPLITS[(component, name)]

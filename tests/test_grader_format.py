@@ -8,7 +8,7 @@ import pytest
 
 from calibrator.components.grader import GraderRow
 from calibrator.components.grader import GRADER, GraderPrediction, choose_format_source, count_questions, format_by_rule
-from calibrator.goldset import load_goldset
+from calibrator.gold.goldset import load_goldset
 from calibrator.prompt import Calibration, load_prompt, save_prompt
 from train.__main__ import _format_source
 from train.config import TrainConfig

@@ -12,10 +12,10 @@ import pytest
 from calibrator.components.grader import GraderRow
 from calibrator.cli import main
 from calibrator.components import COMPONENTS
-from calibrator.goldset import load_goldset, row_versions
+from calibrator.gold.goldset import load_goldset, row_versions
 from calibrator.lm import Usage
 from calibrator.prompt import Calibration, load_prompt, save_prompt
-from calibrator.runs import _cost, unsaved_reason
+from calibrator.calibration.runs import _cost, unsaved_reason
 
 from support import ROOT
 

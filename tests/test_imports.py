@@ -87,6 +87,32 @@ def test_no_import_cycle_in_the_package():
     assert find_cycle(graph) is None
 
 
+# The package's groups, lowest first: a module imports from its own group or one below, never above, so data flows one
+# way (gold set -> component -> metric -> optimizer -> calibrated prompt -> report; the reward and the CLI on top).
+LAYERS = ["agreement", "gold", "expert_logs", "lm", "embedder", "parallel", "prompt", "corpora", "components",
+          "calibration", "report", "curation", "reward", "cli", "__main__"]
+
+
+def upward_imports(graph: dict[str, set[str]]) -> list[str]:
+    """`module -> target` for every import of a group above the importer's (the package itself, `calibrator`, is no group)."""
+    def rank(name: str) -> int | None:
+        parts = name.split(".")
+        return LAYERS.index(parts[1]) if len(parts) > 1 and parts[0] == "calibrator" else None
+
+    return sorted(f"{name} -> {target}" for name, targets in graph.items() for target in targets
+                  if rank(name) is not None and rank(target) is not None and rank(target) > rank(name))
+
+
+def test_no_module_imports_from_a_group_above_its_own():
+    found = {name: path for name, path in modules().items() if name.startswith("calibrator.")}
+    groups = {name.split(".")[1] for name in found}
+    assert groups == set(LAYERS)  # every group has its place, and no place names a group that is gone
+    graph = {name: imports(name, path, set(found)) for name, path in found.items()}
+    assert upward_imports(graph) == []
+    planted = graph | {"calibrator.gold.goldset": graph["calibrator.gold.goldset"] | {"calibrator.calibration.runs"}}
+    assert upward_imports(planted) == ["calibrator.gold.goldset -> calibrator.calibration.runs"]
+
+
 ISOLATE = """
 import importlib, json, os, sys, traceback
 names = json.loads(sys.argv[1])

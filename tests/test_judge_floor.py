@@ -13,19 +13,19 @@ from hypothesis import strategies as st
 from calibrator.cli import main
 from calibrator.components import COMPONENTS
 from calibrator.components.label_read import LabelReader
-from calibrator.decision import DecisionRule, fit_cuts, fit_rule, label_by_cuts, label_distribution
+from calibrator.agreement.decision import DecisionRule, fit_cuts, fit_rule, label_by_cuts, label_distribution
 from calibrator.components.retrieval import NearestDemos
-from calibrator.floor import floor_sentence, judge_floor
+from calibrator.calibration.floor import floor_sentence, judge_floor
 from calibrator.lm.cache import CallCache
 from calibrator.lm.engine import CachingEngine
 from calibrator.lm.policy import CallPolicy
 from calibrator.lm.usage import UsageMeter
 from calibrator.lm.wire import Answer, TokenChoice
-from calibrator.metrics import PairedComparison
+from calibrator.agreement.metrics import PairedComparison
 from calibrator.report.view import floor_banner
-from calibrator.goldset import load_goldset
-from calibrator.metrics import quadratic_weighted_kappa
-from calibrator.optimize import BUDGETS, Candidate, optimize
+from calibrator.gold.goldset import load_goldset
+from calibrator.agreement.metrics import quadratic_weighted_kappa
+from calibrator.calibration.optimize import BUDGETS, Candidate, optimize
 from calibrator.prompt import load_prompt
 from calibrator.reward.terms import grader_call
 from support import ROOT

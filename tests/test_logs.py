@@ -1,4 +1,4 @@
-"""Tests for calibrator.logs: reading both log formats, line-by-line problems, and hindsight segmentation."""
+"""Tests for calibrator.expert_logs.logs: reading both log formats, line-by-line problems, and hindsight segmentation."""
 
 import csv
 import json
@@ -10,7 +10,7 @@ from hypothesis import strategies as st
 
 
 from calibrator.components.grader import GraderRow
-from calibrator.logs import LogError, Message, Session, asks, read_logs, render, segment, segment_all
+from calibrator.expert_logs.logs import LogError, Message, Session, asks, read_logs, render, segment, segment_all
 from support.files import write_rows
 
 GOOD = {"session_id": "s1", "messages": [{"role": "user", "content": "I have a cough."}, {"role": "assistant", "content": "How long?"}]}

@@ -1,4 +1,4 @@
-"""Tests for calibrator.metrics; sklearn is the reference implementation here only."""
+"""Tests for calibrator.agreement.metrics; sklearn is the reference implementation here only."""
 
 import math
 import warnings
@@ -10,7 +10,7 @@ from hypothesis import strategies as st
 from sklearn.metrics import cohen_kappa_score
 from sklearn.metrics import confusion_matrix as sk_confusion_matrix
 
-from calibrator.metrics import (
+from calibrator.agreement.metrics import (
     LABELS,
     METRICS,
     OrdinalScores,

@@ -8,7 +8,7 @@ import shutil
 
 import pytest
 
-from calibrator.ppi import corrected_difference, corrected_rate
+from calibrator.agreement.ppi import corrected_difference, corrected_rate
 from support import ROOT
 from support.training import sample
 from train.policy_review import HIDDEN, correct, export_review, read_labels

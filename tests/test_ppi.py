@@ -1,11 +1,11 @@
-"""The judge-corrected rate (calibrator/ppi.py) on simulated judges whose error we set: its 95% interval covers the true
+"""The judge-corrected rate (calibrator/agreement/ppi.py) on simulated judges whose error we set: its 95% interval covers the true
 rate in about 95% of 1,000 draws whether the judge is biased up, down or near-useless, and it is narrower than the
 labelled-only interval when the judge agrees with humans."""
 
 import numpy as np
 import pytest
 
-from calibrator.ppi import MIN_LABELS, corrected_difference, corrected_rate
+from calibrator.agreement.ppi import MIN_LABELS, corrected_difference, corrected_rate
 
 DRAWS, N_JUDGED, N_LABELLED = 1000, 2000, 100
 

@@ -12,9 +12,9 @@ from pathlib import Path
 import pytest
 
 from calibrator.components.grader import GRADER
-from calibrator.logs import render
-from calibrator.goldset import load_goldset
-from calibrator.splits import split_of
+from calibrator.expert_logs.logs import render
+from calibrator.gold.goldset import load_goldset
+from calibrator.gold.splits import split_of
 from support import ROOT
 from train import data
 from train.config import CONFIGS, load_config

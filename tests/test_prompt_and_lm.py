@@ -362,7 +362,7 @@ def test_anthropic_wire_declares_no_response_schema(tmp_path):
 def test_predictions_csv_never_writes_a_live_formula():
     from calibrator.components.grader import GRADER, GraderPrediction
     
-    from calibrator.runs import predictions_csv
+    from calibrator.calibration.runs import predictions_csv
 
     row = GraderRow(id="=HYPERLINK(1)", context="patient: hi", target_info=["age: adult"], candidate="-1+1", content_score=1)
     text = predictions_csv(GRADER, [(row, "test")], {"baseline": {row.id: GraderPrediction(error="@SUM(A1)")}})

@@ -7,9 +7,9 @@ import json
 import dspy
 import pytest
 
-from calibrator import runs
+from calibrator.calibration import runs
 from calibrator.components import COMPONENTS
-from calibrator.goldset import load_goldset
+from calibrator.gold.goldset import load_goldset
 from calibrator.prompt import PromptFile, load_prompt
 from support import ROOT
 from support.files import gold_slice

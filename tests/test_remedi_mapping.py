@@ -8,7 +8,7 @@ import pytest
 
 from calibrator.corpora.remedi import (INQUIRY_FIELDS, Action, AnnotatedSession, gold_stop_turn, read_annotated, turn_decision,
                                        turn_fields)
-from calibrator.logs import Message, Session
+from calibrator.expert_logs.logs import Message, Session
 from calibrator.prompt import load_prompt
 from support import ROOT
 

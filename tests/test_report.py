@@ -13,7 +13,7 @@ from support.synthetic_run import make_run
 
 from calibrator.components.grader import GraderRow
 from calibrator.cli import main
-from calibrator.goldset import load_goldset
+from calibrator.gold.goldset import load_goldset
 from calibrator.report.view import get_path
 
 ATTACKS = ("<script>alert(1)</script>", '"><img src=x onerror=alert(1)>')

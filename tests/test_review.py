@@ -13,11 +13,11 @@ from support.synthetic_run import make_run
 from calibrator.components.grader import GraderRow
 from calibrator.cli import main
 from calibrator.components import COMPONENTS
-from calibrator.curation import goldset_csv
-from calibrator.goldset import load_goldset
-from calibrator.disagreements import disagreements, read_predictions
-from calibrator.record import judged_side
-from calibrator.review import sample_by_split
+from calibrator.curation.curation import goldset_csv
+from calibrator.gold.goldset import load_goldset
+from calibrator.calibration.disagreements import disagreements, read_predictions
+from calibrator.calibration.record import judged_side
+from calibrator.curation.review import sample_by_split
 
 CONTRACT = {"grader": ["id", "context", "target_info", "candidate", "content_score", "format_score", "note", "annotator", "labelled_at"],
             "extractor": ["id", "context", "future", "target_info", "decision", "note", "annotator", "labelled_at", "target_scope"]}

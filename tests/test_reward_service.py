@@ -13,7 +13,7 @@ import requests
 from sklearn.metrics import cohen_kappa_score
 
 from calibrator.components.grader import GRADER, GraderRow
-from calibrator.goldset import load_goldset
+from calibrator.gold.goldset import load_goldset
 from calibrator.prompt import Calibration, load_prompt, save_prompt
 from calibrator.reward.functions import compute_score, load_reward
 from calibrator.reward.gate import GateError

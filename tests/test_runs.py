@@ -1,4 +1,4 @@
-"""Run folders and the run's own guards (calibrator/runs.py): two runs in the same instant in one process get two
+"""Run folders and the run's own guards (calibrator/calibration/runs.py): two runs in the same instant in one process get two
 folders, in the order they ran; a partial folder is removed only when the process that writes it is gone; `eval`
 names a gold set that moved on even when the prompt's record predates per-row versions; and a run whose search
 winner carries a test row is refused before anything is written. Commands run in-process against the stub."""
@@ -11,13 +11,13 @@ from pathlib import Path
 
 import pytest
 
-from calibrator import runs
+from calibrator.calibration import runs
 from calibrator.components import COMPONENTS
 from calibrator.components.grader import GraderRow
-from calibrator.goldset import load_goldset
-from calibrator.optimize import Candidate, Optimization
+from calibrator.gold.goldset import load_goldset
+from calibrator.calibration.optimize import Candidate, Optimization
 from calibrator.prompt import Calibration, load_prompt, save_prompt
-from calibrator.runs import RunDirectory, new_run_id
+from calibrator.calibration.runs import RunDirectory, new_run_id
 from support.files import gold_slice
 
 GRADER = COMPONENTS["grader"]
@@ -26,7 +26,7 @@ INSTANT = datetime(2026, 11, 24, 12, 0, 0, 123456, tzinfo=timezone.utc)
 
 
 class FrozenClock(datetime):
-    """`calibrator.runs.datetime` with the clock stopped: every run in the test starts in the same microsecond."""
+    """`calibrator.calibration.runs.datetime` with the clock stopped: every run in the test starts in the same microsecond."""
 
     @classmethod
     def now(cls, tz=None):

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from calibrator.samples_file import (SamplesFileError, join_info_truth, parse_chat_text, parse_info_truth, read_samples,
+from calibrator.expert_logs.samples_file import (SamplesFileError, join_info_truth, parse_chat_text, parse_info_truth, read_samples,
                                      sample_lines)
 from support.extraction import extract_args, records, write_log
 from train.data import expert_move, warm_rows

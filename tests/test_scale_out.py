@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from calibrator.shards import Shard, file_sha256, manifest_path, shard_of
+from calibrator.expert_logs.shards import Shard, file_sha256, manifest_path, shard_of
 from support import ROOT
 from support.cli import Started, calibrator
 from support.extraction import cached, extract_args, records, write_log

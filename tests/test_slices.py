@@ -6,8 +6,8 @@ import dspy
 import pytest
 
 from calibrator.components import COMPONENTS
-from calibrator.goldset import load_goldset
-from calibrator.optimize import BUDGETS, Candidate, optimize
+from calibrator.gold.goldset import load_goldset
+from calibrator.calibration.optimize import BUDGETS, Candidate, optimize
 from calibrator.prompt import load_prompt
 from support import ROOT
 

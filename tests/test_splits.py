@@ -6,8 +6,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from calibrator.components.grader import GraderRow
-from calibrator.goldset import SPLITS, load_goldset
-from calibrator.splits import MIN_DEV, SPLIT_FRACTIONS, balance, dev_ids, split_of
+from calibrator.gold.goldset import SPLITS, load_goldset
+from calibrator.gold.splits import MIN_DEV, SPLIT_FRACTIONS, balance, dev_ids, split_of
 
 from support.files import write_csv
 

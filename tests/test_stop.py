@@ -12,7 +12,7 @@ from sklearn.metrics import cohen_kappa_score
 
 from calibrator.components import COMPONENTS
 from calibrator.components.stop import STOP, StopPrediction, StopRow, pharmacist_questions
-from calibrator.goldset import GoldSetError, load_goldset
+from calibrator.gold.goldset import GoldSetError, load_goldset
 from support import ROOT
 from support.cli import Result, calibrator
 

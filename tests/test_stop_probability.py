@@ -5,8 +5,8 @@ import json
 
 import pytest
 
-from calibrator.samples_file import TrainingSample
-from calibrator.logs import Message
+from calibrator.expert_logs.samples_file import TrainingSample
+from calibrator.expert_logs.logs import Message
 from train.data import policy_messages
 from train.evaluate import STOP_PREFIX, generate
 

@@ -7,7 +7,7 @@ import openpyxl
 import pytest
 
 from calibrator.components.grader import GRADER
-from calibrator.goldset import load_goldset
+from calibrator.gold.goldset import load_goldset
 from calibrator.reward.log import GradingLog
 from calibrator.reward.schema import Case, Graded, Target
 from calibrator.reward.terms import Terms

@@ -9,15 +9,15 @@ import pytest
 from calibrator.components.extract import default_prompt
 from calibrator.components.extractor import EXTRACTOR, MAX_ITEMS, REST_FUTURE_LINES, REST_MAX_ITEMS, observed_future
 from calibrator.components.grader import GRADER
-from calibrator.goldset import load_goldset
-from calibrator.logs import Message, Session, segment
+from calibrator.gold.goldset import load_goldset
+from calibrator.expert_logs.logs import Message, Session, segment
 from calibrator.prompt import load_prompt
-from calibrator.samples_file import read_samples
+from calibrator.expert_logs.samples_file import read_samples
 from support import ROOT
 from support.extraction import extract_args, records, write_log
 from support.training import sample
-from calibrator.samples_file import SamplesFileError
-from calibrator.shards import Manifest, manifest_path
+from calibrator.expert_logs.samples_file import SamplesFileError
+from calibrator.expert_logs.shards import Manifest, manifest_path
 from train.config import CONFIGS, TrainConfig
 from train.data import check_target_scope, samples_file_notes, segment_logs
 

@@ -1,4 +1,4 @@
-"""Tests for calibrator.template: the empty gold-set workbook opens, guides the labeller, and loads once filled."""
+"""Tests for calibrator.curation.template: the empty gold-set workbook opens, guides the labeller, and loads once filled."""
 
 import openpyxl
 import pytest
@@ -6,8 +6,8 @@ from openpyxl.utils import get_column_letter
 
 from calibrator.components.grader import GraderRow
 from calibrator.components.extractor import ExtractorRow
-from calibrator.goldset import GoldSetError, load_goldset
-from calibrator.template import write_template
+from calibrator.gold.goldset import GoldSetError, load_goldset
+from calibrator.curation.template import write_template
 from support.files import fill
 
 HEADERS = {

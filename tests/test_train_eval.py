@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from calibrator.components.grader import GraderPrediction
-from calibrator.metrics import percentile_interval
+from calibrator.agreement.metrics import percentile_interval
 from calibrator.prompt import Calibration
 from train.evaluate import (Completion, CompletionCache, cache_key, cache_slot, compare, describe, generate, grader_agreement, metrics, model_identity,
                             score, weighted_auc)

@@ -242,7 +242,7 @@ def test_eval_limit_needs_logs_and_a_positive_count(argv, tmp_path, capsys):
 
 
 def _samples_with_manifest(tmp_path, stop_rule: str | None):
-    from calibrator.shards import Manifest, manifest_path
+    from calibrator.expert_logs.shards import Manifest, manifest_path
 
     samples = tmp_path / "samples.jsonl"
     samples.write_text("")

@@ -17,7 +17,7 @@ import yaml
 from train.config import CONFIGS, ConfigError, TrainConfig, load_config
 
 if TYPE_CHECKING:
-    from calibrator.samples_file import TrainingSample
+    from calibrator.expert_logs.samples_file import TrainingSample
     from train.evaluate import Sampling
 
 EPILOG = """\
@@ -191,7 +191,7 @@ def _run(args: argparse.Namespace) -> int:
     (completions cached per model, grader answers in the LM cache). A stage that finished is not run again."""
     from contextlib import ExitStack
 
-    from calibrator.logs import LogError
+    from calibrator.expert_logs.logs import LogError
     from calibrator.prompt import load_prompt
     from calibrator.reward.gate import GateError
     from train import data, trainer
@@ -368,7 +368,7 @@ def _eval(args: argparse.Namespace) -> int:
     except ValueError as e:
         return _config_error(config_path, e)
     if args.logs:
-        from calibrator.logs import LogError
+        from calibrator.expert_logs.logs import LogError
 
         key = hashlib.sha256(f"{args.logs.resolve()}|{args.limit}|{config.stop_rule}".encode()).hexdigest()[:8]
         samples_path = args.model / f"eval-logs-{key}.jsonl"
@@ -523,7 +523,7 @@ def evaluate_run(run_dir: Path, config: TrainConfig, samples: list["TrainingSamp
     if config.content:
         from train.policy_review import Correction, correct, describe as describe_correction, read_labels
 
-        from calibrator.sheets import GoldSetError
+        from calibrator.gold.sheets import GoldSetError
 
         source = goldset or Path(calibration.goldset_path if calibration else "goldsets/grader.csv")
         try:

@@ -10,9 +10,9 @@ import json
 from pathlib import Path
 from typing import Any
 
-from calibrator.logs import render
+from calibrator.expert_logs.logs import render
 from calibrator.prompt import write_atomic_lines
-from calibrator.samples_file import TrainingSample
+from calibrator.expert_logs.samples_file import TrainingSample
 from train.config import TrainConfig
 from train.data import expert_move, policy_messages, rebalance
 from calibrator.reward.functions import RewardFunction

@@ -10,7 +10,7 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from calibrator.logs import ContextCut, StopRule, TargetScope
+from calibrator.expert_logs.logs import ContextCut, StopRule, TargetScope
 from calibrator.reward.gate import MIN_HELDOUT, MIN_QWK
 
 Fusion = Literal["default", "sum", "content", "stop"]
@@ -95,11 +95,11 @@ class TrainConfig(BaseModel):
     allow_uncalibrated: bool = False  # overrides every check, even a missing calibration record (recorded)
     eval_fraction: float = 0.2  # sessions held out for `train eval`
     limit: int | None = Field(None, ge=1)  # read only the first N sessions of --logs
-    stop_rule: StopRule = "end"  # where a session's stop point is (calibrator.logs.STOP_RULES)
-    # What a continue sample's target is (calibrator.logs.TARGET_SCOPES): the extractor prompt extracts it and the
+    stop_rule: StopRule = "end"  # where a session's stop point is (calibrator.expert_logs.logs.STOP_RULES)
+    # What a continue sample's target is (calibrator.expert_logs.logs.TARGET_SCOPES): the extractor prompt extracts it and the
     # grader prompt grades against it, so both must say the same (the reference's processed samples are `rest`)
     target_scope: TargetScope = "next"
-    context_cut: ContextCut = "history"  # the policy's context at each cut (calibrator.logs.CONTEXT_CUTS); --logs only
+    context_cut: ContextCut = "history"  # the policy's context at each cut (calibrator.expert_logs.logs.CONTEXT_CUTS); --logs only
     context_turns: int | None = Field(None, ge=1)  # the policy sees the last N messages (bounds prompt length and step time)
     stop_share: float | None = Field(None, gt=0, lt=1)  # resample training rows so stop samples make up this share
     content: bool = True  # grade question content (reward and good_question_rate); false: decision and format only

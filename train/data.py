@@ -7,10 +7,10 @@ import hashlib
 import random
 from pathlib import Path
 
-from calibrator.samples_file import SamplesFileError, TrainingSample, read_samples
-from calibrator.logs import QUESTION_SENTENCE, Message, Sample, render
+from calibrator.expert_logs.samples_file import SamplesFileError, TrainingSample, read_samples
+from calibrator.expert_logs.logs import QUESTION_SENTENCE, Message, Sample, render
 from calibrator.prompt import write_atomic_lines
-from calibrator.shards import Manifest, manifest_path
+from calibrator.expert_logs.shards import Manifest, manifest_path
 from train.config import TrainConfig
 from calibrator.reward.terms import STOP_TAG
 
@@ -18,7 +18,7 @@ from calibrator.reward.terms import STOP_TAG
 def segment_logs(config: TrainConfig) -> list[Sample]:
     """The log's first `limit` sessions cut into samples at the config's stop rule; LogError if none is usable."""
     from calibrator.corpora import read_corpus
-    from calibrator.logs import LogError, segment_all
+    from calibrator.expert_logs.logs import LogError, segment_all
 
     read = read_corpus(config.logs)
     for problem in read.problems[:5]:

@@ -22,10 +22,10 @@ from typing import Any
 import numpy as np
 from pydantic import BaseModel, Field, computed_field
 
-from calibrator.samples_file import TrainingSample
+from calibrator.expert_logs.samples_file import TrainingSample
 from calibrator.components.grader import FormatSourceName
-from calibrator.logs import Decision, render
-from calibrator.metrics import Interval, Verdict, percentile_interval, verdict_for
+from calibrator.expert_logs.logs import Decision, render
+from calibrator.agreement.metrics import Interval, Verdict, percentile_interval, verdict_for
 from calibrator.parallel import Progress, map_ordered
 from calibrator.prompt import Calibration, write_atomic
 from train.data import policy_messages

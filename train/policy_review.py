@@ -2,7 +2,7 @@
 rollouts the judge graded (base and trained, side hidden) as a grader review sheet; the labelled rows come back into
 the grader's gold set through `calibrator goldset add` with ids that say which eval they came from. Every later
 `train eval` of the run reads those labels and reports each judge-measured content rate corrected by them
-(prediction-powered inference, calibrator/ppi.py), and the judge's agreement on the policy's outputs beside its
+(prediction-powered inference, calibrator/agreement/ppi.py), and the judge's agreement on the policy's outputs beside its
 agreement on the seed gold set (drift).
 
 Only rollouts the judge graded are sampled: a wrong decision scores content 0 without asking the judge, so it carries no
@@ -16,12 +16,12 @@ from typing import Any
 
 from pydantic import BaseModel
 
-from calibrator.logs import render
-from calibrator.metrics import quadratic_weighted_kappa
-from calibrator.ppi import CorrectedRate, corrected_difference, corrected_rate
+from calibrator.expert_logs.logs import render
+from calibrator.agreement.metrics import quadratic_weighted_kappa
+from calibrator.agreement.ppi import CorrectedRate, corrected_difference, corrected_rate
 from calibrator.prompt import write_atomic
-from calibrator.review import Review, write_review
-from calibrator.samples_file import TrainingSample
+from calibrator.curation.review import Review, write_review
+from calibrator.expert_logs.samples_file import TrainingSample
 
 SIDES = ("base", "trained")
 HIDDEN = ("side", "judge_content_score", "rollout")
@@ -211,7 +211,7 @@ def read_labels(goldset: Path) -> dict[str, float]:
     under its own id answers for its rollout; one it dropped as a duplicate (same case, same label as a row it has)
     is found by its case."""
     from calibrator.components.grader import GRADER
-    from calibrator.goldset import read_rows
+    from calibrator.gold.goldset import read_rows
 
     if not goldset.is_file():
         return {}

@@ -6,8 +6,8 @@ from html import escape
 from importlib.resources import files
 from typing import Any
 
-from calibrator.samples_file import TrainingSample
-from calibrator.logs import render
+from calibrator.expert_logs.samples_file import TrainingSample
+from calibrator.expert_logs.logs import render
 from train.evaluate import GraderAgreement, MetricComparison, SampleScore, figure
 
 GRADED = ("good_question_rate", "mean_content", "good_question_rate_if_correct", "mean_content_if_correct")  # the metrics that rest on the grader's agreement with humans

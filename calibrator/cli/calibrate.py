@@ -6,7 +6,7 @@ from contextlib import ExitStack
 
 from calibrator.cli.parser import default_paths
 from calibrator.cli.quiet import quiet
-from calibrator.goldset import GoldSetError, load_goldset
+from calibrator.gold.goldset import GoldSetError, load_goldset
 
 
 def calibrate(args: argparse.Namespace) -> int:
@@ -32,7 +32,8 @@ def calibrate(args: argparse.Namespace) -> int:
     from calibrator.lm.local import ModelMissingError
     from calibrator.lm.prices import load_prices
     from calibrator.prompt import load_prompt
-    from calibrator.runs import HeldOutLeakError, RunRequest, command_line, execute, unsaved_reason
+    from calibrator.calibration.runs import HeldOutLeakError, RunRequest, command_line, execute, unsaved_reason
+    from calibrator.report.render import write_index, write_report
 
     quiet()
     try:
@@ -69,7 +70,8 @@ def calibrate(args: argparse.Namespace) -> int:
             if proposer_spec:
                 proposer = stack.enter_context(open_lm(proposer_spec, cache_dir=args.cache_dir, seed=args.seed,
                                                        policy=CallPolicy(concurrency=default_concurrency(proposer_spec))))
-            record, folder = execute(request, component, goldset, base, lm, proposer)
+            record, folder = execute(request, component, goldset, base, lm, proposer, write_report=write_report,
+                                     write_index=write_index)
     except HeldOutLeakError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

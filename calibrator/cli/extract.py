@@ -20,10 +20,10 @@ def extract(args: argparse.Namespace) -> int:
     from calibrator.lm.adapter import CompactJSONAdapter
     from calibrator.lm.local import ModelMissingError
     from calibrator.corpora import open_log
-    from calibrator.logs import LogError, segment
+    from calibrator.expert_logs.logs import LogError, segment
     from calibrator.parallel import Progress
     from calibrator.prompt import load_prompt, write_atomic
-    from calibrator.shards import Manifest, Selection, Shard, file_sha256, manifest_path, read_session_ids
+    from calibrator.expert_logs.shards import Manifest, Selection, Shard, file_sha256, manifest_path, read_session_ids
 
     prompt_path = args.prompt or default_prompt()
     try:
@@ -112,7 +112,7 @@ def extract(args: argparse.Namespace) -> int:
 
 def merge(args: argparse.Namespace) -> int:
     from calibrator.prompt import write_atomic, write_atomic_lines
-    from calibrator.shards import Manifest, ShardError, check_shards, manifest_path, merge_lines
+    from calibrator.expert_logs.shards import Manifest, ShardError, check_shards, manifest_path, merge_lines
 
     try:
         manifests, warnings = check_shards(args.shards)

@@ -5,7 +5,7 @@ import sys
 from pathlib import Path
 
 from calibrator.cli.parser import default_paths
-from calibrator.goldset import GoldSetError, load_goldset
+from calibrator.gold.goldset import GoldSetError, load_goldset
 
 
 def problems(e: GoldSetError, file: Path) -> None:
@@ -14,14 +14,14 @@ def problems(e: GoldSetError, file: Path) -> None:
 
 
 def goldset(args: argparse.Namespace) -> int:
-    from calibrator import curation
+    from calibrator.curation import curation
     from calibrator.components import COMPONENTS
 
     row_model = COMPONENTS[args.component].row_model
     store = getattr(args, "goldset", None) or default_paths(args.component)["goldset"]
     try:
         if args.task == "template":
-            from calibrator.template import write_template
+            from calibrator.curation.template import write_template
 
             write_template(args.component, args.output)
             print(f"wrote {args.output}: fill the `data` sheet (see `instructions`), then "

@@ -82,7 +82,7 @@ def build() -> argparse.ArgumentParser:
     from calibrator.components import COMPONENTS, DEFAULT_COMPONENT
     from calibrator.lm.policy import API_CONCURRENCY, LOCAL_MAX_SLOTS, LOCAL_SLOTS
     from calibrator.lm.spec import SPEC_HELP
-    from calibrator.optimize import BUDGETS
+    from calibrator.calibration.optimize import BUDGETS
     from calibrator.reward.gate import MIN_HELDOUT, MIN_QWK
 
     top = argparse.ArgumentParser(prog="python -m calibrator", description=DESCRIPTION, epilog=EPILOG,

@@ -5,11 +5,11 @@ import sys
 from pathlib import Path
 
 from calibrator.cli.goldset import problems
-from calibrator.goldset import GoldSetError
+from calibrator.gold.goldset import GoldSetError
 
 
 def review(args: argparse.Namespace) -> int:
-    from calibrator.review import build_review, hidden_columns, write_review
+    from calibrator.curation.review import build_review, hidden_columns, write_review
 
     if args.graded is not None:
         return _graded(args)

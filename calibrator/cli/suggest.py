@@ -5,14 +5,14 @@ import json
 import sys
 
 from calibrator.cli.goldset import problems
-from calibrator.goldset import GoldSetError
+from calibrator.gold.goldset import GoldSetError
 
 
 def suggest(args: argparse.Namespace) -> int:
     from calibrator.components.grader import GRADER
-    from calibrator.goldset import load_goldset
+    from calibrator.gold.goldset import load_goldset
     from calibrator.reward.log import LogLineError
-    from calibrator.samples_file import SamplesFileError
+    from calibrator.expert_logs.samples_file import SamplesFileError
     from calibrator.reward.suggest import from_log, from_samples, rank, write_suggestions
 
     if args.n < 1:

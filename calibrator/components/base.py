@@ -15,10 +15,10 @@ from pydantic import BaseModel
 
 from calibrator.components.label_read import LabelReader
 from calibrator.components.retrieval import NearestDemos
-from calibrator.decision import TOP_LOGPROBS
-from calibrator.goldset import GoldRow
+from calibrator.agreement.decision import TOP_LOGPROBS
+from calibrator.gold.goldset import GoldRow
 from calibrator.lm.failure import unavailable_in
-from calibrator.metrics import PairedComparison
+from calibrator.agreement.metrics import PairedComparison
 from calibrator.prompt import PromptFile
 
 Neighbours = list[list[tuple[int, float]]]  # per train row: (other row index, cosine similarity), nearest last

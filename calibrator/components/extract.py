@@ -25,10 +25,10 @@ from pydantic import BaseModel, ValidationError
 
 from calibrator.components.extractor import EXTRACTOR
 from calibrator.lm.spec import LMSpec
-from calibrator.logs import Message, Sample, render
+from calibrator.expert_logs.logs import Message, Sample, render
 from calibrator.parallel import Progress, imap_unordered
 from calibrator.prompt import PromptFile, write_atomic_lines
-from calibrator.samples_file import SampleFormat, SamplesFileError, TrainingSample, parse_line, reshape_line
+from calibrator.expert_logs.samples_file import SampleFormat, SamplesFileError, TrainingSample, parse_line, reshape_line
 
 COMPONENT = EXTRACTOR  # what `extract` runs over the logs
 

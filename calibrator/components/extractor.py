@@ -19,10 +19,10 @@ from pydantic_core import core_schema
 from calibrator.components.base import (DIALOGUE_CELL, ITEMS_CELL, Component, Disagreement, Floor, Neighbours, Prediction,
                                         TemplateColumn, TemplateSheet)
 from calibrator.components.floors import LexicalFields
-from calibrator.goldset import GoldRow, dialogue_lines, patient_context, target_items
-from calibrator.items import ItemScores, item_f1, match_items, paired_items, score_items, split_item
-from calibrator.items import normalise as normalise_text
-from calibrator.metrics import PairedComparison
+from calibrator.gold.goldset import GoldRow, dialogue_lines, patient_context, target_items
+from calibrator.agreement.items import ItemScores, item_f1, match_items, paired_items, score_items, split_item
+from calibrator.agreement.items import normalise as normalise_text
+from calibrator.agreement.metrics import PairedComparison
 
 DEFAULT_FIELDS = ("symptom", "nature", "location", "severity", "trigger", "duration",
                   "allergies", "current medication", "pregnancy/breastfeeding", "age group", "chronic conditions",

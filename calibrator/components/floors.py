@@ -13,10 +13,10 @@ from typing import Any
 import numpy as np
 
 from calibrator.components.base import Floor, Prediction, nearest, neighbour_votes
-from calibrator.decision import fit_cuts, label_by_cuts
-from calibrator.goldset import GoldRow
-from calibrator.items import normalise
-from calibrator.metrics import quadratic_weighted_kappa
+from calibrator.agreement.decision import fit_cuts, label_by_cuts
+from calibrator.gold.goldset import GoldRow
+from calibrator.agreement.items import normalise
+from calibrator.agreement.metrics import quadratic_weighted_kappa
 
 NEIGHBOUR_KS = (1, 3, 5, 7)
 

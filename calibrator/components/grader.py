@@ -21,9 +21,9 @@ from calibrator.components.base import (DIALOGUE_CELL, ITEMS_CELL, Component, Di
                                         TemplateColumn, TemplateSheet)
 from calibrator.components.extractor import DEFAULT_FIELDS, FIELD_HINTS
 from calibrator.components.floors import NeighbourVote, ScoreCuts, target_similarity
-from calibrator.goldset import GoldRow, dialogue_lines, parse_label, target_items
-from calibrator.items import normalise as normalise_text
-from calibrator.metrics import Interval, OrdinalScores, PairedComparison, paired_bootstrap, quadratic_weighted_kappa, score_ordinal
+from calibrator.gold.goldset import GoldRow, dialogue_lines, parse_label, target_items
+from calibrator.agreement.items import normalise as normalise_text
+from calibrator.agreement.metrics import Interval, OrdinalScores, PairedComparison, paired_bootstrap, quadratic_weighted_kappa, score_ordinal
 
 Score = Literal[0.0, 0.5, 1.0]
 DEMO_CONTEXT_TURNS = 2  # demos keep the last turns only: enough to show the rubric, cheap for a small model

@@ -6,7 +6,7 @@ from typing import Any
 import dspy
 
 from calibrator.components.retrieval import NearestDemos
-from calibrator.decision import DecisionRule, label_distribution
+from calibrator.agreement.decision import DecisionRule, label_distribution
 
 
 class LabelReader(dspy.Module):

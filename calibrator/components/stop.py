@@ -6,7 +6,7 @@ judge of it is what a deployment needs when the logs' endings are unreliable (pa
 after the decision), and it is the trainer's termination signal made explicit.
 
 Metrics: accuracy and Cohen's kappa, each with a 95% bootstrap interval. With two labels, kappa with quadratic weights
-is Cohen's kappa exactly, so the ordinal machinery of calibrator/metrics.py scores it (continue = 0, stop = 1).
+is Cohen's kappa exactly, so the ordinal machinery of calibrator/agreement/metrics.py scores it (continue = 0, stop = 1).
 """
 
 from typing import Any, Literal
@@ -18,9 +18,9 @@ from calibrator.components.base import (DIALOGUE_CELL, Component, Disagreement, 
                                         TemplateSheet, neighbour_votes)
 from calibrator.components.floors import NeighbourVote, ScoreCuts
 from calibrator.components.grader import count_questions
-from calibrator.goldset import GoldRow, patient_context
-from calibrator.items import normalise as normalise_text
-from calibrator.metrics import Interval, PairedComparison, paired_bootstrap, quadratic_weighted_kappa, score_ordinal
+from calibrator.gold.goldset import GoldRow, patient_context
+from calibrator.agreement.items import normalise as normalise_text
+from calibrator.agreement.metrics import Interval, PairedComparison, paired_bootstrap, quadratic_weighted_kappa, score_ordinal
 
 Decision = Literal["continue", "stop"]
 VALUE = {"continue": 0.0, "stop": 1.0}  # kappa over two labels needs them as numbers

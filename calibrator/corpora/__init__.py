@@ -6,7 +6,7 @@ from pathlib import Path
 from types import ModuleType
 
 from calibrator.corpora import mts_dialog, primock57, remedi
-from calibrator.logs import LogError, LogProblem, LogRead, LogStream, Session
+from calibrator.expert_logs.logs import LogError, LogProblem, LogRead, LogStream, Session
 
 FORMATS: dict[str, ModuleType] = {"primock57": primock57, "mts-dialog": mts_dialog, "remedi": remedi}
 SUPPORTED = (
@@ -16,7 +16,7 @@ SUPPORTED = (
 
 
 def detect_format(path: Path) -> str:
-    """The corpus `path` holds, or "log" for the project's own formats (calibrator.logs says whether it is one)."""
+    """The corpus `path` holds, or "log" for the project's own formats (calibrator.expert_logs.logs says whether it is one)."""
     return next((name for name, module in FORMATS.items() if module.detect(path)), "log")
 
 

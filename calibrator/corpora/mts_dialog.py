@@ -27,7 +27,7 @@ import io
 import re
 from pathlib import Path
 
-from calibrator.logs import LogError, LogProblem, LogRead, Message, Session, read_text
+from calibrator.expert_logs.logs import LogError, LogProblem, LogRead, Message, Session, read_text
 
 ROLES = {
     "doctor": "assistant",

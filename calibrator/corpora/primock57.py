@@ -21,7 +21,7 @@ import openpyxl
 from openpyxl.cell.cell import ERROR_CODES
 from pydantic import BaseModel
 
-from calibrator.logs import LogError, LogProblem, LogRead, Message, Session
+from calibrator.expert_logs.logs import LogError, LogProblem, LogRead, Message, Session
 
 DEFAULT_ROOT = Path(__file__).resolve().parents[3] / "shared" / "data" / "primock57"
 SPEAKERS: dict[str, Literal["user", "assistant"]] = {"doctor": "assistant", "patient": "user"}

@@ -21,7 +21,7 @@ The labels mapped onto the project's (bench/remedi_actions.py checks the hindsig
 them): a doctor turn with an Inquire action is `continue` (still asking, even if it also advises); else one that
 diagnoses, recommends, informs or answers a question is `stop` (moved to advising); a turn with only Chitchat/Other or
 no action has no label. An Inquire slot maps to a field of the micro-goal vocabulary (INQUIRY_FIELDS); `other`,
-`precaution` and a bare Inquire map to none. The gold stop point is the "advice" stop rule (calibrator.logs.STOP_RULES)
+`precaution` and a bare Inquire map to none. The gold stop point is the "advice" stop rule (calibrator.expert_logs.logs.STOP_RULES)
 applied to these labels instead of to question marks: the first `stop` turn after the last `continue` turn, unlabelled
 turns skipped; none when the last labelled turn still asks.
 """
@@ -32,7 +32,7 @@ from pathlib import Path
 
 from pydantic import BaseModel, model_validator
 
-from calibrator.logs import Decision, LogError, LogProblem, LogRead, Message, Session, read_text
+from calibrator.expert_logs.logs import Decision, LogError, LogProblem, LogRead, Message, Session, read_text
 
 FIELDS = ("context", "currentuser", "action", "response")
 ACTS = ("Inquire", "Recommend", "Inform", "Diagnosis", "QuestionAnswering", "Chitchat", "Other")

@@ -9,11 +9,11 @@ from typing import Any
 from jinja2 import Environment, PackageLoader, StrictUndefined, select_autoescape
 
 from calibrator.components import COMPONENTS
-from calibrator.disagreements import read_predictions
-from calibrator.floor import standing
-from calibrator.metrics import PairedComparison
+from calibrator.calibration.disagreements import read_predictions
+from calibrator.calibration.floor import standing
+from calibrator.agreement.metrics import PairedComparison
 from calibrator.prompt import write_atomic
-from calibrator.record import RunRecord, judged_side
+from calibrator.calibration.record import RunRecord, judged_side
 from calibrator.report import view
 
 _env = Environment(loader=PackageLoader("calibrator.report", "templates"), autoescape=select_autoescape(default=True),

@@ -11,12 +11,12 @@ from typing import Any
 
 from pydantic import BaseModel
 
-from calibrator import disagreements as core_disagreements
+from calibrator.calibration import disagreements as core_disagreements
 from calibrator.components import COMPONENTS, Component, Disagreement
 from calibrator.components.base import Strong
-from calibrator.floor import standing
-from calibrator.metrics import PairedComparison
-from calibrator.record import judged_side
+from calibrator.calibration.floor import standing
+from calibrator.agreement.metrics import PairedComparison
+from calibrator.calibration.record import judged_side
 
 MIN_TEST = 10
 MAX_PARSE_FAILURES = 0.05

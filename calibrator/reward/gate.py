@@ -94,7 +94,7 @@ def _figure(value: Any) -> str:
 def _goldset_sha256(path: Path) -> tuple[str | None, str | None]:
     """The sha256 of the gold set on disk now, or why it cannot be read."""
     from calibrator.components.grader import GraderRow
-    from calibrator.goldset import GoldSetError, load_goldset
+    from calibrator.gold.goldset import GoldSetError, load_goldset
 
     try:
         return load_goldset(path, GraderRow).sha256, None

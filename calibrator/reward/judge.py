@@ -108,7 +108,7 @@ def open_judge(stack: ExitStack, grader_prompt: Path, lm: str = "local", *, cach
         test = (calibration.floors.get(source) or {}).get("test") if source != "lm" else calibration.test
         card.heldout = {k: (test or {}).get(k) for k in ("qwk", "qwk_ci", "n")}
     if source != "lm":
-        from calibrator.goldset import load_goldset
+        from calibrator.gold.goldset import load_goldset
 
         if calibration is None:
             raise ValueError(f"the model-free judge {source} is fitted on the gold set the grader prompt was calibrated on, "

@@ -6,7 +6,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from calibrator.logs import Message, render
+from calibrator.expert_logs.logs import Message, render
 from calibrator.reward.terms import Fusion, Terms
 
 

@@ -18,7 +18,7 @@ import numpy as np
 from pydantic import BaseModel
 
 from calibrator.components.grader import GRADER, GraderRow
-from calibrator.goldset import GoldSet
+from calibrator.gold.goldset import GoldSet
 
 SIGNALS = ("disagreement", "uncertainty", "thin_label", "thin_field")
 
@@ -54,8 +54,8 @@ def from_log(path: Path) -> list[Candidate]:
 
 def from_samples(path: Path) -> list[Candidate]:
     """Continue samples of `calibrator extract` (or the reference's shape): the expert's next turn graded against the target."""
-    from calibrator.logs import render
-    from calibrator.samples_file import read_samples
+    from calibrator.expert_logs.logs import render
+    from calibrator.expert_logs.samples_file import read_samples
 
     out = []
     for s in read_samples(path):
@@ -120,7 +120,7 @@ HIDDEN = ("why", "judge_content_score", "source")
 def write_suggestions(suggestions: list[Suggestion], out: Path, known_cases: set[str], limit: int) -> int:
     """The template sheet `goldset add` reads: the first `limit` suggestions not already in the gold set, labels left empty,
     why each was chosen in hidden columns (the judge's score among them, so the labeller decides blind)."""
-    from calibrator.review import Review, write_review
+    from calibrator.curation.review import Review, write_review
 
     rows, seen = [], set(known_cases)
     for s in suggestions:

@@ -59,7 +59,7 @@ class GradedExport(BaseModel):
 
 
 def export_graded_review(log: Path, n: int, out: Path, seed: int = 0) -> GradedExport:
-    from calibrator.review import Review, write_review
+    from calibrator.curation.review import Review, write_review
 
     entries = list(read_log(log))
     picked = stratified_sample(entries, n, seed)
@@ -104,8 +104,8 @@ class Drift(BaseModel):
 
 def measure_drift(grade: Grade, policy_goldset: Path, heldout: dict[str, Any] | None, min_qwk: float) -> Drift:
     from calibrator.components.grader import GRADER
-    from calibrator.goldset import load_goldset
-    from calibrator.metrics import score_ordinal
+    from calibrator.gold.goldset import load_goldset
+    from calibrator.agreement.metrics import score_ordinal
 
     rows = load_goldset(policy_goldset, GRADER.row_model).rows
     predicted = [grade(r.context, r.target_text, r.candidate).content_score for r in rows]

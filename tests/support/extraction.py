@@ -7,7 +7,7 @@ from pathlib import Path
 
 from dspy.utils.dummies import DummyLM
 
-from calibrator.logs import Message, Sample
+from calibrator.expert_logs.logs import Message, Sample
 from support import ROOT
 
 

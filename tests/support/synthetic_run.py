@@ -10,12 +10,12 @@ from calibrator.components.extractor import ExtractorRow
 from calibrator.components import COMPONENTS
 from calibrator.components.extractor import ExtractorPrediction
 from calibrator.components.grader import GraderPrediction, format_by_rule
-from calibrator.curation import goldset_csv
+from calibrator.curation.curation import goldset_csv
 
 from calibrator.lm.usage import Usage
 from calibrator.prompt import write_atomic
-from calibrator.record import GoldSetInfo, PromptInfo, RunRecord
-from calibrator.runs import predictions_csv, versions
+from calibrator.calibration.record import GoldSetInfo, PromptInfo, RunRecord
+from calibrator.calibration.runs import predictions_csv, versions
 from calibrator.report.render import write_index, write_report
 
 FIELDS = ("duration", "allergies", "age group", "severity")

@@ -5,8 +5,8 @@ from pathlib import Path
 
 import yaml
 
-from calibrator.samples_file import TrainingSample
-from calibrator.logs import Message
+from calibrator.expert_logs.samples_file import TrainingSample
+from calibrator.expert_logs.logs import Message
 from calibrator.prompt import Calibration
 from train.config import CONFIGS
 

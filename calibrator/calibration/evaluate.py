@@ -6,7 +6,7 @@ from collections.abc import Callable
 import dspy
 
 from calibrator.components import Component, Prediction
-from calibrator.goldset import GoldRow
+from calibrator.gold.goldset import GoldRow
 from calibrator.lm import LMHandle
 from calibrator.parallel import Progress, map_ordered
 from calibrator.prompt import PromptFile

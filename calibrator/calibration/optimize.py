@@ -11,7 +11,7 @@ Each strategy turns the baseline prompt plus the train split into a candidate pr
   judge does ("knn+reasoning"); scored on val like the others (from --budget medium on, or --compare-reasoning).
   Not composed with threshold: the label's probabilities are read at the answer's first token, which reasoning moves;
 - threshold: for a component with an ordinal label, read the label as a distribution from token log-probabilities
-  and fit the rule that turns it into a label (argmax, prior correction or cut points; see calibrator/decision.py)
+  and fit the rule that turns it into a label (argmax, prior correction or cut points; see calibrator/agreement/decision.py)
   on train rows the prompt does not show as demonstrations. It composes: `auto` fits one on the baseline and on
   each other strategy's prompt ("knn+threshold").
 MIPROv2 and GEPA learn from train minus its dev slice and select their own candidates on the dev slice,
@@ -28,12 +28,12 @@ from pydantic import BaseModel
 from calibrator.components import Component
 from calibrator.components.base import nearest
 from calibrator.components.retrieval import retrieval_text
-from calibrator.decision import fit_rule
+from calibrator.agreement.decision import fit_rule
 from calibrator.embedder import EMBEDDER_NAME, encode
-from calibrator.evaluate import Evaluate
-from calibrator.goldset import GoldRow, GoldSet
+from calibrator.calibration.evaluate import Evaluate
+from calibrator.gold.goldset import GoldRow, GoldSet
 from calibrator.prompt import PromptFile, Retrieval
-from calibrator.splits import sample_rows
+from calibrator.gold.splits import sample_rows
 
 Strategy = Literal["knn", "mipro", "gepa"]
 OptimizerName = Literal["auto", "knn", "mipro", "gepa", "threshold"]

@@ -10,11 +10,11 @@ from typing import Any, Literal, Union
 from pydantic import BaseModel
 
 from calibrator.components import COMPONENTS
-from calibrator.floor import FloorRecord
-from calibrator.goldset import GoldSetChanges
+from calibrator.calibration.floor import FloorRecord
+from calibrator.gold.goldset import GoldSetChanges
 from calibrator.lm import Usage
-from calibrator.metrics import PairedComparison
-from calibrator.splits import SplitBalance
+from calibrator.agreement.metrics import PairedComparison
+from calibrator.gold.splits import SplitBalance
 
 SplitScores = Union[tuple(c.scores_model for c in COMPONENTS.values())]  # noqa: UP007 (a union built from the registry)
 
@@ -38,7 +38,7 @@ class PromptInfo(BaseModel):
     retrieval_k: int | None = None
     retrieval_pool: int | None = None
     label_tokens: dict[str, float] | None = None  # the label read as a distribution over these tokens
-    decision: dict[str, Any] | None = None  # the fitted decision rule (calibrator.decision.DecisionRule)
+    decision: dict[str, Any] | None = None  # the fitted decision rule (calibrator.agreement.decision.DecisionRule)
     decision_text: str | None = None
     probabilities_read: int | None = None  # of the rows it scored, how many came with a label distribution
 

@@ -16,12 +16,12 @@ from typing import Any
 
 from pydantic import BaseModel
 
-from calibrator.goldset import SPLITS, GoldRow, GoldSet, GoldSetError, content_hash, read_rows
-from calibrator.sheets import cell_value, text_cell
+from calibrator.gold.goldset import SPLITS, GoldRow, GoldSet, GoldSetError, content_hash, read_rows
+from calibrator.gold.sheets import cell_value, text_cell
 from calibrator.prompt import write_atomic
 from calibrator.components import COMPONENTS
-from calibrator.disagreements import disagreements, read_predictions
-from calibrator.splits import SplitBalance
+from calibrator.calibration.disagreements import disagreements, read_predictions
+from calibrator.gold.splits import SplitBalance
 
 
 class Change(BaseModel):

@@ -10,8 +10,8 @@ from typing import Any, Literal
 from pydantic import BaseModel
 
 from calibrator.components import Component, Prediction
-from calibrator.goldset import GoldRow
-from calibrator.metrics import Interval, PairedComparison
+from calibrator.gold.goldset import GoldRow
+from calibrator.agreement.metrics import Interval, PairedComparison
 
 FLOOR_ADVICE = "use a stronger --lm, add gold rows, or check the label balance"
 Standing = Literal["beats", "below", "does not beat", "level"]

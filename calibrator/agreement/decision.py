@@ -26,7 +26,7 @@ import numpy as np
 import pandas as pd
 from pydantic import BaseModel, model_validator
 
-from calibrator.metrics import quadratic_weighted_kappa
+from calibrator.agreement.metrics import quadratic_weighted_kappa
 
 TOP_LOGPROBS = 20  # OpenAI's cap; llama.cpp and vLLM take it too
 MAX_CUT_CANDIDATES = 40  # distinct cut positions tried per cut; more observed values are thinned to quantiles

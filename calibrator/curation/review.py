@@ -28,11 +28,11 @@ from openpyxl.worksheet.properties import Outline
 from pydantic import BaseModel
 
 from calibrator.components import COMPONENTS
-from calibrator.disagreements import disagreements, read_predictions
-from calibrator.goldset import GoldRow, read_rows
-from calibrator.sheets import GoldSetError, Problem, cell_value, text_cell
+from calibrator.calibration.disagreements import disagreements, read_predictions
+from calibrator.gold.goldset import GoldRow, read_rows
+from calibrator.gold.sheets import GoldSetError, Problem, cell_value, text_cell
 from calibrator.prompt import write_atomic
-from calibrator.record import judged_side
+from calibrator.calibration.record import judged_side
 
 ADJUDICATION = ("adjudicated_label", "adjudication_note")
 

@@ -14,7 +14,7 @@ from pathlib import Path
 
 from pydantic import BaseModel, Field, ValidationError
 
-from calibrator.logs import Session
+from calibrator.expert_logs.logs import Session
 
 
 class ShardError(ValueError):
@@ -92,8 +92,8 @@ class Manifest(BaseModel):
     samples: int  # records written
     prompt_sha256: str
     lm: str
-    stop_rule: str = "end"  # calibrator.logs.STOP_RULES; manifests written before the option were all "end"
-    context_cut: str = "history"  # calibrator.logs.CONTEXT_CUTS; likewise "history" before the option
+    stop_rule: str = "end"  # calibrator.expert_logs.logs.STOP_RULES; manifests written before the option were all "end"
+    context_cut: str = "history"  # calibrator.expert_logs.logs.CONTEXT_CUTS; likewise "history" before the option
 
 
 def manifest_path(out: Path) -> Path:

@@ -14,8 +14,8 @@ from typing import Any, ClassVar
 
 from pydantic import BaseModel, ValidationError, field_validator
 
-from calibrator.sheets import ErrorCell, Formula, GoldSetError, Problem, cell_value, read_records, text_cell
-from calibrator.splits import SPLITS, Split, SplitBalance, assign_splits, balance, dev_ids
+from calibrator.gold.sheets import ErrorCell, Formula, GoldSetError, Problem, cell_value, read_records, text_cell
+from calibrator.gold.splits import SPLITS, Split, SplitBalance, assign_splits, balance, dev_ids
 
 __all__ = ["GoldRow", "GoldSet", "GoldSetError", "Problem", "cell_value", "load_goldset", "read_rows", "text_cell"]
 
@@ -177,7 +177,7 @@ class GoldSet:
     def human_agreement(self) -> tuple[float, int, list[str]] | None:
         """Mean pairwise qwk between annotator label columns over rows both labelled: the most any prompt
         can be expected to agree with 'the humans'. None with fewer than two annotators."""
-        from calibrator.metrics import quadratic_weighted_kappa
+        from calibrator.agreement.metrics import quadratic_weighted_kappa
 
         names = sorted({n for r in self.rows for n in getattr(r, "annotations", {})})
         if len(names) < 2:

@@ -21,7 +21,7 @@ from collections.abc import Sequence
 import numpy as np
 from pydantic import BaseModel, ConfigDict
 
-from calibrator.metrics import Interval, PairedComparison, percentile_interval, verdict_for
+from calibrator.agreement.metrics import Interval, PairedComparison, percentile_interval, verdict_for
 
 VALUE_OVERLAP = 0.5
 DECISIONS = ("continue", "stop")

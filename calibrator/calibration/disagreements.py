@@ -6,7 +6,7 @@ import csv
 from pathlib import Path
 
 from calibrator.components import Component, Disagreement
-from calibrator.sheets import uncell
+from calibrator.gold.sheets import uncell
 
 
 def read_predictions(path: Path) -> list[dict[str, str]]:
