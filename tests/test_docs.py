@@ -107,6 +107,25 @@ def test_the_readme_is_at_most_200_lines_and_its_quick_commands_run(tmp_path, cl
     assert made.code == 0 and (tmp_path / "new.xlsx").is_file()
 
 
+def test_the_public_import_paths_the_docs_name_resolve():
+    import importlib
+
+    text = "\n".join(p.read_text(encoding="utf-8") for p in [ROOT / "README.md", *(ROOT / "docs").rglob("*.md")])
+    named = set(re.findall(r"`((?:calibrator|train)(?:\.\w+)+)", text))
+    assert {"calibrator.reward.load_reward", "calibrator.reward"} <= named
+    unresolved = []
+    for name in sorted(named):
+        module, _, attr = name.rpartition(".")
+        try:
+            importlib.import_module(name)
+        except ImportError:
+            try:
+                getattr(importlib.import_module(module), attr)
+            except (ImportError, AttributeError):
+                unresolved.append(name)
+    assert unresolved == []
+
+
 @pytest.mark.slow
 def test_the_site_builds_strictly(tmp_path):
     done = subprocess.run([sys.executable, "-m", "mkdocs", "build", "--strict", "--site-dir", str(tmp_path / "site")],

@@ -24,8 +24,10 @@ def tiny_gguf(path, template: str | None):
     return path
 
 
-def test_local_path_specs_parse_name_the_file_and_refuse_what_is_not_a_gguf(tmp_path):
+def test_local_path_specs_parse_name_the_file_and_refuse_what_is_not_a_gguf(tmp_path, monkeypatch):
     path = tiny_gguf(tmp_path / "Tiny-Chat.Q4.gguf", "{{ messages }}")
+    monkeypatch.chdir(tmp_path)
+    assert LMSpec.parse("local:Tiny-Chat.Q4.gguf").path == str(path.resolve())  # a relative path, resolved once
     spec = LMSpec.parse(f"local:{path}")
     assert (spec.backend, spec.model, spec.path) == ("local", "Tiny-Chat.Q4", str(path.resolve()))
     assert str(spec) == f"local:{path.resolve()}" and LMSpec.parse(str(spec)) == spec
@@ -68,7 +70,9 @@ def test_any_local_gguf_is_served_in_process_and_a_renamed_copy_keeps_its_cache(
     with open_lm(LMSpec.parse(f"local:{first}"), cache_dir=tmp_path / "cache", policy=CallPolicy(concurrency=1)) as handle:
         answer = handle.lm(messages=messages)
         usage = handle.usage()
+        identity = handle.engine.identity
     assert answer and answer[0].strip() and usage.lm_calls == 1
+    assert identity == {"backend": "local", "model": "gguf", "weights": file_fingerprint(first)}  # this file, not the embedded
     renamed = first.rename(tmp_path / "renamed-copy.gguf")
     with open_lm(LMSpec.parse(f"local:{renamed}"), cache_dir=tmp_path / "cache", policy=CallPolicy(concurrency=1)) as handle:
         again = handle.lm(messages=messages)
