@@ -20,7 +20,7 @@ from calibrator.expert_logs.logs import render
 from calibrator.agreement.metrics import quadratic_weighted_kappa
 from calibrator.agreement.ppi import CorrectedRate, corrected_difference, corrected_rate
 from calibrator.prompt import write_atomic
-from calibrator.curation.review import Review, write_review
+from calibrator.reward.watch import label_row, write_label_sheet
 from calibrator.expert_logs.samples_file import TrainingSample
 
 SIDES = ("base", "trained")
@@ -92,11 +92,8 @@ def export_review(run_dir: Path, result: dict[str, Any], samples: list[TrainingS
         context, target = render(sample.context), "; ".join(sample.target_info)
         index.rows[gid] = ReviewedRollout(side=side, rollout=score["id"], judge_content=score["terms"]["content"],
                                           case=case_key(context, target, score["completion"]))
-        rows.append([gid, context, target, score["completion"], "", "",
-                     f"policy output of the run in {run_dir.name}, reviewed blind", "", "", "", "",
-                     side, f"{score['terms']['content']:g}", score["id"]])
-    header = ["id", "context", "target_info", "candidate", "content_score", "format_score", "note", "annotator",
-              "labelled_at", "adjudicated_label", "adjudication_note", *HIDDEN]
+        rows.append(label_row(gid, context, target, score["completion"], f"policy output of the run in {run_dir.name}, reviewed blind",
+                              [side, f"{score['terms']['content']:g}", score["id"]]))
     instructions = [
         "Each row of the `review` sheet is one turn a policy wrote, base or trained (you are not told which), in random order.",
         "Score it by the grader's rubric: put 0, 0.5 or 1 in adjudicated_label (or content_score), and format_score if you wish.",
@@ -105,9 +102,7 @@ def export_review(run_dir: Path, result: dict[str, Any], samples: list[TrainingS
         "Then: python -m calibrator goldset add <this file> --component grader   (the grader's gold set)",
         f"and run `python -m train eval --model {run_dir}` again: it reads the labels and corrects its content figures.",
     ]
-    write_review(Review(header=header, hidden=list(HIDDEN), rows=rows, component="grader", disagreements=0,
-                        agreements=len(rows), agreements_available=len(pool), splits={}, goldset="", goldset_found=False,
-                        relabelled=[], dropped=[], instructions=instructions), out)
+    write_label_sheet(rows, HIDDEN, instructions, len(pool), out)
     write_atomic(index_path, index.model_dump_json(indent=2))
     return index
 

@@ -41,10 +41,7 @@ def serve(args: argparse.Namespace) -> int:
                                  accept_newer_goldset=args.accept_newer_goldset, allow_uncalibrated=args.allow_uncalibrated,
                                  min_qwk=args.min_qwk, min_heldout=args.min_heldout, target_scope=args.target_scope,
                                  cache_dir=args.cache_dir, seed=args.seed, policy=policy, wording=SERVE_WORDING)
-        except GateError as e:
-            print(f"error: {e}", file=sys.stderr)
-            return 2
-        except ValueError as e:
+        except (GateError, ValueError) as e:
             print(f"error: {e}", file=sys.stderr)
             return 2
         stack.callback(reward.close)

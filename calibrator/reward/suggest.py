@@ -120,7 +120,7 @@ HIDDEN = ("why", "judge_content_score", "source")
 def write_suggestions(suggestions: list[Suggestion], out: Path, known_cases: set[str], limit: int) -> int:
     """The template sheet `goldset add` reads: the first `limit` suggestions not already in the gold set, labels left empty,
     why each was chosen in hidden columns (the judge's score among them, so the labeller decides blind)."""
-    from calibrator.curation.review import Review, write_review
+    from calibrator.reward.watch import label_row, write_label_sheet
 
     rows, seen = [], set(known_cases)
     for s in suggestions:
@@ -132,10 +132,8 @@ def write_suggestions(suggestions: list[Suggestion], out: Path, known_cases: set
             continue
         seen.add(probe.case_key())
         why = ", ".join(f"{k} {v:.2f}" for k, v in s.signals.items())
-        rows.append([suggestion_id(s), s.row.context, "; ".join(s.row.target_info), s.row.candidate, "", "",
-                     "suggested for labelling", "", "", "", "", why, "" if s.row.judge is None else f"{s.row.judge:g}", s.row.source])
-    header = ["id", "context", "target_info", "candidate", "content_score", "format_score", "note", "annotator",
-              "labelled_at", "adjudicated_label", "adjudication_note", *HIDDEN]
+        rows.append(label_row(suggestion_id(s), s.row.context, "; ".join(s.row.target_info), s.row.candidate,
+                              "suggested for labelling", [why, "" if s.row.judge is None else f"{s.row.judge:g}", s.row.source]))
     instructions = [
         "Each row of the `review` sheet is an unlabelled grader case chosen because labelling it tells most about the judge.",
         "Score it by the grader's rubric: put 0, 0.5 or 1 in content_score (or adjudicated_label), and format_score if you wish.",
@@ -143,7 +141,5 @@ def write_suggestions(suggestions: list[Suggestion], out: Path, known_cases: set
         f"Columns {', '.join(HIDDEN)} are hidden so you label blind; expand them only once you have decided.",
         "Then: python -m calibrator goldset add <this file> --component grader",
     ]
-    write_review(Review(header=header, hidden=list(HIDDEN), rows=rows, component="grader", disagreements=0, agreements=len(rows),
-                        agreements_available=len(suggestions), splits={}, goldset="", goldset_found=False, relabelled=[],
-                        dropped=[], instructions=instructions), out)
+    write_label_sheet(rows, HIDDEN, instructions, len(suggestions), out)
     return len(rows)

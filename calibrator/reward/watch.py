@@ -18,6 +18,8 @@ from calibrator.reward.log import GradingEntry, read_log
 from calibrator.reward.terms import Grade
 
 HIDDEN = ("judge_content_score", "step", "graded_id")
+LABEL_COLUMNS = ("id", "context", "target_info", "candidate", "content_score", "format_score", "note", "annotator",
+                 "labelled_at", "adjudicated_label", "adjudication_note")
 STEP_BANDS = 3  # early, middle and late training, by step (by order served when the caller gave no step)
 
 
@@ -47,6 +49,22 @@ def stratified_sample(entries: list[GradingEntry], n: int, seed: int = 0) -> lis
     return picked
 
 
+def label_row(row_id: str, context: str, target_info: str, candidate: str, note: str, hidden: list[str]) -> list[str]:
+    """One unlabelled grader case in LABEL_COLUMNS order (labels, annotator and adjudication left empty), then the
+    values of the hidden columns."""
+    return [row_id, context, target_info, candidate, "", "", note, "", "", "", "", *hidden]
+
+
+def write_label_sheet(rows: list[list[str]], hidden: tuple[str, ...], instructions: list[str], available: int, out: Path) -> None:
+    """Grader cases to label blind, as `goldset add` reads them: LABEL_COLUMNS, then `hidden` grouped and hidden (the
+    review sheet's writer: .xlsx or .csv, a temporary file renamed into place)."""
+    from calibrator.curation.review import Review, write_review
+
+    write_review(Review(header=[*LABEL_COLUMNS, *hidden], hidden=list(hidden), rows=rows, component="grader", disagreements=0,
+                        agreements=len(rows), agreements_available=available, splits={}, goldset="", goldset_found=False,
+                        relabelled=[], dropped=[], instructions=instructions), out)
+
+
 def row_id(entry: GradingEntry) -> str:
     return "policy-" + hashlib.sha256(f"served|{entry.id}".encode()).hexdigest()[:12]
 
@@ -59,15 +77,11 @@ class GradedExport(BaseModel):
 
 
 def export_graded_review(log: Path, n: int, out: Path, seed: int = 0) -> GradedExport:
-    from calibrator.curation.review import Review, write_review
-
     entries = list(read_log(log))
     picked = stratified_sample(entries, n, seed)
-    rows = [[row_id(e), e.context, "; ".join(e.target.target_info), e.candidate, "", "",
-             f"policy output graded by calibrator serve{'' if e.step is None else f' at step {e.step}'}, reviewed blind",
-             "", "", "", "", f"{e.terms.content:g}", "" if e.step is None else str(e.step), e.id] for e in picked]
-    header = ["id", "context", "target_info", "candidate", "content_score", "format_score", "note", "annotator",
-              "labelled_at", "adjudicated_label", "adjudication_note", *HIDDEN]
+    rows = [label_row(row_id(e), e.context, "; ".join(e.target.target_info), e.candidate,
+                      f"policy output graded by calibrator serve{'' if e.step is None else f' at step {e.step}'}, reviewed blind",
+                      [f"{e.terms.content:g}", "" if e.step is None else str(e.step), e.id]) for e in picked]
     instructions = [
         "Each row of the `review` sheet is one turn the policy wrote during training, as the reward service graded it, in random order.",
         "Score it by the grader's rubric: put 0, 0.5 or 1 in adjudicated_label (or content_score), and format_score if you wish.",
@@ -77,9 +91,7 @@ def export_graded_review(log: Path, n: int, out: Path, seed: int = 0) -> GradedE
         "and start `calibrator serve` with --policy-goldset <that gold set>: /health and /judge then show the judge's agreement "
         "on the policy's outputs beside its agreement on the seed gold set.",
     ]
-    write_review(Review(header=header, hidden=list(HIDDEN), rows=rows, component="grader", disagreements=0,
-                        agreements=len(rows), agreements_available=sum(map(_judged, entries)), splits={}, goldset="",
-                        goldset_found=False, relabelled=[], dropped=[], instructions=instructions), out)
+    write_label_sheet(rows, HIDDEN, instructions, sum(map(_judged, entries)), out)
     bands: dict[str, int] = defaultdict(int)
     for e in picked:
         bands[f"content {e.terms.content:g}"] += 1
