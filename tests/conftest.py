@@ -86,14 +86,35 @@ def policy_model(policy_cache):
 
 
 @pytest.fixture(scope="session")
+def tiny_policy(policy_model, tmp_path_factory):
+    """A two-layer model with random weights behind the embedded model's tokenizer and chat template, for tests whose
+    point is the machinery around a policy (kill and resume, caches, TRL's and the eval's call shapes), not its answers:
+    each forward pass costs a small fraction of the 135M model's."""
+    import torch
+    from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
+
+    config = AutoConfig.from_pretrained(policy_model)
+    config.update({"num_hidden_layers": 2, "hidden_size": 64, "intermediate_size": 128, "num_attention_heads": 4,
+                   "num_key_value_heads": 2, "head_dim": 16})
+    torch.manual_seed(0)
+    folder = tmp_path_factory.mktemp("tiny-policy")
+    AutoModelForCausalLM.from_config(config).save_pretrained(folder)
+    AutoTokenizer.from_pretrained(policy_model).save_pretrained(folder)
+    return folder
+
+
+@pytest.fixture(scope="session")
 def grader_smoke_run(tmp_path_factory):
-    """`run --component grader --budget smoke` on the embedded model, once, with a fresh cache: its folder holds
-    reports/, cache/ and grader.calibrated.yaml. Runs that ask the same baseline questions start from a copy of its
-    cache."""
+    """`run --component grader --budget smoke` on the embedded model (the default LM), once, with a fresh cache, on 24
+    rows spread over the shipped gold set (every label in; a third of the model's calls of the whole set): its folder
+    holds grader.csv, reports/, cache/ and grader.calibrated.yaml. A run asking the same questions starts from a copy of
+    its cache."""
     from support.cli import calibrator
+    from support.files import gold_slice
 
     tmp = tmp_path_factory.mktemp("grader-smoke")
-    done = calibrator("run", "--component", "grader", "--budget", "smoke", "--save-prompt", tmp / "grader.calibrated.yaml",
+    goldset = gold_slice("grader", tmp / "grader.csv", 24, spread=True)
+    done = calibrator("run", "--component", "grader", "--goldset", goldset, "--budget", "smoke", "--save-prompt", tmp / "grader.calibrated.yaml",
                       "--out", tmp / "reports", "--cache-dir", tmp / "cache", "--no-progress")
     assert done.code == 0, done.err
     return tmp

@@ -84,9 +84,11 @@ def test_a_grader_failure_leaves_the_prompt_out_instead_of_making_a_preference(t
 
 
 @pytest.mark.slow
-def test_sft_and_dpo_train_through_trl_resume_as_finished_and_are_evaluated_like_grpo(tmp_path, cli, policy_cache):
+def test_sft_and_dpo_train_through_trl_resume_as_finished_and_are_evaluated_like_grpo(tmp_path, cli, tiny_policy):
+    """The shipped cpu-smoke config with the session's tiny random-weight policy: TRL's trainers and the eval's path are
+    the point, not what the policy learns."""
     config = yaml.safe_load((CONFIGS / "cpu-smoke.yaml").read_text()) | {
-        "content": False, "fusion": "stop", "cache_dir": str(policy_cache), "eval_rollouts": 0,
+        "model": str(tiny_policy), "content": False, "fusion": "stop", "cache_dir": str(tmp_path / "cache"), "eval_rollouts": 0,
         "sft": {"steps": 1, "batch_size": 1}, "dpo": {"steps": 1, "batch_size": 2, "samples_per_prompt": 2},
         "warm_start": {"steps": 1}}  # GRPO's alone: both baselines start from the base model
     config["grpo"] |= {"max_completion_length": 8, "gradient_checkpointing": False}

@@ -16,8 +16,8 @@ from support import ROOT
 from support.files import gold_slice
 from support.training import sample
 from train import __main__ as train_main
-from train import trainer
 from train.config import load_config
+from train.gate import gate
 
 
 def record(lm_val: float | None, floors: dict[str, float | None], test=None, goldset="goldsets/grader.csv") -> Calibration:
@@ -40,6 +40,7 @@ def test_the_lm_grades_content_only_when_it_beats_every_floor_on_val(lm, floors,
     assert choose_content_source(None).source == "lm"
 
 
+@pytest.mark.slow  # MiniLM, the embedder (torch and sentence-transformers: ~10 s to import)
 def test_a_calibration_records_its_floors_on_val_and_test(tmp_path, stub, cli):
     goldset = gold_slice("grader", tmp_path / "grader.csv", 24, spread=True)
     done = cli.calibrator("run", "--component", "grader", "--goldset", goldset, "--budget", "smoke", "--no-progress",
@@ -64,6 +65,7 @@ def floor_prompt(tmp_path, goldset):
     return tmp_path / "grader.floor.yaml"
 
 
+@pytest.mark.slow  # MiniLM, the embedder (torch and sentence-transformers: ~10 s to import)
 def test_a_floor_that_wins_grades_content_without_any_lm_call(tmp_path):
     goldset = gold_slice("grader", tmp_path / "grader.csv", 60, spread=True)
     config = load_config(None, grader_prompt=floor_prompt(tmp_path, goldset), grader_lm="openai-compatible:m@http://127.0.0.1:9",
@@ -84,7 +86,7 @@ def test_the_gate_holds_the_chosen_floor_to_its_own_held_out_figures(tmp_path):
     prompt = load_prompt(path)
     prompt.calibration.goldset_sha256 = load_goldset(goldset, GRADER.row_model).sha256
     save_prompt(prompt, path)
-    passed = trainer.gate(load_config(None, grader_prompt=path, grader_lm="openai:gpt-4o"))
+    passed = gate(load_config(None, grader_prompt=path, grader_lm="openai:gpt-4o"))
     assert passed["content_source"]["source"] == "similarity"
     checks = {c["check"]: c for c in passed["checks"]}
     assert checks["heldout_qwk_ci_low"]["figure"] == 0.45 and checks["heldout_rows"]["figure"] == 31
@@ -92,9 +94,10 @@ def test_the_gate_holds_the_chosen_floor_to_its_own_held_out_figures(tmp_path):
     prompt.calibration.floors["similarity"]["test"]["qwk_ci"] = [0.2, 0.6]  # the floor's own figure fails; the LM's is not read
     save_prompt(prompt, path)
     with pytest.raises(GateError, match=r"model-free floor similarity .* lower bound 0.20 is under min_grader_qwk 0.4"):
-        trainer.gate(load_config(None, grader_prompt=path))
+        gate(load_config(None, grader_prompt=path))
 
 
+@pytest.mark.slow  # MiniLM, the embedder (torch and sentence-transformers: ~10 s to import)
 def test_eval_can_grade_with_a_judge_other_than_the_rewards(tmp_path):
     """The record chooses similarity for the reward; `train eval --judge neighbours` grades with the neighbours floor,
     fitted on the same train split, and `lm` would ask the LM (here no LM is reachable, so it is never opened)."""

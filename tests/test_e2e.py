@@ -28,9 +28,9 @@ def record(folder: Path) -> dict:
     return json.loads((folder / "run.json").read_text())
 
 
-def smoke_args(tmp: Path, *lm: str) -> list[str]:
+def smoke_args(tmp: Path, *more: str) -> list[str]:
     return ["run", "--component", "grader", "--budget", "smoke", "--save-prompt", str(tmp / "grader.calibrated.yaml"),
-            "--out", str(tmp / "reports"), "--cache-dir", str(tmp / "cache"), "--no-progress", *lm]
+            "--out", str(tmp / "reports"), "--cache-dir", str(tmp / "cache"), "--no-progress", *more]
 
 
 def test_smoke_run_writes_artifacts_and_reruns_from_cache(grader_smoke_run, cli, tmp_path):
@@ -59,7 +59,7 @@ def test_smoke_run_writes_artifacts_and_reruns_from_cache(grader_smoke_run, cli,
     assert "calibration:" in saved and rec["run_id"] in saved
 
     shutil.copytree(grader_smoke_run / "cache", tmp_path / "cache")
-    again = cli.calibrator(*smoke_args(tmp_path))
+    again = cli.calibrator(*smoke_args(tmp_path, "--goldset", grader_smoke_run / "grader.csv"))
     assert again.code == 0, again.err
     [rerun] = runs(tmp_path / "reports")
     rerun = record(rerun)

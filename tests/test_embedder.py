@@ -2,8 +2,11 @@
 again is not encoded again, and the memo keeps the most recently used texts up to its size."""
 
 import numpy as np
+import pytest
 
 from calibrator import embedder
+
+pytestmark = pytest.mark.slow  # MiniLM, the embedder (torch and sentence-transformers: ~10 s to import)
 
 
 def test_a_text_is_encoded_once_and_its_vector_is_the_models(monkeypatch):

@@ -5,7 +5,6 @@ from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
-from transformers import TrainerState
 
 from calibrator.components.grader import GraderRow
 from calibrator.gold.goldset import load_goldset
@@ -13,7 +12,7 @@ from calibrator.prompt import Calibration, load_prompt, save_prompt
 from support.files import write_csv
 from train.config import CONFIGS, TrainConfig, load_config
 from calibrator.reward.gate import GateError
-from train.trainer import StepLog, gate
+from train.gate import gate
 from support import ROOT
 from support.training import small_samples
 
@@ -246,11 +245,16 @@ def test_the_shipped_grader_passes_the_cpu_smoke_gate_only_by_its_quality_waiver
         gate(config.model_copy(update={"allow_below_gate": False}))
 
 
-def state(world_zero: bool, step: int = 1) -> TrainerState:
+def state(world_zero: bool, step: int = 1):
+    from transformers import TrainerState
+
     return TrainerState(is_world_process_zero=world_zero, global_step=step)
 
 
+@pytest.mark.slow  # imports the trainer's module, whose GRPOTrainer alone costs ~5 s of imports
 def test_step_log_writes_and_trims_metrics_from_process_zero_only(tmp_path):
+    from train.trainer import StepLog
+
     path = tmp_path / "metrics.jsonl"
     kept = json.dumps({"step": 1, "reward": 1.0}) + "\n" + json.dumps({"step": 2, "reward": 2.0}) + "\n"
     path.write_text(kept)
@@ -268,6 +272,7 @@ def test_step_log_writes_and_trims_metrics_from_process_zero_only(tmp_path):
         {"step": 1, "reward": 1.0}, {"step": 2, "reward": 3.0, "grader_failures_total": 0}]
 
 
+@pytest.mark.slow  # imports the trainer's module (GRPOTrainer) to replace its training loop
 @pytest.mark.parametrize("rank, written", [("1", set()), ("0", {"config.json", "heldout.jsonl", "run.json"})])
 def test_train_run_writes_its_files_from_rank_zero_only(tmp_path, monkeypatch, rank, written):
     """Under accelerate/torchrun every rank runs `train run`; the model, LM and GRPO loop are stubbed here."""

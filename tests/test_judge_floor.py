@@ -217,6 +217,7 @@ def test_threshold_is_refused_for_a_component_without_an_ordinal_label(capsys):
     assert "has no ordinal label" in capsys.readouterr().err
 
 
+@pytest.mark.slow  # MiniLM, the embedder (torch and sentence-transformers: ~10 s to import)
 @pytest.mark.parametrize("component", ["grader", "extractor", "stop"])
 def test_floors_are_fitted_on_train_only(component, monkeypatch):
     comp = COMPONENTS[component]

@@ -34,6 +34,7 @@ def test_a_prompt_without_reasoning_keeps_the_content_hash_it_had_before_the_opt
     assert prompt.model_copy(update={"reasoning": True}).content_sha256() != prompt.content_sha256()
 
 
+@pytest.mark.slow  # MiniLM, the embedder (torch and sentence-transformers: ~10 s to import)
 @pytest.mark.parametrize("component", ["grader", "extractor"])
 def test_the_run_compares_reasoning_on_val_only_and_records_it(tmp_path, stub, cli, monkeypatch, component):
     goldset = gold_slice(component, tmp_path / f"{component}.csv", 24, spread=True)
@@ -70,6 +71,7 @@ def test_the_run_compares_reasoning_on_val_only_and_records_it(tmp_path, stub, c
     assert load_prompt(tmp_path / "saved.yaml").reasoning == ("reasoning" in winner or None)
 
 
+@pytest.mark.slow  # MiniLM, the embedder (torch and sentence-transformers: ~10 s to import)
 def test_without_the_flag_a_smoke_run_does_not_compare_reasoning(tmp_path, stub, cli):
     goldset = gold_slice("stop", tmp_path / "stop.csv", 24, spread=True)
     done = cli.calibrator("run", "--component", "stop", "--goldset", goldset, "--budget", "smoke",

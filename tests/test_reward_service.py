@@ -290,7 +290,7 @@ def test_trl_gets_one_float_per_completion_and_the_step_from_its_state(tmp_path,
 
 
 @pytest.mark.slow
-def test_trl_grpo_trainer_runs_a_step_with_the_reward_as_its_reward_function(tmp_path, stub, policy_model):
+def test_trl_grpo_trainer_runs_a_step_with_the_reward_as_its_reward_function(tmp_path, stub, tiny_policy):
     from datasets import Dataset
     from transformers import AutoTokenizer
     from trl import GRPOConfig, GRPOTrainer
@@ -303,8 +303,8 @@ def test_trl_grpo_trainer_runs_a_step_with_the_reward_as_its_reward_function(tmp
         args = GRPOConfig(output_dir=str(tmp_path / "out"), max_steps=1, per_device_train_batch_size=4, num_generations=2,
                           max_completion_length=8, learning_rate=1e-6, use_cpu=True, report_to="none", logging_steps=1,
                           save_strategy="no", bf16=False, seed=0)
-        trainer = GRPOTrainer(model=str(policy_model), reward_funcs=reward, args=args, train_dataset=Dataset.from_list(rows),
-                              processing_class=AutoTokenizer.from_pretrained(policy_model))
+        trainer = GRPOTrainer(model=str(tiny_policy), reward_funcs=reward, args=args, train_dataset=Dataset.from_list(rows),
+                              processing_class=AutoTokenizer.from_pretrained(tiny_policy))
         trainer.train()
         reward.log.close()
     logged = [h for h in trainer.state.log_history if "reward" in h]

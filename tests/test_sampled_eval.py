@@ -63,13 +63,13 @@ def test_each_rollout_has_its_own_seed_fixed_by_seed_sample_and_number():
     assert rollout_seed(0, "a#1", 2) == 1488174404  # a literal: the same in every process (str hashes are salted per process)
 
 
-def eval_folder(tmp_path, policy_model, samples):
-    """A finished-run folder `train eval` reads: its config (content off, so no grader), run.json, final/ (the
-    embedded policy) and the held-out samples."""
+def eval_folder(tmp_path, model, samples):
+    """A finished-run folder `train eval` reads: its config (content off, so no grader), run.json, final/ (`model`)
+    and the held-out samples."""
     run = tmp_path / "run"
     run.mkdir()
-    (run / "final").symlink_to(policy_model, target_is_directory=True)
-    (run / "config.json").write_text(json.dumps({"model": str(policy_model), "content": False, "fusion": "stop",
+    (run / "final").symlink_to(model, target_is_directory=True)
+    (run / "config.json").write_text(json.dumps({"model": str(model), "content": False, "fusion": "stop",
                                                  "cache_dir": str(tmp_path / "cache"), "out": str(run), "seed": 0}))
     (run / "run.json").write_text("{}")
     (run / "heldout.jsonl").write_text("".join(s.model_dump_json() + "\n" for s in samples))
@@ -83,13 +83,14 @@ def held_out():
 
 
 @pytest.mark.slow
-def test_an_eval_killed_with_sigkill_resumes_from_its_greedy_and_sampled_caches(tmp_path, policy_model, cli):
+def test_an_eval_killed_with_sigkill_resumes_from_its_greedy_and_sampled_caches(tmp_path, tiny_policy, cli):
     """Killed once two sampled rollouts of the base model are cached (its greedy answers are all cached by then: each
     side is generated greedy, then sampled); a greedy and a sampled line are then marked: the resumed eval scores the marks (nothing cached
     is made again), draws only the missing rollouts, and draws what an uninterrupted run in this process draws: the
-    rollouts are reproducible under a seed across processes, and another seed draws others."""
+    rollouts are reproducible under a seed across processes, and another seed draws others. The policy is the session's
+    tiny random-weight model: the caches and the draws are the point, not its answers."""
     samples = held_out()
-    run = eval_folder(tmp_path, policy_model, samples)
+    run = eval_folder(tmp_path, tiny_policy, samples)
     greedy, cache = run / "eval.base.jsonl", run / "eval.base.sampled.jsonl"
     args = ("eval", "--model", run, "--rollouts", "3", "--max-new-tokens", "12")
     killed = Started("train", *args, logs=tmp_path / "logs").kill_when(
@@ -98,9 +99,9 @@ def test_an_eval_killed_with_sigkill_resumes_from_its_greedy_and_sampled_caches(
     before = [json.loads(line) for line in cache.read_text().splitlines() if line.endswith("}")]
     assert 2 <= len(before) < 9 and len(greedy.read_text().splitlines()) == 3
     instructions = load_prompt(ROOT / "prompts" / "policy.yaml").instructions
-    fresh = generate_sampled(policy_model, samples, instructions, 12, Sampling(rollouts=3, seed=0))
+    fresh = generate_sampled(tiny_policy, samples, instructions, 12, Sampling(rollouts=3, seed=0))
     assert [len(r) for r in fresh] == [3, 3, 3] and len({t for r in fresh for t in r}) > 1
-    assert generate_sampled(policy_model, samples[:1], instructions, 12, Sampling(rollouts=3, seed=7)) != fresh[:1]
+    assert generate_sampled(tiny_policy, samples[:1], instructions, 12, Sampling(rollouts=3, seed=7)) != fresh[:1]
     assert [r["completion"] for r in before] == [t for texts in fresh for t in texts][:len(before)]
     marked = [dict(r, completion="MARKED sampled") if i == 0 else r for i, r in enumerate(before)]
     cache.write_text("".join(json.dumps(r) + "\n" for r in marked))

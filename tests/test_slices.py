@@ -52,6 +52,7 @@ def test_mipro_and_gepa_learn_from_fit_and_select_on_dev(monkeypatch, component,
     assert not seen["val"] & {r.id for r in val} and not seen["train"] & {r.id for r in val}
 
 
+@pytest.mark.slow  # MiniLM, the embedder (torch and sentence-transformers: ~10 s to import)
 @pytest.mark.parametrize("component", ["grader", "extractor"])
 def test_knn_pools_train_and_strategies_are_compared_on_val_only(component):
     comp, gold, base, evaluate, baseline, scored = setup(component)

@@ -16,6 +16,7 @@ from support.files import gold_slice
 from support.training import small_samples
 
 
+@pytest.mark.slow  # MiniLM, the embedder (torch and sentence-transformers: ~10 s to import)
 def test_a_judge_that_disagrees_with_the_floor_and_a_field_the_gold_set_lacks_rank_first(tmp_path):
     gold = load_goldset(gold_slice("grader", tmp_path / "gold.csv", 60, spread=True), GRADER.row_model)
     floor = next(f for f in GRADER.floors() if f.name == "similarity")
@@ -49,6 +50,7 @@ def served_log(path, gold_rows, judge_of):
     return path
 
 
+@pytest.mark.slow  # MiniLM, the embedder (torch and sentence-transformers: ~10 s to import)
 def test_suggest_from_a_served_log_writes_a_sheet_goldset_add_takes(tmp_path, cli):
     goldset = gold_slice("grader", tmp_path / "gold.csv", 40, spread=True)
     rows = load_goldset(goldset, GRADER.row_model).rows
@@ -74,6 +76,7 @@ def test_suggest_from_a_served_log_writes_a_sheet_goldset_add_takes(tmp_path, cl
     assert again.code == 0 and "wrote 17 rows" in again.out  # the 8 now labelled are not suggested again
 
 
+@pytest.mark.slow  # MiniLM, the embedder (torch and sentence-transformers: ~10 s to import)
 def test_suggest_reads_a_samples_file_and_refuses_what_it_cannot_use(tmp_path, cli):
     goldset = gold_slice("grader", tmp_path / "gold.csv", 40, spread=True)
     samples = small_samples(tmp_path / "samples.jsonl")

@@ -3,7 +3,8 @@ a resume may change, `launch` running accelerate, unreadable logs, and the TRL h
 trains and no model loads: where a path would load one, the loader is replaced by one that raises `Reached`, and the
 test expects `Reached`, which proves the path got that far."""
 
-import inspect
+import ast
+import importlib.util
 import json
 import re
 import shlex
@@ -323,16 +324,29 @@ def test_run_logs_that_cannot_be_read_are_an_error_naming_file_and_line(kind, tm
 
 def test_trl_still_has_the_private_generate_hook_the_trainer_overrides():
     """TimedGRPOTrainer times GRPOTrainer._generate, a private method: a TRL release that renames it, changes its
-    parameters or calls it with more would silently drop the timing or break training; this fails first."""
-    from trl import GRPOTrainer
+    parameters or calls it with more would silently drop the timing or break training; this fails first. Read from
+    the installed TRL's source, not imported, so the fast suite does not pay for TRL."""
+    [trl_dir] = importlib.util.find_spec("trl").submodule_search_locations
+    theirs_source = (Path(trl_dir) / "trainer" / "grpo_trainer.py").read_text(encoding="utf-8")
+    theirs, theirs_class = defined_method(theirs_source, "GRPOTrainer", "_generate")
+    ours, _ = defined_method((ROOT / "train" / "trainer.py").read_text(encoding="utf-8"), "TimedGRPOTrainer", "_generate")
+    assert theirs is not None  # defined in GRPOTrainer's own body, not inherited
+    assert parameters(theirs) == parameters(ours)
+    assert re.search(r"\bself\._generate\(\s*prompts\s*\)", ast.get_source_segment(theirs_source, theirs_class))
 
-    from train.trainer import TimedGRPOTrainer
 
-    assert "_generate" in vars(GRPOTrainer), "TRL's GRPOTrainer no longer defines _generate"
-    shape = lambda f: [(p.name, p.kind) for p in inspect.signature(f).parameters.values()]
-    assert shape(GRPOTrainer._generate) == shape(TimedGRPOTrainer._generate)
-    assert re.search(r"\bself\._generate\(\s*prompts\s*\)", inspect.getsource(GRPOTrainer)), \
-        "TRL no longer calls self._generate(prompts)"
+def defined_method(source: str, class_name: str, name: str) -> tuple[ast.FunctionDef | None, ast.ClassDef]:
+    klass = next(n for n in ast.walk(ast.parse(source)) if isinstance(n, ast.ClassDef) and n.name == class_name)
+    method = next((n for n in klass.body if isinstance(n, ast.FunctionDef | ast.AsyncFunctionDef) and n.name == name), None)
+    return method, klass
+
+
+def parameters(function: ast.FunctionDef) -> list[tuple[str, str]]:
+    """Each parameter's kind and name, as inspect.signature would list them."""
+    a = function.args
+    return ([("positional-only", p.arg) for p in a.posonlyargs] + [("positional", p.arg) for p in a.args]
+            + [("*", p.arg) for p in [a.vararg] if p] + [("keyword-only", p.arg) for p in a.kwonlyargs]
+            + [("**", p.arg) for p in [a.kwarg] if p])
 
 
 # --- another judge than the reward's ---------------------------------------------------------------------------------

@@ -1,7 +1,9 @@
 """`python -m train run --logs` from a real corpus format to eval.json, stopped inside each stage and run again: every
 stage picks up what the stopped one left (extraction's partial records, the warm start's and GRPO's checkpoints, the
 eval's cached completions); the warm start, GRPO and the eval are killed with SIGKILL. The extractor and grader LM is
-a stub server on 127.0.0.1; the policy is the real embedded 135M model, trained and evaluated on this CPU."""
+a stub server on 127.0.0.1; the policy is a two-layer model with random weights and the embedded model's tokenizer
+(the session's `tiny_policy`), trained and evaluated on this CPU: the stages' machinery is the point, not its answers.
+The embedded 135M model itself is trained by tests/test_e2e_train.py."""
 
 import html
 import json
@@ -69,9 +71,9 @@ def lines(path: Path) -> list[str]:
     return path.read_text().splitlines() if path.is_file() else []
 
 
-def test_train_run_from_logs_resumes_after_kill_in_every_stage(tmp_path, stub, cli, policy_model):
+def test_train_run_from_logs_resumes_after_kill_in_every_stage(tmp_path, stub, cli, tiny_policy):
     out = tmp_path / "out"
-    cfg = config(tmp_path, stub.url, policy_model)
+    cfg = config(tmp_path, stub.url, tiny_policy)
 
     # 1. extraction: the trainer's own extraction, in this process, with an LM that dies after its first answer, leaves
     # what a killed `train run` leaves: the partial file, every line flushed (stop samples need no LM call, so they come

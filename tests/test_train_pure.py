@@ -222,7 +222,7 @@ def test_unknown_config_keys_are_refused(tmp_path):
 
 
 def test_resume_skips_a_checkpoint_cut_short_by_a_kill(tmp_path):
-    from train.trainer import last_checkpoint
+    from train.checkpoints import last_checkpoint
 
     assert last_checkpoint(tmp_path) is None
     for step in (2, 4):

@@ -194,8 +194,9 @@ def _run(args: argparse.Namespace) -> int:
     from calibrator.expert_logs.logs import LogError
     from calibrator.prompt import load_prompt
     from calibrator.reward.gate import GateError
-    from train import data, trainer
+    from train import checkpoints, data
     from train.config import grpo_config
+    from train.gate import gate
     from train.model import ensure_model
     from calibrator.reward.functions import RewardFunction
     from train.warm_start import warm_start
@@ -216,7 +217,7 @@ def _run(args: argparse.Namespace) -> int:
         return _config_error(args.config, e)
     if config.content:
         try:
-            gate_record = trainer.gate(config)
+            gate_record = gate(config)
         except GateError as e:
             print(f"error: {e}", file=sys.stderr)
             return 2
@@ -243,7 +244,7 @@ def _run(args: argparse.Namespace) -> int:
             print(f"error: {e}", file=sys.stderr)
             return 2
     config.out.mkdir(parents=True, exist_ok=True)
-    trainer.write_from_main(config.out / "config.json", config.model_dump_json(indent=2))
+    checkpoints.write_from_main(config.out / "config.json", config.model_dump_json(indent=2))
     try:
         samples = data.read_samples(config.samples) if config.samples else data.samples_from_logs(config, config.out / "samples.jsonl")
         data.check_target_scope(samples, config, config.samples or config.logs)
@@ -251,7 +252,7 @@ def _run(args: argparse.Namespace) -> int:
         print(f"error: {e}", file=sys.stderr)
         return 2
     train_samples, heldout = data.split(samples, config.eval_fraction, config.seed, config.content)
-    trainer.write_from_main(config.out / "heldout.jsonl", "".join(s.model_dump_json() + "\n" for s in heldout))
+    checkpoints.write_from_main(config.out / "heldout.jsonl", "".join(s.model_dump_json() + "\n" for s in heldout))
     rows = data.rebalance(train_samples, config.stop_share, config.seed)
     stops = sum(s.decision == "stop" for s in rows)
     print(f"{len(samples)} samples: {len(train_samples)} train ({len(rows)} rows, {stops} stop), {len(heldout)} held out; "
@@ -274,6 +275,8 @@ def _run(args: argparse.Namespace) -> int:
                 print(f"content term: {content['source']} ({content['reason']})")
             reward = RewardFunction(grade, config.fusion, format_source.source, handle.concurrency if handle else 1)
             if config.method == "grpo":
+                from train import trainer  # TRL: imported once the gate and the data are through
+
                 summary = trainer.train(config, data.to_rows(rows, instructions, config.context_turns), start_from, reward, grpo_args)
             else:
                 summary = _baseline(config, train_samples, instructions, start_from, reward)
@@ -281,10 +284,10 @@ def _run(args: argparse.Namespace) -> int:
         record = {"gate": gate_record, "model": str(model_dir), "started_from": str(start_from),
                   "samples": {"train": len(train_samples), "rows": len(rows), "rows_stop": stops, "heldout": len(heldout)},
                   "format": format_source.model_dump(), **summary, "grader_usage": usage}
-        trainer.write_from_main(config.out / "run.json", json.dumps(record, indent=2))
+        checkpoints.write_from_main(config.out / "run.json", json.dumps(record, indent=2))
         print(f"trained {summary['steps']} steps ({config.method}); {summary['grader_failures']} grader failures; model in "
               f"{config.out / 'final'}" + (f"; metrics in {config.out / 'metrics.jsonl'}" if config.method == "grpo" else ""))
-    if config.eval_after and trainer.is_main_process():
+    if config.eval_after and checkpoints.is_main_process():
         if not heldout:
             print("no held-out sample: eval skipped (raise eval_fraction)", file=sys.stderr)
             return 0

@@ -62,7 +62,7 @@ def train_baseline(config: TrainConfig, method: str, rows: list[dict], start: Pa
     from datasets import Dataset
     from transformers import AutoTokenizer
 
-    from train.trainer import last_checkpoint
+    from train.checkpoints import last_checkpoint
 
     out = config.out / method
     last = last_checkpoint(out) if out.is_dir() else None

@@ -2,14 +2,12 @@
 
 Resumable: checkpoints go to --out every `save_steps`; started again with the same --out, training
 continues from the last one (metrics.jsonl keeps the steps up to it). The run refuses a grader
-prompt without a calibration record, or one whose record does not pass the gate (see `gate`), unless told
+prompt without a calibration record, or one whose record does not pass the gate (train/gate.py), unless told
 otherwise, and records which it was. Under accelerate/torchrun every process runs this code; only the
 main one writes the run's files.
 """
 
 import json
-import os
-import shutil
 import time
 from pathlib import Path
 from typing import Any
@@ -19,16 +17,8 @@ from trl import GRPOConfig, GRPOTrainer
 
 from calibrator.prompt import write_atomic
 from calibrator.reward.functions import RewardFunction
-from calibrator.reward.gate import TRAIN_WORDING, GatePolicy, check_gate
+from train.checkpoints import last_checkpoint
 from train.config import TrainConfig, grpo_config
-
-
-def gate(config: TrainConfig) -> dict[str, Any]:
-    """The gate (calibrator/reward/gate.py) with the run's thresholds and switches, worded for `train run`."""
-    policy = GatePolicy(min_qwk=config.min_grader_qwk, min_heldout=config.min_grader_heldout,
-                        allow_below_gate=config.allow_below_gate, accept_newer_goldset=config.accept_newer_goldset,
-                        allow_uncalibrated=config.allow_uncalibrated, wording=TRAIN_WORDING)
-    return check_gate(config.grader_prompt, config.grader_lm, policy, config.target_scope).model_dump()
 
 
 class TimedGRPOTrainer(GRPOTrainer):
@@ -42,18 +32,6 @@ class TimedGRPOTrainer(GRPOTrainer):
             return super()._generate(prompts)
         finally:
             self.generation_seconds += time.perf_counter() - started
-
-
-def is_main_process() -> bool:
-    """accelerate and torchrun start one process per device, each running `python -m train run` with its RANK;
-    only rank 0 writes the run's files, so they are neither duplicated nor torn by concurrent writers."""
-    return int(os.environ.get("RANK", "0")) == 0
-
-
-def write_from_main(path: Path, text: str) -> None:
-    """write_atomic in the main process; nothing elsewhere."""
-    if is_main_process():
-        write_atomic(path, text)
 
 
 class StepLog(TrainerCallback):
@@ -91,17 +69,6 @@ class StepLog(TrainerCallback):
                 "grader_failures_total": self.reward.failures}
         with open(self.path, "a", encoding="utf-8") as f:
             f.write(json.dumps(line) + "\n")
-
-
-def last_checkpoint(out: Path) -> Path | None:
-    """The newest checkpoint that was completely written. One cut short by a kill (no trainer_state.json)
-    is removed, so training resumes from the one before it and later saves are not confused by it."""
-    found = sorted((p for p in out.glob("checkpoint-*") if p.name.split("-")[-1].isdigit()), key=lambda p: int(p.name.split("-")[-1]))
-    for candidate in reversed(found):
-        if (candidate / "trainer_state.json").is_file():
-            return candidate
-        shutil.rmtree(candidate, ignore_errors=True)
-    return None
 
 
 def train(config: TrainConfig, rows: list[dict], model_dir: Path, reward: RewardFunction,

@@ -37,7 +37,7 @@ def warm_start(config: TrainConfig, rows: list[dict], model_dir: Path) -> Path:
     from transformers import AutoTokenizer
     from trl import SFTTrainer
 
-    from train.trainer import last_checkpoint
+    from train.checkpoints import last_checkpoint
 
     out = config.out / "warm_start"
     final = out / "final"

@@ -2,16 +2,16 @@
 rejected (this request only: record it on the sample), or fatal (the backend itself is wrong: stop the command).
 
 Both SDKs raise the same shapes (`APIStatusError` with a status code and the response, `APIConnectionError` with the
-network error as its cause), so one reading serves every wire.
+network error as its cause), so one reading serves every wire. The SDKs are read from `sys.modules`, not imported:
+an error can only come from an SDK a wire has loaded, and importing both costs every command ~4 s at start-up.
 """
 
 import email.utils
+import sys
 import time
 from typing import Literal
 
-import anthropic
 import httpx
-import openai
 from pydantic import BaseModel
 
 Kind = Literal["throttled", "transient", "rejected", "fatal"]
@@ -28,6 +28,11 @@ class Failure(BaseModel, frozen=True):
 
 class BackendUnavailable(RuntimeError):
     """The backend cannot serve this run (nothing listening, key refused, unknown model): stop, keep the cache."""
+
+
+def _sdk_errors(name: str) -> tuple[type[BaseException], ...]:
+    """The SDKs' error class `name`, from those a wire has imported."""
+    return tuple(getattr(sdk, name) for sdk in map(sys.modules.get, ("openai", "anthropic")) if sdk is not None)
 
 
 def retry_after(headers: httpx.Headers | None) -> float | None:
@@ -58,7 +63,7 @@ def _network_cause(error: BaseException) -> str:
     while seen is not None:
         if isinstance(seen, ConnectionRefusedError) or "connection refused" in str(seen).lower():
             return "connection refused"
-        if isinstance(seen, httpx.TimeoutException | openai.APITimeoutError | anthropic.APITimeoutError):
+        if isinstance(seen, (httpx.TimeoutException, *_sdk_errors("APITimeoutError"))):
             return "timed out"
         seen = seen.__cause__ or seen.__context__
     return f"connection error ({str(error)[:120]})"
@@ -66,7 +71,7 @@ def _network_cause(error: BaseException) -> str:
 
 def classify(error: BaseException) -> Failure | None:
     """How to treat `error` from a wire call; None when it is not an API error (a bug: let it raise)."""
-    if isinstance(error, openai.APIStatusError | anthropic.APIStatusError):
+    if isinstance(error, _sdk_errors("APIStatusError")):
         status = error.status_code
         if status in THROTTLED:
             return Failure(kind="throttled", cause=f"HTTP {status}", retry_after=retry_after(error.response.headers))
@@ -75,7 +80,7 @@ def classify(error: BaseException) -> Failure | None:
         if status in TRANSIENT or status >= 500:
             return Failure(kind="transient", cause=f"HTTP {status}")
         return Failure(kind="rejected", cause=f"HTTP {status}: {str(error.message)[:160]}")
-    if isinstance(error, openai.APIConnectionError | anthropic.APIConnectionError):
+    if isinstance(error, _sdk_errors("APIConnectionError")):
         return Failure(kind="transient", cause=_network_cause(error))
     return None
 
