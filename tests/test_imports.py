@@ -121,8 +121,21 @@ for lib in json.loads(sys.argv[2]):  # the heavy libraries once, before any proj
 assert not [m for m in sys.modules if m.split(".")[0] in ("calibrator", "train")], "a library imported the project"
 import threading
 assert threading.active_count() == 1, threading.enumerate()  # a fork copies one thread: no other may hold a lock
-failed = {}
+failed, running = {}, {}
+
+
+def reap():
+    pid, status = os.wait()
+    name, read = running.pop(pid)
+    with os.fdopen(read) as pipe:  # one short line at most: it fits the pipe, so the child never blocks on it
+        said = pipe.read()
+    if status:
+        failed[name] = said or "the child died"
+
+
 for name in names:
+    if len(running) >= os.cpu_count():  # one child per core at a time
+        reap()
     read, write = os.pipe()
     pid = os.fork()
     if pid == 0:  # a child with no project module loaded yet
@@ -135,10 +148,9 @@ for name in names:
             code = 1
         os._exit(code)
     os.close(write)
-    with os.fdopen(read) as pipe:
-        said = pipe.read()
-    if os.waitpid(pid, 0)[1]:
-        failed[name] = said or "the child died"
+    running[pid] = (name, read)
+while running:
+    reap()
 print(json.dumps(failed))
 """
 

@@ -45,7 +45,7 @@ def test_cut_fitting_recovers_known_cut_points(low, high, seed):
     """Gold made by two known cuts on the scores: the fitted cuts separate the rows exactly as the true ones do, so
     each lies in the gap of observed scores around its true cut."""
     rng = random.Random(seed)
-    scores = [rng.random() for _ in range(120)]
+    scores = [rng.random() for _ in range(60)]
     gold = [label_by_cuts(s, (low, high), LABELS) for s in scores]
     cuts = fit_cuts(scores, gold, LABELS)
     for fitted, true in zip(cuts, (low, high)):

@@ -62,6 +62,19 @@ def test_the_export_is_a_blind_random_sample_of_judged_rollouts_only(tmp_path):
     assert hidden == {get_column_letter(header.index(name) + 1) for name in HIDDEN}  # side, judge's score, rollout: no more
 
 
+def test_a_rollout_that_wrote_only_whitespace_is_never_drawn(tmp_path):
+    """A policy can answer "\\n\\n": the judge scores it, but it cannot be a gold row (no candidate turn), so the draw
+    leaves it out instead of failing the eval (a tiny random-weight policy did exactly this)."""
+    result, samples = result_and_samples(4)
+    blank = {r["id"] for r in result["scores"]["base"][:2]}
+    for r in result["scores"]["base"][:2]:
+        r["completion"] = "\n\n \n"
+    index = export_review(tmp_path, result, samples, 20, tmp_path / "review.csv")
+    rows = read_sheet(tmp_path / "review.csv")
+    assert len(rows) == len(index.rows) == 6  # 4 + 4 judged continue rollouts, less the 2 blank ones
+    assert not {r["rollout"] for r in rows if r["side"] == "base"} & blank
+
+
 def test_labels_come_back_through_goldset_add_and_correct_the_judges_figures(tmp_path, cli):
     result, samples = result_and_samples()
     run = tmp_path / "run"
@@ -162,7 +175,8 @@ def test_an_export_from_sampled_rollouts_does_not_mix_with_greedy_ones(tmp_path)
 @pytest.mark.slow
 def test_train_eval_review_round_trip_on_the_real_policy(tmp_path, stub, cli, policy_model):
     """`train eval --review` on the embedded policy with the stub as judge, the sheet labelled and added, then eval again:
-    eval.json and the page carry the corrected figures; before the labels, the output says the figures are uncorrected."""
+    eval.json and the page carry the corrected figures; before the labels, the output says the figures are uncorrected.
+    The real policy, not the tiny random one: that one writes only whitespace, which is never drawn for review."""
     run = tmp_path / "run"
     run.mkdir()
     (run / "final").symlink_to(policy_model, target_is_directory=True)

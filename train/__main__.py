@@ -212,10 +212,9 @@ def _run(args: argparse.Namespace) -> int:
                              accept_newer_goldset=args.accept_newer_goldset, concurrency=args.concurrency, limit=args.limit,
                              eval_after=False if args.no_eval else None, method=args.method)
         config.grpo |= grpo_overrides
-        grpo_args = grpo_config(config, args.config)  # every grpo key checked before any sample is extracted
     except CONFIG_ERRORS as e:
         return _config_error(args.config, e)
-    if config.content:
+    if config.content:  # the gate first: refusing a grader takes no TRL import
         try:
             gate_record = gate(config)
         except GateError as e:
@@ -223,6 +222,10 @@ def _run(args: argparse.Namespace) -> int:
             return 2
     else:
         gate_record = {"grader_prompt": None, "not_needed": "content: false: no grader scores this run's reward"}
+    try:
+        grpo_args = grpo_config(config, args.config)  # every grpo key checked before any sample is extracted
+    except CONFIG_ERRORS as e:
+        return _config_error(args.config, e)
     if gate_record.get("overrides"):
         waived = "; ".join(f"{c['check']} {c['figure']} vs {c['threshold']} waived by {c['overridden_by']}"
                            for c in gate_record["checks"] if c["overridden_by"]) or "no calibration record, allowed by allow_uncalibrated"

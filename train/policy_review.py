@@ -74,10 +74,11 @@ def row_id(run_dir: Path, side: str, rollout: str) -> str:
 def export_review(run_dir: Path, result: dict[str, Any], samples: list[TrainingSample], n: int, out: Path,
                   seed: int = 0) -> ReviewIndex:
     """n judged rollouts drawn at random from both sides together, shuffled, written to `out` (.xlsx or .csv) as grader
-    gold rows with the label left to the reviewer and the side hidden; the index is merged into run_dir/review.json."""
+    gold rows with the label left to the reviewer and the side hidden; the index is merged into run_dir/review.json.
+    A rollout that wrote only whitespace is not drawn: a gold row needs a candidate turn (the judge scored it anyway)."""
     source, scores = _scores(result)
     by_id = {s.id: s for s in samples}
-    pool = [(side, s) for side in SIDES for s in scores[side] if _judged(s)]
+    pool = [(side, s) for side in SIDES for s in scores[side] if _judged(s) and s["completion"].strip()]
     rng = random.Random(seed)
     picked = rng.sample(pool, min(n, len(pool)))
     index_path = run_dir / "review.json"
