@@ -16,6 +16,13 @@ os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 
+def pytest_configure(config):
+    """The quick loop (-m "not slow") runs each property on fewer Hypothesis examples; the full suite on all of them."""
+    import support
+
+    support.QUICK_LOOP = " ".join(config.getoption("markexpr").split()) == "not slow"
+
+
 @pytest.fixture(scope="session", autouse=True)
 def at_root():
     """Every test starts in the repository, as the README's command does: in-process runs read prompts/ and goldsets/."""

@@ -16,7 +16,7 @@ from calibrator.components.extractor import ExtractorRow
 from calibrator.cli import main
 from calibrator.curation.curation import goldset_csv
 from calibrator.gold.goldset import GoldSetError, load_goldset, read_rows
-from support import ROOT
+from support import ROOT, examples
 from support.files import fill
 
 FIXTURES = Path(__file__).resolve().parent / "fixtures"
@@ -222,7 +222,7 @@ CELLS = st.one_of(
 )
 
 
-@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(max_examples=examples(60), deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(component=st.sampled_from([GraderRow, ExtractorRow]), extra=st.lists(st.sampled_from(["note", "zzz", "annotator"]), max_size=2),
        rows=st.lists(st.lists(CELLS, min_size=0, max_size=8), max_size=6))
 def test_random_workbooks_load_or_raise_the_projects_error(tmp_path, component, extra, rows):

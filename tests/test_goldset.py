@@ -13,7 +13,7 @@ from calibrator.components.grader import GraderRow
 from calibrator.gold.goldset import SPLITS, GoldSetError, load_goldset, parse_label, stable_id
 
 from support.files import HEADER, write_csv, write_xlsx
-from support import ROOT
+from support import ROOT, examples
 
 SHIPPED = ROOT / "goldsets" / "grader.csv"
 
@@ -335,7 +335,7 @@ CELL = st.one_of(
 COLUMNS = st.lists(st.sampled_from([*HEADER, "extra", ""]), min_size=1, max_size=9)
 
 
-@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(max_examples=examples(150), deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(header=COLUMNS, rows=st.lists(st.lists(CELL, max_size=10), max_size=8))
 def test_random_csv_loads_or_raises_goldset_error(tmp_path, header, rows):
     path = tmp_path / "random.csv"

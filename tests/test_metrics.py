@@ -21,6 +21,7 @@ from calibrator.agreement.metrics import (
     quadratic_weighted_kappa,
     score_ordinal,
 )
+from support import examples
 
 TO_INT = {0.0: 0, 0.5: 1, 1.0: 2}
 
@@ -74,7 +75,7 @@ def test_qwk_matches_sklearn_fixed(gold, pred):
     assert quadratic_weighted_kappa(gold, pred) == pytest.approx(sk_qwk(gold, pred), abs=1e-12)
 
 
-@settings(max_examples=300, deadline=None)
+@settings(max_examples=examples(300), deadline=None)
 @given(pairs)
 def test_qwk_matches_sklearn_random(data):
     gold, pred = map(list, zip(*data))
@@ -122,7 +123,7 @@ def test_gold_may_not_be_none():
 # --- confusion matrix -------------------------------------------------------
 
 
-@settings(max_examples=200, deadline=None)
+@settings(max_examples=examples(200), deadline=None)
 @given(pairs_with_none)
 def test_confusion_matrix_matches_sklearn(data):
     gold, pred = map(list, zip(*data))
@@ -178,7 +179,7 @@ def test_score_ordinal_rejects_empty():
         score_ordinal([], [])
 
 
-@settings(max_examples=100, deadline=None)
+@settings(max_examples=examples(100), deadline=None)
 @given(pairs_with_none)
 def test_metrics_agree_with_plain_python(data):
     gold, pred = map(list, zip(*data))

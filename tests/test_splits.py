@@ -9,6 +9,7 @@ from calibrator.components.grader import GraderRow
 from calibrator.gold.goldset import SPLITS, load_goldset
 from calibrator.gold.splits import MIN_DEV, SPLIT_FRACTIONS, balance, dev_ids, split_of
 
+from support import examples
 from support.files import write_csv
 
 LABELS = ("0", "0.5", "1")
@@ -22,7 +23,7 @@ def row(i: str, label: str, candidate: str = "") -> dict:
 ids = st.text(alphabet="abcdefghijklmnopqrstuvwxyz0123456789-_", min_size=1, max_size=12)
 
 
-@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(max_examples=examples(40), deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(
     start=st.dictionaries(ids, st.sampled_from(LABELS), min_size=2, max_size=40),
     added=st.dictionaries(ids, st.sampled_from(LABELS), max_size=15),
@@ -55,7 +56,7 @@ def test_relabelling_a_row_itself_keeps_its_split(tmp_path):
     assert after.splits == before.splits
 
 
-@settings(max_examples=60, deadline=None)
+@settings(max_examples=examples(60), deadline=None)
 @given(st.dictionaries(ids, st.sampled_from(LABELS), min_size=90, max_size=160))
 def test_balance_within_one_row_of_40_30_30_or_a_warning(labels):
     """For every label with at least 30 rows: each split's count is within one row of its share, or the balance
