@@ -19,6 +19,7 @@ from calibrator.agreement.metrics import (
     describe,
     paired_bootstrap,
     quadratic_weighted_kappa,
+    qwk_of_indices,
     score_ordinal,
 )
 from support import examples
@@ -85,6 +86,21 @@ def test_qwk_matches_sklearn_random(data):
         assert ours == 0.0
     else:
         assert ours == pytest.approx(expected, abs=1e-9)
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_qwk_of_many_predictions_at_once_is_each_ones_qwk_to_the_last_bit(seed):
+    """fit_cuts scores a whole grid of cut points in one call: each row's qwk must be the very number the one-at-a-time
+    function gives, or a tie between two cut points could be broken the other way."""
+    rng = np.random.default_rng(seed)
+    gold = rng.choice(LABELS, size=int(rng.integers(5, 80))).tolist()
+    rows = rng.integers(0, len(LABELS), size=(12, len(gold)))
+    rows[0] = [LABELS.index(g) for g in gold]  # perfect agreement
+    rows[1] = 0  # one label for every row: no expected disagreement
+    many = qwk_of_indices(gold, rows)
+    assert many.shape == (12,)
+    assert many.tolist() == [quadratic_weighted_kappa(gold, [LABELS[i] for i in row]) for row in rows]
+    assert many[0] == 1.0
 
 
 @pytest.mark.parametrize("seed", range(10))

@@ -1,4 +1,4 @@
-"""`python -m train run`: GRPO with TRL's GRPOTrainer; this file only wires data, reward, gate and logging.
+"""`python -m train run`: GRPO with TRL's GRPOTrainer; this file only wires data, reward and logging.
 
 Resumable: checkpoints go to --out every `save_steps`; started again with the same --out, training
 continues from the last one (metrics.jsonl keeps the steps up to it). The run refuses a grader

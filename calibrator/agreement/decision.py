@@ -26,7 +26,7 @@ import numpy as np
 import pandas as pd
 from pydantic import BaseModel, model_validator
 
-from calibrator.agreement.metrics import quadratic_weighted_kappa
+from calibrator.agreement.metrics import quadratic_weighted_kappa, qwk_of_indices
 
 TOP_LOGPROBS = 20  # OpenAI's cap; llama.cpp and vLLM take it too
 MAX_CUT_CANDIDATES = 40  # distinct cut positions tried per cut; more observed values are thinned to quantiles
@@ -113,11 +113,15 @@ def fit_cuts(scores: Sequence[float], gold: Sequence[float], labels: Sequence[fl
     coarse = candidates if candidates.size <= MAX_CUT_CANDIDATES else np.unique(
         np.quantile(candidates, np.linspace(0, 1, MAX_CUT_CANDIDATES), method="nearest"))
 
+    def qwks(cut_rows: np.ndarray) -> np.ndarray:  # (r, len(labels) - 1) cuts -> r qwks, computed together
+        return qwk_of_indices(gold, (x[None, :, None] > cut_rows[:, None, :]).sum(axis=2), labels)
+
     def qwk(cuts: Sequence[float]) -> float:
-        return quadratic_weighted_kappa(gold, [labels[i] for i in (x[:, None] > np.asarray(cuts)[None, :]).sum(axis=1)], labels)
+        return float(qwks(np.asarray([cuts], dtype=float))[0])
 
     if len(labels) - 1 <= MAX_GRID_CUTS:
-        best = max(itertools.combinations_with_replacement(coarse.tolist(), len(labels) - 1), key=qwk)
+        grid = list(itertools.combinations_with_replacement(coarse.tolist(), len(labels) - 1))
+        best = grid[int(np.argmax(qwks(np.asarray(grid, dtype=float))))]  # the first best, as max() would take
     else:
         shares = np.cumsum([list(gold).count(v) for v in labels])[:-1] / len(gold)
         best = tuple(float(c) for c in np.quantile(x, shares))

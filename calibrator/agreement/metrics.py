@@ -207,6 +207,17 @@ def quadratic_weighted_kappa(
     return float(_metrics(_count(cells, values.size), values)["qwk"][0])
 
 
+def qwk_of_indices(gold: Sequence[float], predicted: np.ndarray, labels: Sequence[float] = LABELS) -> np.ndarray:
+    """quadratic_weighted_kappa of many predictions of one gold at once: `predicted` holds label indices, one row per
+    prediction (shape (r, n)); one qwk per row, each the same number quadratic_weighted_kappa gives for that row."""
+    values = _check_labels(labels)
+    k = values.size
+    g = _encode(gold, values, "gold", allow_none=False)
+    rows = np.atleast_2d(predicted)
+    cells = g[None, :] * (k + 1) + rows
+    return _metrics(_count(cells.ravel(), k, np.arange(cells.size).reshape(cells.shape)), values)["qwk"]
+
+
 def confusion_matrix(
     gold: Sequence[float], pred: Sequence[float | None], labels: Sequence[float] = LABELS
 ) -> list[list[int]]:
