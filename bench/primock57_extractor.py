@@ -1,6 +1,6 @@
 """Extractor recall of clinicians' checklist facts on real consultations (PriMock57).
 
-    .venv/bin/python bench/primock57_extractor.py [--limit 3] [--lm SPEC] [--prompt PATH]
+    .venv/bin/python bench/primock57_extractor.py [--limit 2] [--lm SPEC] [--prompt PATH]
 
 Each consultation with a checklist is segmented like any expert log (doctor = pharmacist role), the
 extractor runs on every sample, and the items it returns over the whole consultation are compared
@@ -48,7 +48,7 @@ def recall(facts: list[Fact], values: list[str]) -> tuple[int, int, int, int]:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--root", type=Path, default=DEFAULT_ROOT, help="PriMock57 folder (default: ../shared/data/primock57)")
-    parser.add_argument("--limit", type=int, default=3, help="consultations with a checklist to run (default: 3; 0 = all 20)")
+    parser.add_argument("--limit", type=int, default=2, help="consultations with a checklist to run (default: 2, about 8 minutes on 2 cores; 0 = all 20)")
     parser.add_argument("--lm", default="local", help="LM spec, as for python -m calibrator (default: local)")
     parser.add_argument("--prompt", type=Path, help="extractor prompt (default: prompts/extractor.calibrated.yaml if present, else prompts/extractor.yaml)")
     parser.add_argument("--cache-dir", type=Path, default=ROOT / ".cache")

@@ -8,6 +8,7 @@ TRL's GRPOConfig and SFTConfig turn it on by default; it trades recomputing the 
 model does not need. cpu-learn.yaml turns it off from this figure.
 """
 
+import argparse
 import statistics
 import sys
 import time
@@ -23,7 +24,9 @@ from train.model import ensure_model  # noqa: E402
 
 
 def main() -> int:
-    model_dir = Path(sys.argv[1]) if len(sys.argv) > 1 else ensure_model("smollm2", ROOT / ".cache")
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("model_dir", nargs="?", type=Path, help="a Hugging Face model folder (default: the embedded SmolLM2)")
+    model_dir = parser.parse_args().model_dir or ensure_model("smollm2", ROOT / ".cache")
     torch.manual_seed(0)
     model = AutoModelForCausalLM.from_pretrained(model_dir)
     model.train()

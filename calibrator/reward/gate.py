@@ -103,6 +103,16 @@ def _goldset_sha256(path: Path) -> tuple[str | None, str | None]:
         return None, f"{e.problems[0]}{extra}"
 
 
+def _same_lm(calibration, spec) -> bool:
+    """A local GGUF is the same LM when it is the same file's contents, wherever it now lies; any other LM when its
+    spec is the same."""
+    if spec.path and calibration.lm_weights:
+        from calibrator.lm.local import file_fingerprint
+
+        return file_fingerprint(Path(spec.path)) == calibration.lm_weights
+    return calibration.lm == str(spec)
+
+
 def check_gate(grader_prompt: Path, grader_lm: str, policy: GatePolicy, target_scope: str = "next") -> GateRecord:
     """Whether the grader prompt may drive RL when it grades with `grader_lm`; raises GateError naming every failed check
     and what would let it through."""
@@ -141,7 +151,7 @@ def check_gate(grader_prompt: Path, grader_lm: str, policy: GatePolicy, target_s
         GateCheck(check="heldout_rows", figure=n, threshold=policy.min_heldout, passed=n is not None and n >= policy.min_heldout),
         GateCheck(check="goldset_version", figure=disk_sha, threshold=calibration.goldset_sha256, passed=disk_sha == calibration.goldset_sha256),
         GateCheck(check="grader_lm", figure=f"none: floor {source.source}" if floor else calibration.lm, threshold=grader_lm,
-                  passed=floor or calibration.lm == grader_lm),
+                  passed=floor or _same_lm(calibration, LMSpec.parse(grader_lm))),
     ]
     relaxed_by = {"heldout_qwk_ci_low": "allow_below_gate" if policy.allow_below_gate else None,
                   "heldout_rows": "allow_below_gate" if policy.allow_below_gate else None,
@@ -165,8 +175,10 @@ def check_gate(grader_prompt: Path, grader_lm: str, policy: GatePolicy, target_s
             f"{calibration.goldset_sha256[:12]} recorded): re-calibrate with {recalibrate}, or {w.newer} to "
             f"{w.doing} with this calibration anyway (recorded)"),
         "grader_lm": (
-            f"the prompt was calibrated on LM {calibration.lm} but {w.grader} grades with {grader_lm}: re-calibrate with "
-            f"{recalibrate}, or {w.lm_fix.format(lm=calibration.lm)}"),
+            f"the prompt was calibrated on LM {calibration.lm} but {w.grader} grades with {grader_lm}"
+            + (f" (the file at that path is no longer the one calibrated on: {calibration.lm_weights} recorded)"
+               if calibration.lm == grader_lm else "")
+            + f": re-calibrate with {recalibrate}, or {w.lm_fix.format(lm=calibration.lm)}"),
     }
     failed = []
     for check in checks:

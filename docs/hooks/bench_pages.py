@@ -1,41 +1,86 @@
-"""MkDocs hook: one page per bench script, written before every build from the script's own docstring (what it
-measures, its command) with a link to where its recorded figures and their analysis are kept."""
+"""MkDocs hook: every bench script has its page, `docs/benchmarks/<script>.md`. The part above MARK (what it
+measures and its command) is rewritten before every build from the script's own docstring, so it never drifts; the part
+below holds the recorded figures, each section dated, with what they do and do not show, and is written by hand."""
 
 import ast
+import re
 from pathlib import Path
 
 HELPERS = {"corpus.py", "replay_server.py"}  # imported by the benches, not benches themselves
-FIGURES = {  # script -> the page that holds its recorded figures, dated, with what they do and do not show
-    "engine_concurrency.py": "index.md", "extract_scale.py": "index.md", "grpo_step.py": "index.md",
-    "judge_floor.py": "index.md", "lm_throughput.py": "index.md", "report_scale.py": "index.md",
-    "primock57_extractor.py": "../guides/public-corpora.md", "l2a_cpu.py": "../guides/public-corpora.md",
-    "stop_predictability.py": "../guides/public-corpora.md", "update_checkpointing.py": "../guides/public-corpora.md",
-    "remedi_actions.py": "../guides/public-corpora.md", "target_scope.py": "../learn-to-ask-reference.md",
-    "reward_service.py": "../guides/judge-behind-rl-engine.md", "suggest_gold.py": "../guides/judge-behind-rl-engine.md",
-}
+MARK = "<!-- above: from the script's docstring (docs/hooks/bench_pages.py); below: written by hand -->"
+RECORDED = re.compile(r"^## Recorded (\d{4}-\d{2}-\d{2})\b.*$", re.M)
 
 
 def scripts(root: Path) -> list[Path]:
     return sorted(p for p in (root / "bench").glob("*.py") if p.name not in HELPERS)
 
 
-def write(root: Path, folder: Path) -> list[Path]:
-    folder.mkdir(parents=True, exist_ok=True)
+def header(script: Path) -> str:
+    doc = ast.get_docstring(ast.parse(script.read_text(encoding="utf-8"))) or ""
+    title, _, body = doc.partition("\n")
+    return f"# `bench/{script.name}`\n\n{title}\n\n```text\n{body.strip()}\n```\n\n{MARK}\n"
+
+
+def page_of(root: Path, script: Path) -> Path:
+    return root / "docs" / "benchmarks" / f"{script.stem}.md"
+
+
+def figures(page: Path) -> str:
+    """The hand-written part of a bench page: everything below MARK."""
+    text = page.read_text(encoding="utf-8")
+    if MARK not in text:
+        raise ValueError(f"{page}: no line {MARK!r}; the recorded figures go below it")
+    return text.split(MARK, 1)[1].lstrip("\n")
+
+
+def render(root: Path, script: Path) -> str:
+    page = page_of(root, script)
+    if not page.is_file():
+        raise ValueError(f"bench/{script.name} has no page {page.relative_to(root)}: write its recorded figures there, "
+                         f"below the line {MARK!r}")
+    return header(script) + "\n" + figures(page)
+
+
+TABLE = ("<!-- table: written by docs/hooks/bench_pages.py from the scripts and their pages -->", "<!-- /table -->")
+
+
+def summary(script: Path) -> str:
+    """The docstring's first paragraph, on one line."""
+    doc = ast.get_docstring(ast.parse(script.read_text(encoding="utf-8"))) or ""
+    return " ".join(doc.split("\n\n", 1)[0].split()).replace("|", "\\|")
+
+
+def table(root: Path) -> str:
+    rows = ["| script | what it measures | recorded |", "|---|---|---|"]
+    for script in scripts(root):
+        dates = sorted(set(RECORDED.findall(figures(page_of(root, script)))), reverse=True)
+        rows.append(f"| [`{script.name}`]({script.stem}.md) | {summary(script)} | {', '.join(dates) or 'never'} |")
+    return "\n".join(rows)
+
+
+def with_table(root: Path, index: str) -> str:
+    start, end = TABLE
+    if start not in index or end not in index:
+        raise ValueError(f"docs/benchmarks/index.md: the lines {start!r} and {end!r} mark where the table goes")
+    head, rest = index.split(start, 1)
+    return f"{head}{start}\n{table(root)}\n{end}{rest.split(end, 1)[1]}"
+
+
+def write(root: Path) -> list[Path]:
+    """Bring every bench page's header, and the index's table, up to date with the scripts; the figures below the
+    mark are kept as they are."""
     written = []
     for script in scripts(root):
-        if script.name not in FIGURES:
-            raise ValueError(f"bench/{script.name} has no entry in docs/hooks/bench_pages.py FIGURES: say where its figures are")
-        doc = ast.get_docstring(ast.parse(script.read_text(encoding="utf-8"))) or ""
-        title, _, body = doc.partition("\n")
-        text = (f"# `bench/{script.name}`\n\n{title}\n\n```text\n{body.strip()}\n```\n\n"
-                f"Recorded figures, with the date, the machine and what they do and do not show: "
-                f"[here]({FIGURES[script.name]}).\n")
-        target = folder / f"{script.stem}.md"
-        if not target.is_file() or target.read_text() != text:
-            target.write_text(text)
-        written.append(target)
-    return written
+        page, text = page_of(root, script), render(root, script)
+        if page.read_text(encoding="utf-8") != text:
+            page.write_text(text, encoding="utf-8")
+        written.append(page)
+    index = root / "docs" / "benchmarks" / "index.md"
+    text = with_table(root, index.read_text(encoding="utf-8"))
+    if index.read_text(encoding="utf-8") != text:
+        index.write_text(text, encoding="utf-8")
+    return [index, *written]
 
 
 def on_pre_build(config, **_):
-    write(Path(config["config_file_path"]).parent, Path(config["docs_dir"]) / "benchmarks")
+    write(Path(config["config_file_path"]).parent)
