@@ -97,6 +97,8 @@ def test_run_refuses_to_calibrate_the_calibrated_prompt_onto_itself(tmp_path, cl
                                                                "USD per 1M tokens", "input: Input should be a valid number"],
                  id="bad price"),
     pytest.param("openai:gpt-4o: {input: 1}\n", ["prices.yaml: openai:gpt-4o:", "output: Field required"], id="missing price"),
+    pytest.param("gpt-4o: {input: 1, output: 2}\n", ["prices.yaml: gpt-4o: name the model as --lm spells it (openai:gpt-4o"],
+                 id="a key that would never match"),
 ])
 @pytest.mark.parametrize("command", ["run", "eval"])
 def test_a_bad_prices_file_is_refused_in_one_line(tmp_path, cli, stub, shipped, command, content, words):

@@ -127,8 +127,6 @@ def missing_program(command: str) -> str | None:
     """Why a shell command a page shows does not exist here, or None. `python -m calibrator|train` are the parsers'
     (the test above); a module must import, a script must exist and declare every --flag shown, `bash FILE` needs the
     file, accelerate and trl must be installed, and `accelerate launch ... -m MODULE` runs a module that exists."""
-    import importlib.util
-
     try:
         argv = shlex.split(command.replace("[", " ").replace("]", " "), comments=True)
     except ValueError:
@@ -138,7 +136,7 @@ def missing_program(command: str) -> str | None:
         return None
     if program in ("python", "python3"):
         if argv[1:2] == ["-m"]:
-            return None if importlib.util.find_spec(argv[2].split(".")[0]) else f"no module {argv[2]}"
+            return None if _module_exists(argv[2]) else f"no module {argv[2]}"
         script = ROOT / argv[1]
         if not script.is_file():
             return f"no file {argv[1]}"
@@ -146,12 +144,21 @@ def missing_program(command: str) -> str | None:
         return f"{argv[1]} has no option {', '.join(unknown)}" if unknown else None
     if program == "bash":
         return None if (ROOT / argv[1]).is_file() else f"no file {argv[1]}"
-    if not (ROOT / ".venv" / "bin" / program).exists() and not (Path(sys.executable).parent / program).exists():
+    if not (Path(sys.prefix) / "bin" / program).exists():  # the environment the tests run in: .venv
         return f"{program} is not installed in .venv"
     if program == "accelerate" and "-m" in argv:
         module = argv[argv.index("-m") + 1]
-        return None if importlib.util.find_spec(module) else f"no module {module}"
+        return None if _module_exists(module) else f"no module {module}"
     return None
+
+
+def _module_exists(name: str) -> bool:
+    import importlib.util
+
+    try:
+        return importlib.util.find_spec(name) is not None
+    except ModuleNotFoundError:  # a parent package that does not exist
+        return False
 
 
 def shell_commands(text: str) -> list[str]:
@@ -178,13 +185,15 @@ def test_every_shell_command_the_docs_show_is_one_that_exists():
 
 def test_a_command_that_does_not_exist_is_caught():
     page = ("```bash\n.venv/bin/python -m calibrator run\nmake calibrate\n```\n"
-            "`.venv/bin/python bench/judge_floor.py --budget 3` and `bash .ci/missing` and `.venv/bin/python bench/gone.py`")
+            "`.venv/bin/python bench/judge_floor.py --budget 3` and `bash .ci/missing` and `.venv/bin/python bench/gone.py`"
+            " and `python -m calibrator.reward.servce` and `accelerate launch -m trian run`")
     found = shell_commands(page)
     assert found == [".venv/bin/python -m calibrator run", "make calibrate", ".venv/bin/python bench/judge_floor.py --budget 3",
-                     "bash .ci/missing", ".venv/bin/python bench/gone.py"]
+                     "bash .ci/missing", ".venv/bin/python bench/gone.py", "python -m calibrator.reward.servce",
+                     "accelerate launch -m trian run"]
     assert [missing_program(c) for c in found] == [
         None, "make is not installed in .venv", "bench/judge_floor.py has no option --budget", "no file .ci/missing",
-        "no file bench/gone.py"]
+        "no file bench/gone.py", "no module calibrator.reward.servce", "no module trian"]
 
 
 @pytest.mark.slow
@@ -204,15 +213,10 @@ def test_every_bench_script_has_its_page_in_step_with_its_docstring_with_dated_f
 
     scripts = bench_pages.scripts(ROOT)
     assert len(scripts) >= 14
-    stale, undated = [], []
-    for script in scripts:
-        page = bench_pages.page_of(ROOT, script)
-        if page.read_text(encoding="utf-8") != bench_pages.render(ROOT, script):
-            stale.append(page.name)
-        if not bench_pages.RECORDED.search(bench_pages.figures(page)):
-            undated.append(page.name)
+    stale = [script.name for script in scripts  # render refuses a page without one, or with an undated section
+             if bench_pages.page_of(ROOT, script).read_text(encoding="utf-8") != bench_pages.render(ROOT, script)]
     index = (ROOT / "docs/benchmarks/index.md").read_text(encoding="utf-8")
-    assert stale == [] and undated == [] and bench_pages.with_table(ROOT, index) == index
+    assert stale == [] and bench_pages.orphans(ROOT) == [] and bench_pages.with_table(ROOT, index) == index
 
 
 def test_a_bench_without_a_page_or_with_a_changed_docstring_is_caught(tmp_path):
@@ -234,18 +238,29 @@ def test_a_bench_without_a_page_or_with_a_changed_docstring_is_caught(tmp_path):
     text = page.read_text()
     assert "Is the judge still above" in text and "# old title" not in text and text.endswith("figures\n")
     assert "| [`judge_floor.py`](judge_floor.md) | Is the judge still above" in (tmp_path / "docs/benchmarks/index.md").read_text()
+    assert (tmp_path / "docs/benchmarks/index.md").read_text().count("| 2026-01-02 |") == 1
+    for heading, refused in (("## Results", "not: ## Results"), ("## Recorded 2026-13-02, here", "not: ## Recorded 2026-13-02")):
+        page.write_text(text + f"\n{heading}\n\nmore figures\n")
+        with pytest.raises(ValueError, match=refused):
+            bench_pages.write(tmp_path)
+    page.write_text(text)
+    (tmp_path / "docs/benchmarks/renamed_away.md").write_text("# `bench/renamed_away.py`\n")
+    with pytest.raises(ValueError, match="renamed_away.md in docs/benchmarks: no bench script of that name"):
+        bench_pages.write(tmp_path)
 
 
-LINK = re.compile(r"(?<!!)\[[^\]]*\]\(([^)\s]+)\)")
+LINK = re.compile(r"\[[^\]]*\]\(<?([^)\s>]+)>?(?:\s+\"[^\"]*\")?\)")  # inline links and images, a title allowed
+FENCE = re.compile(r"^\s*```.*?^\s*```", re.S | re.M)
 
 
 def broken_links(path) -> list[str]:
-    """Links of a page that lead nowhere: a relative file that does not exist, an anchor no heading of the target
-    makes (MkDocs' slugs), or an external link that is not https."""
+    """Links and images of a page that lead nowhere: a relative file that does not exist, an anchor no heading of the
+    target makes (MkDocs' slugs; a `#` line in a code block is no heading), or an external link that is not https.
+    Reference-style links are not used in these pages."""
     from markdown.extensions.toc import slugify
 
     broken = []
-    for target in LINK.findall(path.read_text(encoding="utf-8")):
+    for target in LINK.findall(FENCE.sub("", path.read_text(encoding="utf-8"))):
         if target.startswith(("http://", "https://", "mailto:")):
             if not target.startswith("https://"):
                 broken.append(f"{target}: not https")
@@ -255,7 +270,7 @@ def broken_links(path) -> list[str]:
         if not resolved.is_file():
             broken.append(f"{target}: no such file")
         elif anchor and resolved.suffix == ".md":
-            headings = re.findall(r"^#+\s+(.*?)\s*$", resolved.read_text(encoding="utf-8"), re.M)
+            headings = re.findall(r"^#+\s+(.*?)\s*$", FENCE.sub("", resolved.read_text(encoding="utf-8")), re.M)
             if anchor not in {slugify(h, "-") for h in headings}:
                 broken.append(f"{target}: no heading makes #{anchor}")
     return broken
@@ -264,10 +279,12 @@ def broken_links(path) -> list[str]:
 def test_every_link_in_the_readme_and_the_docs_leads_somewhere(tmp_path):
     assert {p.relative_to(ROOT).as_posix(): b for p in pages() if (b := broken_links(p))} == {}
     page = tmp_path / "page.md"
-    (tmp_path / "there.md").write_text("# A heading, here\n")
-    page.write_text("[a](there.md#a-heading-here) [b](there.md#nowhere) [c](gone.md) [d](http://example.org) [e](https://x.org)")
+    (tmp_path / "there.md").write_text("# A heading, here\n\n```bash\n# a comment\n```\n")
+    page.write_text("[a](there.md#a-heading-here) [b](there.md#nowhere) [c](gone.md) [d](http://example.org) [e](https://x.org)"
+                    ' ![f](missing.png) [g](there.md "a title") [h](there.md#a-comment)\n```\n[i](in-a-code-block.md)\n```\n')
     assert broken_links(page) == ["there.md#nowhere: no heading makes #nowhere", "gone.md: no such file",
-                                  "http://example.org: not https"]
+                                  "http://example.org: not https", "missing.png: no such file",
+                                  "there.md#a-comment: no heading makes #a-comment"]
 
 
 def test_the_readme_is_at_most_200_lines_and_its_quick_commands_run(tmp_path, cli):

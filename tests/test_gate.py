@@ -143,7 +143,8 @@ def test_a_local_gguf_grader_is_the_same_lm_by_its_file_contents_not_its_path(tm
     record = gate(TrainConfig(grader_prompt=path, grader_lm=f"local:{moved}"))
     assert checks(record)["grader_lm"] == (f"local:{calibrated_on}", f"local:{moved}", True, None)
 
-    tiny_gguf(tmp_path / "judge.gguf", "{{ other }}")  # another model under the calibrated file's name
+    other = tiny_gguf(tmp_path / "judge.gguf", "{{ massages }}")  # another model under the calibrated file's name
+    assert other.stat().st_size == moved.stat().st_size  # the same size: only the contents tell them apart
     with pytest.raises(GateError) as refused:
         gate(TrainConfig(grader_prompt=path, grader_lm=f"local:{calibrated_on}"))
     assert ("no longer the one calibrated on" in str(refused.value)

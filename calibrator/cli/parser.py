@@ -110,7 +110,8 @@ def build() -> argparse.ArgumentParser:
         p.add_argument("--goldset", type=Path, help="gold set, .csv or .xlsx (default: goldsets/<component>.csv)")
         p.add_argument("--out", type=Path, default=Path("reports"), help="where run folders go (default: reports)")
         p.add_argument("--prices", type=Path, metavar="FILE",
-                       help="USD per 1M tokens for API models, YAML `model: {input: .., output: ..}`, on top of calibrator/lm/prices.py")
+                       help="USD per 1M tokens for API models, YAML keyed as --lm spells each model, `openai:MODEL: {input: .., output: ..}`, "
+                            "on top of calibrator/lm/prices.py")
         lm_flags(p)
 
     run = commands.add_parser("run", help="calibrate: search prompts on train/val, judge on test, save the winner",

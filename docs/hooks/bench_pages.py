@@ -3,6 +3,7 @@ measures and its command) is rewritten before every build from the script's own 
 below holds the recorded figures, each section dated, with what they do and do not show, and is written by hand."""
 
 import ast
+import datetime
 import re
 from pathlib import Path
 
@@ -33,12 +34,35 @@ def figures(page: Path) -> str:
     return text.split(MARK, 1)[1].lstrip("\n")
 
 
+def undated(text: str) -> list[str]:
+    """The section headings of a page's figures that do not say when they were measured (`## Recorded YYYY-MM-DD, ...`,
+    a real date); a page with no section at all is one problem too."""
+    headings = re.findall(r"^## .*$", text, re.M)
+    wrong = [h for h in headings if not RECORDED.match(h)]
+    for h in headings:
+        if (m := RECORDED.match(h)):
+            try:
+                datetime.date.fromisoformat(m.group(1))
+            except ValueError:
+                wrong.append(h)
+    return wrong if headings else ["(no `## Recorded YYYY-MM-DD, machine` section)"]
+
+
 def render(root: Path, script: Path) -> str:
     page = page_of(root, script)
     if not page.is_file():
         raise ValueError(f"bench/{script.name} has no page {page.relative_to(root)}: write its recorded figures there, "
                          f"below the line {MARK!r}")
+    if (wrong := undated(figures(page))):
+        raise ValueError(f"{page.relative_to(root)}: every section of figures is headed `## Recorded YYYY-MM-DD, machine`; "
+                         f"not: {'; '.join(wrong)}")
     return header(script) + "\n" + figures(page)
+
+
+def orphans(root: Path) -> list[Path]:
+    """Bench pages whose script is gone."""
+    kept = {page_of(root, s) for s in scripts(root)} | {root / "docs" / "benchmarks" / "index.md"}
+    return sorted(set((root / "docs" / "benchmarks").glob("*.md")) - kept)
 
 
 TABLE = ("<!-- table: written by docs/hooks/bench_pages.py from the scripts and their pages -->", "<!-- /table -->")
@@ -69,6 +93,9 @@ def with_table(root: Path, index: str) -> str:
 def write(root: Path) -> list[Path]:
     """Bring every bench page's header, and the index's table, up to date with the scripts; the figures below the
     mark are kept as they are."""
+    if (gone := orphans(root)):
+        raise ValueError(f"{', '.join(p.name for p in gone)} in docs/benchmarks: no bench script of that name any more; "
+                         "delete the page or restore the script")
     written = []
     for script in scripts(root):
         page, text = page_of(root, script), render(root, script)
