@@ -200,12 +200,17 @@ def test_a_command_that_does_not_exist_is_caught():
 def test_every_bench_script_answers_help():
     import bench_pages
 
-    failed = []
-    for script in bench_pages.scripts(ROOT):
-        done = subprocess.run([sys.executable, str(script), "--help"], cwd=ROOT, capture_output=True, text=True, timeout=300)
-        if done.returncode != 0 or "usage:" not in done.stdout:
-            failed.append(f"{script.name}: exit {done.returncode} {done.stderr[-300:]}")
-    assert failed == []
+    from concurrent.futures import ThreadPoolExecutor
+
+    def help_of(script):
+        return script, subprocess.run([sys.executable, str(script), "--help"], cwd=ROOT, capture_output=True, text=True,
+                                      timeout=300)
+
+    with ThreadPoolExecutor(max_workers=os.cpu_count() or 1) as pool:  # most of each is importing torch or DSPy
+        answers = list(pool.map(help_of, bench_pages.scripts(ROOT)))
+    assert len(answers) >= 14
+    assert [f"{s.name}: exit {d.returncode} {d.stderr[-300:]}" for s, d in answers
+            if d.returncode != 0 or "usage:" not in d.stdout] == []
 
 
 def test_every_bench_script_has_its_page_in_step_with_its_docstring_with_dated_figures():
@@ -267,6 +272,8 @@ def broken_links(path) -> list[str]:
             continue
         file, _, anchor = target.partition("#")
         resolved = (path.parent / file).resolve() if file else path
+        if resolved.is_relative_to(ROOT) and resolved.relative_to(ROOT).as_posix().startswith(GENERATED):
+            continue  # written by the build (absent from a fresh clone); the strict build checks links to it
         if not resolved.is_file():
             broken.append(f"{target}: no such file")
         elif anchor and resolved.suffix == ".md":
