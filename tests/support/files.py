@@ -52,3 +52,18 @@ def gold_slice(component: str, path: Path, rows: int, *, spread: bool = False) -
         header, *body = list(csv.reader(f))
     picked = body[:: max(1, round(len(body) / rows))][:rows] if spread else body[:rows]
     return write_rows(path, picked, header)
+
+
+def tiny_gguf(path, template: str | None):
+    """A GGUF with metadata only (no tensors): enough for what is read before llama.cpp loads a file."""
+    import gguf
+
+    writer = gguf.GGUFWriter(str(path), "llama")
+    writer.add_name("tiny")
+    if template is not None:
+        writer.add_chat_template(template)
+    writer.write_header_to_file()
+    writer.write_kv_data_to_file()
+    writer.write_tensors_to_file()
+    writer.close()
+    return path
