@@ -196,21 +196,35 @@ def test_a_command_that_does_not_exist_is_caught():
         "no file bench/gone.py", "no module calibrator.reward.servce", "no module trian"]
 
 
+HELP_EACH = """
+import contextlib, io, json, runpy, sys
+answers = {}
+for script in sys.argv[1:]:
+    sys.argv, out = [script, "--help"], io.StringIO()
+    try:
+        with contextlib.redirect_stdout(out):
+            runpy.run_path(script, run_name="__main__")
+        answers[script] = "ran instead of printing its usage"
+    except SystemExit as e:
+        answers[script] = None if e.code in (0, None) and "usage:" in out.getvalue() else f"exit {e.code}"
+    except BaseException as e:
+        answers[script] = f"{type(e).__name__}: {e}"
+print(json.dumps(answers))
+"""
+
+
 @pytest.mark.slow
 def test_every_bench_script_answers_help():
+    """Each script run as `python bench/X.py --help`, all in one child process so torch and DSPy are imported once."""
+    import json
+
     import bench_pages
 
-    from concurrent.futures import ThreadPoolExecutor
-
-    def help_of(script):
-        return script, subprocess.run([sys.executable, str(script), "--help"], cwd=ROOT, capture_output=True, text=True,
-                                      timeout=300)
-
-    with ThreadPoolExecutor(max_workers=os.cpu_count() or 1) as pool:  # most of each is importing torch or DSPy
-        answers = list(pool.map(help_of, bench_pages.scripts(ROOT)))
-    assert len(answers) >= 14
-    assert [f"{s.name}: exit {d.returncode} {d.stderr[-300:]}" for s, d in answers
-            if d.returncode != 0 or "usage:" not in d.stdout] == []
+    scripts = [str(s) for s in bench_pages.scripts(ROOT)]
+    done = subprocess.run([sys.executable, "-c", HELP_EACH, *scripts], cwd=ROOT, capture_output=True, text=True, timeout=600)
+    answers = json.loads(done.stdout.strip().splitlines()[-1])
+    assert len(answers) == len(scripts) >= 14
+    assert {Path(s).name: why for s, why in answers.items() if why} == {}
 
 
 def test_every_bench_script_has_its_page_in_step_with_its_docstring_with_dated_figures():
